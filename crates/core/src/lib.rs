@@ -1,0 +1,25 @@
+//! Pure domain of OpenHive: identifiers, the signed event envelope, event payloads,
+//! conflict-resolution ordering, input validation and time formatting.
+//!
+//! This crate does no I/O. It knows nothing about SQLite, HTTP or peers; everything in it
+//! is a function of its arguments, which is what lets every instance agree on it.
+//!
+//! # Layout
+//! - [`ids`]: instance ids and origin-prefixed entity ids (`post_<inst>_<ulid>`).
+//! - [`signing`]: the instance's Ed25519 key, key/signature encodings, strict verification.
+//! - [`event`]: the event envelope, its exact signed byte layout, event types.
+//! - [`payload`]: the JSON payload of every event type.
+//! - [`order`]: versions and the conflict-resolution orderings (LWW, owner-preferring).
+//! - [`validate`]: names and limits shared by the API and the materializer.
+//! - [`time`]: milliseconds since the epoch and their RFC 3339 rendering.
+
+pub mod event;
+pub mod ids;
+pub mod order;
+pub mod payload;
+pub mod signing;
+pub mod time;
+pub mod validate;
+
+pub use event::{Event, EventError, EventType};
+pub use signing::{InstanceKey, PublicKey};

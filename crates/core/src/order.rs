@@ -1,0 +1,137 @@
+//! Conflict-resolution orderings. Every rule here is a total order over facts carried by the
+//! events themselves, so every instance picks the same winner from the same set of events.
+
+/// The version of a value written by an event: `(origin_ts, event_id)`, encoded so that
+/// byte-wise string comparison is the order (ts zero-padded to 15 digits, then the id).
+/// Later timestamp wins; equal timestamps fall back to the larger event id.
+pub fn version(origin_ts: i64, event_id: &str) -> String {
+    format!("{:015}:{event_id}", origin_ts.max(0))
+}
+
+/// A candidate value of a state register (hive setting, membership, moderator, pin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub event_id: String,
+    /// The event id of the value the origin saw when writing (None: it saw none).
+    pub prev: Option<String>,
+    pub origin_instance_id: String,
+    pub origin_ts: i64,
+}
+
+/// Owner-preferring last-writer-wins (design §3.8), over the *heads* of a register: the
+/// candidates that no other candidate names as `prev`. A change made after seeing another
+/// supersedes it; among concurrent changes (heads):
+/// 1. a change from the hive owner's instance wins;
+/// 2. then the later `origin_ts`;
+/// 3. then the lexicographically smaller event id.
+///
+/// Returns the index of the winner in `candidates`, or None if there are none.
+pub fn owner_preferring_winner(candidates: &[Candidate], owner_instance: &str) -> Option<usize> {
+    let superseded: std::collections::HashSet<&str> =
+        candidates.iter().filter_map(|c| c.prev.as_deref()).collect();
+    candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !superseded.contains(c.event_id.as_str()))
+        .max_by(|(_, a), (_, b)| {
+            let a_owner = a.origin_instance_id == owner_instance;
+            let b_owner = b.origin_instance_id == owner_instance;
+            a_owner
+                .cmp(&b_owner)
+                .then(a.origin_ts.cmp(&b.origin_ts))
+                .then(b.event_id.cmp(&a.event_id))
+        })
+        .map(|(i, _)| i)
+        // A cycle of prev references (only a buggy or hostile origin makes one) leaves no
+        // head; fall back to the same order over all candidates so the result is still total.
+        .or_else(|| {
+            candidates
+                .iter()
+                .enumerate()
+                .max_by(|(_, a), (_, b)| {
+                    (a.origin_instance_id == owner_instance)
+                        .cmp(&(b.origin_instance_id == owner_instance))
+                        .then(a.origin_ts.cmp(&b.origin_ts))
+                        .then(b.event_id.cmp(&a.event_id))
+                })
+                .map(|(i, _)| i)
+        })
+}
+
+/// The hive's creation when several instances created a hive of the same name before they
+/// met: the earliest `origin_ts` wins, then the smaller event id. Its origin is the owner's
+/// instance.
+pub fn creation_winner<'a>(a: (i64, &'a str), b: (i64, &'a str)) -> std::cmp::Ordering {
+    a.0.cmp(&b.0).then(a.1.cmp(b.1))
+}
+
+/// Reddit-style hot rank: a function of score and creation time only, so it needs no
+/// periodic recomputation and is identical on every instance.
+pub fn hot_rank(score: i64, created_at_ms: i64) -> f64 {
+    let order = (score.unsigned_abs().max(1) as f64).log10();
+    let sign = score.signum() as f64;
+    sign * order + (created_at_ms as f64 / 1000.0 - 1_134_028_003.0) / 45_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, prev: Option<&str>, inst: &str, ts: i64) -> Candidate {
+        Candidate {
+            event_id: id.into(),
+            prev: prev.map(Into::into),
+            origin_instance_id: inst.into(),
+            origin_ts: ts,
+        }
+    }
+
+    #[test]
+    fn owner_wins_concurrent_changes_regardless_of_time() {
+        let cs = [c("e1", None, "owner", 1000), c("e2", None, "other", 1001)];
+        assert_eq!(owner_preferring_winner(&cs, "owner"), Some(0));
+    }
+
+    #[test]
+    fn a_change_that_saw_the_owners_value_supersedes_it() {
+        let cs = [c("e1", None, "owner", 1000), c("e2", Some("e1"), "other", 900)];
+        assert_eq!(owner_preferring_winner(&cs, "owner"), Some(1));
+    }
+
+    #[test]
+    fn later_timestamp_then_smaller_id() {
+        let cs = [c("b", None, "x", 5), c("a", None, "y", 5), c("c", None, "z", 4)];
+        assert_eq!(owner_preferring_winner(&cs, "owner"), Some(1));
+        let cs = [c("b", None, "x", 6), c("a", None, "y", 5)];
+        assert_eq!(owner_preferring_winner(&cs, "owner"), Some(0));
+    }
+
+    #[test]
+    fn winner_is_independent_of_candidate_order() {
+        let mut cs = vec![
+            c("e1", None, "owner", 10),
+            c("e2", Some("e1"), "b", 20),
+            c("e3", Some("e1"), "c", 30),
+            c("e4", None, "d", 40),
+        ];
+        let w = cs[owner_preferring_winner(&cs, "owner").unwrap()].event_id.clone();
+        cs.reverse();
+        let w2 = cs[owner_preferring_winner(&cs, "owner").unwrap()].event_id.clone();
+        assert_eq!(w, w2);
+        assert_eq!(w, "e4");
+    }
+
+    #[test]
+    fn versions_order_by_time_then_id() {
+        assert!(version(2, "a") > version(1, "z"));
+        assert!(version(1, "b") > version(1, "a"));
+        assert!(version(10, "a") > version(9, "a"));
+    }
+
+    #[test]
+    fn hot_prefers_score_and_recency() {
+        assert!(hot_rank(10, 1_000_000) > hot_rank(1, 1_000_000));
+        assert!(hot_rank(1, 2_000_000_000_000) > hot_rank(1, 1_000_000_000_000));
+        assert!(hot_rank(-5, 1_000_000) < hot_rank(0, 1_000_000));
+    }
+}

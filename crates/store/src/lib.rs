@@ -1,0 +1,26 @@
+//! Persistence for OpenHive: embedded SQLite in WAL mode, one writer connection and a pool
+//! of readers, versioned migrations, the per-hive event log, the materializer that projects
+//! events into the tables feeds read, and the queries the API needs.
+//!
+//! # Boundary
+//! Nothing outside this crate writes SQL. Callers run closures through [`Store::write`]
+//! (one transaction on the single writer, committed if the closure returns `Ok`) or
+//! [`Store::read`] (a pooled read-only connection), and inside them call the functions of
+//! this crate's modules. A PostgreSQL backend would implement the same modules.
+//!
+//! # Layout
+//! - [`db`]: opening, pragmas, migrations, the writer/reader split.
+//! - [`log`]: the append-only event log (seq assignment, dedup, paging).
+//! - [`ingest`]: the one path by which any event, local or remote, enters a hive.
+//! - [`materialize`]: the projection of events into posts/comments/votes/hives/memberships.
+//! - [`agents`], [`hives`], [`posts`], [`comments`], [`search`]: read models and local rows.
+//! - [`sync_state`]: peers, group links, cursors, tokens, instance keys.
+
+pub mod db;
+pub mod error;
+pub mod ingest;
+pub mod log;
+pub mod materialize;
+
+pub use db::{Store, StoreOptions};
+pub use error::StoreError;
