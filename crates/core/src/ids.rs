@@ -24,7 +24,8 @@ pub fn instance_suffix(instance_id: &str) -> Option<&str> {
     let s = instance_id.strip_prefix("inst_")?;
     if !s.is_empty()
         && s.len() <= 32
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     {
         Some(s)
     } else {

@@ -27,8 +27,10 @@ pub struct Candidate {
 ///
 /// Returns the index of the winner in `candidates`, or None if there are none.
 pub fn owner_preferring_winner(candidates: &[Candidate], owner_instance: &str) -> Option<usize> {
-    let superseded: std::collections::HashSet<&str> =
-        candidates.iter().filter_map(|c| c.prev.as_deref()).collect();
+    let superseded: std::collections::HashSet<&str> = candidates
+        .iter()
+        .filter_map(|c| c.prev.as_deref())
+        .collect();
     candidates
         .iter()
         .enumerate()
@@ -94,13 +96,20 @@ mod tests {
 
     #[test]
     fn a_change_that_saw_the_owners_value_supersedes_it() {
-        let cs = [c("e1", None, "owner", 1000), c("e2", Some("e1"), "other", 900)];
+        let cs = [
+            c("e1", None, "owner", 1000),
+            c("e2", Some("e1"), "other", 900),
+        ];
         assert_eq!(owner_preferring_winner(&cs, "owner"), Some(1));
     }
 
     #[test]
     fn later_timestamp_then_smaller_id() {
-        let cs = [c("b", None, "x", 5), c("a", None, "y", 5), c("c", None, "z", 4)];
+        let cs = [
+            c("b", None, "x", 5),
+            c("a", None, "y", 5),
+            c("c", None, "z", 4),
+        ];
         assert_eq!(owner_preferring_winner(&cs, "owner"), Some(1));
         let cs = [c("b", None, "x", 6), c("a", None, "y", 5)];
         assert_eq!(owner_preferring_winner(&cs, "owner"), Some(0));
@@ -114,9 +123,13 @@ mod tests {
             c("e3", Some("e1"), "c", 30),
             c("e4", None, "d", 40),
         ];
-        let w = cs[owner_preferring_winner(&cs, "owner").unwrap()].event_id.clone();
+        let w = cs[owner_preferring_winner(&cs, "owner").unwrap()]
+            .event_id
+            .clone();
         cs.reverse();
-        let w2 = cs[owner_preferring_winner(&cs, "owner").unwrap()].event_id.clone();
+        let w2 = cs[owner_preferring_winner(&cs, "owner").unwrap()]
+            .event_id
+            .clone();
         assert_eq!(w, w2);
         assert_eq!(w, "e4");
     }

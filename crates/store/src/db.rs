@@ -94,7 +94,11 @@ impl Store {
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(move |c| {
                 c.busy_timeout(std::time::Duration::from_secs(10))?;
-                c.pragma_update(None, "synchronous", if sync_full { "FULL" } else { "NORMAL" })?;
+                c.pragma_update(
+                    None,
+                    "synchronous",
+                    if sync_full { "FULL" } else { "NORMAL" },
+                )?;
                 Ok(())
             });
         let readers = r2d2::Pool::builder()

@@ -1,1 +1,283 @@
+//! The one path by which any event enters a hive, whether it was created by a local API
+//! call or received from a peer: append to the log, then materialize, then release what was
+//! waiting for it. Callers run these inside one `Store::write` transaction, so an event is
+//! either logged *and* applied (or parked) or not there at all.
+//!
+//! Invariants:
+//! - nothing from a peer is logged before its signature verifies against the origin's key;
+//!   events from an origin whose key is unknown wait in `unverified_events`, outside the log;
+//! - an event whose target is unknown is logged and parked in `pending_events`, then applied
+//!   as soon as its dependency is applied;
+//! - duplicates (same event id) are dropped before anything else happens.
 
+use crate::db::counter_add;
+use crate::error::Result;
+use crate::keys;
+use crate::log;
+use crate::materialize::{self, Change, Outcome};
+use openhive_core::payload::Payload;
+use openhive_core::{Event, PublicKey};
+use rusqlite::{Connection, params};
+use std::collections::{HashMap, VecDeque};
+
+/// Counter names (table `counters`).
+pub const REJECTED: &str = "events_rejected";
+pub const IGNORED: &str = "events_ignored";
+pub const PENDING_DROPPED: &str = "pending_dropped";
+
+/// How long an event may wait for a dependency or a key before it is dropped.
+pub const PENDING_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Result of ingesting one event.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    /// The seq assigned, or None for a duplicate.
+    pub seq: Option<i64>,
+    pub changes: Vec<Change>,
+}
+
+/// Appends a verified event and materializes it (or parks it), releasing dependents.
+pub fn ingest(
+    conn: &Connection,
+    hive_id: &str,
+    ev: &Event,
+    payload: &Payload,
+    received_from: Option<&str>,
+    now: i64,
+) -> Result<Ingested> {
+    let Some(seq) = log::append(conn, hive_id, ev, received_from, now)? else {
+        return Ok(Ingested::default());
+    };
+    let mut changes = Vec::new();
+    let mut queue = VecDeque::from([(ev.clone(), payload.clone())]);
+    while let Some((ev, p)) = queue.pop_front() {
+        match materialize::apply(conn, hive_id, &ev, &p)? {
+            Outcome::Applied {
+                changes: c,
+                provides,
+            } => {
+                changes.extend(c);
+                for dep in provides {
+                    queue.extend(take_pending(conn, &dep)?);
+                }
+            }
+            Outcome::Waiting { depends_on } => {
+                tracing::debug!(event = %ev.id, %depends_on, "event waits for its dependency");
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO pending_events (depends_on, event_id, hive_id, received_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![depends_on, ev.id, hive_id, now])?;
+            }
+            Outcome::Ignored { reason } => {
+                tracing::info!(event = %ev.id, reason, "event logged without effect");
+                counter_add(conn, IGNORED, 1)?;
+            }
+        }
+    }
+    Ok(Ingested {
+        seq: Some(seq),
+        changes,
+    })
+}
+
+/// Removes and returns the logged events that waited for `dep`.
+fn take_pending(conn: &Connection, dep: &str) -> Result<Vec<(Event, Payload)>> {
+    let ids: Vec<String> = conn
+        .prepare_cached("DELETE FROM pending_events WHERE depends_on = ?1 RETURNING event_id")?
+        .query_map([dep], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some((_, logged)) = log::get(conn, &id)? {
+            // Logged events were checked on the way in; a parse failure here would mean a
+            // corrupted row, which we skip rather than wedge the hive.
+            match Payload::parse_and_check(&logged.event) {
+                Ok(p) => out.push((logged.event, p)),
+                Err(e) => tracing::error!(event = %id, error = %e, "logged event no longer parses"),
+            }
+        }
+    }
+    // Deterministic release order (the result does not depend on it, the logs read nicer).
+    out.sort_by(|a, b| (a.0.origin_ts, &a.0.id).cmp(&(b.0.origin_ts, &b.0.id)));
+    Ok(out)
+}
+
+/// What happened to a batch of events from a peer.
+#[derive(Debug, Default)]
+pub struct BatchReport {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub waiting_for_key: usize,
+    /// The first few rejections, `(event id, reason)`, for the response and the logs.
+    pub rejections: Vec<(String, String)>,
+    pub changes: Vec<Change>,
+}
+
+impl BatchReport {
+    fn reject(&mut self, id: &str, reason: String) {
+        self.rejected += 1;
+        if self.rejections.len() < 20 {
+            self.rejections.push((id.to_string(), reason));
+        }
+    }
+}
+
+/// Verifies and ingests events received from peer `from` for the hive `hive_id`/`hive_name`.
+pub fn ingest_remote(
+    conn: &Connection,
+    hive_id: &str,
+    hive_name: &str,
+    events: &[Event],
+    from: &str,
+    now: i64,
+) -> Result<BatchReport> {
+    let mut report = BatchReport::default();
+    let mut key_cache: HashMap<String, Option<PublicKey>> = HashMap::new();
+    for ev in events {
+        if ev.hive != hive_name {
+            report.reject(&ev.id, "event belongs to another hive".into());
+            continue;
+        }
+        if log::contains(conn, &ev.id)? {
+            report.duplicates += 1;
+            continue;
+        }
+        if let Err(e) = ev.check_envelope() {
+            report.reject(&ev.id, e.to_string());
+            continue;
+        }
+        let key = match key_cache.get(&ev.origin_instance_id) {
+            Some(k) => *k,
+            None => {
+                let k = keys::get(conn, &ev.origin_instance_id)?;
+                key_cache.insert(ev.origin_instance_id.clone(), k);
+                k
+            }
+        };
+        let Some(key) = key else {
+            park_unverified(conn, hive_id, ev, from, now)?;
+            report.waiting_for_key += 1;
+            continue;
+        };
+        let payload = match ev.verify(&key).and_then(|_| Payload::parse_and_check(ev)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(event = %ev.id, origin = %ev.origin_instance_id, peer = from, error = %e, "rejected event");
+                report.reject(&ev.id, e.to_string());
+                continue;
+            }
+        };
+        let out = ingest(conn, hive_id, ev, &payload, Some(from), now)?;
+        if out.seq.is_some() {
+            report.accepted += 1;
+        } else {
+            report.duplicates += 1;
+        }
+        report.changes.extend(out.changes);
+    }
+    if report.rejected > 0 {
+        counter_add(conn, REJECTED, report.rejected as i64)?;
+    }
+    Ok(report)
+}
+
+fn park_unverified(
+    conn: &Connection,
+    hive_id: &str,
+    ev: &Event,
+    from: &str,
+    now: i64,
+) -> Result<()> {
+    let json = serde_json::to_string(ev).map_err(|e| crate::StoreError::Invalid(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO unverified_events
+           (id, hive_id, origin_instance_id, event_json, received_from, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        ev.id,
+        hive_id,
+        ev.origin_instance_id,
+        json,
+        from,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Verifies and ingests the events that waited for `instance_id`'s key (call after the key
+/// was learned). Returns what they changed.
+pub fn release_unverified(conn: &Connection, instance_id: &str, now: i64) -> Result<BatchReport> {
+    let rows: Vec<(String, String, String, Option<String>)> = conn
+        .prepare(
+            "DELETE FROM unverified_events WHERE origin_instance_id = ?1
+             RETURNING hive_id, event_json, id, received_from",
+        )?
+        .query_map([instance_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut total = BatchReport::default();
+    for (hive_id, json, id, from) in rows {
+        let Ok(ev) = serde_json::from_str::<Event>(&json) else {
+            total.reject(&id, "unparseable parked event".into());
+            continue;
+        };
+        let name: String =
+            conn.query_row("SELECT name FROM hives WHERE id = ?1", [&hive_id], |r| {
+                r.get(0)
+            })?;
+        let r = ingest_remote(
+            conn,
+            &hive_id,
+            &name,
+            &[ev],
+            from.as_deref().unwrap_or(""),
+            now,
+        )?;
+        total.accepted += r.accepted;
+        total.duplicates += r.duplicates;
+        total.rejected += r.rejected;
+        total.rejections.extend(r.rejections);
+        total.changes.extend(r.changes);
+    }
+    Ok(total)
+}
+
+/// Drops events that waited longer than [`PENDING_TTL_MS`] for a dependency or a key.
+/// Returns how many were dropped; each drop is logged and counted.
+pub fn expire_waiting(conn: &Connection, now: i64) -> Result<usize> {
+    let cutoff = now - PENDING_TTL_MS;
+    let dropped: Vec<(String, String)> = conn
+        .prepare(
+            "DELETE FROM pending_events WHERE received_at < ?1 RETURNING event_id, depends_on",
+        )?
+        .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (ev, dep) in &dropped {
+        tracing::warn!(event = %ev, depends_on = %dep, "dropping event that waited over 24 h for its dependency");
+    }
+    let unverified: Vec<(String, String)> = conn
+        .prepare(
+            "DELETE FROM unverified_events WHERE received_at < ?1 RETURNING id, origin_instance_id",
+        )?
+        .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (ev, origin) in &unverified {
+        tracing::warn!(event = %ev, %origin, "dropping event whose origin key never arrived");
+    }
+    let n = dropped.len() + unverified.len();
+    if n > 0 {
+        counter_add(conn, PENDING_DROPPED, n as i64)?;
+    }
+    Ok(n)
+}
+
+/// Number of events waiting for a dependency and for a key.
+pub fn waiting_counts(conn: &Connection) -> Result<(i64, i64)> {
+    let p = conn.query_row("SELECT COUNT(*) FROM pending_events", [], |r| r.get(0))?;
+    let u = conn.query_row("SELECT COUNT(*) FROM unverified_events", [], |r| r.get(0))?;
+    Ok((p, u))
+}

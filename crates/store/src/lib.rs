@@ -16,9 +16,12 @@
 //! - [`agents`], [`hives`], [`posts`], [`comments`], [`search`]: read models and local rows.
 //! - [`sync_state`]: peers, group links, cursors, tokens, instance keys.
 
+pub mod agents;
 pub mod db;
 pub mod error;
+pub mod hives;
 pub mod ingest;
+pub mod keys;
 pub mod log;
 pub mod materialize;
 

@@ -1,1 +1,158 @@
+//! The append-only event log of each hive.
+//!
+//! Invariants:
+//! - an event id appears at most once in the whole log (duplicates are dropped, they never
+//!   get a second seq);
+//! - `seq` is assigned here and only here: `hives.seq + 1`, in the same transaction as the
+//!   insert, so it is gap-free and monotonic per hive;
+//! - rows are never updated or deleted (except when a whole hive is dropped locally).
 
+use crate::error::Result;
+use openhive_core::{Event, EventType};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// An event as this instance logged it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoggedEvent {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub event: Event,
+    /// Peer instance that delivered it; None for events created here.
+    #[serde(skip)]
+    pub received_from: Option<String>,
+    #[serde(skip)]
+    pub received_at: i64,
+}
+
+/// Appends `ev` to the log of `hive_id`. Returns the assigned seq, or None if an event with
+/// this id is already logged (anywhere).
+pub fn append(
+    conn: &Connection,
+    hive_id: &str,
+    ev: &Event,
+    received_from: Option<&str>,
+    now: i64,
+) -> Result<Option<i64>> {
+    if contains(conn, &ev.id)? {
+        return Ok(None);
+    }
+    let seq: i64 = conn.query_row(
+        "UPDATE hives SET seq = seq + 1 WHERE id = ?1 RETURNING seq",
+        [hive_id],
+        |r| r.get(0),
+    )?;
+    conn.prepare_cached(
+        "INSERT INTO events (hive_id, seq, id, event_type, origin_instance_id, origin_ts,
+                             payload, signature, received_from, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        hive_id,
+        seq,
+        ev.id,
+        ev.event_type.as_str(),
+        ev.origin_instance_id,
+        ev.origin_ts,
+        ev.payload,
+        ev.signature,
+        received_from,
+        now
+    ])?;
+    Ok(Some(seq))
+}
+
+pub fn contains(conn: &Connection, event_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM events WHERE id = ?1")?
+        .query_row([event_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+const COLUMNS: &str = "seq, id, hive_id, event_type, origin_instance_id, origin_ts, payload, \
+                       signature, received_from, received_at";
+
+fn row_to_logged(r: &rusqlite::Row<'_>, hive: &str) -> rusqlite::Result<LoggedEvent> {
+    let t: String = r.get(3)?;
+    let event_type = EventType::parse(&t).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            rusqlite::types::Type::Text,
+            format!("unknown event type {t}").into(),
+        )
+    })?;
+    Ok(LoggedEvent {
+        seq: r.get(0)?,
+        event: Event {
+            id: r.get(1)?,
+            hive: hive.to_string(),
+            event_type,
+            origin_instance_id: r.get(4)?,
+            origin_ts: r.get(5)?,
+            payload: r.get(6)?,
+            signature: r.get(7)?,
+        },
+        received_from: r.get(8)?,
+        received_at: r.get(9)?,
+    })
+}
+
+fn hive_name(conn: &Connection, hive_id: &str) -> Result<String> {
+    Ok(conn
+        .prepare_cached("SELECT name FROM hives WHERE id = ?1")?
+        .query_row([hive_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Events of `hive_id` with `seq > since`, in seq order, at most `limit`.
+pub fn since(conn: &Connection, hive_id: &str, since: i64, limit: i64) -> Result<Vec<LoggedEvent>> {
+    let hive = hive_name(conn, hive_id)?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![hive_id, since, limit], |r| row_to_logged(r, &hive))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Newest-first page of the log (for browsing): events with `seq < before`.
+pub fn page_desc(
+    conn: &Connection,
+    hive_id: &str,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<LoggedEvent>> {
+    let hive = hive_name(conn, hive_id)?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![hive_id, before, limit], |r| row_to_logged(r, &hive))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// One logged event by id, with its hive id.
+pub fn get(conn: &Connection, event_id: &str) -> Result<Option<(String, LoggedEvent)>> {
+    let hive_id: Option<String> = conn
+        .prepare_cached("SELECT hive_id FROM events WHERE id = ?1")?
+        .query_row([event_id], |r| r.get(0))
+        .optional()?;
+    let Some(hive_id) = hive_id else {
+        return Ok(None);
+    };
+    let hive = hive_name(conn, &hive_id)?;
+    let ev = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1"))?
+        .query_row([event_id], |r| row_to_logged(r, &hive))
+        .optional()?;
+    Ok(ev.map(|e| (hive_id, e)))
+}
+
+/// The last assigned seq of a hive (0 for an empty log).
+pub fn head(conn: &Connection, hive_id: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT seq FROM hives WHERE id = ?1")?
+        .query_row([hive_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}

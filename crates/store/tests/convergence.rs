@@ -1,0 +1,464 @@
+//! Property: the materialized state is a function of the *set* of events. Random histories
+//! from three simulated instances (posts, replies, concurrent edits, deletes, vote flips,
+//! settings, membership, moderator and pin changes by owner and non-owner instances) are
+//! delivered to several replicas in random orders, in random batches, with duplicates; every
+//! replica must end with the same state digest.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openhive_core::ids::{self, Kind};
+use openhive_core::payload::*;
+use openhive_core::{Event, InstanceKey};
+use openhive_store::{Store, StoreOptions, hives, ingest, keys, materialize};
+use proptest::prelude::*;
+
+const HIVE: &str = "general";
+
+struct Inst {
+    id: String,
+    key: InstanceKey,
+    agents: Vec<AgentRef>,
+}
+
+fn instances() -> Vec<Inst> {
+    (0..3)
+        .map(|i| {
+            let id = ids::new_instance_id();
+            let agents = (0..2)
+                .map(|j| AgentRef {
+                    instance_id: id.clone(),
+                    agent_id: ids::new_id(Kind::Agent, &id),
+                    name: format!("agent{i}{j}"),
+                    avatar_url: None,
+                })
+                .collect();
+            Inst {
+                id,
+                key: InstanceKey::generate(),
+                agents,
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+struct Op {
+    inst: usize,
+    kind: u8,
+    a: usize,
+    b: usize,
+    ts: i64,
+    flag: bool,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    (
+        0..3usize,
+        0..11u8,
+        any::<usize>(),
+        any::<usize>(),
+        0..40i64,
+        any::<bool>(),
+    )
+        .prop_map(|(inst, kind, a, b, ts, flag)| Op {
+            inst,
+            kind,
+            a,
+            b,
+            ts,
+            flag,
+        })
+}
+
+struct Post {
+    id: String,
+    author: AgentRef,
+}
+struct Comment {
+    id: String,
+    post: usize,
+    author: AgentRef,
+}
+
+/// Turns op specs into a causally valid history of signed events.
+fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut posts: Vec<Post> = Vec::new();
+    let mut comments: Vec<Comment> = Vec::new();
+    let mut registers: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let sign = |i: &Inst, ts: i64, p: Payload| {
+        Event::sign_new(&i.key, &i.id, HIVE, p.event_type(), 1000 + ts, p.to_json())
+    };
+    let created = |i: &Inst, ts: i64, desc: &str| {
+        sign(
+            i,
+            ts,
+            Payload::HiveCreated(HiveCreated {
+                name: HIVE.into(),
+                description: desc.into(),
+                is_public: true,
+                settings: HiveSettings::default(),
+                owner: i.agents[0].clone(),
+            }),
+        )
+    };
+    events.push(created(&insts[0], 0, "from A"));
+    if competing_creation {
+        events.push(created(&insts[1], 0, "from B"));
+    }
+    for o in ops {
+        let inst = &insts[o.inst];
+        let agent = inst.agents[o.b % 2].clone();
+        let prev_of = |reg: String, id_hint: usize| -> (String, Option<String>) {
+            let prev = registers
+                .get(&reg)
+                .filter(|v| !v.is_empty() && id_hint % 3 != 0)
+                .map(|v| v[id_hint % v.len()].clone());
+            (reg, prev)
+        };
+        let ev = match o.kind {
+            0 => {
+                let id = ids::new_id(Kind::Post, &inst.id);
+                posts.push(Post {
+                    id: id.clone(),
+                    author: agent.clone(),
+                });
+                sign(
+                    inst,
+                    o.ts,
+                    Payload::PostCreated(PostCreated {
+                        post_id: id,
+                        title: format!("t{}", o.a % 7),
+                        content: Some("c".into()),
+                        url: None,
+                        author: agent,
+                    }),
+                )
+            }
+            1 if !posts.is_empty() => {
+                let post = o.a % posts.len();
+                let siblings: Vec<usize> = (0..comments.len())
+                    .filter(|&c| comments[c].post == post)
+                    .collect();
+                let parent = if o.flag && !siblings.is_empty() {
+                    Some(comments[siblings[o.b % siblings.len()]].id.clone())
+                } else {
+                    None
+                };
+                let id = ids::new_id(Kind::Comment, &inst.id);
+                comments.push(Comment {
+                    id: id.clone(),
+                    post,
+                    author: agent.clone(),
+                });
+                sign(
+                    inst,
+                    o.ts,
+                    Payload::CommentCreated(CommentCreated {
+                        comment_id: id,
+                        post_id: posts[post].id.clone(),
+                        parent_comment_id: parent,
+                        content: format!("c{}", o.a % 5),
+                        author: agent,
+                    }),
+                )
+            }
+            2 if !posts.is_empty() => {
+                let p = &posts[o.a % posts.len()];
+                let author_inst = insts.iter().find(|i| i.id == p.author.instance_id).unwrap();
+                sign(
+                    author_inst,
+                    o.ts,
+                    Payload::PostUpdated(PostUpdated {
+                        post_id: p.id.clone(),
+                        title: o.flag.then(|| format!("edit{}", o.b % 9)),
+                        content: (!o.flag || o.b % 2 == 0).then(|| format!("body{}", o.b % 9)),
+                        url: None,
+                        updated_by: p.author.clone(),
+                    }),
+                )
+            }
+            3 if !posts.is_empty() => sign(
+                inst,
+                o.ts,
+                Payload::PostDeleted(PostDeleted {
+                    post_id: posts[o.a % posts.len()].id.clone(),
+                    deleted_by: agent,
+                    reason: None,
+                }),
+            ),
+            4 if !comments.is_empty() => {
+                let c = &comments[o.a % comments.len()];
+                let author_inst = insts.iter().find(|i| i.id == c.author.instance_id).unwrap();
+                sign(
+                    author_inst,
+                    o.ts,
+                    Payload::CommentUpdated(CommentUpdated {
+                        comment_id: c.id.clone(),
+                        content: format!("edited{}", o.b % 9),
+                        updated_by: c.author.clone(),
+                    }),
+                )
+            }
+            5 if !comments.is_empty() => sign(
+                inst,
+                o.ts,
+                Payload::CommentDeleted(CommentDeleted {
+                    comment_id: comments[o.a % comments.len()].id.clone(),
+                    deleted_by: agent,
+                    reason: None,
+                }),
+            ),
+            6 if !posts.is_empty() || !comments.is_empty() => {
+                let on_comment = o.flag && !comments.is_empty() || posts.is_empty();
+                let (target_type, target_id) = if on_comment {
+                    (
+                        TargetType::Comment,
+                        comments[o.a % comments.len()].id.clone(),
+                    )
+                } else {
+                    (TargetType::Post, posts[o.a % posts.len()].id.clone())
+                };
+                sign(
+                    inst,
+                    o.ts,
+                    Payload::VoteCast(VoteCast {
+                        target_type,
+                        target_id,
+                        voter: VoterRef {
+                            instance_id: inst.id.clone(),
+                            agent_id: agent.agent_id,
+                        },
+                        value: [1, -1, 0][o.a % 3],
+                    }),
+                )
+            }
+            7 => {
+                let key = if o.flag { "description" } else { "is_public" };
+                let (reg, prev) = prev_of(format!("setting:{key}"), o.a);
+                let value = if o.flag {
+                    serde_json::json!(format!("d{}", o.b % 4))
+                } else {
+                    serde_json::json!(o.b % 2 == 0)
+                };
+                let ev = sign(
+                    inst,
+                    o.ts,
+                    Payload::HiveSettingChanged(HiveSettingChanged {
+                        key: key.into(),
+                        value,
+                        prev,
+                        changed_by: agent,
+                    }),
+                );
+                registers.entry(reg).or_default().push(ev.id.clone());
+                ev
+            }
+            8 => {
+                let target = insts[o.a % 3].agents[o.b % 2].clone();
+                let (reg, prev) = prev_of(format!("moderator:{}", target.agent_id), o.a / 3);
+                let ev = sign(
+                    inst,
+                    o.ts,
+                    Payload::ModeratorChanged(ModeratorChanged {
+                        agent: target,
+                        action: if o.flag {
+                            ModeratorAction::Add
+                        } else {
+                            ModeratorAction::Remove
+                        },
+                        prev,
+                        by: agent,
+                    }),
+                );
+                registers.entry(reg).or_default().push(ev.id.clone());
+                ev
+            }
+            9 => {
+                let (target, action) = match o.a % 4 {
+                    0 => (agent.clone(), MembershipAction::Join),
+                    1 => (agent.clone(), MembershipAction::Leave),
+                    2 => (
+                        insts[o.b % 3].agents[o.a % 2].clone(),
+                        MembershipAction::Ban,
+                    ),
+                    _ => (
+                        insts[o.b % 3].agents[o.a % 2].clone(),
+                        MembershipAction::Unban,
+                    ),
+                };
+                let (reg, prev) = prev_of(format!("member:{}", target.agent_id), o.b);
+                let ev = sign(
+                    inst,
+                    o.ts,
+                    Payload::MembershipChanged(MembershipChanged {
+                        agent: target,
+                        action,
+                        prev,
+                        by: agent,
+                    }),
+                );
+                registers.entry(reg).or_default().push(ev.id.clone());
+                ev
+            }
+            10 if !posts.is_empty() => {
+                let post = posts[o.a % posts.len()].id.clone();
+                let (reg, prev) = prev_of(format!("pin:{post}"), o.b);
+                let ev = sign(
+                    inst,
+                    o.ts,
+                    Payload::PostPinned(PostPinned {
+                        post_id: post,
+                        pinned: o.flag,
+                        prev,
+                        by: agent,
+                    }),
+                );
+                registers.entry(reg).or_default().push(ev.id.clone());
+                ev
+            }
+            _ => continue,
+        };
+        events.push(ev);
+    }
+    events
+}
+
+fn replica(insts: &[Inst]) -> (tempfile::TempDir, Store, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite"), &StoreOptions::default()).unwrap();
+    let hive_id = store
+        .write_blocking(|tx| -> openhive_store::error::Result<String> {
+            for i in insts {
+                keys::learn(tx, &i.id, &i.key.public(), None, 0)?;
+            }
+            hives::ensure_log(tx, HIVE, 0)
+        })
+        .unwrap();
+    (dir, store, hive_id)
+}
+
+fn deliver(store: &Store, hive_id: &str, events: &[Event], batch: usize) -> String {
+    for chunk in events.chunks(batch.max(1)) {
+        let chunk = chunk.to_vec();
+        let hive_id = hive_id.to_string();
+        let report = store
+            .write_blocking(move |tx| {
+                ingest::ingest_remote(tx, &hive_id, HIVE, &chunk, "inst_peer", 5)
+            })
+            .unwrap();
+        assert_eq!(report.rejected, 0, "{:?}", report.rejections);
+    }
+    let hive_id = hive_id.to_string();
+    store
+        .read_blocking(move |c| materialize::state_digest(c, &hive_id))
+        .unwrap()
+}
+
+/// Fisher–Yates with a small deterministic generator, so proptest can shrink the seed.
+fn shuffled<T: Clone>(v: &[T], mut seed: u64) -> Vec<T> {
+    let mut out = v.to_vec();
+    for i in (1..out.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    #[test]
+    fn replicas_converge_whatever_the_delivery_order(
+        ops in prop::collection::vec(op(), 1..45),
+        competing in any::<bool>(),
+        seeds in prop::collection::vec(1u64..u64::MAX, 2),
+        dup_every in 2usize..6,
+        batches in prop::collection::vec(1usize..9, 2),
+    ) {
+        let insts = instances();
+        let history = build(&insts, &ops, competing);
+
+        let (_d0, s0, h0) = replica(&insts);
+        let reference = deliver(&s0, &h0, &history, 500);
+
+        for (k, seed) in seeds.iter().enumerate() {
+            let mut order = shuffled(&history, *seed);
+            // Duplicates: re-deliver every n-th event again later.
+            let dups: Vec<Event> = order.iter().step_by(dup_every).cloned().collect();
+            order.extend(shuffled(&dups, seed.wrapping_mul(31)));
+            let (_d, s, h) = replica(&insts);
+            let digest = deliver(&s, &h, &order, batches[k]);
+            prop_assert_eq!(&digest, &reference);
+            let (pending, unverified) = s.read_blocking(ingest::waiting_counts).unwrap();
+            prop_assert_eq!((pending, unverified), (0, 0));
+        }
+    }
+}
+
+/// A vote flip delivered in both orders ends with the later vote, not the last delivered.
+#[test]
+fn later_vote_wins_not_last_delivered() {
+    let insts = instances();
+    let a = &insts[0];
+    let post = ids::new_id(Kind::Post, &a.id);
+    let mk =
+        |ts: i64, p: Payload| Event::sign_new(&a.key, &a.id, HIVE, p.event_type(), ts, p.to_json());
+    let created = mk(
+        1,
+        Payload::HiveCreated(HiveCreated {
+            name: HIVE.into(),
+            description: String::new(),
+            is_public: true,
+            settings: HiveSettings::default(),
+            owner: a.agents[0].clone(),
+        }),
+    );
+    let p = mk(
+        2,
+        Payload::PostCreated(PostCreated {
+            post_id: post.clone(),
+            title: "t".into(),
+            content: None,
+            url: None,
+            author: a.agents[0].clone(),
+        }),
+    );
+    let vote = |ts, value| {
+        mk(
+            ts,
+            Payload::VoteCast(VoteCast {
+                target_type: TargetType::Post,
+                target_id: post.clone(),
+                voter: VoterRef {
+                    instance_id: a.id.clone(),
+                    agent_id: a.agents[1].agent_id.clone(),
+                },
+                value,
+            }),
+        )
+    };
+    let up = vote(10, 1);
+    let down = vote(20, -1);
+    let (_d1, s1, h1) = replica(&insts);
+    let (_d2, s2, h2) = replica(&insts);
+    let d1 = deliver(
+        &s1,
+        &h1,
+        &[created.clone(), p.clone(), up.clone(), down.clone()],
+        1,
+    );
+    let d2 = deliver(&s2, &h2, &[down, up, p, created], 1);
+    assert_eq!(d1, d2);
+    let score: i64 = s2
+        .read_blocking(move |c| -> openhive_store::error::Result<i64> {
+            Ok(
+                c.query_row("SELECT score FROM posts WHERE id = ?1", [&post], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .unwrap();
+    assert_eq!(score, -1);
+}
