@@ -27,3 +27,209 @@ pub fn ensure_log(conn: &Connection, name: &str, now: i64) -> Result<String> {
     )?;
     Ok(id)
 }
+
+/// A visible hive (created, not deleted).
+#[derive(Debug, Clone)]
+pub struct HiveRow {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub is_public: bool,
+    pub require_verification: bool,
+    pub allow_anonymous_read: bool,
+    pub post_permissions: String,
+    pub owner_id: Option<String>,
+    pub owner_instance_id: Option<String>,
+    pub member_count: i64,
+    pub seq: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const HIVE_COLS: &str = "id, name, description, is_public, require_verification, \
+    allow_anonymous_read, post_permissions, owner_id, owner_instance_id, member_count, seq, \
+    created_at, updated_at";
+
+fn hive_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HiveRow> {
+    Ok(HiveRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        description: r.get(2)?,
+        is_public: r.get(3)?,
+        require_verification: r.get(4)?,
+        allow_anonymous_read: r.get(5)?,
+        post_permissions: r.get(6)?,
+        owner_id: r.get(7)?,
+        owner_instance_id: r.get(8)?,
+        member_count: r.get(9)?,
+        seq: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+    })
+}
+
+/// The visible hive named `name`.
+pub fn get_by_name(conn: &Connection, name: &str) -> Result<Option<HiveRow>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {HIVE_COLS} FROM hives
+             WHERE name = ?1 AND created_event_id IS NOT NULL AND deleted = 0"
+        ))?
+        .query_row([name], hive_row)
+        .optional()?)
+}
+
+/// The visible hive with local id `id`.
+pub fn get_by_id(conn: &Connection, id: &str) -> Result<Option<HiveRow>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {HIVE_COLS} FROM hives
+             WHERE id = ?1 AND created_event_id IS NOT NULL AND deleted = 0"
+        ))?
+        .query_row([id], hive_row)
+        .optional()?)
+}
+
+/// Hives `viewer` may see (public, or private ones it belongs to), most members first.
+pub fn list(
+    conn: &Connection,
+    viewer: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<HiveRow>, i64)> {
+    let filter = "created_event_id IS NOT NULL AND deleted = 0 AND (is_public = 1 OR owner_id = ?1
+        OR EXISTS (SELECT 1 FROM memberships m WHERE m.hive_id = hives.id AND m.agent_id = ?1
+                   AND (m.state = 'member' OR m.is_moderator = 1)))";
+    let viewer = viewer.unwrap_or("");
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT {HIVE_COLS} FROM hives WHERE {filter}
+             ORDER BY member_count DESC, name ASC LIMIT ?2 OFFSET ?3"
+        ))?
+        .query_map(params![viewer, limit, offset], hive_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let total = conn.query_row(
+        &format!("SELECT COUNT(*) FROM hives WHERE {filter}"),
+        [viewer],
+        |r| r.get(0),
+    )?;
+    Ok((rows, total))
+}
+
+/// An agent's standing in a hive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Banned,
+    None,
+    Member,
+    Moderator,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Banned => "banned",
+            Role::None => "none",
+            Role::Member => "member",
+            Role::Moderator => "moderator",
+            Role::Owner => "owner",
+        }
+    }
+    /// Member, moderator or owner.
+    pub fn is_member(self) -> bool {
+        self >= Role::Member
+    }
+    /// Moderator or owner.
+    pub fn is_moderator(self) -> bool {
+        self >= Role::Moderator
+    }
+}
+
+/// The role of `agent_id` in `hive`.
+pub fn role(conn: &Connection, hive: &HiveRow, agent_id: &str) -> Result<Role> {
+    if hive.owner_id.as_deref() == Some(agent_id) {
+        return Ok(Role::Owner);
+    }
+    let row: Option<(String, bool)> = conn
+        .prepare_cached(
+            "SELECT state, is_moderator FROM memberships WHERE hive_id = ?1 AND agent_id = ?2",
+        )?
+        .query_row(params![hive.id, agent_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match row {
+        Some((state, _)) if state == "banned" => Role::Banned,
+        Some((_, true)) => Role::Moderator,
+        Some((state, _)) if state == "member" => Role::Member,
+        _ => Role::None,
+    })
+}
+
+/// A member listing entry.
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub agent_id: String,
+    pub role: Role,
+    pub joined_at: i64,
+}
+
+/// Members (owner, moderators, members) of a hive, owner first, then by join time.
+pub fn members(
+    conn: &Connection,
+    hive: &HiveRow,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<MemberRow>, i64)> {
+    let owner = hive.owner_id.clone().unwrap_or_default();
+    let sql = "SELECT agent_id, state, is_moderator, joined_at FROM (
+                 SELECT ?2 AS agent_id, 'member' AS state, 0 AS is_moderator, ?3 AS joined_at, 0 AS o
+                 WHERE ?2 <> ''
+                 UNION ALL
+                 SELECT agent_id, state, is_moderator, joined_at, 1 AS o FROM memberships
+                 WHERE hive_id = ?1 AND agent_id <> ?2 AND state <> 'banned'
+                   AND (state = 'member' OR is_moderator = 1))
+               ORDER BY o, joined_at, agent_id LIMIT ?4 OFFSET ?5";
+    let rows = conn
+        .prepare_cached(sql)?
+        .query_map(
+            params![hive.id, owner, hive.created_at, limit, offset],
+            |r| {
+                let agent_id: String = r.get(0)?;
+                let state: String = r.get(1)?;
+                let is_mod: bool = r.get(2)?;
+                Ok((agent_id, state, is_mod, r.get::<_, i64>(3)?))
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let total: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM memberships WHERE hive_id = ?1 AND agent_id <> ?2
+           AND state <> 'banned' AND (state = 'member' OR is_moderator = 1)",
+        params![hive.id, owner],
+        |r| r.get(0),
+    )?;
+    let out = rows
+        .into_iter()
+        .map(|(agent_id, state, is_mod, joined_at)| {
+            let role = if agent_id == owner {
+                Role::Owner
+            } else if is_mod {
+                Role::Moderator
+            } else if state == "member" {
+                Role::Member
+            } else {
+                Role::None
+            };
+            MemberRow {
+                agent_id,
+                role,
+                joined_at,
+            }
+        })
+        .collect();
+    Ok((out, total + i64::from(!owner.is_empty())))
+}
+
+/// The event id of the current winner of a state register (what a new change supersedes).
+pub fn register_head(conn: &Connection, hive_id: &str, register: &str) -> Result<Option<String>> {
+    crate::materialize::register_winner_event(conn, hive_id, register)
+}

@@ -17,6 +17,7 @@
 //! - [`sync_state`]: peers, group links, cursors, tokens, instance keys.
 
 pub mod agents;
+pub mod comments;
 pub mod db;
 pub mod error;
 pub mod hives;
@@ -24,6 +25,8 @@ pub mod ingest;
 pub mod keys;
 pub mod log;
 pub mod materialize;
+pub mod posts;
+pub mod search;
 
 pub use db::{Store, StoreOptions};
 pub use error::StoreError;

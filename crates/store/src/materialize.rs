@@ -376,6 +376,23 @@ fn register_winner(
     hive_id: &str,
     register: &str,
 ) -> Result<Option<(String, i64)>> {
+    Ok(register_winner_full(conn, hive_id, register)?.map(|(c, v)| (v, c.origin_ts)))
+}
+
+/// The event id of the owner-preferring winner of a register.
+pub fn register_winner_event(
+    conn: &Connection,
+    hive_id: &str,
+    register: &str,
+) -> Result<Option<String>> {
+    Ok(register_winner_full(conn, hive_id, register)?.map(|(c, _)| c.event_id))
+}
+
+fn register_winner_full(
+    conn: &Connection,
+    hive_id: &str,
+    register: &str,
+) -> Result<Option<(Candidate, String)>> {
     let owner: Option<String> = conn.query_row(
         "SELECT owner_instance_id FROM hives WHERE id = ?1",
         [hive_id],
@@ -401,8 +418,7 @@ fn register_winner(
     let cands: Vec<Candidate> = rows.iter().map(|(c, _)| c.clone()).collect();
     Ok(
         order::owner_preferring_winner(&cands, owner.as_deref().unwrap_or(""))
-            .and_then(|i| rows.get(i))
-            .map(|(c, v)| (v.clone(), c.origin_ts)),
+            .and_then(|i| rows.into_iter().nth(i)),
     )
 }
 

@@ -111,7 +111,7 @@ fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
         let prev_of = |reg: String, id_hint: usize| -> (String, Option<String>) {
             let prev = registers
                 .get(&reg)
-                .filter(|v| !v.is_empty() && id_hint % 3 != 0)
+                .filter(|v| !v.is_empty() && !id_hint.is_multiple_of(3))
                 .map(|v| v[id_hint % v.len()].clone());
             (reg, prev)
         };
@@ -171,7 +171,8 @@ fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
                     Payload::PostUpdated(PostUpdated {
                         post_id: p.id.clone(),
                         title: o.flag.then(|| format!("edit{}", o.b % 9)),
-                        content: (!o.flag || o.b % 2 == 0).then(|| format!("body{}", o.b % 9)),
+                        content: (!o.flag || o.b.is_multiple_of(2))
+                            .then(|| format!("body{}", o.b % 9)),
                         url: None,
                         updated_by: p.author.clone(),
                     }),
@@ -238,7 +239,7 @@ fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
                 let value = if o.flag {
                     serde_json::json!(format!("d{}", o.b % 4))
                 } else {
-                    serde_json::json!(o.b % 2 == 0)
+                    serde_json::json!(o.b.is_multiple_of(2))
                 };
                 let ev = sign(
                     inst,
