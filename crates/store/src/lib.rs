@@ -27,6 +27,7 @@ pub mod log;
 pub mod materialize;
 pub mod posts;
 pub mod search;
+pub mod sync_state;
 
 pub use db::{Store, StoreOptions};
 pub use error::StoreError;

@@ -1,0 +1,811 @@
+//! Hive Sync state: sync groups and their rosters, peers, per-(peer, hive) links with their
+//! replication cursors, and the tokens peers present to us.
+//!
+//! Invariants:
+//! - a sync group is identified across the mesh by its hive name; locally by the hive id;
+//! - one `peers` row per remote instance: rows are matched by instance id first, then by
+//!   endpoint, so two sides initiating at once never produce two rows for one instance;
+//! - a link (`peer_groups`) is keyed `(peer, hive)`; its cursors are in the *peer's* seq space
+//!   for `last_seq_received` and in ours for `last_seq_sent`, and only move forward except on
+//!   an explicit resync;
+//! - tokens peers present to us are stored only as SHA-256 hashes, each bound to one peer and
+//!   one hive; at most [`TOKENS_KEPT`] per link survive (the newest);
+//! - `token_out` (the secret we present to a peer) never leaves this module except to the
+//!   HTTP client that sends it.
+
+use crate::error::Result;
+use openhive_core::ids;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// How many issued tokens are kept per (peer, hive): two, so that a double handshake (both
+/// sides initiating at once) leaves each side holding a valid token.
+pub const TOKENS_KEPT: i64 = 2;
+
+/// Link states.
+pub const STATE_HANDSHAKING: &str = "handshaking";
+pub const STATE_BACKFILLING: &str = "backfilling";
+pub const STATE_ACTIVE: &str = "active";
+pub const STATE_LEFT: &str = "left";
+
+/// Peer statuses.
+pub const STATUS_PENDING: &str = "pending";
+pub const STATUS_ACTIVE: &str = "active";
+pub const STATUS_ERROR: &str = "error";
+pub const STATUS_UNREACHABLE: &str = "unreachable";
+
+/// Peer sources.
+pub const SOURCE_API: &str = "api";
+pub const SOURCE_CONFIG: &str = "config";
+pub const SOURCE_HANDSHAKE: &str = "handshake";
+
+/// Counter names (table `counters`).
+pub const RATE_LIMITED: &str = "sync_rate_limited";
+pub const KEY_CONFLICTS: &str = "sync_key_conflicts";
+
+// ── Groups and rosters ──────────────────────────────────────────────────────────────────
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRow {
+    pub hive_id: String,
+    pub hive_name: String,
+    pub created_at: i64,
+}
+
+/// Makes the hive `hive_id` a sync group with `self_id` in its roster. Returns true if the
+/// group was created by this call.
+pub fn ensure_group(
+    conn: &Connection,
+    hive_id: &str,
+    hive_name: &str,
+    self_id: &str,
+    now: i64,
+) -> Result<bool> {
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO sync_groups (hive_id, hive_name, created_at) VALUES (?1, ?2, ?3)",
+        params![hive_id, hive_name, now],
+    )?;
+    add_member(conn, hive_id, self_id)?;
+    Ok(n > 0)
+}
+
+fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
+    Ok(GroupRow {
+        hive_id: r.get(0)?,
+        hive_name: r.get(1)?,
+        created_at: r.get(2)?,
+    })
+}
+
+pub fn group_by_name(conn: &Connection, hive_name: &str) -> Result<Option<GroupRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT hive_id, hive_name, created_at FROM sync_groups WHERE hive_name = ?1",
+        )?
+        .query_row([hive_name], group_row)
+        .optional()?)
+}
+
+pub fn group_by_hive_id(conn: &Connection, hive_id: &str) -> Result<Option<GroupRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT hive_id, hive_name, created_at FROM sync_groups WHERE hive_id = ?1",
+        )?
+        .query_row([hive_id], group_row)
+        .optional()?)
+}
+
+pub fn list_groups(conn: &Connection) -> Result<Vec<GroupRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT hive_id, hive_name, created_at FROM sync_groups ORDER BY hive_name",
+        )?
+        .query_map([], group_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Stops syncing a hive: removes the group, its roster, its links and tokens. The hive's
+/// log and content stay.
+pub fn delete_group(conn: &Connection, hive_id: &str) -> Result<bool> {
+    conn.execute("DELETE FROM peer_tokens WHERE hive_id = ?1", [hive_id])?;
+    conn.execute("DELETE FROM peer_groups WHERE hive_id = ?1", [hive_id])?;
+    conn.execute("DELETE FROM group_members WHERE hive_id = ?1", [hive_id])?;
+    Ok(conn.execute("DELETE FROM sync_groups WHERE hive_id = ?1", [hive_id])? > 0)
+}
+
+/// Adds `instance_id` to the roster of `hive_id`. Returns true if it was new.
+pub fn add_member(conn: &Connection, hive_id: &str, instance_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO group_members (hive_id, instance_id) VALUES (?1, ?2)",
+        )?
+        .execute([hive_id, instance_id])?
+        > 0)
+}
+
+/// The roster of a group: `(instance_id, signing_key)` of every member whose key is known.
+pub fn roster(conn: &Connection, hive_id: &str) -> Result<Vec<(String, String)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT m.instance_id, k.signing_key FROM group_members m
+             JOIN instance_keys k ON k.instance_id = m.instance_id
+             WHERE m.hive_id = ?1 ORDER BY m.instance_id",
+        )?
+        .query_map([hive_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+// ── Peers ───────────────────────────────────────────────────────────────────────────────
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRow {
+    pub id: String,
+    pub name: String,
+    pub endpoint: String,
+    pub instance_id: Option<String>,
+    pub source: String,
+    pub status: String,
+    pub failure_count: i64,
+    pub last_contact_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const PEER_COLS: &str = "id, name, endpoint, instance_id, source, status, failure_count, \
+                         last_contact_at, last_error, created_at, updated_at";
+
+fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PeerRow> {
+    Ok(PeerRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        endpoint: r.get(2)?,
+        instance_id: r.get(3)?,
+        source: r.get(4)?,
+        status: r.get(5)?,
+        failure_count: r.get(6)?,
+        last_contact_at: r.get(7)?,
+        last_error: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+    })
+}
+
+fn peer_where(conn: &Connection, cond: &str, arg: &str) -> Result<Option<PeerRow>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {PEER_COLS} FROM peers WHERE {cond} = ?1"))?
+        .query_row([arg], peer_row)
+        .optional()?)
+}
+
+pub fn peer_by_id(conn: &Connection, id: &str) -> Result<Option<PeerRow>> {
+    peer_where(conn, "id", id)
+}
+
+pub fn peer_by_endpoint(conn: &Connection, endpoint: &str) -> Result<Option<PeerRow>> {
+    peer_where(conn, "endpoint", endpoint)
+}
+
+pub fn peer_by_instance(conn: &Connection, instance_id: &str) -> Result<Option<PeerRow>> {
+    peer_where(conn, "instance_id", instance_id)
+}
+
+pub fn list_peers(conn: &Connection) -> Result<Vec<PeerRow>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {PEER_COLS} FROM peers ORDER BY created_at, id"
+        ))?
+        .query_map([], peer_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+fn new_peer_id() -> String {
+    format!(
+        "peer_{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    )
+}
+
+/// Adds a configured peer (source `api` or `config`), or returns the existing row with that
+/// endpoint (renamed to `name`; a handshake-learned row becomes configured).
+pub fn upsert_configured_peer(
+    conn: &Connection,
+    name: &str,
+    endpoint: &str,
+    source: &str,
+    now: i64,
+) -> Result<(PeerRow, bool)> {
+    if let Some(p) = peer_by_endpoint(conn, endpoint)? {
+        conn.execute(
+            "UPDATE peers SET name = ?2,
+               source = CASE WHEN source = 'handshake' THEN ?3 ELSE source END,
+               updated_at = ?4 WHERE id = ?1",
+            params![p.id, name, source, now],
+        )?;
+        let row = peer_by_id(conn, &p.id)?.ok_or(crate::StoreError::NotFound("peer"))?;
+        return Ok((row, false));
+    }
+    let id = new_peer_id();
+    conn.execute(
+        "INSERT INTO peers (id, name, endpoint, source, status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+        params![id, name, endpoint, source, now],
+    )?;
+    let row = peer_by_id(conn, &id)?.ok_or(crate::StoreError::NotFound("peer"))?;
+    Ok((row, true))
+}
+
+/// Records what a handshake told us about a peer: its instance id, name and endpoint.
+/// Matches by instance id, then by endpoint; if two rows match (a configured row without an
+/// instance id and a handshake-learned row), they are merged into one. Returns the peer id.
+pub fn upsert_handshake_peer(
+    conn: &Connection,
+    instance_id: &str,
+    name: &str,
+    endpoint: &str,
+    now: i64,
+) -> Result<String> {
+    let by_inst = peer_by_instance(conn, instance_id)?;
+    let by_ep = peer_by_endpoint(conn, endpoint)?;
+    match (by_inst, by_ep) {
+        (Some(a), Some(b)) if a.id != b.id => {
+            // Keep the configured row (b has the endpoint an admin entered) if a was only
+            // learned; otherwise keep a. Move the links of the dropped row over.
+            let (keep, drop) = if a.source == SOURCE_HANDSHAKE {
+                (b, a)
+            } else {
+                (a, b)
+            };
+            merge_peer_into(conn, &drop.id, &keep.id)?;
+            conn.execute(
+                "UPDATE peers SET instance_id = ?2, endpoint = ?3, updated_at = ?4 WHERE id = ?1",
+                params![keep.id, instance_id, endpoint, now],
+            )?;
+            Ok(keep.id)
+        }
+        (Some(a), _) => {
+            // Same instance, maybe a new endpoint.
+            if a.endpoint != endpoint {
+                conn.execute(
+                    "UPDATE peers SET endpoint = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![a.id, endpoint, now],
+                )?;
+            }
+            Ok(a.id)
+        }
+        (None, Some(b)) => {
+            // A configured row learns its instance id; or the endpoint now answers as another
+            // instance (the old one moved away) and the row follows the endpoint.
+            conn.execute(
+                "UPDATE peers SET instance_id = ?2, updated_at = ?3 WHERE id = ?1",
+                params![b.id, instance_id, now],
+            )?;
+            Ok(b.id)
+        }
+        (None, None) => {
+            let id = new_peer_id();
+            conn.execute(
+                "INSERT INTO peers (id, name, endpoint, instance_id, source, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'handshake', 'pending', ?5, ?5)",
+                params![id, name, endpoint, instance_id, now],
+            )?;
+            Ok(id)
+        }
+    }
+}
+
+fn merge_peer_into(conn: &Connection, from: &str, into: &str) -> Result<()> {
+    // Links of `from` the kept row lacks move over; tokens follow.
+    conn.execute(
+        "UPDATE OR IGNORE peer_groups SET peer_id = ?2 WHERE peer_id = ?1",
+        params![from, into],
+    )?;
+    conn.execute("DELETE FROM peer_groups WHERE peer_id = ?1", [from])?;
+    conn.execute(
+        "UPDATE peer_tokens SET peer_id = ?2 WHERE peer_id = ?1",
+        params![from, into],
+    )?;
+    conn.execute("DELETE FROM peers WHERE id = ?1", [from])?;
+    Ok(())
+}
+
+/// Renames a peer and/or changes its endpoint.
+pub fn update_peer(
+    conn: &Connection,
+    id: &str,
+    name: Option<&str>,
+    endpoint: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    if let Some(n) = name {
+        conn.execute(
+            "UPDATE peers SET name = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, n, now],
+        )?;
+    }
+    if let Some(e) = endpoint {
+        conn.execute(
+            "UPDATE peers SET endpoint = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, e, now],
+        )?;
+    }
+    Ok(())
+}
+
+/// Deletes a peer with its links and tokens.
+pub fn delete_peer(conn: &Connection, id: &str) -> Result<bool> {
+    conn.execute("DELETE FROM peer_tokens WHERE peer_id = ?1", [id])?;
+    conn.execute("DELETE FROM peer_groups WHERE peer_id = ?1", [id])?;
+    Ok(conn.execute("DELETE FROM peers WHERE id = ?1", [id])? > 0)
+}
+
+/// A successful contact in either direction: failures reset, status active.
+pub fn record_contact(conn: &Connection, peer_id: &str, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE peers SET failure_count = 0, status = 'active', last_contact_at = ?2,
+           last_error = NULL, updated_at = ?2 WHERE id = ?1",
+    )?
+    .execute(params![peer_id, now])?;
+    Ok(())
+}
+
+/// A failed request to the peer. After `error_after` consecutive failures the status becomes
+/// `error` (unless the peer is already `unreachable`). Returns the new failure count.
+pub fn record_failure(
+    conn: &Connection,
+    peer_id: &str,
+    error: &str,
+    error_after: i64,
+    now: i64,
+) -> Result<i64> {
+    let n: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE peers SET failure_count = failure_count + 1, last_error = ?2, updated_at = ?3,
+               status = CASE WHEN failure_count + 1 >= ?4 AND status <> 'unreachable'
+                             THEN 'error' ELSE status END
+             WHERE id = ?1 RETURNING failure_count",
+        )?
+        .query_row(params![peer_id, error, now, error_after], |r| r.get(0))
+        .optional()?;
+    Ok(n.unwrap_or(0))
+}
+
+/// Marks `unreachable` every peer not heard from since `cutoff` (peers never contacted count
+/// from their creation). Returns the ids newly marked.
+pub fn mark_unreachable(conn: &Connection, cutoff: i64, now: i64) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE peers SET status = 'unreachable', updated_at = ?2
+             WHERE status <> 'unreachable' AND COALESCE(last_contact_at, created_at) < ?1
+             RETURNING id",
+        )?
+        .query_map(params![cutoff, now], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+// ── Links ───────────────────────────────────────────────────────────────────────────────
+
+/// A (peer, hive) link. `token_out` is the secret we present to the peer for this hive.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkRow {
+    pub peer_id: String,
+    pub hive_id: String,
+    pub hive_name: String,
+    pub state: String,
+    pub token_out: Option<String>,
+    pub last_seq_sent: i64,
+    pub last_seq_received: i64,
+    pub remote_seq: i64,
+    pub events_received: i64,
+    pub events_rejected: i64,
+    pub last_error: Option<String>,
+    pub last_sync_at: Option<i64>,
+}
+
+impl std::fmt::Debug for LinkRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkRow")
+            .field("peer_id", &self.peer_id)
+            .field("hive", &self.hive_name)
+            .field("state", &self.state)
+            .field("has_token", &self.token_out.is_some())
+            .field("last_seq_sent", &self.last_seq_sent)
+            .field("last_seq_received", &self.last_seq_received)
+            .finish_non_exhaustive()
+    }
+}
+
+const LINK_COLS: &str = "l.peer_id, l.hive_id, g.hive_name, l.state, l.token_out, \
+    l.last_seq_sent, l.last_seq_received, l.remote_seq, l.events_received, l.events_rejected, \
+    l.last_error, l.last_sync_at";
+
+fn link_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRow> {
+    Ok(LinkRow {
+        peer_id: r.get(0)?,
+        hive_id: r.get(1)?,
+        hive_name: r.get(2)?,
+        state: r.get(3)?,
+        token_out: r.get(4)?,
+        last_seq_sent: r.get(5)?,
+        last_seq_received: r.get(6)?,
+        remote_seq: r.get(7)?,
+        events_received: r.get(8)?,
+        events_rejected: r.get(9)?,
+        last_error: r.get(10)?,
+        last_sync_at: r.get(11)?,
+    })
+}
+
+fn links_where(conn: &Connection, cond: &str, args: &[&str]) -> Result<Vec<LinkRow>> {
+    let sql = format!(
+        "SELECT {LINK_COLS} FROM peer_groups l JOIN sync_groups g ON g.hive_id = l.hive_id
+         WHERE {cond} ORDER BY g.hive_name, l.peer_id"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(args.iter()), link_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Creates the link if missing (in `state`); a `left` link is reopened in `state`.
+/// Returns true if the link was created or reopened.
+pub fn ensure_link(conn: &Connection, peer_id: &str, hive_id: &str, state: &str) -> Result<bool> {
+    let n = conn.execute(
+        "INSERT INTO peer_groups (peer_id, hive_id, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT(peer_id, hive_id) DO UPDATE SET state = excluded.state
+         WHERE peer_groups.state = 'left'",
+        params![peer_id, hive_id, state],
+    )?;
+    Ok(n > 0)
+}
+
+pub fn link(conn: &Connection, peer_id: &str, hive_id: &str) -> Result<Option<LinkRow>> {
+    Ok(links_where(
+        conn,
+        "l.peer_id = ?1 AND l.hive_id = ?2",
+        &[peer_id, hive_id],
+    )?
+    .into_iter()
+    .next())
+}
+
+pub fn links_for_peer(conn: &Connection, peer_id: &str) -> Result<Vec<LinkRow>> {
+    links_where(conn, "l.peer_id = ?1", &[peer_id])
+}
+
+pub fn links_for_hive(conn: &Connection, hive_id: &str) -> Result<Vec<LinkRow>> {
+    links_where(conn, "l.hive_id = ?1", &[hive_id])
+}
+
+/// Every link that is not `left` (the links the engine runs workers for).
+pub fn live_links(conn: &Connection) -> Result<Vec<LinkRow>> {
+    links_where(conn, "l.state <> 'left'", &[])
+}
+
+pub fn set_link_state(conn: &Connection, peer_id: &str, hive_id: &str, state: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE peer_groups SET state = ?3 WHERE peer_id = ?1 AND hive_id = ?2")?
+        .execute(params![peer_id, hive_id, state])?;
+    Ok(())
+}
+
+/// Stores the token we present to the peer for this hive (None forgets it, forcing a new
+/// handshake).
+pub fn set_token_out(
+    conn: &Connection,
+    peer_id: &str,
+    hive_id: &str,
+    token: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE peer_groups SET token_out = ?3 WHERE peer_id = ?1 AND hive_id = ?2",
+    )?
+    .execute(params![peer_id, hive_id, token])?;
+    Ok(())
+}
+
+/// Moves `last_seq_sent` forward to `seq` (never back).
+pub fn advance_sent(
+    conn: &Connection,
+    peer_id: &str,
+    hive_id: &str,
+    seq: i64,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE peer_groups SET last_seq_sent = MAX(last_seq_sent, ?3), last_sync_at = ?4
+         WHERE peer_id = ?1 AND hive_id = ?2",
+    )?
+    .execute(params![peer_id, hive_id, seq, now])?;
+    Ok(())
+}
+
+/// Moves `last_seq_received` forward to `seq` (never back).
+pub fn advance_received(
+    conn: &Connection,
+    peer_id: &str,
+    hive_id: &str,
+    seq: i64,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE peer_groups SET last_seq_received = MAX(last_seq_received, ?3), last_sync_at = ?4
+         WHERE peer_id = ?1 AND hive_id = ?2",
+    )?
+    .execute(params![peer_id, hive_id, seq, now])?;
+    Ok(())
+}
+
+/// A pushed batch covering the sender's seqs `first..=last` was applied: the pull cursor moves
+/// to `last` if that leaves no gap (`last_seq_received >= first - 1`). Returns true if moved.
+pub fn advance_received_contiguous(
+    conn: &Connection,
+    peer_id: &str,
+    hive_id: &str,
+    first: i64,
+    last: i64,
+    now: i64,
+) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE peer_groups SET last_seq_received = ?4, last_sync_at = ?5
+             WHERE peer_id = ?1 AND hive_id = ?2 AND last_seq_received >= ?3 - 1
+               AND last_seq_received < ?4",
+        )?
+        .execute(params![peer_id, hive_id, first, last, now])?;
+    Ok(n > 0)
+}
+
+/// Resets the pull cursor (admin resync).
+pub fn reset_received(conn: &Connection, hive_id: &str) -> Result<usize> {
+    Ok(conn.execute(
+        "UPDATE peer_groups SET last_seq_received = 0 WHERE hive_id = ?1 AND state <> 'left'",
+        [hive_id],
+    )?)
+}
+
+pub fn set_remote_seq(conn: &Connection, peer_id: &str, hive_id: &str, seq: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE peer_groups SET remote_seq = MAX(remote_seq, ?3) WHERE peer_id = ?1 AND hive_id = ?2",
+    )?
+    .execute(params![peer_id, hive_id, seq])?;
+    Ok(())
+}
+
+/// Adds to the link's received/rejected counters.
+pub fn count_events(
+    conn: &Connection,
+    peer_id: &str,
+    hive_id: &str,
+    received: i64,
+    rejected: i64,
+) -> Result<()> {
+    if received == 0 && rejected == 0 {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "UPDATE peer_groups SET events_received = events_received + ?3,
+           events_rejected = events_rejected + ?4 WHERE peer_id = ?1 AND hive_id = ?2",
+    )?
+    .execute(params![peer_id, hive_id, received, rejected])?;
+    Ok(())
+}
+
+pub fn set_link_error(
+    conn: &Connection,
+    peer_id: &str,
+    hive_id: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE peer_groups SET last_error = ?3 WHERE peer_id = ?1 AND hive_id = ?2",
+    )?
+    .execute(params![peer_id, hive_id, error])?;
+    Ok(())
+}
+
+/// The peer left the group (or we did): no more push or pull on this link, its tokens are
+/// gone. Past events stay.
+pub fn mark_left(conn: &Connection, peer_id: &str, hive_id: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE peer_groups SET state = 'left', token_out = NULL WHERE peer_id = ?1 AND hive_id = ?2",
+        params![peer_id, hive_id],
+    )?;
+    conn.execute(
+        "DELETE FROM peer_tokens WHERE peer_id = ?1 AND hive_id = ?2",
+        params![peer_id, hive_id],
+    )?;
+    Ok(())
+}
+
+// ── Tokens ──────────────────────────────────────────────────────────────────────────────
+
+/// Issues a fresh token the peer will present to us for this hive; stores only its hash and
+/// keeps the [`TOKENS_KEPT`] newest for the link. Returns the secret (to send once).
+pub fn issue_token(conn: &Connection, peer_id: &str, hive_id: &str, now: i64) -> Result<String> {
+    let secret = ids::new_secret_token("ohs_");
+    // Strictly increasing creation times per link, so "newest" is well defined.
+    let last: Option<i64> = conn
+        .prepare_cached(
+            "SELECT MAX(created_at) FROM peer_tokens WHERE peer_id = ?1 AND hive_id = ?2",
+        )?
+        .query_row([peer_id, hive_id], |r| r.get(0))?;
+    let at = last.map_or(now, |l| now.max(l + 1));
+    conn.prepare_cached(
+        "INSERT INTO peer_tokens (token_hash, peer_id, hive_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![ids::hash_secret(&secret), peer_id, hive_id, at])?;
+    conn.prepare_cached(
+        "DELETE FROM peer_tokens WHERE peer_id = ?1 AND hive_id = ?2 AND token_hash NOT IN
+           (SELECT token_hash FROM peer_tokens WHERE peer_id = ?1 AND hive_id = ?2
+            ORDER BY created_at DESC LIMIT ?3)",
+    )?
+    .execute(params![peer_id, hive_id, TOKENS_KEPT])?;
+    Ok(secret)
+}
+
+/// The (peer id, hive id) a presented token is bound to, if it is valid.
+pub fn authenticate(conn: &Connection, token: &str) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT t.peer_id, t.hive_id FROM peer_tokens t
+             JOIN peer_groups l ON l.peer_id = t.peer_id AND l.hive_id = t.hive_id
+             WHERE t.token_hash = ?1 AND l.state <> 'left'",
+        )?
+        .query_row([ids::hash_secret(token)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::{Store, StoreOptions, hives};
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite"), &StoreOptions::default()).unwrap();
+        (dir, s)
+    }
+
+    fn setup(conn: &Connection) -> (String, String) {
+        let hive = hives::ensure_log(conn, "general", 1).unwrap();
+        ensure_group(conn, &hive, "general", "inst_self", 1).unwrap();
+        let (p, created) =
+            upsert_configured_peer(conn, "b", "http://b/sync/v1", SOURCE_API, 1).unwrap();
+        assert!(created);
+        ensure_link(conn, &p.id, &hive, STATE_HANDSHAKING).unwrap();
+        (hive, p.id)
+    }
+
+    #[test]
+    fn groups_and_roster() {
+        let (_d, s) = store();
+        s.write_blocking(|c| {
+            let (hive, _) = setup(c);
+            assert!(!ensure_group(c, &hive, "general", "inst_self", 2)?);
+            assert_eq!(group_by_name(c, "general")?.unwrap().hive_id, hive);
+            // Roster only lists members with a known key.
+            assert!(roster(c, &hive)?.is_empty());
+            let k = openhive_core::InstanceKey::generate().public();
+            crate::keys::learn(c, "inst_self", &k, None, 1)?;
+            assert_eq!(roster(c, &hive)?, vec![("inst_self".into(), k.to_base64())]);
+            assert_eq!(list_groups(c)?.len(), 1);
+            assert!(delete_group(c, &hive)?);
+            assert!(group_by_name(c, "general")?.is_none());
+            assert!(live_links(c)?.is_empty());
+            crate::error::Result::<()>::Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn tokens_are_hashed_bound_and_two_are_kept() {
+        let (_d, s) = store();
+        s.write_blocking(|c| {
+            let (hive, peer) = setup(c);
+            let t1 = issue_token(c, &peer, &hive, 5)?;
+            let t2 = issue_token(c, &peer, &hive, 5)?;
+            let t3 = issue_token(c, &peer, &hive, 5)?;
+            assert!(authenticate(c, &t1)?.is_none(), "oldest pruned");
+            assert_eq!(authenticate(c, &t2)?, Some((peer.clone(), hive.clone())));
+            assert_eq!(authenticate(c, &t3)?, Some((peer.clone(), hive.clone())));
+            assert!(authenticate(c, "ohs_bogus")?.is_none());
+            // Only hashes are stored.
+            let n: i64 = c.query_row(
+                "SELECT COUNT(*) FROM peer_tokens WHERE token_hash = ?1",
+                [&t3],
+                |r| r.get(0),
+            )?;
+            assert_eq!(n, 0);
+            mark_left(c, &peer, &hive)?;
+            assert!(authenticate(c, &t3)?.is_none());
+            assert_eq!(link(c, &peer, &hive)?.unwrap().state, STATE_LEFT);
+            assert!(live_links(c)?.is_empty());
+            // Re-adding reopens the link.
+            assert!(ensure_link(c, &peer, &hive, STATE_HANDSHAKING)?);
+            assert!(!ensure_link(c, &peer, &hive, STATE_HANDSHAKING)?);
+            crate::error::Result::<()>::Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn cursors_only_move_forward_and_push_needs_contiguity() {
+        let (_d, s) = store();
+        s.write_blocking(|c| {
+            let (hive, peer) = setup(c);
+            advance_sent(c, &peer, &hive, 10, 1)?;
+            advance_sent(c, &peer, &hive, 5, 1)?;
+            assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_sent, 10);
+            // Gap: received 0, batch 5..=9 → not moved.
+            assert!(!advance_received_contiguous(c, &peer, &hive, 5, 9, 1)?);
+            assert!(advance_received_contiguous(c, &peer, &hive, 1, 4, 1)?);
+            assert!(advance_received_contiguous(c, &peer, &hive, 5, 9, 1)?);
+            // Overlap (already past) → not moved back.
+            assert!(!advance_received_contiguous(c, &peer, &hive, 3, 6, 1)?);
+            assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_received, 9);
+            advance_received(c, &peer, &hive, 7, 1)?;
+            assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_received, 9);
+            count_events(c, &peer, &hive, 3, 2)?;
+            let l = link(c, &peer, &hive)?.unwrap();
+            assert_eq!((l.events_received, l.events_rejected), (3, 2));
+            assert!(!format!("{l:?}").contains("token_out: Some"));
+            crate::error::Result::<()>::Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn handshake_upsert_never_duplicates_a_peer() {
+        let (_d, s) = store();
+        s.write_blocking(|c| {
+            let (hive, configured) = setup(c);
+            // The configured peer answers as inst_b: same row gets the instance id.
+            let id = upsert_handshake_peer(c, "inst_b", "b", "http://b/sync/v1", 2)?;
+            assert_eq!(id, configured);
+            // Again (the other side initiated too): still one row.
+            let id2 = upsert_handshake_peer(c, "inst_b", "b", "http://b/sync/v1", 3)?;
+            assert_eq!(id2, configured);
+            assert_eq!(list_peers(c)?.len(), 1);
+            // An unknown instance gets a handshake row.
+            let c_id = upsert_handshake_peer(c, "inst_c", "c", "http://c/sync/v1", 3)?;
+            assert_ne!(c_id, configured);
+            assert_eq!(peer_by_id(c, &c_id)?.unwrap().source, SOURCE_HANDSHAKE);
+            ensure_link(c, &c_id, &hive, STATE_ACTIVE)?;
+            // Admin then configures C under a different endpoint spelling, and C handshakes
+            // from that endpoint: the two rows merge.
+            let (cfg, _) = upsert_configured_peer(c, "c2", "http://c2/sync/v1", SOURCE_API, 4)?;
+            let merged = upsert_handshake_peer(c, "inst_c", "c", "http://c2/sync/v1", 5)?;
+            assert_eq!(merged, cfg.id);
+            assert_eq!(list_peers(c)?.len(), 2);
+            assert_eq!(links_for_peer(c, &merged)?.len(), 1);
+            crate::error::Result::<()>::Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn failures_contact_and_unreachable() {
+        let (_d, s) = store();
+        s.write_blocking(|c| {
+            let (_hive, peer) = setup(c);
+            for i in 1..=9 {
+                assert_eq!(record_failure(c, &peer, "boom", 10, 10)?, i);
+            }
+            assert_eq!(peer_by_id(c, &peer)?.unwrap().status, STATUS_PENDING);
+            record_failure(c, &peer, "boom", 10, 10)?;
+            let p = peer_by_id(c, &peer)?.unwrap();
+            assert_eq!(
+                (p.status.as_str(), p.last_error.as_deref()),
+                ("error", Some("boom"))
+            );
+            record_contact(c, &peer, 20)?;
+            let p = peer_by_id(c, &peer)?.unwrap();
+            assert_eq!((p.status.as_str(), p.failure_count), ("active", 0));
+            assert!(mark_unreachable(c, 15, 30)?.is_empty());
+            assert_eq!(mark_unreachable(c, 25, 30)?, vec![peer.clone()]);
+            assert_eq!(peer_by_id(c, &peer)?.unwrap().status, STATUS_UNREACHABLE);
+            crate::error::Result::<()>::Ok(())
+        })
+        .unwrap();
+    }
+}
