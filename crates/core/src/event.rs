@@ -229,3 +229,40 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod vector {
+    use super::*;
+
+    /// The test vector of docs/PROTOCOL.md §"Test vector".
+    pub(super) fn vector_event() -> (InstanceKey, Event) {
+        let seed: [u8; 32] = core::array::from_fn(|i| i as u8);
+        let key = InstanceKey::from_seed(&seed);
+        let ev = Event {
+            id: "evt_abcdefghjkmn_01jd0000000000000000000000".into(),
+            hive: "general".into(),
+            event_type: EventType::PostCreated,
+            origin_instance_id: "inst_abcdefghjkmn".into(),
+            origin_ts: 1_795_797_811_094,
+            payload: r#"{"post_id":"post_abcdefghjkmn_01jd0000000000000000000001","title":"Hello","content":"héllo wörld","url":null,"author":{"instance_id":"inst_abcdefghjkmn","agent_id":"agt_abcdefghjkmn_01jd0000000000000000000002","name":"alice"}}"#.into(),
+            signature: String::new(),
+        };
+        (key, ev)
+    }
+
+    #[test]
+    fn protocol_test_vector() {
+        let (key, mut ev) = vector_event();
+        let bytes = ev.signing_bytes();
+        assert!(bytes.starts_with(b"openhive-event/1\nevt_abcdefghjkmn_01jd"));
+        let sig = key.sign_b64(&bytes);
+        println!("public key: {}\nsignature: {sig}", key.public().to_base64());
+        assert_eq!(sig, VECTOR_SIGNATURE);
+        ev.signature = sig;
+        assert_eq!(ev.check_envelope(), Ok(()));
+        assert!(ev.accept(&key.public()).is_ok());
+    }
+
+    pub(super) const VECTOR_SIGNATURE: &str =
+        "+0msYRuFoTb0eU2vrNUacaw+amNJIUUPImOM8jjp33QByLN3M4Wnsxl/lARw1yvaR3v18om14J2ISjS+1JZhAQ==";
+}

@@ -233,3 +233,17 @@ pub fn members(
 pub fn register_head(conn: &Connection, hive_id: &str, register: &str) -> Result<Option<String>> {
     crate::materialize::register_winner_event(conn, hive_id, register)
 }
+
+/// An agent as events name it: (id, name, instance_id, avatar_url). Local agents first.
+pub fn find_agent(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<(String, String, String, Option<String>)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, name, instance_id, avatar_url FROM agents WHERE name = ?1
+             ORDER BY is_local DESC, id LIMIT 1",
+        )?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?)
+}

@@ -340,6 +340,7 @@ fn hive_created(cx: &Ctx<'_>, p: &payload::HiveCreated) -> Result<Outcome> {
     )?;
     // The owner's instance changed (or became known): every register's winner may change.
     recompute_all_registers(conn, cx.hive_id)?;
+    recompute_member_count(conn, cx.hive_id)?;
     let change = if first {
         Change::HiveCreated { hive: cx.hive() }
     } else {

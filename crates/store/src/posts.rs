@@ -285,3 +285,13 @@ pub fn owner_facts(conn: &Connection, id: &str) -> Result<Option<(String, String
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
+
+/// One agent (local or remote) in the shape content rows carry.
+pub fn author_by_id(conn: &Connection, id: &str) -> Result<Option<Author>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {AUTHOR_COLS} FROM agents a WHERE a.id = ?1"
+        ))?
+        .query_row([id], |r| author_at(r, 0))
+        .optional()?)
+}
