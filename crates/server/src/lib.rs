@@ -1,1 +1,17 @@
+//! The OpenHive server: configuration, instance identity, the HTTP API and start-up.
+//!
+//! # Layout
+//! - [`config`]: the `Config` struct and its layered loading (flags > env > file > defaults).
+//! - [`cli`]: the `openhive` command line.
+//! - [`identity`]: the instance id, signing key and admin key persisted in the data dir.
+//! - [`app`]: `AppState` and [`app::start`], which binds and serves until shut down.
+//! - [`http`]: the router and one module per API concern.
 
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod identity;
+
+pub use app::{AppState, RunningServer, start};
+pub use config::Config;

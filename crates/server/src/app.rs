@@ -1,0 +1,142 @@
+//! Application state and start-up.
+//!
+//! [`start`] opens the data directory, database and identity, binds the listener (port 0
+//! allowed) and serves in a background task. The returned [`RunningServer`] knows the bound
+//! address and shuts the server down gracefully (drain connections, then checkpoint the
+//! WAL). `openhive serve` and the integration tests both go through it.
+
+use crate::config::{AuthMode, Config, Synchronous, effective_auth_mode};
+use crate::identity::{DB_FILE, Identity};
+use anyhow::Context as _;
+use openhive_store::{Store, StoreOptions};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Shared state of every handler. Cheap to clone: every field is a handle.
+///
+/// Add new subsystems (realtime hub, sync handle, ...) as further `pub` fields and
+/// initialise them in [`start`].
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// The effective configuration (`auth.mode` already forced to `token` off loopback).
+    pub config: Arc<Config>,
+    pub identity: Arc<Identity>,
+    /// The address the server is bound to.
+    pub addr: SocketAddr,
+}
+
+impl AppState {
+    pub fn auth_mode(&self) -> AuthMode {
+        self.config.auth.mode
+    }
+}
+
+/// How long [`RunningServer::shutdown`] waits for open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A server running in the background.
+pub struct RunningServer {
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown_tx: Option<oneshot::Sender<()>>,
+    join: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections, lets open ones finish (up to a grace period), then
+    /// checkpoints the database.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown_tx.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.join).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!("connections still open after the grace period; closing them");
+                self.join.abort();
+            }
+        }
+        let store = self.state.store.clone();
+        tokio::task::spawn_blocking(move || store.checkpoint())
+            .await
+            .context("checkpoint task")?
+            .context("checkpointing the database")?;
+        Ok(())
+    }
+}
+
+/// Opens everything and starts serving. See the module docs.
+pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
+    config.validate().context("invalid configuration")?;
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+
+    let mode = effective_auth_mode(config.auth.mode, addr.ip());
+    if mode != config.auth.mode {
+        tracing::warn!(
+            %addr,
+            "auth.mode = \"local\" is only honoured on a loopback address; using token mode"
+        );
+        config.auth.mode = mode;
+    }
+
+    let db_path = data_dir.join(DB_FILE);
+    let opts = StoreOptions {
+        synchronous_full: config.storage.synchronous == Synchronous::Full,
+        ..StoreOptions::default()
+    };
+    let cfg = config.clone();
+    let (store, identity) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let store = Store::open(&db_path, &opts)
+            .with_context(|| format!("opening database {}", db_path.display()))?;
+        let identity =
+            Identity::load_or_create(&cfg, &store).context("loading the instance identity")?;
+        Ok((store, identity))
+    })
+    .await
+    .context("start-up task")??;
+    tracing::info!(
+        instance_id = %identity.instance_id,
+        auth_mode = mode.as_str(),
+        data_dir = %data_dir.display(),
+        "instance ready"
+    );
+
+    let state = AppState {
+        store,
+        config: Arc::new(config),
+        identity: Arc::new(identity),
+        addr,
+    };
+    let app = crate::http::router(state.clone());
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let join = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = shutdown_rx.await;
+        })
+        .await
+    });
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown_tx: Some(shutdown_tx),
+        join,
+    })
+}

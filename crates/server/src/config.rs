@@ -1,0 +1,479 @@
+//! Server configuration.
+//!
+//! Sources, highest precedence first:
+//! 1. command-line flags (`--data-dir`, `--listen`);
+//! 2. environment variables `OPENHIVE_<SECTION>__<KEY>` (e.g. `OPENHIVE_SERVER__LISTEN`,
+//!    `OPENHIVE_SYNC__ALLOWED_CIDRS='["10.0.0.0/8"]'`); variables without `__` after the
+//!    prefix are ignored;
+//! 3. the TOML file given with `--config FILE`;
+//! 4. built-in defaults.
+//!
+//! Every section rejects unknown keys, so a typo is a start-up error naming the key and the
+//! source it came from rather than a silently ignored setting.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Prefix of the environment variables read as configuration.
+pub const ENV_PREFIX: &str = "OPENHIVE_";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub instance: InstanceConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub sync: SyncConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on, `HOST:PORT` (port 0 picks a free port).
+    pub listen: String,
+    /// Directory holding the database and key files.
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// The public base URL of this instance, if known (advertised in discovery documents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:3000".into(),
+            data_dir: PathBuf::from("./openhive-data"),
+            body_limit_bytes: 1024 * 1024,
+            public_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstanceConfig {
+    pub name: String,
+    pub description: String,
+}
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        InstanceConfig {
+            name: "OpenHive".into(),
+            description: String::new(),
+        }
+    }
+}
+
+/// How requests without an `Authorization` header are treated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No header means the built-in admin agent `local`. Only honoured on loopback.
+    #[default]
+    Local,
+    /// Every authenticated request needs `Authorization: Bearer <api key>`.
+    Token,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Local => "local",
+            AuthMode::Token => "token",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+}
+
+/// SQLite `synchronous` pragma.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    pub enabled: bool,
+    pub heartbeat_interval_secs: u64,
+    pub peer_timeout_secs: u64,
+    /// Shared secret peers must present in a handshake, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake_secret: Option<String>,
+    /// Networks allowed to reach `/sync/v1` (empty: any).
+    pub allowed_cidrs: Vec<String>,
+    pub rate_limit_events_per_sec: u32,
+    pub rate_limit_burst: u32,
+    pub peers: Vec<PeerConfig>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            enabled: true,
+            heartbeat_interval_secs: 30,
+            peer_timeout_secs: 300,
+            handshake_secret: None,
+            allowed_cidrs: Vec::new(),
+            rate_limit_events_per_sec: 20_000,
+            rate_limit_burst: 100_000,
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// A statically configured peer (`[[sync.peers]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub name: String,
+    pub sync_endpoint: String,
+    #[serde(default)]
+    pub shared_hives: Vec<String>,
+}
+
+/// Values given on the command line; `None` leaves the lower layers in charge.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    FileNotFound(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the configuration: flags > environment > file > defaults.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::FileNotFound(path.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        if let Some(dir) = &overrides.data_dir {
+            fig = fig.merge(Serialized::default("server.data_dir", dir));
+        }
+        if let Some(listen) = &overrides.listen {
+            fig = fig.merge(Serialized::default("server.listen", listen));
+        }
+        let config: Config = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            ConfigError::Invalid(msgs.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.server.listen.trim().is_empty() || !self.server.listen.contains(':') {
+            return bad(format!(
+                "server.listen must be HOST:PORT, got {:?}",
+                self.server.listen
+            ));
+        }
+        if self.server.body_limit_bytes == 0 {
+            return bad("server.body_limit_bytes must be greater than 0".into());
+        }
+        if let Some(url) = &self.server.public_url
+            && openhive_core::validate::url(url).is_err()
+        {
+            return bad(format!(
+                "server.public_url must be an http(s) URL, got {url:?}"
+            ));
+        }
+        if self.sync.heartbeat_interval_secs == 0 || self.sync.peer_timeout_secs == 0 {
+            return bad(
+                "sync.heartbeat_interval_secs and sync.peer_timeout_secs must be > 0".into(),
+            );
+        }
+        if self.sync.rate_limit_events_per_sec == 0 || self.sync.rate_limit_burst == 0 {
+            return bad(
+                "sync.rate_limit_events_per_sec and sync.rate_limit_burst must be > 0".into(),
+            );
+        }
+        for cidr in &self.sync.allowed_cidrs {
+            if !valid_cidr(cidr) {
+                return bad(format!(
+                    "sync.allowed_cidrs: {cidr:?} is not an IP network like 10.0.0.0/8"
+                ));
+            }
+        }
+        for p in &self.sync.peers {
+            if p.name.trim().is_empty() {
+                return bad("sync.peers: name must not be empty".into());
+            }
+            if openhive_core::validate::url(&p.sync_endpoint).is_err() {
+                return bad(format!(
+                    "sync.peers {:?}: sync_endpoint must be an http(s) URL",
+                    p.name
+                ));
+            }
+            for h in &p.shared_hives {
+                if let Err(e) = openhive_core::validate::hive_name(h) {
+                    return bad(format!("sync.peers {:?}: hive {h:?}: {e}", p.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `addr/prefix` with a prefix in range, or a bare address.
+fn valid_cidr(s: &str) -> bool {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let Ok(ip) = addr.trim().parse::<IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match prefix {
+        None => true,
+        Some(p) => p.trim().parse::<u8>().is_ok_and(|p| p <= max),
+    }
+}
+
+/// The auth mode actually used: local mode is only honoured when the server is bound to a
+/// loopback address; on any other interface it falls back to token mode.
+pub fn effective_auth_mode(configured: AuthMode, bound: IpAddr) -> AuthMode {
+    match configured {
+        AuthMode::Local if bound.is_loopback() => AuthMode::Local,
+        _ => AuthMode::Token,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults() {
+        Jail::expect_with(|_jail| {
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c, Config::default());
+            assert_eq!(c.server.listen, "127.0.0.1:3000");
+            assert_eq!(c.server.body_limit_bytes, 1_048_576);
+            assert_eq!(c.auth.mode, AuthMode::Local);
+            assert!(c.sync.enabled);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                r#"
+                [server]
+                listen = "127.0.0.1:1111"
+                data_dir = "/from/file"
+                body_limit_bytes = 10
+                [instance]
+                name = "FileName"
+                [auth]
+                mode = "token"
+                [storage]
+                synchronous = "full"
+                [sync]
+                allowed_cidrs = ["10.0.0.0/8"]
+                [[sync.peers]]
+                name = "b"
+                sync_endpoint = "http://b.example:3000/sync/v1"
+                shared_hives = ["general"]
+                "#,
+            )?;
+            let file = jail.directory().join("c.toml");
+            let c = Config::load(Some(&file), &Overrides::default()).unwrap();
+            assert_eq!(c.server.listen, "127.0.0.1:1111");
+            assert_eq!(c.instance.name, "FileName");
+            assert_eq!(c.instance.description, "");
+            assert_eq!(c.auth.mode, AuthMode::Token);
+            assert_eq!(c.storage.synchronous, Synchronous::Full);
+            assert_eq!(c.sync.peers.len(), 1);
+            assert_eq!(c.sync.peers[0].shared_hives, vec!["general".to_string()]);
+
+            jail.set_env("OPENHIVE_SERVER__LISTEN", "127.0.0.1:2222");
+            jail.set_env("OPENHIVE_SERVER__DATA_DIR", "/from/env");
+            jail.set_env("OPENHIVE_INSTANCE__NAME", "EnvName");
+            jail.set_env("OPENHIVE_SYNC__ENABLED", "false");
+            jail.set_env("OPENHIVE_SYNC__ALLOWED_CIDRS", "[\"192.168.0.0/16\"]");
+            jail.set_env("OPENHIVE_UNRELATED", "ignored");
+            let c = Config::load(Some(&file), &Overrides::default()).unwrap();
+            assert_eq!(c.server.listen, "127.0.0.1:2222");
+            assert_eq!(c.server.data_dir, PathBuf::from("/from/env"));
+            assert_eq!(c.server.body_limit_bytes, 10);
+            assert_eq!(c.instance.name, "EnvName");
+            assert!(!c.sync.enabled);
+            assert_eq!(c.sync.allowed_cidrs, vec!["192.168.0.0/16".to_string()]);
+
+            let flags = Overrides {
+                data_dir: Some("/from/flag".into()),
+                listen: Some("127.0.0.1:3333".into()),
+            };
+            let c = Config::load(Some(&file), &flags).unwrap();
+            assert_eq!(c.server.listen, "127.0.0.1:3333");
+            assert_eq!(c.server.data_dir, PathBuf::from("/from/flag"));
+            assert_eq!(c.instance.name, "EnvName");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_key_and_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                "[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n",
+            )?;
+            let file = jail.directory().join("bad.toml");
+            let err = Config::load(Some(&file), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listne"), "{err}");
+            assert!(err.contains("bad.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_section_and_peer_key_are_errors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("s.toml", "[srever]\nlisten = \"x:1\"\n")?;
+            let err = Config::load(
+                Some(&jail.directory().join("s.toml")),
+                &Overrides::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("srever") && err.contains("s.toml"), "{err}");
+            jail.create_file(
+                "p.toml",
+                "[[sync.peers]]\nname = \"a\"\nsync_endpoint = \"http://a:1\"\nshared = []\n",
+            )?;
+            let err = Config::load(
+                Some(&jail.directory().join("p.toml")),
+                &Overrides::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("shared") && err.contains("p.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_env_key_and_bad_values_are_errors() {
+        Jail::expect_with(|jail| {
+            jail.set_env("OPENHIVE_SERVER__LISTN", "x");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listn"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("OPENHIVE_AUTH__MODE", "open");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("open"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn malformed_file_and_missing_file_are_errors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("m.toml", "[server\nlisten=")?;
+            let err = Config::load(
+                Some(&jail.directory().join("m.toml")),
+                &Overrides::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("m.toml"), "{err}");
+            let err = Config::load(
+                Some(&jail.directory().join("nope.toml")),
+                &Overrides::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("nope.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn semantic_validation() {
+        let mut c = Config::default();
+        c.sync.allowed_cidrs = vec!["10.0.0.0/33".into()];
+        assert!(c.validate().is_err());
+        c.sync.allowed_cidrs = vec!["10.0.0.0/8".into(), "::1/128".into(), "1.2.3.4".into()];
+        assert!(c.validate().is_ok());
+        c.server.body_limit_bytes = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn local_mode_only_on_loopback() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            effective_auth_mode(AuthMode::Local, ip("127.0.0.1")),
+            AuthMode::Local
+        );
+        assert_eq!(
+            effective_auth_mode(AuthMode::Local, ip("::1")),
+            AuthMode::Local
+        );
+        for public in ["0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "2001:db8::1"] {
+            assert_eq!(
+                effective_auth_mode(AuthMode::Local, ip(public)),
+                AuthMode::Token,
+                "{public}"
+            );
+        }
+        assert_eq!(
+            effective_auth_mode(AuthMode::Token, ip("127.0.0.1")),
+            AuthMode::Token
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Starts real servers in-process on 127.0.0.1:0 with a temporary data directory.
+
+use openhive_server::config::{AuthMode, Config};
+use openhive_server::{RunningServer, start};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A change to the configuration applied before start.
+pub type Configure = Box<dyn FnOnce(&mut Config) + Send>;
+
+/// Options of [`spawn`].
+pub struct Opts {
+    pub auth_mode: AuthMode,
+    /// Further changes to the configuration before start.
+    pub configure: Option<Configure>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            auth_mode: AuthMode::Token,
+            configure: None,
+        }
+    }
+}
+
+impl Opts {
+    pub fn local() -> Self {
+        Opts {
+            auth_mode: AuthMode::Local,
+            configure: None,
+        }
+    }
+
+    pub fn token() -> Self {
+        Opts::default()
+    }
+}
+
+pub struct TestServer {
+    /// `http://127.0.0.1:<port>`
+    pub base_url: String,
+    pub data_dir: TempDir,
+    pub running: RunningServer,
+    pub config: Config,
+}
+
+/// A configuration for a test server in `dir` on a free loopback port.
+pub fn test_config(dir: &TempDir, auth_mode: AuthMode) -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".into();
+    c.server.data_dir = dir.path().to_path_buf();
+    c.auth.mode = auth_mode;
+    c
+}
+
+pub async fn spawn(opts: Opts) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir, opts.auth_mode);
+    if let Some(f) = opts.configure {
+        f(&mut config);
+    }
+    spawn_with(dir, config).await
+}
+
+/// Starts a server with `config` (whose data_dir should be inside `dir`).
+pub async fn spawn_with(dir: TempDir, config: Config) -> TestServer {
+    let running = start(config.clone()).await.unwrap();
+    TestServer {
+        base_url: format!("http://{}", running.addr),
+        data_dir: dir,
+        running,
+        config,
+    }
+}
+
+impl TestServer {
+    /// `base_url` + `/api/v1` + `path`.
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base_url)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Stops the server and starts it again on the same data directory (new port).
+    pub async fn restart(self) -> TestServer {
+        let TestServer {
+            data_dir,
+            running,
+            config,
+            ..
+        } = self;
+        running.shutdown().await.unwrap();
+        spawn_with(data_dir, config).await
+    }
+
+    /// Contents of the admin key file.
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("admin.key"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+pub fn client() -> Client {
+    Client::new()
+}
+
+/// Registers `name` and returns its API key.
+pub async fn register(client: &Client, server: &TestServer, name: &str) -> String {
+    let resp = client
+        .post(server.api("/agents/register"))
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(resp).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["api_key"].as_str().unwrap().to_string()
+}
+
+/// Status and JSON body of a response.
+pub async fn json(resp: Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+    };
+    (status, body)
+}
+
+/// Asserts the API error shape: `{"error": <reason phrase>, "message": <string>, ...}`.
+pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(
+        body["error"].as_str(),
+        expected.canonical_reason(),
+        "error field: {body}"
+    );
+    assert!(body["message"].is_string(), "message field: {body}");
+}

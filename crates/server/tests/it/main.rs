@@ -1,0 +1,8 @@
+//! Black-box integration tests: real servers on 127.0.0.1:0, driven over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin;
+mod agents;
+mod config;
+mod harness;
+mod meta;
