@@ -193,7 +193,8 @@ mod tests {
         let inst = ids::new_instance_id();
         let ev = sample(&key, &inst);
         assert_eq!(ev.verify(&key.public()), Ok(()));
-        let mutations: Vec<Box<dyn Fn(&mut Event)>> = vec![
+        type Mutation = Box<dyn Fn(&mut Event)>;
+        let mutations: Vec<Mutation> = vec![
             Box::new(|e| e.id.push('x')),
             Box::new(|e| e.hive = "other".into()),
             Box::new(|e| e.event_type = EventType::PostDeleted),

@@ -7,7 +7,10 @@
 
 use crate::config::{AuthMode, Config, Synchronous, effective_auth_mode};
 use crate::identity::{DB_FILE, Identity};
+use crate::realtime::Realtime;
+use crate::service::{CommitSink, HiveService};
 use anyhow::Context as _;
+use openhive_store::materialize::Change;
 use openhive_store::{Store, StoreOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +30,47 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// The address the server is bound to.
     pub addr: SocketAddr,
+    /// The local write path (signs and ingests hive events).
+    pub hives: HiveService,
+    /// WebSocket fan-out.
+    pub realtime: Realtime,
+    /// What runs after every commit that changed a hive.
+    pub fanout: Arc<FanOut>,
+}
+
+/// Callback run with a hive id after its log grew.
+pub type LogGrew = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Runs after every commit that changed a hive, local or remote: realtime messages, and
+/// whatever else registered (the sync engine registers its outbox wake-up here).
+pub struct FanOut {
+    store: Store,
+    realtime: Realtime,
+    /// Called with the local hive id after each commit that appended to its log.
+    log_grew: std::sync::OnceLock<LogGrew>,
+}
+
+impl FanOut {
+    /// Registers the callback run when a hive's log grew (set once, e.g. by the sync engine).
+    pub fn on_log_grew(&self, f: LogGrew) {
+        if self.log_grew.set(f).is_err() {
+            tracing::error!("on_log_grew registered twice; keeping the first");
+        }
+    }
+
+    /// Publishes changes that were committed (used by both the local write path and sync).
+    pub fn committed_changes(&self, hive_id: &str, changes: Vec<Change>) {
+        if let Some(f) = self.log_grew.get() {
+            f(hive_id);
+        }
+        self.realtime.publish(&self.store, changes);
+    }
+}
+
+impl CommitSink for FanOut {
+    fn committed(&self, hive_id: &str, changes: Vec<Change>) {
+        self.committed_changes(hive_id, changes);
+    }
 }
 
 impl AppState {
@@ -115,11 +159,26 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         "instance ready"
     );
 
+    let realtime = Realtime::new();
+    let fanout = Arc::new(FanOut {
+        store: store.clone(),
+        realtime: realtime.clone(),
+        log_grew: std::sync::OnceLock::new(),
+    });
+    let hives = HiveService::new(
+        store.clone(),
+        &identity.instance_id,
+        identity.key.clone(),
+        fanout.clone(),
+    );
     let state = AppState {
         store,
         config: Arc::new(config),
         identity: Arc::new(identity),
         addr,
+        hives,
+        realtime,
+        fanout,
     };
     let app = crate::http::router(state.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

@@ -12,6 +12,9 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod realtime;
+pub mod service;
+pub mod views;
 
 pub use app::{AppState, RunningServer, start};
 pub use config::Config;

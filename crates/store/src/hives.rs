@@ -234,16 +234,23 @@ pub fn register_head(conn: &Connection, hive_id: &str, register: &str) -> Result
     crate::materialize::register_winner_event(conn, hive_id, register)
 }
 
-/// An agent as events name it: (id, name, instance_id, avatar_url). Local agents first.
+/// An agent (local first, else a cached remote one) by name, as events name it.
 pub fn find_agent(
     conn: &Connection,
     name: &str,
-) -> Result<Option<(String, String, String, Option<String>)>> {
+) -> Result<Option<openhive_core::payload::AgentRef>> {
     Ok(conn
         .prepare_cached(
             "SELECT id, name, instance_id, avatar_url FROM agents WHERE name = ?1
              ORDER BY is_local DESC, id LIMIT 1",
         )?
-        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([name], |r| {
+            Ok(openhive_core::payload::AgentRef {
+                agent_id: r.get(0)?,
+                name: r.get(1)?,
+                instance_id: r.get(2)?,
+                avatar_url: r.get(3)?,
+            })
+        })
         .optional()?)
 }

@@ -188,3 +188,16 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
         }
     }
 }
+
+impl From<crate::service::ServiceError> for ApiError {
+    fn from(e: crate::service::ServiceError) -> Self {
+        use crate::service::ServiceError as S;
+        match e {
+            S::NotFound(what) => ApiError::not_found(what),
+            S::Forbidden(m) => ApiError::Forbidden(m),
+            S::BadRequest(m) => ApiError::bad_request(m),
+            S::Conflict(m) => ApiError::Conflict(m),
+            S::Store(e) => e.into(),
+        }
+    }
+}

@@ -10,9 +10,15 @@
 pub mod admin;
 pub mod agents;
 pub mod auth;
+pub mod comments;
 pub mod error;
 pub mod extract;
+pub mod feeds;
+pub mod hives;
 pub mod meta;
+pub mod posts;
+pub mod search;
+pub mod ws;
 
 use crate::app::AppState;
 use axum::Router;
@@ -29,13 +35,21 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(agents::routes())
         .merge(auth::routes())
-        .merge(admin::routes());
+        .merge(admin::routes())
+        .merge(hives::routes())
+        .merge(posts::routes())
+        .merge(comments::routes())
+        .merge(feeds::routes())
+        .merge(search::routes());
     // ── Other /api/v1 routers go here ────────────────────────────────────────────────
     // e.g. .merge(hives::routes()).merge(posts::routes()).merge(comments::routes())
     //      .merge(feeds::routes()).merge(search::routes())
     // ─────────────────────────────────────────────────────────────────────────────────
 
-    let app = Router::new().nest("/api/v1", api).merge(meta::routes());
+    let app = Router::new()
+        .nest("/api/v1", api)
+        .merge(meta::routes())
+        .merge(ws::routes());
     // ── Routers outside /api/v1 go here ──────────────────────────────────────────────
     // e.g. .merge(ws::routes()).merge(sync_protocol::routes())
     // ─────────────────────────────────────────────────────────────────────────────────
@@ -45,6 +59,17 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The acting agent of a local write.
+pub(crate) fn actor(a: &openhive_store::agents::AgentRow) -> crate::service::Actor {
+    crate::service::Actor {
+        agent_id: a.id.clone(),
+        name: a.name.clone(),
+        avatar_url: a.avatar_url.clone(),
+        is_admin: a.is_admin,
+        is_verified: a.is_verified(),
+    }
 }
 
 async fn not_found() -> ApiError {

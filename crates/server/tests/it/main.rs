@@ -3,6 +3,12 @@
 
 mod admin;
 mod agents;
+mod client;
+mod comments;
 mod config;
+mod feeds;
 mod harness;
+mod hives;
 mod meta;
+mod posts;
+mod ws;

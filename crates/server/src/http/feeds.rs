@@ -1,0 +1,45 @@
+//! `/api/v1/feed`, `/feed/home`, `/feed/all`: post listings across hives.
+
+use super::auth::{Caller, MaybeCaller};
+use super::error::ApiResult;
+use super::extract::{Json, Query};
+use super::posts::{ListParams, listing};
+use crate::app::AppState;
+use axum::Router;
+use axum::routing::get;
+use openhive_store::posts::Scope;
+use serde_json::Value;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/feed", get(personal))
+        .route("/feed/home", get(home))
+        .route("/feed/all", get(all))
+}
+
+/// Joined hives, followed authors and public hives.
+async fn personal(
+    state: axum::extract::State<AppState>,
+    Caller(caller): Caller,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Value>> {
+    listing(&state, Scope::Personal, &params, Some(caller.id)).await
+}
+
+/// Joined hives only.
+async fn home(
+    state: axum::extract::State<AppState>,
+    Caller(caller): Caller,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Value>> {
+    listing(&state, Scope::Joined, &params, Some(caller.id)).await
+}
+
+/// Everything the caller may read (public hives for anonymous callers).
+async fn all(
+    state: axum::extract::State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Value>> {
+    listing(&state, Scope::All, &params, caller.map(|c| c.id)).await
+}

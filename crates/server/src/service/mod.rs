@@ -1,0 +1,196 @@
+//! The local write path: every change an API caller makes to a hive.
+//!
+//! Each operation checks the caller's authority against the current state, builds the
+//! event's payload, signs it with the instance key and hands it to
+//! `openhive_store::ingest::ingest` — the same path remote events take — inside one write
+//! transaction. After the commit it reports the materialized changes to the [`CommitSink`]
+//! (realtime fan-out and the sync outboxes).
+//!
+//! Invariants:
+//! - handlers never write hive content except through this module;
+//! - this module never talks to peers; it only signals that a hive's log grew;
+//! - checks and the write happen in the same transaction (no check-then-act race).
+
+mod comments;
+mod hives;
+mod posts;
+
+use openhive_core::payload::AgentRef;
+use openhive_core::{Event, InstanceKey};
+use openhive_store::materialize::Change;
+use openhive_store::{Store, StoreError, ingest};
+use rusqlite::Connection;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+pub use comments::CommentInput;
+pub use hives::{HiveInput, HivePatch};
+pub use posts::{PostInput, PostPatch};
+
+/// Why a write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for ServiceError {
+    fn from(e: rusqlite::Error) -> Self {
+        ServiceError::Store(StoreError::Sqlite(e))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ServiceError>;
+
+/// Who acts: a local agent.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub agent_id: String,
+    pub name: String,
+    pub avatar_url: Option<String>,
+    pub is_admin: bool,
+    pub is_verified: bool,
+}
+
+/// Receives what a commit changed. Called after the transaction committed, never before.
+pub trait CommitSink: Send + Sync {
+    fn committed(&self, hive_id: &str, changes: Vec<Change>);
+}
+
+/// A sink that does nothing (tests, tools).
+pub struct NoSink;
+impl CommitSink for NoSink {
+    fn committed(&self, _: &str, _: Vec<Change>) {}
+}
+
+/// Signs and ingests local changes. Cheap to clone.
+#[derive(Clone)]
+pub struct HiveService {
+    store: Store,
+    instance_id: Arc<str>,
+    key: Arc<InstanceKey>,
+    sink: Arc<dyn CommitSink>,
+    /// Last origin_ts handed out: timestamps of this instance never go backwards or repeat,
+    /// so two quick edits by one author are ordered as they were made.
+    clock: Arc<AtomicI64>,
+}
+
+impl HiveService {
+    pub fn new(
+        store: Store,
+        instance_id: &str,
+        key: InstanceKey,
+        sink: Arc<dyn CommitSink>,
+    ) -> Self {
+        HiveService {
+            store,
+            instance_id: instance_id.into(),
+            key: Arc::new(key),
+            sink,
+            clock: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The next origin timestamp: wall-clock ms, but strictly increasing on this instance.
+    fn tick(&self) -> i64 {
+        let now = openhive_core::time::now_ms();
+        let mut cur = self.clock.load(Ordering::SeqCst);
+        loop {
+            let next = now.max(cur + 1);
+            match self
+                .clock
+                .compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return next,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    fn agent_ref(&self, a: &Actor) -> AgentRef {
+        AgentRef {
+            instance_id: self.instance_id.to_string(),
+            agent_id: a.agent_id.clone(),
+            name: a.name.clone(),
+            avatar_url: a.avatar_url.clone(),
+        }
+    }
+
+    /// Runs `f` in a write transaction; `f` returns the events to sign and ingest (via
+    /// [`Emit`]) and a value; after commit, changes go to the sink.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Emit<'_>) -> Result<T> + Send + 'static,
+    {
+        let svc = self.clone();
+        let (out, hive_changes) = self
+            .store
+            .write(move |tx| -> Result<(T, HiveChanges)> {
+                let mut emit = Emit {
+                    svc: &svc,
+                    conn: tx,
+                    changes: Vec::new(),
+                };
+                let out = f(tx, &mut emit)?;
+                Ok((out, emit.changes))
+            })
+            .await?;
+        for (hive_id, changes) in hive_changes {
+            self.sink.committed(&hive_id, changes);
+        }
+        Ok(out)
+    }
+}
+
+/// Changes per local hive id, in commit order.
+type HiveChanges = Vec<(String, Vec<Change>)>;
+
+/// Signs and ingests events inside a write transaction.
+pub struct Emit<'a> {
+    svc: &'a HiveService,
+    conn: &'a Connection,
+    changes: HiveChanges,
+}
+
+impl Emit<'_> {
+    /// Signs `payload` as an event of hive `hive_name` (local id `hive_id`) and ingests it.
+    pub fn event(
+        &mut self,
+        hive_id: &str,
+        hive_name: &str,
+        payload: openhive_core::payload::Payload,
+    ) -> Result<Event> {
+        let ev = Event::sign_new(
+            &self.svc.key,
+            &self.svc.instance_id,
+            hive_name,
+            payload.event_type(),
+            self.svc.tick(),
+            payload.to_json(),
+        );
+        let now = openhive_core::time::now_ms();
+        let out = ingest::ingest(self.conn, hive_id, &ev, &payload, None, now)?;
+        match self.changes.iter_mut().find(|(h, _)| h == hive_id) {
+            Some((_, c)) => c.extend(out.changes),
+            None => self.changes.push((hive_id.to_string(), out.changes)),
+        }
+        Ok(ev)
+    }
+}

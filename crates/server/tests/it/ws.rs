@@ -1,0 +1,152 @@
+//! The realtime WebSocket: subscriptions, messages after commit, private hives.
+
+use crate::client::As;
+use crate::harness::{Opts, spawn};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(base: &str, token: Option<&str>) -> Ws {
+    let url = match token {
+        Some(t) => format!("{}/ws?token={t}", base.replace("http", "ws")),
+        None => format!("{}/ws", base.replace("http", "ws")),
+    };
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no websocket message within 5 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// Reads until a message of `kind` arrives.
+async fn until(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let v = next_json(ws).await;
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+#[tokio::test]
+async fn subscribers_receive_post_comment_vote_and_delete_messages() {
+    let s = spawn(Opts::token()).await;
+    let a = As::new_agent(&s, "alice").await;
+    a.hive("general", true).await;
+    let mut ws = connect(&s.base_url, None).await;
+    let welcome = next_json(&mut ws).await;
+    assert_eq!(welcome["data"]["authenticated"], false);
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "channels": ["hive:general"] }),
+    )
+    .await;
+    let ack = next_json(&mut ws).await;
+    assert_eq!(ack["data"]["subscribed"], json!(["hive:general"]));
+    send(&mut ws, json!({ "type": "ping" })).await;
+    assert_eq!(next_json(&mut ws).await["data"]["pong"], true);
+
+    let post = a.new_post("general", "live").await;
+    let m = until(&mut ws, "new_post").await;
+    assert_eq!(m["channel"], "hive:general");
+    assert_eq!(m["data"]["id"], post.as_str());
+    assert_eq!(m["data"]["author"]["name"], "alice");
+
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "channels": [format!("post:{post}")] }),
+    )
+    .await;
+    until(&mut ws, "agent_online").await;
+    let c = a.new_comment(&post, "live comment", None).await;
+    let m = until(&mut ws, "new_comment").await;
+    assert_eq!(
+        (m["channel"].clone(), m["data"]["id"].clone()),
+        (json!(format!("post:{post}")), json!(c))
+    );
+
+    a.post(&format!("/posts/{post}/vote"), json!({ "value": 1 }))
+        .await;
+    let m = until(&mut ws, "vote_update").await;
+    assert_eq!(
+        (m["data"]["score"].clone(), m["data"]["delta"].clone()),
+        (json!(1), json!(1))
+    );
+
+    a.delete(&format!("/posts/{post}")).await;
+    let m = until(&mut ws, "post_deleted").await;
+    assert_eq!(m["data"]["id"], post.as_str());
+
+    send(&mut ws, json!({ "type": "nonsense" })).await;
+    assert_eq!(
+        until(&mut ws, "agent_offline").await["data"]["error"],
+        "Invalid message format"
+    );
+}
+
+#[tokio::test]
+async fn private_hive_channels_are_for_members() {
+    let s = spawn(Opts::token()).await;
+    let a = As::new_agent(&s, "alice").await;
+    let b = As::new_agent(&s, "bob").await;
+    a.hive("secret", false).await;
+    let mut anon = connect(&s.base_url, None).await;
+    next_json(&mut anon).await;
+    send(
+        &mut anon,
+        json!({ "type": "subscribe", "channels": ["hive:secret", "hive:missing"] }),
+    )
+    .await;
+    let ack = next_json(&mut anon).await;
+    assert_eq!(
+        ack["data"]["denied"],
+        json!(["hive:secret", "hive:missing"])
+    );
+
+    let mut bob = connect(&s.base_url, b.key.as_deref()).await;
+    assert_eq!(next_json(&mut bob).await["data"]["authenticated"], true);
+    send(
+        &mut bob,
+        json!({ "type": "subscribe", "channels": ["hive:secret"] }),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut bob).await["data"]["denied"],
+        json!(["hive:secret"])
+    );
+
+    let mut alice = connect(&s.base_url, a.key.as_deref()).await;
+    next_json(&mut alice).await;
+    send(
+        &mut alice,
+        json!({ "type": "subscribe", "channels": ["hive:secret"] }),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut alice).await["data"]["subscribed"],
+        json!(["hive:secret"])
+    );
+    a.new_post("secret", "members only").await;
+    assert_eq!(
+        until(&mut alice, "new_post").await["data"]["title"],
+        "members only"
+    );
+}
