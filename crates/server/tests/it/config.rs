@@ -1,19 +1,8 @@
 //! The `openhive` binary: help text, configuration errors, serve and graceful shutdown.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use crate::harness::{BinaryServer, bin, spawn_binary};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_openhive"));
-    // Keep the developer's environment from leaking into the tests.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OPENHIVE_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
 
 #[test]
 fn help_documents_options_and_env_scheme() {
@@ -81,57 +70,14 @@ fn unknown_key_is_a_startup_error_naming_key_and_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("mod"));
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn binary_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(strip_ansi(&line));
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut logs = String::new();
-    let base = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("server did not report its address; logs:\n{logs}")
-            });
-        logs.push_str(&line);
-        logs.push('\n');
-        if let Some(i) = line.find("listening on http://") {
-            let rest = &line[i + "listening on ".len()..];
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let BinaryServer {
+        mut child,
+        base,
+        logs,
+    } = spawn_binary(dir.path());
     assert!(
         !logs.contains(
             &std::fs::read_to_string(dir.path().join("admin.key"))

@@ -145,3 +145,80 @@ pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode) {
     );
     assert!(body["message"].is_string(), "message field: {body}");
 }
+
+/// The `openhive` binary, with the developer's `OPENHIVE_*` environment removed.
+pub fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_openhive"));
+    // Keep the developer's environment from leaking into the tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OPENHIVE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `openhive` binary serving in a child process.
+pub struct BinaryServer {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    /// Log lines up to and including the "listening on" line.
+    pub logs: String,
+}
+
+/// Starts `openhive serve` on a free loopback port with `data_dir`; waits until it listens.
+pub fn spawn_binary(data_dir: &std::path::Path) -> BinaryServer {
+    use std::io::{BufRead as _, BufReader};
+    use std::time::{Duration, Instant};
+    let mut child = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(std::io::Result::ok)
+        {
+            let _ = tx.send(strip_ansi(&line));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut logs = String::new();
+    let base = loop {
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let _ = child.kill();
+            panic!("server did not report its address; logs:\n{logs}")
+        };
+        logs.push_str(&line);
+        logs.push('\n');
+        if let Some(i) = line.find("listening on http://") {
+            let rest = &line[i + "listening on ".len()..];
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    BinaryServer { child, base, logs }
+}

@@ -6,6 +6,7 @@ mod agents;
 mod client;
 mod comments;
 mod config;
+mod crash;
 mod feeds;
 mod harness;
 mod hives;
