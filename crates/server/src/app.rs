@@ -180,6 +180,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         realtime,
         fanout,
     };
+    spawn_expiry(state.store.clone());
     let app = crate::http::router(state.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let join = tokio::spawn(async move {
@@ -198,4 +199,23 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         shutdown_tx: Some(shutdown_tx),
         join,
     })
+}
+
+/// Hourly: drop events that waited over 24 h for a dependency or a key (logged, counted).
+fn spawn_expiry(store: Store) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let now = openhive_core::time::now_ms();
+            match store
+                .write(move |tx| openhive_store::ingest::expire_waiting(tx, now))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(dropped = n, "expired events that waited over 24 h"),
+                Err(e) => tracing::error!(error = %e, "expiring waiting events"),
+            }
+        }
+    });
 }

@@ -12,4 +12,5 @@ mod harness;
 mod hives;
 mod meta;
 mod posts;
+mod skill;
 mod ws;

@@ -1,0 +1,189 @@
+//! What waits and what is refused: unknown targets park in the log, unknown keys park
+//! outside it, forgeries are rejected and counted, and waiting has a 24 h limit.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openhive_core::ids::{self, Kind};
+use openhive_core::payload::*;
+use openhive_core::{Event, InstanceKey};
+use openhive_store::db::counter_get;
+use openhive_store::{Store, StoreOptions, hives, ingest, keys, log};
+
+const HOUR: i64 = 3_600_000;
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    hive_id: String,
+    inst: String,
+    key: InstanceKey,
+    author: AgentRef,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite"), &StoreOptions::default()).unwrap();
+    let hive_id = store
+        .write_blocking(|tx| hives::ensure_log(tx, "general", 0))
+        .unwrap();
+    let inst = ids::new_instance_id();
+    let author = AgentRef {
+        instance_id: inst.clone(),
+        agent_id: ids::new_id(Kind::Agent, &inst),
+        name: "alice".into(),
+        avatar_url: None,
+    };
+    World {
+        _dir: dir,
+        store,
+        hive_id,
+        inst,
+        key: InstanceKey::generate(),
+        author,
+    }
+}
+
+impl World {
+    fn sign(&self, ts: i64, p: Payload) -> Event {
+        Event::sign_new(
+            &self.key,
+            &self.inst,
+            "general",
+            p.event_type(),
+            ts,
+            p.to_json(),
+        )
+    }
+    fn comment_on(&self, post_id: &str) -> Event {
+        self.sign(
+            2,
+            Payload::CommentCreated(CommentCreated {
+                comment_id: ids::new_id(Kind::Comment, &self.inst),
+                post_id: post_id.into(),
+                parent_comment_id: None,
+                content: "hi".into(),
+                author: self.author.clone(),
+            }),
+        )
+    }
+    fn push(&self, events: Vec<Event>, now: i64) -> ingest::BatchReport {
+        let hive = self.hive_id.clone();
+        self.store
+            .write_blocking(move |tx| {
+                ingest::ingest_remote(tx, &hive, "general", &events, "inst_peer", now)
+            })
+            .unwrap()
+    }
+    fn learn_key(&self) -> ingest::BatchReport {
+        let (inst, key) = (self.inst.clone(), self.key.public());
+        self.store
+            .write_blocking(move |tx| -> openhive_store::error::Result<_> {
+                keys::learn(tx, &inst, &key, None, 0)?;
+                ingest::release_unverified(tx, &inst, 0)
+            })
+            .unwrap()
+    }
+}
+
+#[test]
+fn unknown_keys_wait_outside_the_log_until_the_key_arrives() {
+    let w = world();
+    let post = ids::new_id(Kind::Post, &w.inst);
+    let ev = w.sign(
+        1,
+        Payload::PostCreated(PostCreated {
+            post_id: post.clone(),
+            title: "t".into(),
+            content: None,
+            url: None,
+            author: w.author.clone(),
+        }),
+    );
+    let r = w.push(vec![ev.clone()], 0);
+    assert_eq!((r.accepted, r.waiting_for_key), (0, 1));
+    let id = ev.id.clone();
+    assert!(
+        !w.store
+            .read_blocking(move |c| log::contains(c, &id))
+            .unwrap()
+    );
+    let r = w.learn_key();
+    assert_eq!(r.accepted, 1);
+    let id = ev.id.clone();
+    assert!(
+        w.store
+            .read_blocking(move |c| log::contains(c, &id))
+            .unwrap()
+    );
+    assert_eq!(
+        w.store.read_blocking(ingest::waiting_counts).unwrap(),
+        (0, 0)
+    );
+}
+
+#[test]
+fn forged_and_altered_events_are_rejected_and_counted() {
+    let w = world();
+    w.learn_key();
+    let post = ids::new_id(Kind::Post, &w.inst);
+    let good = w.sign(
+        1,
+        Payload::PostCreated(PostCreated {
+            post_id: post.clone(),
+            title: "t".into(),
+            content: None,
+            url: None,
+            author: w.author.clone(),
+        }),
+    );
+    let mut altered = good.clone();
+    altered.payload = altered.payload.replace("\"t\"", "\"T\"");
+    let mut forged = good.clone();
+    forged.signature = InstanceKey::generate().sign_b64(&forged.signing_bytes());
+    let mut other_hive = good.clone();
+    other_hive.hive = "elsewhere".into();
+    let r = w.push(vec![altered, forged, other_hive], 0);
+    assert_eq!((r.accepted, r.rejected), (0, 3), "{:?}", r.rejections);
+    assert_eq!(
+        w.store
+            .read_blocking(|c| counter_get(c, ingest::REJECTED))
+            .unwrap(),
+        3
+    );
+    // The genuine event still goes through, once.
+    let r = w.push(vec![good.clone(), good], 0);
+    assert_eq!((r.accepted, r.duplicates), (1, 1));
+}
+
+#[test]
+fn events_wait_for_their_target_then_expire_after_a_day() {
+    let w = world();
+    w.learn_key();
+    let missing = ids::new_id(Kind::Post, &w.inst);
+    let r = w.push(vec![w.comment_on(&missing)], 0);
+    assert_eq!(r.accepted, 1);
+    assert_eq!(
+        w.store.read_blocking(ingest::waiting_counts).unwrap(),
+        (1, 0)
+    );
+    // Not yet expired at 23 h.
+    let n = w
+        .store
+        .write_blocking(|tx| ingest::expire_waiting(tx, 23 * HOUR))
+        .unwrap();
+    assert_eq!(n, 0);
+    let n = w
+        .store
+        .write_blocking(|tx| ingest::expire_waiting(tx, 25 * HOUR))
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        w.store.read_blocking(ingest::waiting_counts).unwrap(),
+        (0, 0)
+    );
+    assert_eq!(
+        w.store
+            .read_blocking(|c| counter_get(c, ingest::PENDING_DROPPED))
+            .unwrap(),
+        1
+    );
+}
