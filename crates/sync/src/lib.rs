@@ -1,1 +1,31 @@
+//! Hive Sync: replication of hive event logs between OpenHive instances over `/sync/v1`.
+//!
+//! The store owns the data (event log, cursors, tokens: `openhive_store::sync_state`); this
+//! crate owns the movement: who talks to whom, when, and what is trusted. It knows nothing
+//! about axum; the server maps [`SyncError`] to HTTP statuses.
+//!
+//! # Layout
+//! - [`protocol`]: the wire messages (docs/PROTOCOL-sync.md).
+//! - [`client`]: outbound calls (pooled reqwest, per-call timeouts).
+//! - [`engine`]: [`SyncEngine::start`] and the [`SyncHandle`] the server keeps.
+//! - `link`: the worker of one (peer, hive) link: handshake, pull, push.
+//! - `heartbeat`: liveness, lag detection, roster exchange, `unreachable` marking.
+//! - [`inbound`]: the server side of each `/sync/v1` endpoint.
+//! - [`admin`]: the local `/api/v1/sync/*` admin operations.
+//! - [`backoff`], [`ratelimit`]: retry delays and the per-peer event token bucket.
+//! - [`trust`]: roster-based key trust (first key wins).
 
+pub mod admin;
+pub mod backoff;
+pub mod client;
+pub mod engine;
+pub mod error;
+mod heartbeat;
+pub mod inbound;
+mod link;
+pub mod protocol;
+pub mod ratelimit;
+pub mod trust;
+
+pub use engine::{LocalIdentity, OnChanges, SyncEngine, SyncHandle, SyncSettings};
+pub use error::SyncError;

@@ -1,0 +1,649 @@
+//! Logic of the local admin API (`/api/v1/sync/*`) and the `sync` section of
+//! `/api/v1/federation/status`. The HTTP layer checks `AdminCaller` and maps [`SyncError`].
+//!
+//! No view here carries a token or a private key: peers are shown with their endpoint,
+//! instance id, status and cursors only.
+
+use crate::engine::SyncHandle;
+use crate::error::SyncError;
+use crate::inbound::group_status;
+use crate::protocol::*;
+use openhive_core::time::{now_ms, rfc3339};
+use openhive_core::validate;
+use openhive_store::sync_state::{self, PeerRow};
+use openhive_store::{StoreError, db, hives, ingest, log};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupView {
+    pub name: String,
+    pub hive_id: String,
+    pub local_seq: i64,
+    pub peer_count: usize,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupDetail {
+    pub name: String,
+    pub hive_id: String,
+    pub created_at: String,
+    pub event_count: i64,
+    #[serde(flatten)]
+    pub status: GroupStatus,
+    pub roster: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerGroupView {
+    pub hive: String,
+    pub state: String,
+    pub lag: i64,
+    pub last_seq_sent: i64,
+    pub last_seq_received: i64,
+    pub events_received: i64,
+    pub events_rejected: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerView {
+    pub id: String,
+    pub name: String,
+    pub sync_endpoint: String,
+    pub instance_id: Option<String>,
+    pub source: String,
+    pub status: String,
+    pub failure_count: i64,
+    pub last_contact_at: Option<String>,
+    pub last_error: Option<String>,
+    pub shared_hives: Vec<String>,
+    pub groups: Vec<PeerGroupView>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AddPeer {
+    pub name: String,
+    pub sync_endpoint: String,
+    #[serde(default)]
+    pub shared_hives: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PatchPeer {
+    pub name: Option<String>,
+    pub sync_endpoint: Option<String>,
+    pub shared_hives: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestResult {
+    pub reachable: bool,
+    pub authenticated: bool,
+    pub latency_ms: u64,
+    pub peer_instance_id: Option<String>,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResyncResult {
+    pub hive: String,
+    pub peers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventsView {
+    pub data: Vec<WireEvent>,
+    pub next_before: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Counters {
+    pub events_rejected: i64,
+    pub events_ignored: i64,
+    pub pending_dropped: i64,
+    pub rate_limited: i64,
+    pub key_conflicts: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    pub enabled: bool,
+    pub instance_id: String,
+    pub sync_endpoint: String,
+    pub groups: Vec<GroupStatus>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FedPeer {
+    pub name: String,
+    pub instance_id: Option<String>,
+    pub status: String,
+    pub lag: i64,
+    pub last_sync: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FedGroup {
+    pub name: String,
+    pub local_seq: i64,
+    pub peers: Vec<FedPeer>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FederationSync {
+    pub groups: Vec<FedGroup>,
+}
+
+fn bad(msg: impl Into<String>) -> SyncError {
+    SyncError::BadRequest(msg.into())
+}
+
+fn group_not_found(name: &str) -> SyncError {
+    SyncError::NotFound(format!("no sync group for hive {name:?}"))
+}
+
+fn peer_not_found() -> SyncError {
+    SyncError::NotFound("peer not found".into())
+}
+
+fn peer_view(c: &rusqlite::Connection, p: PeerRow) -> Result<PeerView, StoreError> {
+    let mut groups = Vec::new();
+    let mut shared = Vec::new();
+    for l in sync_state::links_for_peer(c, &p.id)? {
+        let head = log::head(c, &l.hive_id)?;
+        if l.state != sync_state::STATE_LEFT {
+            shared.push(l.hive_name.clone());
+        }
+        groups.push(PeerGroupView {
+            hive: l.hive_name,
+            state: l.state,
+            lag: (head - l.last_seq_sent).max(0),
+            last_seq_sent: l.last_seq_sent,
+            last_seq_received: l.last_seq_received,
+            events_received: l.events_received,
+            events_rejected: l.events_rejected,
+            last_error: l.last_error,
+        });
+    }
+    Ok(PeerView {
+        id: p.id,
+        name: p.name,
+        sync_endpoint: p.endpoint,
+        instance_id: p.instance_id,
+        source: p.source,
+        status: p.status,
+        failure_count: p.failure_count,
+        last_contact_at: p.last_contact_at.map(rfc3339),
+        last_error: p.last_error,
+        shared_hives: shared,
+        groups,
+        created_at: rfc3339(p.created_at),
+        updated_at: rfc3339(p.updated_at),
+    })
+}
+
+fn group_view(c: &rusqlite::Connection, g: sync_state::GroupRow) -> Result<GroupView, StoreError> {
+    Ok(GroupView {
+        local_seq: log::head(c, &g.hive_id)?,
+        peer_count: sync_state::links_for_hive(c, &g.hive_id)?
+            .iter()
+            .filter(|l| l.state != sync_state::STATE_LEFT)
+            .count(),
+        name: g.hive_name,
+        hive_id: g.hive_id,
+        created_at: rfc3339(g.created_at),
+    })
+}
+
+/// `POST /api/v1/sync/groups {hive_name}`: enables sync for an existing hive. Idempotent;
+/// the bool says whether the group was created by this call.
+pub async fn create_group(h: &SyncHandle, hive_name: &str) -> Result<(GroupView, bool), SyncError> {
+    validate::hive_name(hive_name).map_err(bad)?;
+    let name = hive_name.to_string();
+    let me = h.me().instance_id.clone();
+    h.store()
+        .write(move |tx| -> Result<_, SyncError> {
+            let Some(hive) = hives::get_by_name(tx, &name)? else {
+                return Err(SyncError::NotFound(format!("hive {name:?} not found")));
+            };
+            let created = sync_state::ensure_group(tx, &hive.id, &name, &me, now_ms())?;
+            let g = sync_state::group_by_hive_id(tx, &hive.id)?
+                .ok_or_else(|| group_not_found(&name))?;
+            Ok((group_view(tx, g)?, created))
+        })
+        .await
+}
+
+pub async fn list_groups(h: &SyncHandle) -> Result<Vec<GroupView>, SyncError> {
+    Ok(h.store()
+        .read(|c| -> Result<_, StoreError> {
+            sync_state::list_groups(c)?
+                .into_iter()
+                .map(|g| group_view(c, g))
+                .collect()
+        })
+        .await?)
+}
+
+pub async fn get_group(h: &SyncHandle, name: &str) -> Result<GroupDetail, SyncError> {
+    let n = name.to_string();
+    h.store()
+        .read(move |c| -> Result<_, SyncError> {
+            let g = sync_state::group_by_name(c, &n)?.ok_or_else(|| group_not_found(&n))?;
+            let status = group_status(c, &g.hive_id, &g.hive_name)?;
+            let roster = sync_state::roster(c, &g.hive_id)?
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect();
+            Ok(GroupDetail {
+                name: g.hive_name,
+                event_count: status.local_seq,
+                hive_id: g.hive_id,
+                created_at: rfc3339(g.created_at),
+                status,
+                roster,
+            })
+        })
+        .await
+}
+
+/// Sends `leave` for each given link, best effort, without blocking the caller long.
+fn send_leaves(h: &SyncHandle, leaves: Vec<(String, String, String)>) {
+    for (endpoint, token, hive) in leaves {
+        let client = h.client().clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.leave(&endpoint, &token, &hive).await {
+                tracing::info!(hive = %hive, error = %e, "leave notification not delivered");
+            }
+        });
+    }
+}
+
+/// `DELETE /api/v1/sync/groups/:name`: stops syncing the hive (peers are told we left); the
+/// hive and its log stay.
+pub async fn delete_group(h: &SyncHandle, name: &str) -> Result<(), SyncError> {
+    let n = name.to_string();
+    let leaves = h
+        .store()
+        .write(move |tx| -> Result<_, SyncError> {
+            let g = sync_state::group_by_name(tx, &n)?.ok_or_else(|| group_not_found(&n))?;
+            let mut leaves = Vec::new();
+            for l in sync_state::links_for_hive(tx, &g.hive_id)? {
+                if let (Some(t), Some(p)) = (l.token_out, sync_state::peer_by_id(tx, &l.peer_id)?)
+                    && l.state != sync_state::STATE_LEFT
+                {
+                    leaves.push((p.endpoint, t, g.hive_name.clone()));
+                }
+            }
+            sync_state::delete_group(tx, &g.hive_id)?;
+            Ok(leaves)
+        })
+        .await?;
+    send_leaves(h, leaves);
+    h.reconcile().await
+}
+
+/// `POST /api/v1/sync/groups/:name/resync`: pulls the whole log again from every linked peer
+/// (idempotent: what we already have is skipped as duplicates). Returns at once.
+pub async fn resync(h: &SyncHandle, name: &str) -> Result<ResyncResult, SyncError> {
+    let n = name.to_string();
+    let (hive_id, peers) = h
+        .store()
+        .write(move |tx| -> Result<_, SyncError> {
+            let g = sync_state::group_by_name(tx, &n)?.ok_or_else(|| group_not_found(&n))?;
+            sync_state::reset_received(tx, &g.hive_id)?;
+            let peers: Vec<String> = sync_state::links_for_hive(tx, &g.hive_id)?
+                .into_iter()
+                .filter(|l| l.state != sync_state::STATE_LEFT)
+                .map(|l| l.peer_id)
+                .collect();
+            Ok((g.hive_id, peers))
+        })
+        .await?;
+    for p in &peers {
+        h.request_pull(p, &hive_id);
+    }
+    Ok(ResyncResult {
+        hive: name.to_string(),
+        peers,
+    })
+}
+
+/// `GET /api/v1/sync/groups/:name/events?limit&before`: the local log, newest first.
+pub async fn group_events(
+    h: &SyncHandle,
+    name: &str,
+    limit: Option<i64>,
+    before: Option<i64>,
+) -> Result<EventsView, SyncError> {
+    let n = name.to_string();
+    let limit = limit.unwrap_or(50).clamp(1, 500);
+    let before = before.unwrap_or(i64::MAX);
+    h.store()
+        .read(move |c| -> Result<_, SyncError> {
+            let g = sync_state::group_by_name(c, &n)?.ok_or_else(|| group_not_found(&n))?;
+            let rows = log::page_desc(c, &g.hive_id, before, limit)?;
+            let next_before = if rows.len() as i64 == limit {
+                rows.last().map(|e| e.seq)
+            } else {
+                None
+            };
+            Ok(EventsView {
+                data: rows
+                    .into_iter()
+                    .map(|e| WireEvent {
+                        seq: e.seq,
+                        event: e.event,
+                    })
+                    .collect(),
+                next_before,
+                limit,
+            })
+        })
+        .await
+}
+
+fn validate_peer_input(
+    name: Option<&str>,
+    endpoint: Option<&str>,
+    hives: Option<&[String]>,
+) -> Result<(), SyncError> {
+    if let Some(n) = name
+        && (n.trim().is_empty() || n.chars().count() > 100)
+    {
+        return Err(bad("name must be 1-100 characters"));
+    }
+    if let Some(e) = endpoint {
+        validate::url(e).map_err(|_| bad("sync_endpoint must be an http(s) URL"))?;
+    }
+    for hv in hives.unwrap_or_default() {
+        validate::hive_name(hv).map_err(|e| bad(format!("shared_hives: {hv:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Creates the group (and an empty log if the hive is not here yet) and the link for each
+/// shared hive. Returns true if anything changed.
+fn share_hives(
+    tx: &rusqlite::Connection,
+    peer_id: &str,
+    hives_: &[String],
+    me: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let mut changed = false;
+    for name in hives_ {
+        let hive_id = hives::ensure_log(tx, name, now)?;
+        changed |= sync_state::ensure_group(tx, &hive_id, name, me, now)?;
+        changed |= sync_state::ensure_link(tx, peer_id, &hive_id, sync_state::STATE_HANDSHAKING)?;
+    }
+    Ok(changed)
+}
+
+/// Adds (or updates, by endpoint) a configured peer and starts handshakes for its hives.
+pub async fn add_peer_with_source(
+    h: &SyncHandle,
+    input: AddPeer,
+    source: &'static str,
+) -> Result<(PeerView, bool), SyncError> {
+    validate_peer_input(
+        Some(&input.name),
+        Some(&input.sync_endpoint),
+        Some(&input.shared_hives),
+    )?;
+    let endpoint = normalize_endpoint(&input.sync_endpoint);
+    if endpoint == normalize_endpoint(&h.me().sync_endpoint) {
+        return Err(bad("sync_endpoint is this instance's own endpoint"));
+    }
+    let me = h.me().instance_id.clone();
+    let out = h
+        .store()
+        .write(move |tx| -> Result<_, SyncError> {
+            let now = now_ms();
+            let (peer, created) =
+                sync_state::upsert_configured_peer(tx, input.name.trim(), &endpoint, source, now)?;
+            share_hives(tx, &peer.id, &input.shared_hives, &me, now)?;
+            let p = sync_state::peer_by_id(tx, &peer.id)?.ok_or_else(peer_not_found)?;
+            Ok((peer_view(tx, p)?, created))
+        })
+        .await?;
+    h.reconcile().await?;
+    tracing::info!(peer = %out.0.sync_endpoint, hives = ?out.0.shared_hives, "sync peer configured");
+    Ok(out)
+}
+
+/// `POST /api/v1/sync/peers`.
+pub async fn add_peer(h: &SyncHandle, input: AddPeer) -> Result<(PeerView, bool), SyncError> {
+    add_peer_with_source(h, input, sync_state::SOURCE_API).await
+}
+
+/// Seeds `[[sync.peers]]` from the configuration at start.
+pub async fn seed_config_peers(h: &SyncHandle, peers: Vec<AddPeer>) -> Result<(), SyncError> {
+    for p in peers {
+        add_peer_with_source(h, p, sync_state::SOURCE_CONFIG).await?;
+    }
+    Ok(())
+}
+
+pub async fn list_peers(h: &SyncHandle) -> Result<Vec<PeerView>, SyncError> {
+    Ok(h.store()
+        .read(|c| -> Result<_, StoreError> {
+            sync_state::list_peers(c)?
+                .into_iter()
+                .map(|p| peer_view(c, p))
+                .collect()
+        })
+        .await?)
+}
+
+pub async fn get_peer(h: &SyncHandle, id: &str) -> Result<PeerView, SyncError> {
+    let id = id.to_string();
+    h.store()
+        .read(move |c| -> Result<_, SyncError> {
+            let p = sync_state::peer_by_id(c, &id)?.ok_or_else(peer_not_found)?;
+            Ok(peer_view(c, p)?)
+        })
+        .await
+}
+
+/// `PATCH /api/v1/sync/peers/:id`: rename, move, or change the shared hives (removed hives
+/// are left: the peer is told, the link stops).
+pub async fn update_peer(
+    h: &SyncHandle,
+    id: &str,
+    patch: PatchPeer,
+) -> Result<PeerView, SyncError> {
+    validate_peer_input(
+        patch.name.as_deref(),
+        patch.sync_endpoint.as_deref(),
+        patch.shared_hives.as_deref(),
+    )?;
+    let id = id.to_string();
+    let me = h.me().instance_id.clone();
+    let (view, leaves) = h
+        .store()
+        .write(move |tx| -> Result<_, SyncError> {
+            let now = now_ms();
+            let p = sync_state::peer_by_id(tx, &id)?.ok_or_else(peer_not_found)?;
+            let endpoint = patch.sync_endpoint.as_deref().map(normalize_endpoint);
+            if let Some(e) = &endpoint
+                && let Some(other) = sync_state::peer_by_endpoint(tx, e)?
+                && other.id != p.id
+            {
+                return Err(SyncError::Conflict(
+                    "another peer already uses this sync_endpoint".into(),
+                ));
+            }
+            sync_state::update_peer(
+                tx,
+                &p.id,
+                patch.name.as_deref().map(str::trim),
+                endpoint.as_deref(),
+                now,
+            )?;
+            let mut leaves = Vec::new();
+            if let Some(want) = &patch.shared_hives {
+                for l in sync_state::links_for_peer(tx, &p.id)? {
+                    if l.state != sync_state::STATE_LEFT && !want.contains(&l.hive_name) {
+                        if let Some(t) = &l.token_out {
+                            leaves.push((p.endpoint.clone(), t.clone(), l.hive_name.clone()));
+                        }
+                        sync_state::mark_left(tx, &p.id, &l.hive_id)?;
+                    }
+                }
+                share_hives(tx, &p.id, want, &me, now)?;
+            }
+            let p = sync_state::peer_by_id(tx, &p.id)?.ok_or_else(peer_not_found)?;
+            Ok((peer_view(tx, p)?, leaves))
+        })
+        .await?;
+    send_leaves(h, leaves);
+    h.reconcile().await?;
+    Ok(view)
+}
+
+/// `DELETE /api/v1/sync/peers/:id`: tells the peer we left each group, then forgets it.
+pub async fn delete_peer(h: &SyncHandle, id: &str) -> Result<(), SyncError> {
+    let id = id.to_string();
+    let leaves = h
+        .store()
+        .write(move |tx| -> Result<_, SyncError> {
+            let p = sync_state::peer_by_id(tx, &id)?.ok_or_else(peer_not_found)?;
+            let mut leaves = Vec::new();
+            for l in sync_state::links_for_peer(tx, &p.id)? {
+                if let Some(t) = l.token_out
+                    && l.state != sync_state::STATE_LEFT
+                {
+                    leaves.push((p.endpoint.clone(), t, l.hive_name));
+                }
+            }
+            sync_state::delete_peer(tx, &p.id)?;
+            Ok(leaves)
+        })
+        .await?;
+    send_leaves(h, leaves);
+    h.reconcile().await
+}
+
+/// `POST /api/v1/sync/peers/:id/test`: one heartbeat round trip (authenticated if we hold a
+/// token for the peer, otherwise a reachability probe that expects 401).
+pub async fn test_peer(h: &SyncHandle, id: &str) -> Result<TestResult, SyncError> {
+    let id = id.to_string();
+    let (peer, link) = h
+        .store()
+        .read(move |c| -> Result<_, SyncError> {
+            let p = sync_state::peer_by_id(c, &id)?.ok_or_else(peer_not_found)?;
+            let l = sync_state::links_for_peer(c, &p.id)?
+                .into_iter()
+                .find(|l| l.token_out.is_some() && l.state != sync_state::STATE_LEFT);
+            Ok((p, l))
+        })
+        .await?;
+    let token = link.as_ref().and_then(|l| l.token_out.clone());
+    let body = Heartbeat {
+        instance_id: h.me().instance_id.clone(),
+        groups: Default::default(),
+    };
+    let start = Instant::now();
+    let res = h
+        .client()
+        .heartbeat(&peer.endpoint, token.as_deref(), &body)
+        .await;
+    let latency_ms = start.elapsed().as_millis() as u64;
+    Ok(match res {
+        Ok(resp) => {
+            let pid = peer.id.clone();
+            h.store()
+                .write(move |tx| sync_state::record_contact(tx, &pid, now_ms()))
+                .await?;
+            TestResult {
+                reachable: true,
+                authenticated: true,
+                latency_ms,
+                peer_instance_id: Some(resp.instance_id),
+                status: Some(200),
+                error: None,
+            }
+        }
+        Err(crate::client::ClientError::Status {
+            status, message, ..
+        }) => TestResult {
+            reachable: true,
+            authenticated: false,
+            latency_ms,
+            peer_instance_id: peer.instance_id,
+            status: Some(status),
+            error: Some(message),
+        },
+        Err(e) => TestResult {
+            reachable: false,
+            authenticated: false,
+            latency_ms,
+            peer_instance_id: peer.instance_id,
+            status: None,
+            error: Some(e.to_string()),
+        },
+    })
+}
+
+/// `GET /api/v1/sync/status`.
+pub async fn status(h: &SyncHandle) -> Result<StatusView, SyncError> {
+    let groups = h
+        .store()
+        .read(|c| -> Result<_, StoreError> {
+            let mut out = Vec::new();
+            for g in sync_state::list_groups(c)? {
+                out.push(group_status(c, &g.hive_id, &g.hive_name)?);
+            }
+            let counters = Counters {
+                events_rejected: db::counter_get(c, ingest::REJECTED)?,
+                events_ignored: db::counter_get(c, ingest::IGNORED)?,
+                pending_dropped: db::counter_get(c, ingest::PENDING_DROPPED)?,
+                rate_limited: db::counter_get(c, sync_state::RATE_LIMITED)?,
+                key_conflicts: db::counter_get(c, sync_state::KEY_CONFLICTS)?,
+            };
+            Ok((out, counters))
+        })
+        .await?;
+    Ok(StatusView {
+        enabled: h.enabled(),
+        instance_id: h.me().instance_id.clone(),
+        sync_endpoint: h.me().sync_endpoint.clone(),
+        groups: groups.0,
+        counters: groups.1,
+    })
+}
+
+/// The `sync` section of `GET /api/v1/federation/status`.
+pub async fn federation_section(h: &SyncHandle) -> Result<FederationSync, SyncError> {
+    let s = status(h).await?;
+    Ok(FederationSync {
+        groups: s
+            .groups
+            .into_iter()
+            .map(|g| FedGroup {
+                name: g.hive,
+                local_seq: g.local_seq,
+                peers: g
+                    .peers
+                    .into_iter()
+                    .filter(|p| p.state != sync_state::STATE_LEFT)
+                    .map(|p| FedPeer {
+                        name: p.name,
+                        instance_id: p.instance_id,
+                        status: p.status,
+                        lag: p.lag,
+                        last_sync: p.last_sync_at,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}

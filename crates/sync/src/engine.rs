@@ -1,0 +1,334 @@
+//! The sync engine: owns the outbound workers and the state the inbound handlers share.
+//!
+//! - One worker per live (peer, hive) link ([`crate::link`]): handshake, pull, push.
+//! - One heartbeat task ([`crate::heartbeat`]): liveness, lag checks, roster exchange,
+//!   `unreachable` marking, expiry of events that waited too long.
+//! - [`SyncHandle::notify`] wakes the links of a hive after a local commit or a received
+//!   batch (that is how events are relayed onward).
+//! - [`SyncHandle::reconcile`] starts workers for new links and stops those of links that
+//!   were deleted or left; admin and handshake paths call it after changing links.
+//!
+//! Bounded in-flight: one request per link at a time, and a global semaphore over all
+//! outbound requests.
+
+use crate::backoff::BackoffPolicy;
+use crate::client::SyncClient;
+use crate::error::SyncError;
+use crate::ratelimit::RateLimiter;
+use openhive_core::InstanceKey;
+use openhive_core::time::now_ms;
+use openhive_store::materialize::Change;
+use openhive_store::{Store, StoreError, keys, sync_state};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+/// Who this instance is, as peers see it.
+#[derive(Debug, Clone)]
+pub struct LocalIdentity {
+    pub instance_id: String,
+    pub instance_name: String,
+    pub key: InstanceKey,
+    /// This instance's base URL + `/sync/v1`.
+    pub sync_endpoint: String,
+}
+
+/// Tunables (from the `[sync]` configuration section).
+#[derive(Clone)]
+pub struct SyncSettings {
+    pub enabled: bool,
+    pub heartbeat_interval: Duration,
+    pub peer_timeout: Duration,
+    pub handshake_secret: Option<String>,
+    pub rate_limit_events_per_sec: u32,
+    pub rate_limit_burst: u32,
+    pub backoff: BackoffPolicy,
+    /// Outbound requests in flight across all links.
+    pub max_in_flight: usize,
+    /// Consecutive failures after which a peer's status becomes `error`.
+    pub error_after_failures: i64,
+    pub push_batch: i64,
+    pub pull_batch: i64,
+}
+
+impl std::fmt::Debug for SyncSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncSettings")
+            .field("enabled", &self.enabled)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("peer_timeout", &self.peer_timeout)
+            .field(
+                "handshake_secret",
+                &self.handshake_secret.as_ref().map(|_| "***"),
+            )
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            enabled: true,
+            heartbeat_interval: Duration::from_secs(30),
+            peer_timeout: Duration::from_secs(300),
+            handshake_secret: None,
+            rate_limit_events_per_sec: 20_000,
+            rate_limit_burst: 100_000,
+            backoff: BackoffPolicy::default(),
+            max_in_flight: 8,
+            error_after_failures: 10,
+            push_batch: crate::protocol::PUSH_BATCH,
+            pull_batch: crate::protocol::DEFAULT_PULL_LIMIT,
+        }
+    }
+}
+
+/// Receives the materialized changes of every batch the engine commits (realtime fan-out).
+pub type OnChanges = Arc<dyn Fn(Vec<Change>) + Send + Sync>;
+
+pub(crate) type LinkKey = (String, String);
+
+pub(crate) struct LinkCtl {
+    pub wake: Arc<Notify>,
+    pub pull: Arc<AtomicBool>,
+    pub join: JoinHandle<()>,
+}
+
+pub(crate) struct Inner {
+    pub store: Store,
+    pub me: LocalIdentity,
+    pub settings: SyncSettings,
+    pub client: SyncClient,
+    pub on_changes: OnChanges,
+    pub limiter: RateLimiter,
+    pub in_flight: Arc<Semaphore>,
+    pub links: Mutex<HashMap<LinkKey, LinkCtl>>,
+    pub reconcile_lock: tokio::sync::Mutex<()>,
+    pub shutdown_tx: watch::Sender<bool>,
+    pub tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Handle to the running engine; cheap to clone.
+#[derive(Clone)]
+pub struct SyncHandle {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SyncHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncHandle")
+            .field("instance_id", &self.inner.me.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct SyncEngine;
+
+impl SyncEngine {
+    /// Records our own key, starts the heartbeat task and one worker per live link.
+    /// With `settings.enabled == false` nothing runs and the `/sync/v1` handlers answer 404.
+    pub async fn start(
+        store: Store,
+        me: LocalIdentity,
+        settings: SyncSettings,
+        on_changes: OnChanges,
+    ) -> Result<SyncHandle, SyncError> {
+        let client = SyncClient::new(settings.handshake_secret.clone())
+            .map_err(|e| SyncError::Store(StoreError::Invalid(e.to_string())))?;
+        let (shutdown_tx, _) = watch::channel(false);
+        let handle = SyncHandle {
+            inner: Arc::new(Inner {
+                limiter: RateLimiter::new(
+                    settings.rate_limit_events_per_sec,
+                    settings.rate_limit_burst,
+                ),
+                in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+                store,
+                me,
+                settings,
+                client,
+                on_changes,
+                links: Mutex::new(HashMap::new()),
+                reconcile_lock: tokio::sync::Mutex::new(()),
+                shutdown_tx,
+                tasks: Mutex::new(Vec::new()),
+            }),
+        };
+        let me_id = handle.inner.me.instance_id.clone();
+        let me_key = handle.inner.me.key.public();
+        handle
+            .inner
+            .store
+            .write(move |tx| -> Result<(), SyncError> {
+                let now = now_ms();
+                if keys::learn(tx, &me_id, &me_key, None, now)? == keys::Learned::Conflict {
+                    return Err(SyncError::Conflict(format!(
+                        "instance_keys holds another key for this instance ({me_id})"
+                    )));
+                }
+                for g in sync_state::list_groups(tx)? {
+                    sync_state::add_member(tx, &g.hive_id, &me_id)?;
+                }
+                Ok(())
+            })
+            .await?;
+        if !handle.inner.settings.enabled {
+            tracing::info!("hive sync is disabled");
+            return Ok(handle);
+        }
+        let hb = tokio::spawn(crate::heartbeat::run(handle.clone(), handle.shutdown_rx()));
+        handle.lock_tasks().push(hb);
+        handle.reconcile().await?;
+        tracing::info!(
+            instance_id = %handle.inner.me.instance_id,
+            sync_endpoint = %handle.inner.me.sync_endpoint,
+            "hive sync engine started"
+        );
+        Ok(handle)
+    }
+}
+
+impl SyncHandle {
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn me(&self) -> &LocalIdentity {
+        &self.inner.me
+    }
+
+    pub fn settings(&self) -> &SyncSettings {
+        &self.inner.settings
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.settings.enabled
+    }
+
+    pub(crate) fn client(&self) -> &SyncClient {
+        &self.inner.client
+    }
+
+    pub(crate) fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown_tx.subscribe()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown_tx.borrow()
+    }
+
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, HashMap<LinkKey, LinkCtl>> {
+        self.inner.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reports materialized changes to the realtime sink.
+    pub(crate) fn emit(&self, changes: Vec<Change>) {
+        if !changes.is_empty() {
+            (self.inner.on_changes)(changes);
+        }
+    }
+
+    /// Wakes the outbound links of `hive_id`: call after a commit appended to its log.
+    pub fn notify(&self, hive_id: &str) {
+        for ((_, h), ctl) in self.lock_links().iter() {
+            if h == hive_id {
+                ctl.wake.notify_one();
+            }
+        }
+    }
+
+    /// Asks the link (peer, hive) to pull from the peer as soon as possible.
+    pub fn request_pull(&self, peer_id: &str, hive_id: &str) {
+        if let Some(ctl) = self
+            .lock_links()
+            .get(&(peer_id.to_string(), hive_id.to_string()))
+        {
+            ctl.pull.store(true, Ordering::SeqCst);
+            ctl.wake.notify_one();
+        }
+    }
+
+    /// Starts workers for live links that have none, stops workers whose link is gone.
+    pub fn reconcile(&self) -> futures::future::BoxFuture<'static, Result<(), SyncError>> {
+        let h = self.clone();
+        Box::pin(async move { h.reconcile_inner().await })
+    }
+
+    async fn reconcile_inner(&self) -> Result<(), SyncError> {
+        if !self.enabled() || self.is_shutting_down() {
+            return Ok(());
+        }
+        let _guard = self.inner.reconcile_lock.lock().await;
+        let live = self.inner.store.read(sync_state::live_links).await?;
+        let mut links = self.lock_links();
+        let wanted: std::collections::HashSet<LinkKey> = live
+            .iter()
+            .map(|l| (l.peer_id.clone(), l.hive_id.clone()))
+            .collect();
+        links.retain(|k, ctl| {
+            let keep = wanted.contains(k) && !ctl.join.is_finished();
+            if !keep {
+                ctl.join.abort();
+            }
+            keep
+        });
+        for l in live {
+            let key = (l.peer_id.clone(), l.hive_id.clone());
+            if links.contains_key(&key) {
+                continue;
+            }
+            let wake = Arc::new(Notify::new());
+            let pull = Arc::new(AtomicBool::new(false));
+            let join = tokio::spawn(crate::link::run(
+                self.clone(),
+                l.peer_id.clone(),
+                l.hive_id.clone(),
+                wake.clone(),
+                pull.clone(),
+                self.shutdown_rx(),
+            ));
+            links.insert(key, LinkCtl { wake, pull, join });
+        }
+        Ok(())
+    }
+
+    /// Stops every worker: signals them, waits up to `grace`, then aborts the rest.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.inner.shutdown_tx.send(true);
+        let mut joins: Vec<JoinHandle<()>> = self.lock_tasks().drain(..).collect();
+        joins.extend(self.lock_links().drain().map(|(_, ctl)| ctl.join));
+        let aborts: Vec<_> = joins.iter().map(|j| j.abort_handle()).collect();
+        if tokio::time::timeout(grace, futures::future::join_all(joins))
+            .await
+            .is_err()
+        {
+            for a in aborts {
+                a.abort();
+            }
+        }
+    }
+
+    /// Number of link workers running (for tests and status).
+    pub fn worker_count(&self) -> usize {
+        self.lock_links().len()
+    }
+}
+
+/// Sleeps for `d` unless shutdown is signalled first; returns true on shutdown.
+pub(crate) async fn sleep_or_shutdown(d: Duration, rx: &mut watch::Receiver<bool>) -> bool {
+    if *rx.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        r = rx.wait_for(|v| *v) => { let _ = r; true }
+    }
+}

@@ -1,0 +1,503 @@
+//! The worker of one (peer, hive) link: handshake until it has a token, pull (backfill or
+//! catch-up) when asked, then push the outbox, sleeping until a local commit wakes it.
+//!
+//! Invariants:
+//! - one request in flight per link; all state lives in the database, so a worker can be
+//!   aborted at any await point and restarted without loss;
+//! - the pull cursor moves in the same transaction as the events it covers;
+//! - `last_seq_sent` moves only after the peer acknowledged (2xx) the batch;
+//! - events the peer originated or delivered to us are skipped, but count as covered (no
+//!   echo);
+//! - failures back off exponentially with jitter and are retried forever; a 429 waits
+//!   `Retry-After` and is not a failure.
+
+use crate::backoff::Backoff;
+use crate::client::ClientError;
+use crate::engine::{SyncHandle, sleep_or_shutdown};
+use crate::protocol::*;
+use crate::trust;
+use anyhow::{Context as _, anyhow};
+use openhive_core::PublicKey;
+use openhive_core::time::now_ms;
+use openhive_store::sync_state::{self, LinkRow, PeerRow};
+use openhive_store::{Store, StoreError, ingest, keys, log};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
+
+/// What a step of the worker decided.
+enum Step {
+    /// More work is ready: loop at once.
+    More,
+    /// Nothing to do until woken.
+    Idle,
+    /// The link is gone or left: exit.
+    Stop,
+    /// The peer asked us to slow down.
+    RetryAfter(Duration),
+}
+
+/// A failure that should not be retried by re-handshaking.
+#[derive(Debug)]
+struct Unauthorized;
+impl std::fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("peer refused our token")
+    }
+}
+impl std::error::Error for Unauthorized {}
+
+pub(crate) async fn run(
+    h: SyncHandle,
+    peer_id: String,
+    hive_id: String,
+    wake: Arc<Notify>,
+    pull_flag: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::default();
+    // Pull once when the worker starts (catch-up after a restart), then when asked.
+    let mut need_pull = true;
+    // Idle links still look for work now and then (a missed wake-up costs one interval).
+    let idle_tick = h
+        .settings()
+        .heartbeat_interval
+        .max(Duration::from_millis(200));
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let step = step(&h, &peer_id, &hive_id, &pull_flag, &mut need_pull).await;
+        match step {
+            Ok(Step::More) => backoff.reset(),
+            Ok(Step::Idle) => {
+                backoff.reset();
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(idle_tick) => {}
+                    r = shutdown.wait_for(|v| *v) => { let _ = r; return; }
+                }
+            }
+            Ok(Step::Stop) => return,
+            Ok(Step::RetryAfter(d)) => {
+                if sleep_or_shutdown(d, &mut shutdown).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                let delay = backoff.fail(&h.settings().backoff);
+                let msg = format!("{e:#}");
+                tracing::warn!(peer = %peer_id, hive = %hive_id, error = %msg, retry_in_ms = delay.as_millis() as u64, failures = backoff.failures(), "sync link failed");
+                let (p, hv) = (peer_id.clone(), hive_id.clone());
+                let after = h.settings().error_after_failures;
+                let r = h
+                    .store()
+                    .write(move |tx| -> Result<(), StoreError> {
+                        let now = now_ms();
+                        sync_state::record_failure(tx, &p, &msg, after, now)?;
+                        sync_state::set_link_error(tx, &p, &hv, Some(&msg))?;
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "recording a sync failure");
+                }
+                // Back off, but a handshake from the peer (which sets the pull flag) ends
+                // the wait early: the peer is evidently reachable again.
+                let deadline = tokio::time::Instant::now() + delay;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        _ = wake.notified() => {
+                            if pull_flag.load(Ordering::SeqCst) { break; }
+                        }
+                        r = shutdown.wait_for(|v| *v) => { let _ = r; return; }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn load(
+    store: &Store,
+    peer_id: &str,
+    hive_id: &str,
+) -> anyhow::Result<Option<(PeerRow, LinkRow)>> {
+    let (p, hv) = (peer_id.to_string(), hive_id.to_string());
+    let r = store
+        .read(move |c| -> Result<_, StoreError> {
+            let Some(peer) = sync_state::peer_by_id(c, &p)? else {
+                return Ok(None);
+            };
+            Ok(sync_state::link(c, &p, &hv)?.map(|l| (peer, l)))
+        })
+        .await
+        .context("reading link state")?;
+    Ok(r)
+}
+
+fn peer_label(peer: &PeerRow) -> String {
+    peer.instance_id
+        .clone()
+        .unwrap_or_else(|| peer.endpoint.clone())
+}
+
+async fn step(
+    h: &SyncHandle,
+    peer_id: &str,
+    hive_id: &str,
+    pull_flag: &AtomicBool,
+    need_pull: &mut bool,
+) -> anyhow::Result<Step> {
+    let Some((peer, link)) = load(h.store(), peer_id, hive_id).await? else {
+        return Ok(Step::Stop);
+    };
+    if link.state == sync_state::STATE_LEFT {
+        return Ok(Step::Stop);
+    }
+    let label = peer_label(&peer);
+    let Some(token) = link.token_out.clone() else {
+        let span = tracing::info_span!("sync.handshake", peer = %label, hive = %link.hive_name);
+        handshake(h, &peer, &link).instrument(span).await?;
+        *need_pull = true;
+        return Ok(Step::More);
+    };
+    if pull_flag.swap(false, Ordering::SeqCst) || *need_pull {
+        *need_pull = false;
+        let span = tracing::info_span!("sync.pull", peer = %label, hive = %link.hive_name, seq = link.last_seq_received);
+        let r = pull_all(h, &peer, &link, &token).instrument(span).await;
+        if let Err(e) = r {
+            *need_pull = true;
+            return Err(forget_token_if_refused(h, &peer, &link, e).await);
+        }
+        return Ok(Step::More);
+    }
+    let span = tracing::info_span!("sync.push", peer = %label, hive = %link.hive_name, seq = link.last_seq_sent);
+    match push_once(h, &peer, &link, &token).instrument(span).await {
+        Ok(s) => Ok(s),
+        Err(e) => Err(forget_token_if_refused(h, &peer, &link, e).await),
+    }
+}
+
+/// A 401 means the peer no longer knows our token (it was re-issued or revoked): forget it
+/// so the next attempt handshakes again.
+async fn forget_token_if_refused(
+    h: &SyncHandle,
+    peer: &PeerRow,
+    link: &LinkRow,
+    e: anyhow::Error,
+) -> anyhow::Error {
+    if e.downcast_ref::<Unauthorized>().is_some() {
+        let (p, hv) = (peer.id.clone(), link.hive_id.clone());
+        let r = h
+            .store()
+            .write(move |tx| -> Result<(), StoreError> {
+                sync_state::set_token_out(tx, &p, &hv, None)?;
+                sync_state::set_link_state(tx, &p, &hv, sync_state::STATE_HANDSHAKING)
+            })
+            .await;
+        if let Err(e) = r {
+            return anyhow!(e).context("forgetting a refused token");
+        }
+    }
+    e
+}
+
+fn classify(e: ClientError) -> anyhow::Error {
+    if e.status() == Some(401) {
+        anyhow!(Unauthorized).context(e.to_string())
+    } else {
+        anyhow!(e)
+    }
+}
+
+async fn permit(h: &SyncHandle) -> anyhow::Result<tokio::sync::OwnedSemaphorePermit> {
+    h.inner
+        .in_flight
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| anyhow!("engine shutting down"))
+}
+
+/// Initiator side of the handshake.
+async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> anyhow::Result<()> {
+    let me = h.me().clone();
+    let (p, hv) = (peer.id.clone(), link.hive_id.clone());
+    let (token, head, roster) = h
+        .store()
+        .write(move |tx| -> Result<_, StoreError> {
+            let now = now_ms();
+            let token = sync_state::issue_token(tx, &p, &hv, now)?;
+            Ok((token, log::head(tx, &hv)?, trust::roster(tx, &hv)?))
+        })
+        .await
+        .context("preparing handshake")?;
+    let req = HandshakeRequest {
+        protocol_version: PROTOCOL_VERSION,
+        hive: link.hive_name.clone(),
+        instance_id: me.instance_id.clone(),
+        instance_name: me.instance_name.clone(),
+        signing_key: me.key.public().to_base64(),
+        sync_endpoint: me.sync_endpoint.clone(),
+        current_seq: head,
+        roster,
+        token,
+    };
+    let resp = {
+        let _permit = permit(h).await?;
+        h.client()
+            .handshake(&peer.endpoint, &req)
+            .await
+            .map_err(|e| anyhow!(e))
+            .context("handshake")?
+    };
+    if resp.protocol_version != PROTOCOL_VERSION || resp.hive != link.hive_name {
+        anyhow::bail!("handshake answered for another protocol version or hive");
+    }
+    if resp.instance_id == me.instance_id {
+        anyhow::bail!("peer endpoint {} is this instance", peer.endpoint);
+    }
+    if openhive_core::ids::instance_suffix(&resp.instance_id).is_none() {
+        anyhow::bail!("peer sent a malformed instance id");
+    }
+    let key = PublicKey::from_base64(&resp.signing_key).context("peer signing key")?;
+    let (p, hv) = (peer.id.clone(), link.hive_id.clone());
+    let endpoint = peer.endpoint.clone();
+    let report = h
+        .store()
+        .write(move |tx| -> anyhow::Result<_> {
+            let now = now_ms();
+            match keys::learn(tx, &resp.instance_id, &key, Some(&resp.instance_id), now)? {
+                keys::Learned::Conflict => {
+                    openhive_store::db::counter_add(tx, sync_state::KEY_CONFLICTS, 1)?;
+                    anyhow::bail!(
+                        "peer {} presented a different key than the one we know",
+                        resp.instance_id
+                    );
+                }
+                keys::Learned::New | keys::Learned::AlreadyKnown => {}
+            }
+            let id = sync_state::upsert_handshake_peer(
+                tx,
+                &resp.instance_id,
+                &resp.instance_name,
+                &endpoint,
+                now,
+            )?;
+            sync_state::add_member(tx, &hv, &resp.instance_id)?;
+            let mut report = ingest::release_unverified(tx, &resp.instance_id, now)?;
+            let r = trust::learn_roster(tx, &hv, &resp.roster, &resp.instance_id, now)?;
+            report.accepted += r.accepted;
+            report.changes.extend(r.changes);
+            sync_state::set_token_out(tx, &id, &hv, Some(&resp.token))?;
+            sync_state::set_link_state(tx, &id, &hv, sync_state::STATE_BACKFILLING)?;
+            sync_state::set_remote_seq(tx, &id, &hv, resp.current_seq)?;
+            sync_state::set_link_error(tx, &id, &hv, None)?;
+            sync_state::record_contact(tx, &id, now)?;
+            Ok((report, id != p))
+        })
+        .await?;
+    let (report, merged) = report;
+    tracing::info!(accepted_waiting = report.accepted, "handshake complete");
+    h.emit(report.changes);
+    if report.accepted > 0 {
+        h.notify(&link.hive_id);
+    }
+    if merged {
+        // The peer row was merged into another one: let the engine move the worker.
+        let h2 = h.clone();
+        tokio::spawn(async move {
+            if let Err(e) = h2.reconcile().await {
+                tracing::error!(error = %e, "reconciling links");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Pulls from the peer until it has nothing more; each page is ingested with its cursor
+/// update in one transaction.
+async fn pull_all(
+    h: &SyncHandle,
+    peer: &PeerRow,
+    link: &LinkRow,
+    token: &str,
+) -> anyhow::Result<()> {
+    let mut since = link.last_seq_received;
+    let from = peer.instance_id.clone().unwrap_or_else(|| peer.id.clone());
+    let mut total = 0usize;
+    loop {
+        if h.is_shutting_down() {
+            return Ok(());
+        }
+        let page = {
+            let _permit = permit(h).await?;
+            h.client()
+                .pull(
+                    &peer.endpoint,
+                    token,
+                    &link.hive_name,
+                    since,
+                    h.settings().pull_batch,
+                )
+                .await
+                .map_err(classify)
+                .context("pull")?
+        };
+        let next = page.next_seq.max(since);
+        let has_more = page.has_more && next > since;
+        let events: Vec<openhive_core::Event> = page.events.into_iter().map(|w| w.event).collect();
+        let n = events.len();
+        let (p, hv, hname, from2) = (
+            peer.id.clone(),
+            link.hive_id.clone(),
+            link.hive_name.clone(),
+            from.clone(),
+        );
+        let report = h
+            .store()
+            .write(move |tx| -> Result<_, StoreError> {
+                let now = now_ms();
+                let r = ingest::ingest_remote(tx, &hv, &hname, &events, &from2, now)?;
+                sync_state::advance_received(tx, &p, &hv, next, now)?;
+                sync_state::set_remote_seq(tx, &p, &hv, next)?;
+                sync_state::count_events(tx, &p, &hv, r.accepted as i64, r.rejected as i64)?;
+                sync_state::record_contact(tx, &p, now)?;
+                if !has_more {
+                    sync_state::set_link_state(tx, &p, &hv, sync_state::STATE_ACTIVE)?;
+                    sync_state::set_link_error(tx, &p, &hv, None)?;
+                }
+                Ok(r)
+            })
+            .await
+            .context("ingesting pulled events")?;
+        total += report.accepted;
+        if report.rejected > 0 {
+            tracing::warn!(rejected = report.rejected, first = ?report.rejections.first(), "pulled events rejected");
+        }
+        tracing::debug!(
+            events = n,
+            accepted = report.accepted,
+            seq = next,
+            "pulled page"
+        );
+        h.emit(report.changes);
+        if report.accepted > 0 {
+            h.notify(&link.hive_id);
+        }
+        since = next;
+        if !has_more {
+            break;
+        }
+    }
+    if total > 0 {
+        tracing::info!(accepted = total, seq = since, "pull caught up");
+    }
+    Ok(())
+}
+
+/// Sends one outbox batch (or advances over skipped events).
+async fn push_once(
+    h: &SyncHandle,
+    peer: &PeerRow,
+    link: &LinkRow,
+    token: &str,
+) -> anyhow::Result<Step> {
+    let after = link.last_seq_sent;
+    let limit = h.settings().push_batch;
+    let peer_inst = peer.instance_id.clone().unwrap_or_default();
+    let hv = link.hive_id.clone();
+    let (events, covered) = h
+        .store()
+        .read(move |c| -> Result<_, StoreError> {
+            let raw = log::since(c, &hv, after, limit)?;
+            let covered = raw.last().map_or(after, |e| e.seq);
+            let events: Vec<openhive_core::Event> = raw
+                .into_iter()
+                .filter(|e| {
+                    e.event.origin_instance_id != peer_inst
+                        && e.received_from.as_deref() != Some(peer_inst.as_str())
+                })
+                .map(|e| e.event)
+                .collect();
+            Ok((events, covered))
+        })
+        .await
+        .context("reading the outbox")?;
+    if covered == after {
+        return Ok(Step::Idle);
+    }
+    let (p, hv) = (peer.id.clone(), link.hive_id.clone());
+    if events.is_empty() {
+        h.store()
+            .write(move |tx| sync_state::advance_sent(tx, &p, &hv, covered, now_ms()))
+            .await
+            .context("advancing over skipped events")?;
+        return Ok(Step::More);
+    }
+    let n = events.len();
+    let body = PushRequest {
+        events,
+        first_seq: after + 1,
+        last_seq: covered,
+    };
+    let res = {
+        let _permit = permit(h).await?;
+        h.client()
+            .push(&peer.endpoint, token, &link.hive_name, &body)
+            .await
+    };
+    match res {
+        Ok(resp) => {
+            h.store()
+                .write(move |tx| -> Result<(), StoreError> {
+                    let now = now_ms();
+                    sync_state::advance_sent(tx, &p, &hv, covered, now)?;
+                    sync_state::record_contact(tx, &p, now)?;
+                    sync_state::set_link_error(tx, &p, &hv, None)
+                })
+                .await
+                .context("recording a push")?;
+            tracing::debug!(
+                events = n,
+                seq = covered,
+                accepted = resp.accepted,
+                "pushed batch"
+            );
+            if resp.rejected > 0 {
+                tracing::warn!(
+                    rejected = resp.rejected,
+                    seq = covered,
+                    "peer rejected pushed events"
+                );
+            }
+            Ok(Step::More)
+        }
+        Err(ClientError::Status {
+            status: 429,
+            retry_after,
+            ..
+        }) => {
+            let d = Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 300));
+            tracing::info!(
+                retry_after_s = d.as_secs(),
+                "peer rate-limited our push; waiting"
+            );
+            h.store()
+                .write(move |tx| -> Result<(), StoreError> {
+                    let now = now_ms();
+                    // Backpressure is a contact, not a failure.
+                    sync_state::record_contact(tx, &p, now)?;
+                    sync_state::set_link_error(tx, &p, &hv, Some("rate limited (429)"))
+                })
+                .await
+                .context("recording backpressure")?;
+            Ok(Step::RetryAfter(d))
+        }
+        Err(e) => Err(classify(e)).context("push"),
+    }
+}

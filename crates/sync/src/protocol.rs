@@ -1,0 +1,226 @@
+//! The `/sync/v1` wire messages, shared by the client (outbound) and the server handlers
+//! (inbound). docs/PROTOCOL-sync.md specifies them.
+//!
+//! Secrets (`token`) appear only in the two handshake messages; their `Debug` output
+//! redacts them so they cannot leak through logs.
+
+use openhive_core::Event;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Header carrying the mesh-wide handshake secret.
+pub const HANDSHAKE_SECRET_HEADER: &str = "x-handshake-secret";
+
+/// Default and maximum page size of `GET /groups/:hive/events`.
+pub const DEFAULT_PULL_LIMIT: i64 = 500;
+pub const MAX_PULL_LIMIT: i64 = 1000;
+
+/// Largest batch a sender pushes at once.
+pub const PUSH_BATCH: i64 = 500;
+
+/// One member of a group roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    pub instance_id: String,
+    pub signing_key: String,
+}
+
+/// `POST /sync/v1/handshake` request.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct HandshakeRequest {
+    pub protocol_version: u32,
+    pub hive: String,
+    pub instance_id: String,
+    pub instance_name: String,
+    pub signing_key: String,
+    pub sync_endpoint: String,
+    pub current_seq: i64,
+    #[serde(default)]
+    pub roster: Vec<RosterEntry>,
+    /// Fresh secret the responder presents when calling the initiator for this hive.
+    pub token: String,
+}
+
+impl fmt::Debug for HandshakeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeRequest")
+            .field("hive", &self.hive)
+            .field("instance_id", &self.instance_id)
+            .field("sync_endpoint", &self.sync_endpoint)
+            .field("current_seq", &self.current_seq)
+            .field("roster", &self.roster.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /sync/v1/handshake` response.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct HandshakeResponse {
+    pub protocol_version: u32,
+    pub hive: String,
+    pub instance_id: String,
+    pub instance_name: String,
+    pub signing_key: String,
+    pub current_seq: i64,
+    #[serde(default)]
+    pub roster: Vec<RosterEntry>,
+    /// Fresh secret the initiator presents when calling the responder for this hive.
+    pub token: String,
+}
+
+impl fmt::Debug for HandshakeResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeResponse")
+            .field("hive", &self.hive)
+            .field("instance_id", &self.instance_id)
+            .field("current_seq", &self.current_seq)
+            .field("roster", &self.roster.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An event as served by `GET /groups/:hive/events`: the sender's seq plus the envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEvent {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// `GET /sync/v1/groups/:hive/events` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventsPage {
+    pub events: Vec<WireEvent>,
+    /// The last seq this page covers (events of the caller's own origin are skipped but
+    /// covered); pass it as `since` for the next page.
+    pub next_seq: i64,
+    pub has_more: bool,
+}
+
+/// `POST /sync/v1/groups/:hive/events` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushRequest {
+    pub events: Vec<Event>,
+    /// The sender's seq range this batch covers (events it skipped count as covered).
+    pub first_seq: i64,
+    pub last_seq: i64,
+}
+
+/// `POST /sync/v1/groups/:hive/events` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushResponse {
+    /// The receiver's pull cursor for the sender after this batch.
+    pub received_seq: i64,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub waiting_for_key: usize,
+}
+
+/// Per-group part of a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatGroup {
+    pub seq: i64,
+    #[serde(default)]
+    pub roster: Vec<RosterEntry>,
+}
+
+/// `POST /sync/v1/heartbeat` request and response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub instance_id: String,
+    #[serde(default)]
+    pub groups: BTreeMap<String, HeartbeatGroup>,
+}
+
+/// One link in a status report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerLinkStatus {
+    pub peer_id: String,
+    pub instance_id: Option<String>,
+    pub name: String,
+    pub sync_endpoint: String,
+    pub status: String,
+    pub state: String,
+    pub lag: i64,
+    pub last_seq_sent: i64,
+    pub last_seq_received: i64,
+    pub remote_seq: i64,
+    pub events_received: i64,
+    pub events_rejected: i64,
+    pub failure_count: i64,
+    pub last_contact_at: Option<String>,
+    pub last_sync_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// `GET /sync/v1/groups/:hive/status` response (and the per-group part of admin status).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub hive: String,
+    pub local_seq: i64,
+    /// Events logged but waiting for a dependency (instance-wide).
+    pub pending: i64,
+    /// Events waiting for their origin's key (instance-wide).
+    pub unverified: i64,
+    pub peers: Vec<PeerLinkStatus>,
+}
+
+/// `POST /sync/v1/groups/:hive/leave` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaveResponse {
+    pub ok: bool,
+}
+
+/// Normalizes a sync endpoint for comparison and storage (no trailing slash).
+pub fn normalize_endpoint(s: &str) -> String {
+    s.trim().trim_end_matches('/').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_tokens() {
+        let r = HandshakeRequest {
+            protocol_version: 1,
+            hive: "general".into(),
+            instance_id: "inst_a".into(),
+            instance_name: "a".into(),
+            signing_key: "k".into(),
+            sync_endpoint: "http://a/sync/v1".into(),
+            current_seq: 0,
+            roster: vec![],
+            token: "ohs_secret".into(),
+        };
+        assert!(!format!("{r:?}").contains("ohs_secret"));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["token"], "ohs_secret");
+    }
+
+    #[test]
+    fn wire_event_is_flat() {
+        let key = openhive_core::InstanceKey::generate();
+        let inst = openhive_core::ids::new_instance_id();
+        let ev = Event::sign_new(
+            &key,
+            &inst,
+            "general",
+            openhive_core::EventType::PostCreated,
+            1,
+            "{}".into(),
+        );
+        let w = WireEvent { seq: 3, event: ev };
+        let v = serde_json::to_value(&w).unwrap();
+        assert_eq!(v["seq"], 3);
+        assert_eq!(v["hive"], "general");
+        let back: WireEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, w);
+        assert_eq!(normalize_endpoint("http://x/sync/v1/ "), "http://x/sync/v1");
+    }
+}
