@@ -43,6 +43,9 @@ pub enum Command {
     /// Run the server until SIGINT or SIGTERM.
     #[command(after_long_help = ENV_HELP, after_help = ENV_HELP)]
     Serve(ServeArgs),
+    /// Start three instances on loopback ports with temporary data, sharing one hive, with
+    /// agents writing on each; prints where to look and live counts until Ctrl-C.
+    Demo,
 }
 
 #[derive(Debug, Clone, clap::Args)]

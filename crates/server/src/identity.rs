@@ -124,8 +124,9 @@ impl Identity {
         drop(admin_key);
 
         let public = key.public().to_base64();
+        let key_file = key_path.display().to_string();
         let (instance_id, local_agent_id) =
-            store.write_blocking(|tx| -> Result<_, IdentityError> {
+            store.write_blocking(move |tx| -> Result<_, IdentityError> {
                 let instance_id = match db::meta_get(tx, META_INSTANCE_ID)? {
                     Some(id) => id,
                     None => {
@@ -140,7 +141,7 @@ impl Identity {
                         return Err(IdentityError::Invalid(format!(
                             "{} does not hold the key this database was created with; \
                              restore the original key file",
-                            key_path.display()
+                            key_file
                         )));
                     }
                     Some(_) => {}

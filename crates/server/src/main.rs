@@ -18,6 +18,10 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             rt.block_on(serve(config))
         }
+        Command::Demo => {
+            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            rt.block_on(openhive_server::demo::run())
+        }
     }
 }
 

@@ -203,6 +203,10 @@ pub fn apply(conn: &Connection, hive_id: &str, ev: &Event, p: &Payload) -> Resul
                 return Ok(applied(Vec::new()));
             }
             conn.execute("UPDATE posts SET deleted = 1 WHERE id = ?1", [&p.post_id])?;
+            conn.execute(
+                "UPDATE hives SET post_count = post_count - 1 WHERE id = ?1",
+                [hive_id],
+            )?;
             Ok(applied(vec![Change::PostDeleted {
                 hive: cx.hive(),
                 post_id: p.post_id.clone(),
@@ -270,17 +274,25 @@ pub fn apply(conn: &Connection, hive_id: &str, ev: &Event, p: &Payload) -> Resul
             if c.deleted {
                 return Ok(applied(Vec::new()));
             }
+            // The comment and its visible descendants stop counting; O(subtree), not O(post).
+            // Paths are `<root>/<child>/...`; '0' is the byte after '/'.
+            let vanishing: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM comments
+                 WHERE post_id = ?1 AND deleted = 0 AND hidden = 0
+                   AND (id = ?3 OR (path > ?2 || '/' AND path < ?2 || '0'))",
+                params![c.post_id, c.path, p.comment_id],
+                |r| r.get(0),
+            )?;
             conn.execute(
                 "UPDATE comments SET deleted = 1 WHERE id = ?1",
                 [&p.comment_id],
             )?;
-            // Hide the subtree: paths are `<root>/<child>/...`; '0' is the byte after '/'.
             conn.execute(
                 "UPDATE comments SET hidden = 1
                  WHERE post_id = ?1 AND path > ?2 || '/' AND path < ?2 || '0'",
                 params![c.post_id, c.path],
             )?;
-            recompute_comment_count(conn, &c.post_id)?;
+            add_comment_count(conn, &c.post_id, -vanishing)?;
             Ok(applied(vec![Change::CommentDeleted {
                 hive: cx.hive(),
                 post_id: c.post_id,
@@ -627,6 +639,11 @@ fn post_created(cx: &Ctx<'_>, p: &payload::PostCreated) -> Result<Outcome> {
             cx.ev.id,
             cx.ev.origin_ts
         ])?;
+    if n > 0 {
+        cx.conn
+            .prepare_cached("UPDATE hives SET post_count = post_count + 1 WHERE id = ?1")?
+            .execute([cx.hive_id])?;
+    }
     let changes = if n > 0 {
         vec![Change::PostCreated {
             hive: cx.hive(),
@@ -768,7 +785,9 @@ fn comment_created(cx: &Ctx<'_>, p: &payload::CommentCreated) -> Result<Outcome>
             hidden,
             cx.ev.origin_ts
         ])?;
-    recompute_comment_count(cx.conn, &p.post_id)?;
+    if n > 0 && !hidden {
+        add_comment_count(cx.conn, &p.post_id, 1)?;
+    }
     let changes = if n > 0 {
         vec![Change::CommentCreated {
             hive: cx.hive(),
@@ -784,13 +803,14 @@ fn comment_created(cx: &Ctx<'_>, p: &payload::CommentCreated) -> Result<Outcome>
     })
 }
 
-fn recompute_comment_count(conn: &Connection, post_id: &str) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE posts SET comment_count =
-           (SELECT COUNT(*) FROM comments WHERE post_id = ?1 AND deleted = 0 AND hidden = 0)
-         WHERE id = ?1",
-    )?
-    .execute([post_id])?;
+/// Comment counts are kept incrementally: +1 per visible comment created, minus the visible
+/// comments a delete hides. The result equals the number of visible comments, a function of
+/// the event set; counting on every insert would be O(comments of the post).
+fn add_comment_count(conn: &Connection, post_id: &str, delta: i64) -> Result<()> {
+    if delta != 0 {
+        conn.prepare_cached("UPDATE posts SET comment_count = comment_count + ?2 WHERE id = ?1")?
+            .execute(params![post_id, delta])?;
+    }
     Ok(())
 }
 
@@ -906,9 +926,9 @@ pub fn state_digest(conn: &Connection, hive_id: &str) -> Result<String> {
     dump(
         "SELECT name, description, is_public, require_verification, allow_anonymous_read,
                 post_permissions, owner_id, owner_instance_id, created_event_id, member_count,
-                deleted, created_at
+                post_count, deleted, created_at
          FROM hives WHERE id = ?1",
-        12,
+        13,
     )?;
     dump(
         "SELECT id, author_id, title, content, url, score, printf('%.9f', hot), comment_count,

@@ -151,7 +151,11 @@ pub fn cursor_after(p: &PostRow, sort: Sort) -> String {
     }
 }
 
-/// Lists posts. Returns the page, whether more exist, and the total matching the filter.
+/// Cross-hive listings count matching posts up to this many (`total` saturates there).
+pub const TOTAL_CAP: i64 = 10_000;
+
+/// Lists posts. Returns the page, whether more exist, and the total matching the filter
+/// (capped at [`TOTAL_CAP`] for cross-hive listings and `since` queries).
 pub fn list(
     conn: &Connection,
     scope: &Scope,
@@ -182,11 +186,23 @@ pub fn list(
         args.push(Value::Integer(since));
         filter.push_str(&format!(" AND p.created_at > ?{}", args.len()));
     }
-    let total: i64 = conn.query_row(
-        &format!("SELECT COUNT(*) FROM posts p JOIN hives h ON h.id = p.hive_id WHERE {filter}"),
-        params_from_iter(args.iter()),
-        |r| r.get(0),
-    )?;
+    // One hive: its maintained live count (O(1)). Across hives, or with `since`: counted,
+    // but at most TOTAL_CAP rows, so a feed page never scans the whole table.
+    let total: i64 = match (scope, page.since) {
+        (Scope::Hive(hive_id), None) => conn
+            .prepare_cached("SELECT post_count FROM hives WHERE id = ?1")?
+            .query_row([hive_id], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+        _ => conn.query_row(
+            &format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM posts p JOIN hives h ON h.id = p.hive_id
+                 WHERE {filter} LIMIT {TOTAL_CAP})"
+            ),
+            params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?,
+    };
     let mut keyset = String::new();
     if let Some(c) = &page.cursor {
         let bad = || StoreError::Invalid("malformed cursor".into());

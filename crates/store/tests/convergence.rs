@@ -327,10 +327,14 @@ fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
 fn replica(insts: &[Inst]) -> (tempfile::TempDir, Store, String) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db.sqlite"), &StoreOptions::default()).unwrap();
+    let known: Vec<(String, openhive_core::PublicKey)> = insts
+        .iter()
+        .map(|i| (i.id.clone(), i.key.public()))
+        .collect();
     let hive_id = store
-        .write_blocking(|tx| -> openhive_store::error::Result<String> {
-            for i in insts {
-                keys::learn(tx, &i.id, &i.key.public(), None, 0)?;
+        .write_blocking(move |tx| -> openhive_store::error::Result<String> {
+            for (id, key) in &known {
+                keys::learn(tx, id, key, None, 0)?;
             }
             hives::ensure_log(tx, HIVE, 0)
         })
