@@ -250,10 +250,10 @@ async fn writer(
             None,
         )
         .await
-        {
-            if let Some(p) = feed["data"]
+            && let Some(p) = feed["data"]
                 .as_array()
                 .and_then(|d| d.get(n as usize % d.len().max(1)))
+        {
             {
                 let id = p["id"].as_str().unwrap_or_default();
                 if pick == 1 {
