@@ -314,3 +314,48 @@ async fn hives_and_content_survive_a_restart() {
     let (_, list) = alice.get("/posts?hive=general&sort=new").await;
     assert_eq!(list["total"], 2);
 }
+
+#[tokio::test]
+async fn an_admin_may_moderate_any_hive() {
+    let s = spawn(Opts::token()).await;
+    let owner = As::new_agent(&s, "owner").await;
+    let author = As::new_agent(&s, "author").await;
+    let admin = As::new_agent(&s, "admin-agent").await;
+    // Promote through the admin API with the admin key.
+    let (_, me) = admin.get("/agents/me").await;
+    let id = me["id"].as_str().unwrap().to_string();
+    let resp = reqwest::Client::new()
+        .post(s.api(&format!("/admin/agents/{id}/admin")))
+        .header("X-Admin-Key", s.admin_key())
+        .json(&json!({ "is_admin": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    owner.hive("general", true).await;
+    owner.hive("secret", false).await;
+    let post = author.new_post("general", "moderate me").await;
+    let c = author.new_comment(&post, "and me", None).await;
+    // Not a member, yet: reads private hives, edits settings, pins, deletes.
+    let (st, _) = admin.get("/hives/secret").await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = admin
+        .patch("/hives/general", json!({ "description": "by admin" }))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, r) = admin.post(&format!("/posts/{post}/pin"), json!({})).await;
+    assert_eq!((st, r["is_pinned"].clone()), (StatusCode::OK, json!(true)));
+    let (st, _) = admin.delete(&format!("/comments/{c}")).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = admin.delete(&format!("/posts/{post}")).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = admin.delete("/hives/secret").await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    // An admin still cannot edit someone else's words.
+    let p2 = author.new_post("general", "mine").await;
+    let (st, b) = admin
+        .patch(&format!("/posts/{p2}"), json!({ "title": "theirs" }))
+        .await;
+    assert_error(st, &b, StatusCode::FORBIDDEN);
+}
