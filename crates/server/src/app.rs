@@ -36,6 +36,8 @@ pub struct AppState {
     pub realtime: Realtime,
     /// What runs after every commit that changed a hive.
     pub fanout: Arc<FanOut>,
+    /// Hive Sync engine (outbound workers; state shared with the `/sync/v1` handlers).
+    pub sync: openhive_sync::SyncHandle,
 }
 
 /// Callback run with a hive id after its log grew.
@@ -107,6 +109,7 @@ impl RunningServer {
                 self.join.abort();
             }
         }
+        self.state.sync.shutdown(Duration::from_secs(5)).await;
         let store = self.state.store.clone();
         tokio::task::spawn_blocking(move || store.checkpoint())
             .await
@@ -171,6 +174,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         identity.key.clone(),
         fanout.clone(),
     );
+    let sync = start_sync(&config, &store, &identity, addr, &realtime, &fanout).await?;
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -179,6 +183,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         hives,
         realtime,
         fanout,
+        sync,
     };
     spawn_expiry(state.store.clone());
     let app = crate::http::router(state.clone());
@@ -218,4 +223,65 @@ fn spawn_expiry(store: Store) {
             }
         }
     });
+}
+
+/// Starts the Hive Sync engine: our sync endpoint is `server.public_url` (or the bound
+/// address) + `/sync/v1`; local commits wake its outboxes; received changes go to realtime;
+/// `[[sync.peers]]` are seeded (handshakes start at once and are retried until they succeed).
+async fn start_sync(
+    config: &Config,
+    store: &Store,
+    identity: &Identity,
+    addr: SocketAddr,
+    realtime: &Realtime,
+    fanout: &Arc<FanOut>,
+) -> anyhow::Result<openhive_sync::SyncHandle> {
+    use openhive_sync::{LocalIdentity, SyncEngine, SyncSettings, backoff::BackoffPolicy};
+    let c = &config.sync;
+    let base = config
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let me = LocalIdentity {
+        instance_id: identity.instance_id.clone(),
+        instance_name: config.instance.name.clone(),
+        key: identity.key.clone(),
+        sync_endpoint: format!("{}/sync/v1", base.trim_end_matches('/')),
+    };
+    let settings = SyncSettings {
+        enabled: c.enabled,
+        heartbeat_interval: Duration::from_secs(c.heartbeat_interval_secs),
+        peer_timeout: Duration::from_secs(c.peer_timeout_secs),
+        handshake_secret: c.handshake_secret.clone(),
+        rate_limit_events_per_sec: c.rate_limit_events_per_sec,
+        rate_limit_burst: c.rate_limit_burst,
+        backoff: BackoffPolicy {
+            initial: Duration::from_millis(c.backoff_initial_ms),
+            max: Duration::from_secs(c.backoff_max_secs),
+        },
+        ..SyncSettings::default()
+    };
+    let (rt, st) = (realtime.clone(), store.clone());
+    let on_changes: openhive_sync::OnChanges = Arc::new(move |changes| rt.publish(&st, changes));
+    let sync = SyncEngine::start(store.clone(), me, settings, on_changes)
+        .await
+        .context("starting hive sync")?;
+    let notify = sync.clone();
+    fanout.on_log_grew(Box::new(move |hive_id| notify.notify(hive_id)));
+    if c.enabled && !c.peers.is_empty() {
+        let peers = c
+            .peers
+            .iter()
+            .map(|p| openhive_sync::admin::AddPeer {
+                name: p.name.clone(),
+                sync_endpoint: p.sync_endpoint.clone(),
+                shared_hives: p.shared_hives.clone(),
+            })
+            .collect();
+        openhive_sync::admin::seed_config_peers(&sync, peers)
+            .await
+            .context("seeding [[sync.peers]]")?;
+    }
+    Ok(sync)
 }

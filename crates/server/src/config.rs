@@ -125,6 +125,10 @@ pub struct SyncConfig {
     pub allowed_cidrs: Vec<String>,
     pub rate_limit_events_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// First retry delay after a failed sync request (doubles per failure, with jitter).
+    pub backoff_initial_ms: u64,
+    /// Cap of the retry delay.
+    pub backoff_max_secs: u64,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -138,6 +142,8 @@ impl Default for SyncConfig {
             allowed_cidrs: Vec::new(),
             rate_limit_events_per_sec: 20_000,
             rate_limit_burst: 100_000,
+            backoff_initial_ms: 1000,
+            backoff_max_secs: 60,
             peers: Vec::new(),
         }
     }
@@ -220,6 +226,9 @@ impl Config {
             return bad(
                 "sync.heartbeat_interval_secs and sync.peer_timeout_secs must be > 0".into(),
             );
+        }
+        if self.sync.backoff_initial_ms == 0 || self.sync.backoff_max_secs == 0 {
+            return bad("sync.backoff_initial_ms and sync.backoff_max_secs must be > 0".into());
         }
         if self.sync.rate_limit_events_per_sec == 0 || self.sync.rate_limit_burst == 0 {
             return bad(

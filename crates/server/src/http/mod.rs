@@ -18,6 +18,8 @@ pub mod hives;
 pub mod meta;
 pub mod posts;
 pub mod search;
+pub mod sync_admin;
+pub mod sync_protocol;
 pub mod ws;
 
 use crate::app::AppState;
@@ -40,7 +42,8 @@ pub fn router(state: AppState) -> Router {
         .merge(posts::routes())
         .merge(comments::routes())
         .merge(feeds::routes())
-        .merge(search::routes());
+        .merge(search::routes())
+        .merge(sync_admin::routes());
     // ── Other /api/v1 routers go here ────────────────────────────────────────────────
     // e.g. .merge(hives::routes()).merge(posts::routes()).merge(comments::routes())
     //      .merge(feeds::routes()).merge(search::routes())
@@ -49,7 +52,13 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .nest("/api/v1", api)
         .merge(meta::routes())
-        .merge(ws::routes());
+        .merge(ws::routes())
+        .merge(
+            sync_protocol::routes().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                sync_protocol::cidr_gate,
+            )),
+        );
     // ── Routers outside /api/v1 go here ──────────────────────────────────────────────
     // e.g. .merge(ws::routes()).merge(sync_protocol::routes())
     // ─────────────────────────────────────────────────────────────────────────────────

@@ -13,4 +13,6 @@ mod hives;
 mod meta;
 mod posts;
 mod skill;
+mod sync_pairing;
+mod sync_util;
 mod ws;

@@ -1,0 +1,174 @@
+//! Hive Sync pairing through the admin API only (the hubless walkthrough), the join of an
+//! instance that does not have the hive, config-seeded peers, and what the admin API shows.
+
+use crate::sync_util::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn sync_two_instances_pair_through_the_admin_api() {
+    let a = instance().await;
+    let b = instance().await;
+    // Both have the hive "eng"? No: A creates it; B creates its own group only after
+    // adding A (the hive arrives by backfill). Then both add each other (walkthrough).
+    create_hive(&a, "eng").await;
+    let p1 = new_post(&a, "eng", "from A before pairing").await;
+    enable_group(&a, "eng").await;
+    add_peer(&a, "B", &b, &["eng"]).await;
+    add_peer(&b, "A", &a, &["eng"]).await;
+
+    let snap = wait_converged(&[&a, &b], "eng", T, |s| post_count(s) == 1).await;
+    assert_eq!(snap["posts"][0]["post"]["id"], p1.as_str());
+
+    // Steady state in both directions, including a reply to the other side's post.
+    let p2 = new_post(&b, "eng", "from B").await;
+    wait_visible(&a, &format!("/posts/{p2}")).await;
+    let c1 = new_comment(&a, &p2, "A replies to B", None).await;
+    wait_for(T, "A's comment on B", || async {
+        let c = get(&b, &format!("/posts/{p2}/comments")).await;
+        (c["data"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
+    new_comment(&b, &p2, "B replies to A's reply", Some(&c1)).await;
+    let snap = wait_converged(&[&a, &b], "eng", T, |s| {
+        post_count(s) == 2
+            && s["posts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["post"]["comment_count"] == 2)
+    })
+    .await;
+    assert_eq!(post_count(&snap), 2);
+
+    // Exactly one peer row per side, active, with no token in any admin view.
+    for (s, other) in [(&a, &b), (&b, &a)] {
+        let peers = get(s, "/sync/peers").await;
+        let list = peers["data"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{peers}");
+        let text = peers.to_string();
+        assert!(!text.contains("ohs_"), "token leaked: {text}");
+        assert_eq!(list[0]["sync_endpoint"], endpoint(other));
+        let status = get(s, "/sync/status").await;
+        assert!(!status.to_string().contains("ohs_"));
+        let g = &status["groups"][0];
+        assert_eq!(g["hive"], "eng");
+        assert_eq!(g["peers"].as_array().unwrap().len(), 1);
+    }
+    wait_for(T, "both peers active with zero lag", || async {
+        let sa = get(&a, "/sync/status").await;
+        let sb = get(&b, "/sync/status").await;
+        let ok = [sa, sb].iter().all(|s| {
+            let p = &s["groups"][0]["peers"][0];
+            p["status"] == "active" && p["state"] == "active" && p["lag"] == 0
+        });
+        ok.then_some(())
+    })
+    .await;
+
+    // Federation status has the sync section.
+    let fed = get(&a, "/federation/status").await;
+    assert_eq!(fed["sync"]["groups"][0]["name"], "eng");
+    assert_eq!(fed["sync"]["groups"][0]["peers"][0]["status"], "active");
+    // Admin browse of the log, newest first.
+    let ev = get(&a, "/sync/groups/eng/events?limit=2").await;
+    assert_eq!(ev["data"].as_array().unwrap().len(), 2);
+    assert!(ev["data"][0]["seq"].as_i64() > ev["data"][1]["seq"].as_i64());
+    let detail = get(&b, "/sync/groups/eng").await;
+    assert_eq!(detail["roster"].as_array().unwrap().len(), 2);
+
+    // Peer test round trip.
+    let pid = get(&a, "/sync/peers").await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, t) = post(&a, &format!("/sync/peers/{pid}/test"), json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    assert_eq!(t["reachable"], true);
+    assert_eq!(t["authenticated"], true);
+}
+
+#[tokio::test]
+async fn sync_instance_without_the_hive_joins_with_a_handshake_secret() {
+    let secret = "mesh-secret-0123456789";
+    let b = instance_with(move |c| c.sync.handshake_secret = Some(secret.into())).await;
+    let a = instance_with(move |c| c.sync.handshake_secret = Some(secret.into())).await;
+    // Only B has the hive; B never configures A.
+    create_hive(&b, "research").await;
+    for i in 0..5 {
+        new_post(&b, "research", &format!("B{i}")).await;
+    }
+    enable_group(&b, "research").await;
+    // A does not have the hive: adding the peer creates the group and an empty log.
+    let (st, v) = call(&a, Method::GET, "/hives/research", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    add_peer(&a, "B", &b, &["research"]).await;
+    let snap = wait_converged(&[&a, &b], "research", T, |s| post_count(s) == 5).await;
+    assert_eq!(snap["hive"]["name"], "research");
+    // A's posts flow back to B through the link B learned from the handshake.
+    new_post(&a, "research", "from A").await;
+    wait_converged(&[&a, &b], "research", T, |s| post_count(s) == 6).await;
+    let peers = get(&b, "/sync/peers").await;
+    assert_eq!(peers["data"][0]["source"], "handshake");
+}
+
+#[tokio::test]
+async fn sync_handshake_is_refused_without_secret_or_configuration() {
+    let b = instance().await;
+    let a = instance().await;
+    create_hive(&b, "closed").await;
+    enable_group(&b, "closed").await;
+    // A adds B, but B neither configured A nor has a secret: B answers 403 and A keeps
+    // retrying (peer shows the error), never syncing.
+    add_peer(&a, "B", &b, &["closed"]).await;
+    wait_for(T, "handshake failure recorded", || async {
+        let p = get(&a, "/sync/peers").await;
+        let e = p["data"][0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        (e.contains("403")).then_some(())
+    })
+    .await;
+    let (st, _) = call(&a, Method::GET, "/hives/closed", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // Once B's admin adds A, the next retry succeeds without a restart.
+    add_peer(&b, "A", &a, &["closed"]).await;
+    new_post(&b, "closed", "now shared").await;
+    wait_converged(&[&a, &b], "closed", T, |s| post_count(s) == 1).await;
+}
+
+#[tokio::test]
+async fn sync_config_peers_are_seeded_and_handshake_on_start() {
+    let b = instance().await;
+    create_hive(&b, "cfg").await;
+    new_post(&b, "cfg", "seeded").await;
+    enable_group(&b, "cfg").await;
+    let dir = tempfile::tempdir().unwrap();
+    let b_ep = endpoint(&b);
+    let a = instance_in(dir, move |c| {
+        c.sync.peers.push(openhive_server::config::PeerConfig {
+            name: "B".into(),
+            sync_endpoint: b_ep,
+            shared_hives: vec!["cfg".into()],
+        })
+    })
+    .await;
+    // B needs to accept A: add it through B's admin API.
+    add_peer(&b, "A", &a, &["cfg"]).await;
+    wait_converged(&[&a, &b], "cfg", T, |s| post_count(s) == 1).await;
+    let peers = get(&a, "/sync/peers").await;
+    assert_eq!(peers["data"][0]["source"], "config");
+
+    // Leaving: B deletes the group; A's link is marked left and stops.
+    let (st, _) = call(&b, Method::DELETE, "/sync/groups/cfg", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    wait_for(T, "A sees B left", || async {
+        let p = get(&a, "/sync/peers").await;
+        (p["data"][0]["groups"][0]["state"] == "left").then_some(())
+    })
+    .await;
+}
