@@ -23,6 +23,9 @@ pub fn fts_query(q: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
+/// Search totals count at most this many matches.
+pub const TOTAL_CAP: i64 = 1000;
+
 const READABLE: &str = "(h.is_public = 1 OR h.owner_id = ?2 OR EXISTS (SELECT 1 FROM memberships m
     WHERE m.hive_id = h.id AND m.agent_id = ?2 AND (m.state = 'member' OR m.is_moderator = 1)))";
 
@@ -37,19 +40,37 @@ pub fn posts(
     let Some(fts) = fts_query(q) else {
         return Ok((Vec::new(), 0));
     };
+    // Rank only the best matches (FTS5 top-k over the index), then filter what the viewer
+    // may read; over-fetch so filtering rarely shortens a page. With a hive filter, rank all.
+    let window = if hive_id.is_some() {
+        i64::MAX
+    } else {
+        limit * 5 + 100
+    };
     let ids: Vec<String> = conn
         .prepare_cached(&format!(
-            "SELECT p.id FROM posts_fts f JOIN posts p ON p.rowid = f.rowid
+            "SELECT p.id FROM (SELECT rowid, rank FROM posts_fts WHERE posts_fts MATCH ?1
+                               ORDER BY rank LIMIT ?4) f
+               JOIN posts p ON p.rowid = f.rowid JOIN hives h ON h.id = p.hive_id
+             WHERE p.deleted = 0 AND h.deleted = 0 AND {READABLE}
+               AND (?3 IS NULL OR p.hive_id = ?3)
+             ORDER BY f.rank LIMIT ?5"
+        ))?
+        .query_map(
+            params![fts, viewer.unwrap_or(""), hive_id, window, limit],
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let total: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM posts_fts f JOIN posts p ON p.rowid = f.rowid
                JOIN hives h ON h.id = p.hive_id
              WHERE posts_fts MATCH ?1 AND p.deleted = 0 AND h.deleted = 0 AND {READABLE}
-               AND (?3 IS NULL OR p.hive_id = ?3)
-             ORDER BY f.rank LIMIT 1000"
+               AND (?3 IS NULL OR p.hive_id = ?3) LIMIT {TOTAL_CAP})"
         ))?
-        .query_map(params![fts, viewer.unwrap_or(""), hive_id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let total = ids.len() as i64;
+        .query_row(params![fts, viewer.unwrap_or(""), hive_id], |r| r.get(0))?;
     let mut out = Vec::new();
-    for id in ids.iter().take(limit.max(0) as usize) {
+    for id in &ids {
         if let Some(p) = crate::posts::get(conn, id, viewer)? {
             out.push(p);
         }
