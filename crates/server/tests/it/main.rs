@@ -14,5 +14,6 @@ mod meta;
 mod posts;
 mod skill;
 mod sync_pairing;
+mod sync_realtime;
 mod sync_util;
 mod ws;

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(base: &str, token: Option<&str>) -> Ws {
+pub(crate) async fn connect(base: &str, token: Option<&str>) -> Ws {
     let url = match token {
         Some(t) => format!("{}/ws?token={t}", base.replace("http", "ws")),
         None => format!("{}/ws", base.replace("http", "ws")),
@@ -19,7 +19,7 @@ async fn connect(base: &str, token: Option<&str>) -> Ws {
     ws
 }
 
-async fn next_json(ws: &mut Ws) -> Value {
+pub(crate) async fn next_json(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -33,7 +33,7 @@ async fn next_json(ws: &mut Ws) -> Value {
 }
 
 /// Reads until a message of `kind` arrives.
-async fn until(ws: &mut Ws, kind: &str) -> Value {
+pub(crate) async fn until(ws: &mut Ws, kind: &str) -> Value {
     loop {
         let v = next_json(ws).await;
         if v["type"] == kind {
@@ -42,7 +42,7 @@ async fn until(ws: &mut Ws, kind: &str) -> Value {
     }
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }
 
