@@ -151,46 +151,22 @@ pub fn apply(conn: &Connection, hive_id: &str, ev: &Event, p: &Payload) -> Resul
             recompute_setting(conn, hive_id, &p.key)?;
             Ok(applied(vec![Change::HiveUpdated { hive: cx.hive() }]))
         }
-        Payload::MembershipChanged(p) => {
-            if !hive_exists(&cx)? {
-                return Ok(Outcome::Waiting {
-                    depends_on: hive_dep(hive_id),
-                });
-            }
-            upsert_agent_snapshot(conn, &p.agent, &cx.version())?;
-            let action = serde_json::to_string(&p.action).unwrap_or_default();
-            add_candidate(
-                &cx,
-                &format!("member:{}", p.agent.agent_id),
-                p.prev.as_deref(),
-                &action,
-            )?;
-            recompute_membership(conn, hive_id, &p.agent.agent_id)?;
-            Ok(applied(vec![Change::MembershipChanged {
-                hive: cx.hive(),
-                agent_id: p.agent.agent_id.clone(),
-            }]))
-        }
-        Payload::ModeratorChanged(p) => {
-            if !hive_exists(&cx)? {
-                return Ok(Outcome::Waiting {
-                    depends_on: hive_dep(hive_id),
-                });
-            }
-            upsert_agent_snapshot(conn, &p.agent, &cx.version())?;
-            let action = serde_json::to_string(&p.action).unwrap_or_default();
-            add_candidate(
-                &cx,
-                &format!("moderator:{}", p.agent.agent_id),
-                p.prev.as_deref(),
-                &action,
-            )?;
-            recompute_moderator(conn, hive_id, &p.agent.agent_id)?;
-            Ok(applied(vec![Change::MembershipChanged {
-                hive: cx.hive(),
-                agent_id: p.agent.agent_id.clone(),
-            }]))
-        }
+        Payload::MembershipChanged(p) => agent_register(
+            &cx,
+            "member",
+            &p.agent,
+            p.prev.as_deref(),
+            &p.action,
+            recompute_membership,
+        ),
+        Payload::ModeratorChanged(p) => agent_register(
+            &cx,
+            "moderator",
+            &p.agent,
+            p.prev.as_deref(),
+            &p.action,
+            recompute_moderator,
+        ),
         Payload::PostCreated(p) => post_created(&cx, p),
         Payload::PostUpdated(p) => post_updated(&cx, p),
         Payload::PostDeleted(p) => {
@@ -312,6 +288,30 @@ fn hive_exists(cx: &Ctx<'_>) -> Result<bool> {
         .query_row([cx.hive_id], |r| r.get::<_, bool>(0))
         .optional()?
         .unwrap_or(false))
+}
+
+/// A membership or moderator change: one register per (kind, agent).
+fn agent_register<A: serde::Serialize>(
+    cx: &Ctx<'_>,
+    kind: &str,
+    agent: &AgentRef,
+    prev: Option<&str>,
+    action: &A,
+    recompute: fn(&Connection, &str, &str) -> Result<()>,
+) -> Result<Outcome> {
+    if !hive_exists(cx)? {
+        return Ok(Outcome::Waiting {
+            depends_on: hive_dep(cx.hive_id),
+        });
+    }
+    upsert_agent_snapshot(cx.conn, agent, &cx.version())?;
+    let action = serde_json::to_string(action).unwrap_or_default();
+    add_candidate(cx, &format!("{kind}:{}", agent.agent_id), prev, &action)?;
+    recompute(cx.conn, cx.hive_id, &agent.agent_id)?;
+    Ok(applied(vec![Change::MembershipChanged {
+        hive: cx.hive(),
+        agent_id: agent.agent_id.clone(),
+    }]))
 }
 
 fn hive_created(cx: &Ctx<'_>, p: &payload::HiveCreated) -> Result<Outcome> {
