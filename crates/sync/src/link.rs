@@ -27,6 +27,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
+/// Approximate cap of one pushed batch's body.
+const PUSH_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// What a step of the worker decided.
 enum Step {
     /// More work is ready: loop at once.
@@ -415,15 +418,23 @@ async fn push_once(
         .store()
         .read(move |c| -> Result<_, StoreError> {
             let raw = log::since(c, &hv, after, limit)?;
-            let covered = raw.last().map_or(after, |e| e.seq);
-            let events: Vec<openhive_core::Event> = raw
-                .into_iter()
-                .filter(|e| {
-                    e.event.origin_instance_id != peer_inst
-                        && e.received_from.as_deref() != Some(peer_inst.as_str())
-                })
-                .map(|e| e.event)
-                .collect();
+            let mut covered = after;
+            let mut bytes = 0usize;
+            let mut events = Vec::new();
+            for e in raw {
+                // Cap the request body (the receiver accepts 16 MiB).
+                if bytes > PUSH_MAX_BYTES {
+                    break;
+                }
+                covered = e.seq;
+                if e.event.origin_instance_id == peer_inst
+                    || e.received_from.as_deref() == Some(peer_inst.as_str())
+                {
+                    continue;
+                }
+                bytes += e.event.payload.len() + e.event.signature.len() + 256;
+                events.push(e.event);
+            }
             Ok((events, covered))
         })
         .await

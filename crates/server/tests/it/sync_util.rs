@@ -284,3 +284,130 @@ pub async fn wait_visible(s: &TestServer, path: &str) {
     })
     .await
 }
+
+/// Appends `n` `post_created` events to `hive` on `s` directly through the store, signed by
+/// the instance exactly as its write path would (fast way to build a long log).
+pub async fn bulk_posts(s: &TestServer, hive: &str, n: usize) {
+    use openhive_core::ids::{self, Kind};
+    use openhive_core::payload::{AgentRef, Payload, PostCreated};
+    use openhive_core::{Event, time};
+    let state = s.running.state.clone();
+    let hive = hive.to_string();
+    let hive_id = tokio::task::spawn_blocking(move || {
+        let inst = state.identity.instance_id.clone();
+        let author = AgentRef {
+            instance_id: inst.clone(),
+            agent_id: state.identity.local_agent_id.clone(),
+            name: "local".into(),
+            avatar_url: None,
+        };
+        let hive_id = state
+            .store
+            .read_blocking(|c| openhive_store::hives::id_by_name(c, &hive))
+            .unwrap()
+            .unwrap();
+        let t0 = time::now_ms();
+        for chunk in 0..n.div_ceil(1000) {
+            let start = chunk * 1000;
+            let end = (start + 1000).min(n);
+            let events: Vec<(Event, Payload)> = (start..end)
+                .map(|i| {
+                    let p = Payload::PostCreated(PostCreated {
+                        post_id: ids::new_id(Kind::Post, &inst),
+                        title: format!("bulk {i}"),
+                        content: Some(format!("bulk body {i} {}", "x".repeat(200))),
+                        url: None,
+                        author: author.clone(),
+                    });
+                    let ev = Event::sign_new(
+                        &state.identity.key,
+                        &inst,
+                        &hive,
+                        p.event_type(),
+                        t0 + i as i64,
+                        p.to_json(),
+                    );
+                    (ev, p)
+                })
+                .collect();
+            let hid = hive_id.clone();
+            state
+                .store
+                .write_blocking(move |tx| -> Result<(), openhive_store::StoreError> {
+                    for (ev, p) in &events {
+                        openhive_store::ingest::ingest(tx, &hid, ev, p, None, time::now_ms())?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        hive_id
+    })
+    .await
+    .unwrap();
+    s.running.state.sync.notify(&hive_id);
+}
+
+/// `total` of the post listing of `hive` (0 if the hive is not visible).
+pub async fn post_total(s: &TestServer, hive: &str) -> i64 {
+    let (st, b) = call(s, Method::GET, &format!("/posts?hive={hive}&limit=1"), None).await;
+    if st != StatusCode::OK {
+        return 0;
+    }
+    b["total"].as_i64().unwrap_or(0)
+}
+
+/// The local seq of `hive` as the sync status reports it.
+pub async fn local_seq(s: &TestServer, hive: &str) -> i64 {
+    let st = get(s, "/sync/status").await;
+    st["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["hive"] == hive)
+        .and_then(|g| g["local_seq"].as_i64())
+        .unwrap_or(0)
+}
+
+/// Restarts `s` on its data directory and the same port (so peers keep its endpoint).
+pub async fn restart_same_port(s: TestServer) -> TestServer {
+    let TestServer {
+        data_dir,
+        running,
+        mut config,
+        ..
+    } = s;
+    let addr = running.addr;
+    running.shutdown().await.unwrap();
+    config.server.listen = addr.to_string();
+    let mut tries = 0;
+    loop {
+        match openhive_server::start(config.clone()).await {
+            Ok(running) => {
+                return TestServer {
+                    base_url: format!("http://{}", running.addr),
+                    data_dir,
+                    running,
+                    config,
+                };
+            }
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("restart on {addr} failed ({e:#}); retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("restart failed: {e:#}"),
+        }
+    }
+}
+
+/// Pairs every two of `servers` for `hive` through the admin API (full mesh).
+pub async fn mesh(servers: &[&TestServer], hive: &str) {
+    for (i, s) in servers.iter().enumerate() {
+        for (j, o) in servers.iter().enumerate() {
+            if i != j {
+                add_peer(s, &format!("peer{j}"), o, &[hive]).await;
+            }
+        }
+    }
+}

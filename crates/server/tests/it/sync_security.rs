@@ -1,0 +1,362 @@
+//! Hive Sync trust boundaries, driven by a hand-rolled peer "M" speaking `/sync/v1`:
+//! forged or altered events pushed with a valid token are rejected and counted, tokens are
+//! bound to one group, key conflicts are refused, and a flooding sender gets 429 and backs
+//! off but still completes.
+
+use crate::harness::{TestServer, json as body_of};
+use crate::sync_util::*;
+use openhive_core::ids::{self, Kind};
+use openhive_core::payload::{AgentRef, Payload, PostCreated};
+use openhive_core::{Event, InstanceKey, time};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "test-mesh-secret-42";
+
+/// A fake peer instance driven by the test.
+struct Fake {
+    id: String,
+    key: InstanceKey,
+    http: reqwest::Client,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        Fake {
+            id: ids::new_instance_id(),
+            key: InstanceKey::generate(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn agent(&self) -> AgentRef {
+        AgentRef {
+            instance_id: self.id.clone(),
+            agent_id: ids::new_id(Kind::Agent, &self.id),
+            name: "mallory".into(),
+            avatar_url: None,
+        }
+    }
+
+    /// Handshakes with `s` for `hive` and returns (status, body).
+    async fn handshake(
+        &self,
+        s: &TestServer,
+        hive: &str,
+        key: &InstanceKey,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(s.url("/sync/v1/handshake"))
+            .header("X-Handshake-Secret", SECRET)
+            .json(&json!({
+                "protocol_version": 1,
+                "hive": hive,
+                "instance_id": self.id,
+                "instance_name": "fake",
+                "signing_key": key.public().to_base64(),
+                "sync_endpoint": "http://127.0.0.1:9/sync/v1",
+                "current_seq": 0,
+                "roster": [],
+                "token": ids::new_secret_token("ohs_"),
+            }))
+            .send()
+            .await
+            .unwrap();
+        body_of(resp).await
+    }
+
+    async fn token(&self, s: &TestServer, hive: &str) -> String {
+        let (st, b) = self.handshake(s, hive, &self.key).await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        assert_eq!(
+            b["instance_id"],
+            s.running.state.identity.instance_id.as_str()
+        );
+        b["token"].as_str().unwrap().to_string()
+    }
+
+    fn post_event(&self, hive: &str, author: AgentRef, origin: &str, key: &InstanceKey) -> Event {
+        let p = Payload::PostCreated(PostCreated {
+            post_id: ids::new_id(Kind::Post, origin),
+            title: "forged?".into(),
+            content: Some("x".into()),
+            url: None,
+            author,
+        });
+        Event::sign_new(
+            key,
+            origin,
+            hive,
+            p.event_type(),
+            time::now_ms(),
+            p.to_json(),
+        )
+    }
+
+    async fn req(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, Option<String>) {
+        let mut r = self.http.request(method, url);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let (st, b) = body_of(resp).await;
+        (st, b, retry)
+    }
+}
+
+async fn secured() -> TestServer {
+    instance_with(|c| c.sync.handshake_secret = Some(SECRET.into())).await
+}
+
+#[tokio::test]
+async fn sync_forged_and_altered_events_are_rejected_and_counted() {
+    let a = secured().await;
+    create_hive(&a, "guarded").await;
+    enable_group(&a, "guarded").await;
+    let m = Fake::new();
+    let token = m.token(&a, "guarded").await;
+    let a_id = a.running.state.identity.instance_id.clone();
+
+    let good = m.post_event("guarded", m.agent(), &m.id, &m.key);
+    let mut altered = m.post_event("guarded", m.agent(), &m.id, &m.key);
+    altered.payload = altered.payload.replace("forged?", "altered");
+    // Signed correctly by M, but speaks for an agent of A.
+    let impostor = m.post_event(
+        "guarded",
+        AgentRef {
+            instance_id: a_id.clone(),
+            agent_id: ids::new_id(Kind::Agent, &a_id),
+            name: "local".into(),
+            avatar_url: None,
+        },
+        &m.id,
+        &m.key,
+    );
+    // Claims to come from A (ids in A's namespace) but is signed with M's key.
+    let spoofed = {
+        let mut author = m.agent();
+        author.instance_id = a_id.clone();
+        m.post_event("guarded", author, &a_id, &m.key)
+    };
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/groups/guarded/events"),
+            Some(&token),
+            Some(json!({ "events": [good, altered, impostor, spoofed], "first_seq": 1, "last_seq": 4 })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["accepted"], 1, "{b}");
+    assert_eq!(b["rejected"], 3, "{b}");
+    assert_eq!(b["received_seq"], 4, "{b}");
+
+    // Only the good post is visible; the rejections are counted, per link and globally.
+    assert_eq!(post_total(&a, "guarded").await, 1);
+    let st = get(&a, "/sync/status").await;
+    assert_eq!(st["counters"]["events_rejected"], 3, "{st}");
+    let link = st["groups"][0]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["instance_id"] == m.id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(link["events_rejected"], 3, "{link}");
+    assert_eq!(link["events_received"], 1, "{link}");
+
+    // The peer status endpoint (token-bound) shows the same.
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::GET,
+            a.url("/sync/v1/groups/guarded/status"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["hive"], "guarded");
+
+    // Claiming M's id with another key: 409, and the first key stays.
+    let (st, b) = m.handshake(&a, "guarded", &InstanceKey::generate()).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    // Handshake without the secret: 403.
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/handshake"),
+            None,
+            Some(json!({
+                "protocol_version": 1, "hive": "guarded", "instance_id": ids::new_instance_id(),
+                "instance_name": "x", "signing_key": InstanceKey::generate().public().to_base64(),
+                "sync_endpoint": "http://127.0.0.1:9/sync/v1", "current_seq": 0, "roster": [],
+                "token": ids::new_secret_token("ohs_"),
+            })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+}
+
+#[tokio::test]
+async fn sync_tokens_are_bound_to_one_group() {
+    let a = secured().await;
+    for h in ["g-one", "g-two"] {
+        create_hive(&a, h).await;
+        enable_group(&a, h).await;
+    }
+    let m = Fake::new();
+    let t1 = m.token(&a, "g-one").await;
+    let get_events = |hive: &str| a.url(&format!("/sync/v1/groups/{hive}/events?since=0"));
+
+    let (st, b, _) = m
+        .req(reqwest::Method::GET, get_events("g-one"), Some(&t1), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert!(!b["events"].as_array().unwrap().is_empty());
+    let (st, b, _) = m
+        .req(reqwest::Method::GET, get_events("g-two"), Some(&t1), None)
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    let ev = m.post_event("g-two", m.agent(), &m.id, &m.key);
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/groups/g-two/events"),
+            Some(&t1),
+            Some(json!({ "events": [ev], "first_seq": 1, "last_seq": 1 })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(post_total(&a, "g-two").await, 0);
+    let (st, b, _) = m
+        .req(reqwest::Method::GET, get_events("g-one"), None, None)
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{b}");
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::GET,
+            get_events("g-one"),
+            Some("ohs_bogus"),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{b}");
+    // A heartbeat claiming another instance id is refused.
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/heartbeat"),
+            Some(&t1),
+            Some(json!({ "instance_id": ids::new_instance_id(), "groups": {} })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    // After leaving, the token is dead.
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/groups/g-one/leave"),
+            Some(&t1),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["ok"], true);
+    let (st, b, _) = m
+        .req(reqwest::Method::GET, get_events("g-one"), Some(&t1), None)
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{b}");
+}
+
+#[tokio::test]
+async fn sync_flooding_peer_gets_429_and_sender_backs_off() {
+    // A accepts 20 events/s with a burst of 20; slow heartbeats so the data moves by push.
+    let a = instance_with(|c| {
+        c.sync.rate_limit_events_per_sec = 20;
+        c.sync.rate_limit_burst = 20;
+        c.sync.heartbeat_interval_secs = 30;
+    })
+    .await;
+    let b = instance_with(|c| c.sync.heartbeat_interval_secs = 30).await;
+    create_hive(&b, "flood").await;
+    enable_group(&b, "flood").await;
+    add_peer(&a, "B", &b, &["flood"]).await;
+    add_peer(&b, "A", &a, &["flood"]).await;
+    wait_visible(&a, "/hives/flood").await;
+
+    // 120 events arrive at B in six bursts; B pushes them to A, which refuses what exceeds
+    // its budget with 429 + Retry-After.
+    let start = Instant::now();
+    for _ in 0..6 {
+        bulk_posts(&b, "flood", 20).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    wait_for(Duration::from_secs(60), "A has all 120 posts", || async {
+        (post_total(&a, "flood").await == 120).then_some(())
+    })
+    .await;
+    let elapsed = start.elapsed();
+    let st = get(&a, "/sync/status").await;
+    let limited = st["counters"]["rate_limited"].as_i64().unwrap();
+    assert!(limited >= 1, "expected at least one 429: {st}");
+    // Honouring Retry-After (≥ 1 s per refusal) bounds the refusals by the elapsed time.
+    assert!(
+        limited <= elapsed.as_secs() as i64 + 3,
+        "{limited} refusals in {elapsed:?}: sender did not back off"
+    );
+    // B saw the backpressure as a contact, not a failure.
+    let peers = get(&b, "/sync/peers").await;
+    assert_eq!(peers["data"][0]["failure_count"], 0, "{peers}");
+    assert_eq!(peers["data"][0]["status"], "active", "{peers}");
+
+    // A raw flood by a hand-rolled client gets 429 with Retry-After.
+    let m = Fake::new();
+    let a2 = instance_with(|c| {
+        c.sync.handshake_secret = Some(SECRET.into());
+        c.sync.rate_limit_events_per_sec = 5;
+        c.sync.rate_limit_burst = 5;
+    })
+    .await;
+    create_hive(&a2, "flood").await;
+    enable_group(&a2, "flood").await;
+    let token = m.token(&a2, "flood").await;
+    let events: Vec<Event> = (0..6)
+        .map(|_| m.post_event("flood", m.agent(), &m.id, &m.key))
+        .collect();
+    let (st, b, retry) = m
+        .req(
+            reqwest::Method::POST,
+            a2.url("/sync/v1/groups/flood/events"),
+            Some(&token),
+            Some(json!({ "events": events[..5], "first_seq": 1, "last_seq": 5 })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert!(retry.is_none());
+    let (st, b, retry) = m
+        .req(
+            reqwest::Method::POST,
+            a2.url("/sync/v1/groups/flood/events"),
+            Some(&token),
+            Some(json!({ "events": events[5..], "first_seq": 6, "last_seq": 6 })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert_eq!(b["error"], "Too Many Requests");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+}
