@@ -92,6 +92,89 @@ pub fn for_post(
     Ok(rows)
 }
 
+/// A keyset page of a post's visible comments (flat): rows after `cursor` in `sort` order,
+/// at most `limit`, and whether more follow. The cursor is [`cursor_after`] of the last row.
+pub fn page_for_post(
+    conn: &Connection,
+    post_id: &str,
+    sort: CommentSort,
+    viewer: Option<&str>,
+    limit: i64,
+    cursor: Option<&str>,
+) -> Result<(Vec<CommentRow>, bool)> {
+    use crate::StoreError;
+    let bad = || StoreError::Invalid("malformed cursor".into());
+    // ?3 = created_at, ?4 = score, ?5 = id of the cursor row.
+    let (keyset, k1, k2, k3): (&str, i64, i64, String) = match (sort, cursor) {
+        (_, None) => ("", 0, 0, String::new()),
+        (CommentSort::Old, Some(c)) => {
+            let (ts, id) = c
+                .strip_prefix("o:")
+                .and_then(|r| r.split_once(':'))
+                .ok_or_else(bad)?;
+            (
+                " AND (c.created_at > ?3 OR (c.created_at = ?3 AND c.id > ?5))",
+                ts.parse().map_err(|_| bad())?,
+                0,
+                id.to_string(),
+            )
+        }
+        (CommentSort::New, Some(c)) => {
+            let (ts, id) = c
+                .strip_prefix("n:")
+                .and_then(|r| r.split_once(':'))
+                .ok_or_else(bad)?;
+            (
+                " AND (c.created_at < ?3 OR (c.created_at = ?3 AND c.id < ?5))",
+                ts.parse().map_err(|_| bad())?,
+                0,
+                id.to_string(),
+            )
+        }
+        (CommentSort::Top, Some(c)) => {
+            let mut it = c.strip_prefix("t:").ok_or_else(bad)?.splitn(3, ':');
+            let score = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+            let ts = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+            let id = it.next().ok_or_else(bad)?.to_string();
+            (
+                " AND (c.score < ?4 OR (c.score = ?4 AND (c.created_at > ?3 OR (c.created_at = ?3 AND c.id > ?5))))",
+                ts,
+                score,
+                id,
+            )
+        }
+    };
+    let order = match sort {
+        CommentSort::Top => "c.score DESC, c.created_at ASC, c.id ASC",
+        CommentSort::New => "c.created_at DESC, c.id DESC",
+        CommentSort::Old => "c.created_at ASC, c.id ASC",
+    };
+    let sql = format!(
+        "{} WHERE c.post_id = ?2 AND c.deleted = 0 AND c.hidden = 0{keyset}
+         ORDER BY {order} LIMIT ?6",
+        select()
+    );
+    let mut rows = conn
+        .prepare_cached(&sql)?
+        .query_map(
+            rusqlite::params![viewer.unwrap_or(""), post_id, k1, k2, k3, limit + 1],
+            comment_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit.max(0) as usize);
+    Ok((rows, more))
+}
+
+/// The keyset position after `c` for `sort`.
+pub fn cursor_after(c: &CommentRow, sort: CommentSort) -> String {
+    match sort {
+        CommentSort::Old => format!("o:{}:{}", c.created_at, c.id),
+        CommentSort::New => format!("n:{}:{}", c.created_at, c.id),
+        CommentSort::Top => format!("t:{}:{}:{}", c.score, c.created_at, c.id),
+    }
+}
+
 /// One visible comment.
 pub fn get(conn: &Connection, id: &str, viewer: Option<&str>) -> Result<Option<CommentRow>> {
     let sql = format!(

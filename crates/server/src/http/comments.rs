@@ -27,6 +27,9 @@ struct ListParams {
     sort: Option<String>,
     /// `true` for a flat list; threaded otherwise. (`flat=false` means threaded.)
     flat: Option<String>,
+    /// Flat lists only: page size (1–100) and keyset cursor from the previous page.
+    limit: Option<i64>,
+    cursor: Option<String>,
 }
 
 async fn list(
@@ -47,6 +50,49 @@ async fn list(
     };
     let post = super::posts::readable_post(&state, &post_id, caller.as_ref()).await?;
     let viewer = caller.map(|c| c.id);
+    if params.limit.is_some() || params.cursor.is_some() {
+        if !flat {
+            return Err(ApiError::validation("cursor", "paging needs flat=true"));
+        }
+        let limit = params.limit.unwrap_or(50);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::validation(
+                "limit",
+                "limit must be between 1 and 100",
+            ));
+        }
+        let cursor = params.cursor.filter(|c| !c.is_empty());
+        let (rows, has_more) = state
+            .store
+            .read(move |c| {
+                comments::page_for_post(
+                    c,
+                    &post.id,
+                    sort,
+                    viewer.as_deref(),
+                    limit,
+                    cursor.as_deref(),
+                )
+            })
+            .await
+            .map_err(|e| match e {
+                openhive_store::StoreError::Invalid(m) => ApiError::validation("cursor", m),
+                e => e.into(),
+            })?;
+        let next = if has_more {
+            rows.last().map(|c| comments::cursor_after(c, sort))
+        } else {
+            None
+        };
+        let data: Vec<Value> = rows.iter().map(|c| views::comment(c, None)).collect();
+        return Ok(Json(json!({
+            "data": data,
+            "total": post.comment_count,
+            "limit": limit,
+            "cursor": next,
+            "has_more": has_more,
+        })));
+    }
     let rows = state
         .store
         .read(move |c| comments::for_post(c, &post.id, sort, viewer.as_deref()))

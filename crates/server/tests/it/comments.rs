@@ -113,3 +113,50 @@ async fn threads_edits_deletes_and_votes() {
     let (st, _) = a.delete(&format!("/comments/{c4}")).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
 }
+
+/// Flat comment lists page by cursor without gaps or repeats while replies keep arriving.
+#[tokio::test]
+async fn flat_comments_page_by_cursor() {
+    let s = spawn(Opts::token()).await;
+    let a = As::new_agent(&s, "alice").await;
+    a.hive("general", true).await;
+    let post = a.new_post("general", "busy thread").await;
+    let mut expected = std::collections::HashSet::new();
+    for i in 0..12 {
+        expected.insert(a.new_comment(&post, &format!("c{i}"), None).await);
+    }
+    for sort in ["old", "new", "top"] {
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (st, page) = a
+                .get(&format!(
+                    "/posts/{post}/comments?flat=true&sort={sort}&limit=5&cursor={cursor}"
+                ))
+                .await;
+            assert_eq!(st, StatusCode::OK, "{page}");
+            seen.extend(
+                page["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["id"].as_str().unwrap().to_string()),
+            );
+            a.new_comment(&post, "late", None).await;
+            if !page["has_more"].as_bool().unwrap() {
+                break;
+            }
+            cursor = page["cursor"].as_str().unwrap().to_string();
+        }
+        let unique: std::collections::HashSet<String> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), seen.len(), "{sort}: repeated");
+        assert!(expected.is_subset(&unique), "{sort}: skipped");
+        expected = unique;
+    }
+    let (st, b) = a.get(&format!("/posts/{post}/comments?limit=5")).await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST);
+    let (st, b) = a
+        .get(&format!("/posts/{post}/comments?flat=true&cursor=zz"))
+        .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST);
+}
