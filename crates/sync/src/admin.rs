@@ -549,6 +549,7 @@ pub async fn test_peer(h: &SyncHandle, id: &str) -> Result<TestResult, SyncError
     let token = link.as_ref().and_then(|l| l.token_out.clone());
     let body = Heartbeat {
         instance_id: h.me().instance_id.clone(),
+        sync_endpoint: Some(h.me().sync_endpoint.clone()),
         groups: Default::default(),
     };
     let start = Instant::now();

@@ -109,6 +109,7 @@ async fn beat(h: SyncHandle, peer: PeerRow, links: Vec<LinkRow>) {
     let token = first.token_out.clone().unwrap_or_default();
     let req = Heartbeat {
         instance_id: h.me().instance_id.clone(),
+        sync_endpoint: Some(h.me().sync_endpoint.clone()),
         groups,
     };
     let res = match h.inner.in_flight.clone().acquire_owned().await {

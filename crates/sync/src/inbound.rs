@@ -359,11 +359,23 @@ pub async fn heartbeat(
     }
     let peer_id = auth.peer_id.clone();
     let from = auth.peer_instance_id.clone();
+    let moved_to = req
+        .sync_endpoint
+        .as_deref()
+        .filter(|e| openhive_core::validate::url(e).is_ok())
+        .map(normalize_endpoint);
     let (groups, pulls, changes, released) = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
             sync_state::record_contact(tx, &peer_id, now)?;
+            // The peer announces where it listens now (e.g. restarted on another port).
+            if let Some(e) = &moved_to
+                && sync_state::peer_by_endpoint(tx, e)?.is_none()
+            {
+                tracing::info!(peer = %from, endpoint = %e, "peer moved to a new sync endpoint");
+                sync_state::update_peer(tx, &peer_id, None, Some(e), now)?;
+            }
             let mut out = BTreeMap::new();
             let mut pulls = Vec::new();
             let mut changes = Vec::new();
@@ -403,6 +415,7 @@ pub async fn heartbeat(
     }
     Ok(Heartbeat {
         instance_id: h.me().instance_id.clone(),
+        sync_endpoint: Some(h.me().sync_endpoint.clone()),
         groups,
     })
 }

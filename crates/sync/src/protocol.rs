@@ -132,6 +132,9 @@ pub struct HeartbeatGroup {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub instance_id: String,
+    /// The sender's current sync endpoint (lets a peer that moved be found again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_endpoint: Option<String>,
     #[serde(default)]
     pub groups: BTreeMap<String, HeartbeatGroup>,
 }

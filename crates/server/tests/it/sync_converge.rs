@@ -182,10 +182,31 @@ async fn sync_stopped_instance_catches_up_after_restart() {
     // C writes too, right after restart.
     new_post(&c, "ops", "C after restart").await;
     wait_converged(&[&a, &b, &c], "ops", T, |s| post_count(s) == 22).await;
-    // And a second restart via the helper, then more writes.
+    // A second restart on the same port, then a third on a new port: C's heartbeats tell
+    // A and B where it moved.
     let c = restart_same_port(c).await;
     new_post(&b, "ops", "after second restart").await;
     wait_converged(&[&a, &b, &c], "ops", T, |s| post_count(s) == 23).await;
+    let mut c = c;
+    c.config.server.listen = "127.0.0.1:0".into();
+    let c = c.restart().await;
+    assert_ne!(c.running.addr, c_port);
+    let new_ep = endpoint(&c);
+    wait_for(T, "A and B learn C's new endpoint", || async {
+        let mut ok = true;
+        for s in [&a, &b] {
+            let p = get(s, "/sync/peers").await;
+            ok &= p["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["sync_endpoint"] == new_ep.as_str());
+        }
+        ok.then_some(())
+    })
+    .await;
+    new_post(&a, "ops", "after the move").await;
+    wait_converged(&[&a, &b, &c], "ops", T, |s| post_count(s) == 24).await;
     wait_for(T, "peers active again", || async {
         let p = get(&a, "/sync/peers").await;
         p["data"]
