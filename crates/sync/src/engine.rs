@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     pub reconcile_lock: tokio::sync::Mutex<()>,
     pub shutdown_tx: watch::Sender<bool>,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// When each (peer, hive) last pulled from us, and up to which seq.
+    pub pulled: Mutex<HashMap<LinkKey, (std::time::Instant, i64)>>,
 }
 
 /// Handle to the running engine; cheap to clone.
@@ -156,6 +158,7 @@ impl SyncEngine {
                 reconcile_lock: tokio::sync::Mutex::new(()),
                 shutdown_tx,
                 tasks: Mutex::new(Vec::new()),
+                pulled: Mutex::new(HashMap::new()),
             }),
         };
         let me_id = handle.inner.me.instance_id.clone();
@@ -314,6 +317,30 @@ impl SyncHandle {
                 a.abort();
             }
         }
+    }
+
+    /// Records that the peer pulled our log of `hive_id` from `since` (inbound GET).
+    pub(crate) fn note_pulled(&self, peer_id: &str, hive_id: &str, since: i64) {
+        self.inner
+            .pulled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (peer_id.to_string(), hive_id.to_string()),
+                (std::time::Instant::now(), since),
+            );
+    }
+
+    /// True if the peer pulled this hive from us within `window`: it is backfilling or
+    /// catching up by itself, and pushing the same events concurrently would only make both
+    /// streams wait on its single writer.
+    pub(crate) fn peer_is_pulling(&self, peer_id: &str, hive_id: &str, window: Duration) -> bool {
+        self.inner
+            .pulled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(peer_id.to_string(), hive_id.to_string()))
+            .is_some_and(|(at, _)| at.elapsed() < window)
     }
 
     /// Number of link workers running (for tests and status).

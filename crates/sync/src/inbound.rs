@@ -236,7 +236,7 @@ pub async fn pull_events(
     let limit = limit.unwrap_or(DEFAULT_PULL_LIMIT).clamp(1, MAX_PULL_LIMIT);
     let peer_inst = auth.peer_instance_id.clone();
     let (hv, peer_id) = (hive_id.clone(), auth.peer_id.clone());
-    let (page, ack) = h
+    let (page, ack, stale) = h
         .store()
         .read(move |c| -> Result<_, StoreError> {
             let raw = log::since(c, &hv, since, limit)?;
@@ -256,26 +256,35 @@ pub async fn pull_events(
             // The caller's cursor is `since`: it durably holds everything up to there, so our
             // push cursor may skip ahead to it.
             let ack = sync_state::link(c, &peer_id, &hv)?.is_some_and(|l| l.last_seq_sent < since);
-            Ok((
-                EventsPage {
-                    events,
-                    next_seq,
-                    has_more: next_seq < head,
-                },
-                ack,
-            ))
+            // Contact is recorded at most once a second per peer (no write per page).
+            let stale = sync_state::peer_by_id(c, &peer_id)?.is_none_or(|p| {
+                p.status != sync_state::STATUS_ACTIVE
+                    || p.last_contact_at.is_none_or(|t| now_ms() - t > 1000)
+            });
+            let page = EventsPage {
+                events,
+                next_seq,
+                has_more: next_seq < head,
+            };
+            Ok((page, ack, stale))
         })
         .await?;
-    let (hv, peer_id) = (hive_id, auth.peer_id.clone());
-    h.store()
-        .write(move |tx| -> Result<(), StoreError> {
-            let now = now_ms();
-            if ack {
-                sync_state::advance_sent(tx, &peer_id, &hv, since, now)?;
-            }
-            sync_state::record_contact(tx, &peer_id, now)
-        })
-        .await?;
+    h.note_pulled(&auth.peer_id, &hive_id, since);
+    if ack || stale {
+        let (hv, peer_id) = (hive_id, auth.peer_id.clone());
+        h.store()
+            .write(move |tx| -> Result<(), StoreError> {
+                let now = now_ms();
+                if ack {
+                    sync_state::advance_sent(tx, &peer_id, &hv, since, now)?;
+                }
+                if stale {
+                    sync_state::record_contact(tx, &peer_id, now)?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
     Ok(page)
 }
 

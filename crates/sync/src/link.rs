@@ -333,26 +333,38 @@ async fn pull_all(
     let mut since = link.last_seq_received;
     let from = peer.instance_id.clone().unwrap_or_else(|| peer.id.clone());
     let mut total = 0usize;
+    // The next page is fetched while the current one is ingested (at most two pages in
+    // memory); the cursor still moves only with the data it covers.
+    let fetch = |since: i64| {
+        let (h, endpoint, token, hive) = (
+            h.clone(),
+            peer.endpoint.clone(),
+            token.to_string(),
+            link.hive_name.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = permit(&h).await?;
+            h.client()
+                .pull(&endpoint, &token, &hive, since, h.settings().pull_batch)
+                .await
+                .map_err(classify)
+                .context("pull")
+        })
+    };
+    let mut in_flight = Some(fetch(since));
     loop {
         if h.is_shutting_down() {
             return Ok(());
         }
-        let page = {
-            let _permit = permit(h).await?;
-            h.client()
-                .pull(
-                    &peer.endpoint,
-                    token,
-                    &link.hive_name,
-                    since,
-                    h.settings().pull_batch,
-                )
-                .await
-                .map_err(classify)
-                .context("pull")?
+        let Some(job) = in_flight.take() else {
+            break;
         };
+        let page = job.await.context("pull task")??;
         let next = page.next_seq.max(since);
         let has_more = page.has_more && next > since;
+        if has_more {
+            in_flight = Some(fetch(next));
+        }
         let events: Vec<openhive_core::Event> = page.events.into_iter().map(|w| w.event).collect();
         let n = events.len();
         let (p, hv, hname, from2) = (
@@ -412,6 +424,20 @@ async fn push_once(
 ) -> anyhow::Result<Step> {
     let after = link.last_seq_sent;
     let limit = h.settings().push_batch;
+    // Far behind and pulling from us right now: let its pull carry the backlog (each page
+    // it fetches acknowledges our push cursor); push resumes when it is within two batches
+    // or stops pulling. This keeps one stream per direction during a backfill.
+    if h.peer_is_pulling(&peer.id, &link.hive_id, Duration::from_secs(2)) {
+        let hv = link.hive_id.clone();
+        let head = h
+            .store()
+            .read(move |c| log::head(c, &hv))
+            .await
+            .context("reading the log head")?;
+        if head - after > 2 * limit {
+            return Ok(Step::RetryAfter(Duration::from_millis(250)));
+        }
+    }
     let peer_inst = peer.instance_id.clone().unwrap_or_default();
     let hv = link.hive_id.clone();
     let (events, covered) = h
