@@ -1,39 +1,28 @@
 //! The heartbeat task: every `heartbeat_interval`, POST `/sync/v1/heartbeat` to each peer
 //! we hold a token for, with our head seq and roster per shared group; learn rosters, ask
 //! links to pull where the peer is ahead of our cursor, record contact or failure. Then mark
-//! peers silent for `peer_timeout` as `unreachable`, and (hourly) expire events that waited
-//! more than 24 h for a dependency or a key.
+//! peers silent for `peer_timeout` as `unreachable`.
 
 use crate::engine::{SyncHandle, sleep_or_shutdown};
 use crate::protocol::*;
 use crate::trust;
 use openhive_core::time::now_ms;
 use openhive_store::sync_state::{self, LinkRow, PeerRow};
-use openhive_store::{StoreError, ingest, log};
+use openhive_store::{StoreError, log};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
 pub(crate) async fn run(h: SyncHandle, mut shutdown: watch::Receiver<bool>) {
+    // (Events waiting over 24 h for a key or dependency are expired by the server's hourly
+    // task, not here.)
     let interval = h.settings().heartbeat_interval;
-    let mut last_expiry = Instant::now();
     loop {
         if sleep_or_shutdown(interval, &mut shutdown).await {
             return;
         }
         if let Err(e) = round(&h).await {
             tracing::warn!(error = %e, "heartbeat round failed");
-        }
-        if last_expiry.elapsed() > Duration::from_secs(3600) {
-            last_expiry = Instant::now();
-            let r = h
-                .store()
-                .write(|tx| ingest::expire_waiting(tx, now_ms()))
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "expiring waiting events");
-            }
         }
     }
 }

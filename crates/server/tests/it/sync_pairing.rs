@@ -172,3 +172,155 @@ async fn sync_config_peers_are_seeded_and_handshake_on_start() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sync_admin_routes_require_admin_and_validate() {
+    use crate::harness::{Opts, assert_error, json as body_of, spawn};
+    // Token mode: no implicit local admin.
+    let s = spawn(Opts::token()).await;
+    let http = reqwest::Client::new();
+    for (m, path) in [
+        (Method::GET, "/sync/status"),
+        (Method::GET, "/sync/peers"),
+        (Method::POST, "/sync/groups"),
+        (Method::GET, "/federation/status"),
+    ] {
+        let (st, b) = body_of(
+            http.request(m.clone(), s.api(path))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(
+            st == StatusCode::UNAUTHORIZED || st == StatusCode::FORBIDDEN,
+            "{m} {path}: {st} {b}"
+        );
+    }
+    let admin = s.admin_key();
+    let call_admin = |m: Method, path: &str, body: serde_json::Value| {
+        http.request(m, s.api(path))
+            .header("X-Admin-Key", admin.clone())
+            .json(&body)
+            .send()
+    };
+    let (st, b) = body_of(
+        call_admin(Method::GET, "/sync/status", json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["enabled"], true);
+    // Validation and not-found answers (no hanging routes).
+    let (st, b) = body_of(
+        call_admin(
+            Method::POST,
+            "/sync/peers",
+            json!({"name": "x", "sync_endpoint": "ftp://nope", "shared_hives": ["eng"]}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST);
+    let (st, b) = body_of(
+        call_admin(
+            Method::POST,
+            "/sync/peers",
+            json!({"name": "x", "sync_endpoint": "http://h:1/sync/v1", "shared_hives": ["Bad Name"]}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST);
+    let (st, b) = body_of(
+        call_admin(Method::POST, "/sync/groups", json!({"hive_name": "nohive"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::NOT_FOUND);
+    for path in ["/sync/groups/nohive", "/sync/peers/peer_nope"] {
+        let (st, b) = body_of(call_admin(Method::GET, path, json!({})).await.unwrap()).await;
+        assert_error(st, &b, StatusCode::NOT_FOUND);
+    }
+    // A peer can be added, renamed, tested (unreachable) and deleted.
+    let (st, p) = body_of(
+        call_admin(
+            Method::POST,
+            "/sync/peers",
+            json!({"name": "ghost", "sync_endpoint": "http://127.0.0.1:9/sync/v1", "shared_hives": ["ghost-hive"]}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    assert_eq!(p["shared_hives"], json!(["ghost-hive"]));
+    let (st, p) = body_of(
+        call_admin(
+            Method::PATCH,
+            &format!("/sync/peers/{id}"),
+            json!({"name": "renamed", "shared_hives": []}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    assert_eq!(p["name"], "renamed");
+    assert_eq!(p["shared_hives"], json!([]));
+    let (st, t) = body_of(
+        call_admin(Method::POST, &format!("/sync/peers/{id}/test"), json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    assert_eq!(t["reachable"], false);
+    let (st, _) = body_of(
+        call_admin(Method::DELETE, &format!("/sync/peers/{id}"), json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+
+    // allowed_cidrs: a loopback caller outside the allowed networks is refused.
+    let fenced = instance_with(|c| c.sync.allowed_cidrs = vec!["10.0.0.0/8".into()]).await;
+    let (st, b) = body_of(
+        http.post(fenced.url("/sync/v1/heartbeat"))
+            .json(&json!({"instance_id": "inst_x", "groups": {}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::FORBIDDEN);
+    let open = instance_with(|c| c.sync.allowed_cidrs = vec!["127.0.0.0/8".into()]).await;
+    let (st, b) = body_of(
+        http.post(open.url("/sync/v1/heartbeat"))
+            .json(&json!({"instance_id": "inst_x", "groups": {}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::UNAUTHORIZED);
+
+    // With sync disabled the peer protocol answers 404.
+    let off = instance_with(|c| c.sync.enabled = false).await;
+    let (st, b) = body_of(
+        http.post(off.url("/sync/v1/heartbeat"))
+            .json(&json!({"instance_id": "inst_x", "groups": {}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::NOT_FOUND);
+}
