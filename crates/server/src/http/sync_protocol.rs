@@ -19,6 +19,7 @@ use openhive_sync::inbound::{self, PeerAuth};
 use openhive_sync::protocol::*;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
+use tracing::Instrument as _;
 
 /// Pushed batches are capped by the sender at 4 MiB; leave room.
 const SYNC_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -131,8 +132,11 @@ async fn handshake(
         .get(HANDSHAKE_SECRET_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let span = tracing::info_span!("sync.in.handshake", peer = %req.instance_id, hive = %req.hive, seq = req.current_seq);
     Ok(Json(
-        inbound::handshake(&state.sync, secret.as_deref(), req).await?,
+        inbound::handshake(&state.sync, secret.as_deref(), req)
+            .instrument(span)
+            .await?,
     ))
 }
 
@@ -149,8 +153,11 @@ async fn pull_events(
     Query(q): Query<PullQuery>,
 ) -> ApiResult<Json<EventsPage>> {
     let auth = peer(&state, &headers).await?;
+    let span = tracing::info_span!("sync.in.pull", peer = %auth.peer_instance_id, hive = %hive, seq = q.since.unwrap_or(0));
     Ok(Json(
-        inbound::pull_events(&state.sync, &auth, &hive, q.since, q.limit).await?,
+        inbound::pull_events(&state.sync, &auth, &hive, q.since, q.limit)
+            .instrument(span)
+            .await?,
     ))
 }
 
@@ -161,8 +168,11 @@ async fn push_events(
     Json(req): Json<PushRequest>,
 ) -> ApiResult<Json<PushResponse>> {
     let auth = peer(&state, &headers).await?;
+    let span = tracing::info_span!("sync.in.push", peer = %auth.peer_instance_id, hive = %hive, seq = req.last_seq);
     Ok(Json(
-        inbound::push_events(&state.sync, &auth, &hive, req).await?,
+        inbound::push_events(&state.sync, &auth, &hive, req)
+            .instrument(span)
+            .await?,
     ))
 }
 
@@ -172,7 +182,12 @@ async fn heartbeat(
     Json(req): Json<Heartbeat>,
 ) -> ApiResult<Json<Heartbeat>> {
     let auth = peer(&state, &headers).await?;
-    Ok(Json(inbound::heartbeat(&state.sync, &auth, req).await?))
+    let span = tracing::info_span!("sync.in.heartbeat", peer = %auth.peer_instance_id, groups = req.groups.len());
+    Ok(Json(
+        inbound::heartbeat(&state.sync, &auth, req)
+            .instrument(span)
+            .await?,
+    ))
 }
 
 async fn status(
