@@ -299,12 +299,13 @@ async fn sync_flooding_peer_gets_429_and_sender_backs_off() {
     add_peer(&b, "A", &a, &["flood"]).await;
     wait_visible(&a, "/hives/flood").await;
 
-    // 120 events arrive at B in six bursts; B pushes them to A, which refuses what exceeds
-    // its budget with 429 + Retry-After.
+    // 120 events arrive at B in twelve bursts within ~0.6 s (far above 20/s plus the burst
+    // of 20, however B batches them); B pushes them to A, which refuses what exceeds its
+    // budget with 429 + Retry-After.
     let start = Instant::now();
-    for _ in 0..6 {
-        bulk_posts(&b, "flood", 20).await;
-        tokio::time::sleep(Duration::from_millis(150)).await;
+    for _ in 0..12 {
+        bulk_posts(&b, "flood", 10).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_for(Duration::from_secs(60), "A has all 120 posts", || async {
         (post_total(&a, "flood").await == 120).then_some(())
