@@ -12,8 +12,8 @@ pub fn id_by_name(conn: &Connection, name: &str) -> Result<Option<String>> {
 }
 
 /// Returns the id of the hive named `name`, creating its (empty, not yet visible) row and
-/// log if needed.
-pub fn ensure_log(conn: &Connection, name: &str, now: i64) -> Result<String> {
+/// log if needed. Its times come from its events (0 until the creation is applied).
+pub fn ensure_log(conn: &Connection, name: &str) -> Result<String> {
     if let Some(id) = id_by_name(conn, name)? {
         return Ok(id);
     }
@@ -22,8 +22,8 @@ pub fn ensure_log(conn: &Connection, name: &str, now: i64) -> Result<String> {
         ulid::Ulid::new().to_string().to_ascii_lowercase()
     );
     conn.execute(
-        "INSERT INTO hives (id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-        params![id, name, now],
+        "INSERT INTO hives (id, name, created_at, updated_at) VALUES (?1, ?2, 0, 0)",
+        params![id, name],
     )?;
     Ok(id)
 }

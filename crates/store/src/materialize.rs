@@ -149,6 +149,7 @@ pub fn apply(conn: &Connection, hive_id: &str, ev: &Event, p: &Payload) -> Resul
                 &p.value.to_string(),
             )?;
             recompute_setting(conn, hive_id, &p.key)?;
+            touch_hive(&cx)?;
             Ok(applied(vec![Change::HiveUpdated { hive: cx.hive() }]))
         }
         Payload::MembershipChanged(p) => agent_register(
@@ -229,7 +230,7 @@ pub fn apply(conn: &Connection, hive_id: &str, ev: &Event, p: &Payload) -> Resul
                  WHERE id = ?1 AND content_v < ?3",
                 params![p.comment_id, p.content, v, ev.origin_ts],
             )?;
-            upsert_agent_snapshot(conn, &p.updated_by, &v)?;
+            upsert_agent_snapshot(&cx, &p.updated_by)?;
             let changes = if n > 0 {
                 vec![Change::CommentUpdated {
                     hive: cx.hive(),
@@ -290,6 +291,15 @@ fn hive_exists(cx: &Ctx<'_>) -> Result<bool> {
         .unwrap_or(false))
 }
 
+/// `hives.updated_at` = the latest `origin_ts` of the hive's creation and setting events
+/// (a maximum over the event set, so every instance agrees).
+fn touch_hive(cx: &Ctx<'_>) -> Result<()> {
+    cx.conn
+        .prepare_cached("UPDATE hives SET updated_at = MAX(updated_at, ?2) WHERE id = ?1")?
+        .execute(params![cx.hive_id, cx.ev.origin_ts])?;
+    Ok(())
+}
+
 /// A membership or moderator change: one register per (kind, agent).
 fn agent_register<A: serde::Serialize>(
     cx: &Ctx<'_>,
@@ -304,7 +314,7 @@ fn agent_register<A: serde::Serialize>(
             depends_on: hive_dep(cx.hive_id),
         });
     }
-    upsert_agent_snapshot(cx.conn, agent, &cx.version())?;
+    upsert_agent_snapshot(cx, agent)?;
     let action = serde_json::to_string(action).unwrap_or_default();
     add_candidate(cx, &format!("{kind}:{}", agent.agent_id), prev, &action)?;
     recompute(cx.conn, cx.hive_id, &agent.agent_id)?;
@@ -316,6 +326,7 @@ fn agent_register<A: serde::Serialize>(
 
 fn hive_created(cx: &Ctx<'_>, p: &payload::HiveCreated) -> Result<Outcome> {
     let conn = cx.conn;
+    touch_hive(cx)?;
     let value = serde_json::to_string(p).unwrap_or_default();
     add_candidate(cx, "hive", None, &value)?;
     // Earliest creation wins.
@@ -331,7 +342,7 @@ fn hive_created(cx: &Ctx<'_>, p: &payload::HiveCreated) -> Result<Outcome> {
         [cx.hive_id],
         |r| r.get(0),
     )?;
-    upsert_agent_snapshot(conn, &p.owner, &cx.version())?;
+    upsert_agent_snapshot(cx, &p.owner)?;
     if current.as_deref() == Some(winner_id.as_str()) {
         return Ok(applied(Vec::new()));
     }
@@ -340,7 +351,7 @@ fn hive_created(cx: &Ctx<'_>, p: &payload::HiveCreated) -> Result<Outcome> {
         .map_err(|e| crate::StoreError::Invalid(e.to_string()))?;
     conn.execute(
         "UPDATE hives SET created_event_id = ?2, owner_id = ?3, owner_instance_id = ?4,
-                          created_at = ?5, updated_at = MAX(updated_at, ?5)
+                          created_at = ?5
          WHERE id = ?1",
         params![
             cx.hive_id,
@@ -577,22 +588,32 @@ fn recompute_pin(conn: &Connection, hive_id: &str, post_id: &str) -> Result<()> 
 
 /// Caches a remote agent's snapshot; the newest snapshot (by event version) wins. Local
 /// agents are authoritative here and never overwritten.
-fn upsert_agent_snapshot(conn: &Connection, a: &AgentRef, version: &str) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO agents (id, name, instance_id, is_local, avatar_url, snapshot_version,
-                             created_at, updated_at)
-         VALUES (?1, ?2, ?3, 0, ?4, ?5, 0, 0)
-         ON CONFLICT(id) DO UPDATE SET name = excluded.name, avatar_url = excluded.avatar_url,
-                                       snapshot_version = excluded.snapshot_version
-         WHERE agents.is_local = 0 AND excluded.snapshot_version > agents.snapshot_version",
-    )?
-    .execute(params![
-        a.agent_id,
-        a.name,
-        a.instance_id,
-        a.avatar_url,
-        version
-    ])?;
+fn upsert_agent_snapshot(cx: &Ctx<'_>, a: &AgentRef) -> Result<()> {
+    // created_at = the earliest event that named the agent, updated_at = the latest: both
+    // functions of the event set, like the snapshot itself (newest version wins).
+    cx.conn
+        .prepare_cached(
+            "INSERT INTO agents (id, name, instance_id, is_local, avatar_url, snapshot_version,
+                                 created_at, updated_at)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?6)
+             ON CONFLICT(id) DO UPDATE SET
+               name = CASE WHEN excluded.snapshot_version > agents.snapshot_version
+                           THEN excluded.name ELSE agents.name END,
+               avatar_url = CASE WHEN excluded.snapshot_version > agents.snapshot_version
+                                 THEN excluded.avatar_url ELSE agents.avatar_url END,
+               snapshot_version = MAX(agents.snapshot_version, excluded.snapshot_version),
+               created_at = MIN(agents.created_at, excluded.created_at),
+               updated_at = MAX(agents.updated_at, excluded.updated_at)
+             WHERE agents.is_local = 0",
+        )?
+        .execute(params![
+            a.agent_id,
+            a.name,
+            a.instance_id,
+            a.avatar_url,
+            cx.version(),
+            cx.ev.origin_ts
+        ])?;
     Ok(())
 }
 
@@ -617,7 +638,7 @@ fn find_post(conn: &Connection, hive_id: &str, post_id: &str) -> Result<Option<P
 
 fn post_created(cx: &Ctx<'_>, p: &payload::PostCreated) -> Result<Outcome> {
     let v = cx.version();
-    upsert_agent_snapshot(cx.conn, &p.author, &v)?;
+    upsert_agent_snapshot(cx, &p.author)?;
     let n = cx
         .conn
         .prepare_cached(
@@ -693,7 +714,7 @@ fn post_updated(cx: &Ctx<'_>, p: &payload::PostUpdated) -> Result<Outcome> {
         "UPDATE posts SET updated_at = MAX(updated_at, ?2) WHERE id = ?1",
         params![p.post_id, cx.ev.origin_ts],
     )?;
-    upsert_agent_snapshot(cx.conn, &p.updated_by, &v)?;
+    upsert_agent_snapshot(cx, &p.updated_by)?;
     let changes = if n > 0 {
         vec![Change::PostUpdated {
             hive: cx.hive(),
@@ -762,7 +783,7 @@ fn comment_created(cx: &Ctx<'_>, p: &payload::CommentCreated) -> Result<Outcome>
         }
     };
     let v = cx.version();
-    upsert_agent_snapshot(cx.conn, &p.author, &v)?;
+    upsert_agent_snapshot(cx, &p.author)?;
     let n = cx
         .conn
         .prepare_cached(
@@ -926,9 +947,9 @@ pub fn state_digest(conn: &Connection, hive_id: &str) -> Result<String> {
     dump(
         "SELECT name, description, is_public, require_verification, allow_anonymous_read,
                 post_permissions, owner_id, owner_instance_id, created_event_id, member_count,
-                post_count, deleted, created_at
+                post_count, deleted, created_at, updated_at
          FROM hives WHERE id = ?1",
-        13,
+        14,
     )?;
     dump(
         "SELECT id, author_id, title, content, url, score, printf('%.9f', hot), comment_count,
@@ -951,6 +972,12 @@ pub fn state_digest(conn: &Connection, hive_id: &str) -> Result<String> {
         "SELECT agent_id, state, is_moderator, joined_at FROM memberships WHERE hive_id = ?1
          ORDER BY agent_id",
         4,
+    )?;
+    // Remote agents named by this hive's content (their snapshots are global rows).
+    dump(
+        "SELECT id, name, avatar_url, created_at, updated_at FROM agents a
+         WHERE a.is_local = 0 AND (?1 = ?1) ORDER BY id",
+        5,
     )?;
     Ok(out)
 }

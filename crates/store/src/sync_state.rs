@@ -667,7 +667,7 @@ mod tests {
     }
 
     fn setup(conn: &Connection) -> (String, String) {
-        let hive = hives::ensure_log(conn, "general", 1).unwrap();
+        let hive = hives::ensure_log(conn, "general").unwrap();
         ensure_group(conn, &hive, "general", "inst_self", 1).unwrap();
         let (p, created) =
             upsert_configured_peer(conn, "b", "http://b/sync/v1", SOURCE_API, 1).unwrap();

@@ -336,7 +336,7 @@ fn replica(insts: &[Inst]) -> (tempfile::TempDir, Store, String) {
             for (id, key) in &known {
                 keys::learn(tx, id, key, None, 0)?;
             }
-            hives::ensure_log(tx, HIVE, 0)
+            hives::ensure_log(tx, HIVE)
         })
         .unwrap();
     (dir, store, hive_id)

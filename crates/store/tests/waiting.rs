@@ -23,7 +23,7 @@ fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db.sqlite"), &StoreOptions::default()).unwrap();
     let hive_id = store
-        .write_blocking(|tx| hives::ensure_log(tx, "general", 0))
+        .write_blocking(|tx| hives::ensure_log(tx, "general"))
         .unwrap();
     let inst = ids::new_instance_id();
     let author = AgentRef {

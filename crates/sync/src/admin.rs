@@ -380,7 +380,7 @@ fn share_hives(
 ) -> Result<bool, StoreError> {
     let mut changed = false;
     for name in hives_ {
-        let hive_id = hives::ensure_log(tx, name, now)?;
+        let hive_id = hives::ensure_log(tx, name)?;
         changed |= sync_state::ensure_group(tx, &hive_id, name, me, now)?;
         changed |= sync_state::ensure_link(tx, peer_id, &hive_id, sync_state::STATE_HANDSHAKING)?;
     }

@@ -55,8 +55,7 @@ impl HiveService {
                     input.name
                 )));
             }
-            let now = openhive_core::time::now_ms();
-            let hive_id = hives::ensure_log(conn, &input.name, now)?;
+            let hive_id = hives::ensure_log(conn, &input.name)?;
             emit.event(
                 &hive_id,
                 &input.name,
