@@ -129,6 +129,15 @@ impl SyncClient {
         self.send(req).await
     }
 
+    /// `GET {endpoint}/identity` (no credentials).
+    pub async fn identity(&self, endpoint: &str) -> Result<IdentityDoc, ClientError> {
+        let req = self
+            .http
+            .get(format!("{endpoint}/identity"))
+            .timeout(HEARTBEAT_TIMEOUT);
+        self.send(req).await
+    }
+
     pub async fn pull(
         &self,
         endpoint: &str,

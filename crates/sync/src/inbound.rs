@@ -94,6 +94,59 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `POST /sync/v1/handshake`.
+/// `GET /sync/v1/identity`: this instance's public identity.
+pub fn identity(h: &SyncHandle) -> IdentityDoc {
+    let me = h.me();
+    IdentityDoc {
+        protocol_version: PROTOCOL_VERSION,
+        instance_id: me.instance_id.clone(),
+        instance_name: me.instance_name.clone(),
+        signing_key: me.key.public().to_base64(),
+    }
+}
+
+/// A handshake without the secret is accepted only from a configured peer's endpoint, and
+/// only if the instance answering *at that endpoint* is the one the request claims to be:
+/// whoever merely knows a configured endpoint cannot impersonate the peer or claim a new
+/// instance id there (which, keys being first-learned-wins, would lock the real one out).
+async fn confirm_at_configured_endpoint(
+    h: &SyncHandle,
+    endpoint: &str,
+    instance_id: &str,
+    signing_key: &str,
+) -> Result<(), SyncError> {
+    let ep = endpoint.to_string();
+    let configured = h
+        .store()
+        .read(move |c| -> Result<bool, SyncError> {
+            Ok(sync_state::peer_by_endpoint(c, &ep)?
+                .is_some_and(|p| p.source != sync_state::SOURCE_HANDSHAKE))
+        })
+        .await?;
+    if !configured {
+        return Err(SyncError::Forbidden(
+            "Invalid or missing handshake secret, and the endpoint is not a configured peer".into(),
+        ));
+    }
+    match h.client().identity(endpoint).await {
+        Ok(doc) if doc.instance_id == instance_id && doc.signing_key == signing_key => Ok(()),
+        Ok(_) => {
+            tracing::warn!(
+                endpoint,
+                claimed = instance_id,
+                "handshake claims a configured endpoint that answers as another instance"
+            );
+            Err(SyncError::Forbidden(
+                "the instance at the configured endpoint is not the one making this handshake"
+                    .into(),
+            ))
+        }
+        Err(e) => Err(SyncError::Forbidden(format!(
+            "could not confirm the initiator at its configured endpoint: {e}"
+        ))),
+    }
+}
+
 pub async fn handshake(
     h: &SyncHandle,
     secret_header: Option<&str>,
@@ -134,6 +187,9 @@ pub async fn handshake(
         (Some(want), Some(got)) => constant_time_eq(want.as_bytes(), got.as_bytes()),
         _ => false,
     };
+    if !secret_ok {
+        confirm_at_configured_endpoint(h, &endpoint, &req.instance_id, &req.signing_key).await?;
+    }
     let me = h.me().clone();
     let hive = req.hive.clone();
     let out = h

@@ -28,6 +28,16 @@ pub struct RosterEntry {
     pub signing_key: String,
 }
 
+/// `GET /sync/v1/identity`: who answers at this endpoint. A responder uses it to confirm that
+/// a handshake claiming a configured peer's endpoint really comes from the instance there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityDoc {
+    pub protocol_version: u32,
+    pub instance_id: String,
+    pub instance_name: String,
+    pub signing_key: String,
+}
+
 /// `POST /sync/v1/handshake` request.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct HandshakeRequest {

@@ -27,6 +27,7 @@ const SYNC_BODY_LIMIT: usize = 16 * 1024 * 1024;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/sync/v1/handshake", post(handshake))
+        .route("/sync/v1/identity", get(identity))
         .route("/sync/v1/heartbeat", post(heartbeat))
         .route(
             "/sync/v1/groups/{hive}/events",
@@ -35,6 +36,10 @@ pub fn routes() -> Router<AppState> {
         .route("/sync/v1/groups/{hive}/status", get(status))
         .route("/sync/v1/groups/{hive}/leave", post(leave))
         .layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT))
+}
+
+async fn identity(State(state): State<AppState>) -> Json<IdentityDoc> {
+    Json(inbound::identity(&state.sync))
 }
 
 /// The CIDR gate, applied by [`super::router`] to the sync routes only.

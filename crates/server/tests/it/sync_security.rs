@@ -361,3 +361,43 @@ async fn sync_flooding_peer_gets_429_and_sender_backs_off() {
     assert_eq!(b["error"], "Too Many Requests");
     assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
 }
+
+/// Knowing a configured peer's endpoint is not enough to handshake as it: the responder asks
+/// the instance at that endpoint who it is. The impostor is refused and the real peer, whose
+/// id the impostor tried to pre-empt, still pairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_impostor_claiming_a_configured_endpoint_is_refused() {
+    let a = instance().await;
+    let b = instance().await;
+    create_hive(&b, "eng").await;
+    enable_group(&b, "eng").await;
+    add_peer(&b, "A", &a, &["eng"]).await;
+
+    let a_id = a.running.state.identity.instance_id.clone();
+    let mallory = InstanceKey::generate();
+    for (claimed_id, key) in [(ids::new_instance_id(), &mallory), (a_id.clone(), &mallory)] {
+        let resp = reqwest::Client::new()
+            .post(b.url("/sync/v1/handshake"))
+            .json(&json!({
+                "protocol_version": 1,
+                "hive": "eng",
+                "instance_id": claimed_id,
+                "instance_name": "mallory",
+                "signing_key": key.public().to_base64(),
+                "sync_endpoint": endpoint(&a),
+                "current_seq": 0,
+                "roster": [],
+                "token": ids::new_secret_token("ohs_"),
+            }))
+            .send()
+            .await
+            .unwrap();
+        let (st, body) = body_of(resp).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    }
+
+    // The genuine A pairs normally afterwards.
+    let p = new_post(&b, "eng", "for the real A").await;
+    add_peer(&a, "B", &b, &["eng"]).await;
+    wait_visible(&a, &format!("/posts/{p}")).await;
+}
