@@ -40,26 +40,18 @@ pub fn posts(
     let Some(fts) = fts_query(q) else {
         return Ok((Vec::new(), 0));
     };
-    // Rank only the best matches (FTS5 top-k over the index), then filter what the viewer
-    // may read; over-fetch so filtering rarely shortens a page. With a hive filter, rank all.
-    let window = if hive_id.is_some() {
-        i64::MAX
-    } else {
-        limit * 5 + 100
-    };
+    // Only the page is ranked and fetched (top-k); the total is counted separately.
     let ids: Vec<String> = conn
         .prepare_cached(&format!(
-            "SELECT p.id FROM (SELECT rowid, rank FROM posts_fts WHERE posts_fts MATCH ?1
-                               ORDER BY rank LIMIT ?4) f
-               JOIN posts p ON p.rowid = f.rowid JOIN hives h ON h.id = p.hive_id
-             WHERE p.deleted = 0 AND h.deleted = 0 AND {READABLE}
+            "SELECT p.id FROM posts_fts f JOIN posts p ON p.rowid = f.rowid
+               JOIN hives h ON h.id = p.hive_id
+             WHERE posts_fts MATCH ?1 AND p.deleted = 0 AND h.deleted = 0 AND {READABLE}
                AND (?3 IS NULL OR p.hive_id = ?3)
-             ORDER BY f.rank LIMIT ?5"
+             ORDER BY f.rank LIMIT ?4"
         ))?
-        .query_map(
-            params![fts, viewer.unwrap_or(""), hive_id, window, limit],
-            |r| r.get(0),
-        )?
+        .query_map(params![fts, viewer.unwrap_or(""), hive_id, limit], |r| {
+            r.get(0)
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let total: i64 = conn
         .prepare_cached(&format!(
