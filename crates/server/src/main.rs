@@ -5,10 +5,16 @@ use openhive_server::config::Config;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The demo draws a live status line: keep its logs to warnings unless RUST_LOG says more,
+    // and leave out the retried handshakes of its own staggered setup.
+    let default_level = match cli.command {
+        Command::Demo => "warn,openhive_sync::link=error",
+        Command::Serve(_) => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
     match cli.command {
