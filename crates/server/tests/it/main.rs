@@ -7,6 +7,7 @@ mod client;
 mod comments;
 mod config;
 mod crash;
+mod demo;
 mod feeds;
 mod harness;
 mod hives;
