@@ -139,6 +139,25 @@ fn run_batch(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
         }
         return;
     }
+    if jobs.len() == 1 {
+        // Alone in its transaction: no savepoint needed (they cost a sub-journal copy of
+        // every page touched); a failure rolls the whole transaction back.
+        let ok = jobs.iter_mut().all(|j| j.run(conn));
+        let end = if ok {
+            conn.execute_batch("COMMIT").map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                tracing::error!(error = %e, "commit failed");
+                format!("commit failed: {e}")
+            })
+        } else {
+            let _ = conn.execute_batch("ROLLBACK");
+            Ok(())
+        };
+        for j in jobs {
+            j.finish(end.clone());
+        }
+        return;
+    }
     for j in jobs.iter_mut() {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             j.fail(e.into());

@@ -124,6 +124,28 @@ impl BatchReport {
     }
 }
 
+/// Checks signatures ahead of the write transaction (on a read connection, off the writer
+/// thread, so verification runs in parallel with applying the previous batch). Returns, per
+/// event of `events`, whether its signature verified against its origin's known key. A
+/// `false` means "not checked yet" (unknown key, bad signature): `ingest_remote_checked`
+/// decides those itself. Sound because an instance's key never changes once learned.
+pub fn preverify(conn: &Connection, events: &[Event]) -> Result<Vec<bool>> {
+    let mut key_cache: HashMap<String, Option<PublicKey>> = HashMap::new();
+    let mut out = Vec::with_capacity(events.len());
+    for ev in events {
+        let key = match key_cache.get(&ev.origin_instance_id) {
+            Some(k) => *k,
+            None => {
+                let k = keys::get(conn, &ev.origin_instance_id)?;
+                key_cache.insert(ev.origin_instance_id.clone(), k);
+                k
+            }
+        };
+        out.push(key.is_some_and(|k| ev.check_envelope().is_ok() && ev.verify(&k).is_ok()));
+    }
+    Ok(out)
+}
+
 /// Verifies and ingests events received from peer `from` for the hive `hive_id`/`hive_name`.
 pub fn ingest_remote(
     conn: &Connection,
@@ -133,9 +155,23 @@ pub fn ingest_remote(
     from: &str,
     now: i64,
 ) -> Result<BatchReport> {
+    ingest_remote_checked(conn, hive_id, hive_name, events, &[], from, now)
+}
+
+/// [`ingest_remote`], skipping the signature check of the events marked `true` in
+/// `verified` (aligned with `events`, from [`preverify`]); every other check still runs.
+pub fn ingest_remote_checked(
+    conn: &Connection,
+    hive_id: &str,
+    hive_name: &str,
+    events: &[Event],
+    verified: &[bool],
+    from: &str,
+    now: i64,
+) -> Result<BatchReport> {
     let mut report = BatchReport::default();
     let mut key_cache: HashMap<String, Option<PublicKey>> = HashMap::new();
-    for ev in events {
+    for (i, ev) in events.iter().enumerate() {
         if ev.hive != hive_name {
             report.reject(&ev.id, "event belongs to another hive".into());
             continue;
@@ -161,7 +197,12 @@ pub fn ingest_remote(
             report.waiting_for_key += 1;
             continue;
         };
-        let payload = match ev.verify(&key).and_then(|_| Payload::parse_and_check(ev)) {
+        let signature = if verified.get(i).copied().unwrap_or(false) {
+            Ok(())
+        } else {
+            ev.verify(&key)
+        };
+        let payload = match signature.and_then(|_| Payload::parse_and_check(ev)) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(event = %ev.id, origin = %ev.origin_instance_id, peer = from, error = %e, "rejected event");

@@ -187,3 +187,39 @@ fn events_wait_for_their_target_then_expire_after_a_day() {
         1
     );
 }
+
+#[test]
+fn preverification_is_per_event_not_per_id() {
+    let w = world();
+    w.learn_key();
+    let post = ids::new_id(Kind::Post, &w.inst);
+    let good = w.sign(
+        1,
+        Payload::PostCreated(PostCreated {
+            post_id: post,
+            title: "t".into(),
+            content: None,
+            url: None,
+            author: w.author.clone(),
+        }),
+    );
+    // Same id, other content, signed by someone else: must not ride on the genuine one.
+    let mut forged = good.clone();
+    forged.payload = forged.payload.replace("\"t\"", "\"evil\"");
+    forged.signature = InstanceKey::generate().sign_b64(&forged.signing_bytes());
+    let batch = vec![forged, good];
+    let b2 = batch.clone();
+    let verified = w
+        .store
+        .read_blocking(move |c| ingest::preverify(c, &b2))
+        .unwrap();
+    assert_eq!(verified, vec![false, true]);
+    let hive = w.hive_id.clone();
+    let r = w
+        .store
+        .write_blocking(move |tx| {
+            ingest::ingest_remote_checked(tx, &hive, "general", &batch, &verified, "inst_peer", 0)
+        })
+        .unwrap();
+    assert_eq!((r.accepted, r.rejected), (1, 1));
+}

@@ -380,12 +380,15 @@ pub async fn push_events(
     let from = auth.peer_instance_id.clone();
     let (hv, peer_id, hname) = (hive_id.clone(), auth.peer_id.clone(), hive.to_string());
     let (first, last) = (req.first_seq, req.last_seq);
-    let events = req.events;
+    let events = std::sync::Arc::new(req.events);
+    let ev2 = events.clone();
+    // Signatures are checked on a reader thread, in parallel with the writer.
+    let verified = h.store().read(move |c| ingest::preverify(c, &ev2)).await?;
     let (report, received_seq) = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
-            let r = ingest::ingest_remote(tx, &hv, &hname, &events, &from, now)?;
+            let r = ingest::ingest_remote_checked(tx, &hv, &hname, &events, &verified, &from, now)?;
             sync_state::advance_received_contiguous(tx, &peer_id, &hv, first, last, now)?;
             sync_state::count_events(tx, &peer_id, &hv, r.accepted as i64, r.rejected as i64)?;
             sync_state::set_remote_seq(tx, &peer_id, &hv, last)?;

@@ -373,11 +373,21 @@ async fn pull_all(
             link.hive_name.clone(),
             from.clone(),
         );
+        // Signatures are checked on a reader thread, in parallel with the writer.
+        let events = std::sync::Arc::new(events);
+        let ev2 = events.clone();
+        let verified = h
+            .store()
+            .read(move |c| ingest::preverify(c, &ev2))
+            .await
+            .context("verifying pulled events")?;
         let report = h
             .store()
             .write(move |tx| -> Result<_, StoreError> {
                 let now = now_ms();
-                let r = ingest::ingest_remote(tx, &hv, &hname, &events, &from2, now)?;
+                let r = ingest::ingest_remote_checked(
+                    tx, &hv, &hname, &events, &verified, &from2, now,
+                )?;
                 sync_state::advance_received(tx, &p, &hv, next, now)?;
                 sync_state::set_remote_seq(tx, &p, &hv, next)?;
                 sync_state::count_events(tx, &p, &hv, r.accepted as i64, r.rejected as i64)?;
