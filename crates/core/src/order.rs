@@ -60,13 +60,6 @@ pub fn owner_preferring_winner(candidates: &[Candidate], owner_instance: &str) -
         })
 }
 
-/// The hive's creation when several instances created a hive of the same name before they
-/// met: the earliest `origin_ts` wins, then the smaller event id. Its origin is the owner's
-/// instance.
-pub fn creation_winner<'a>(a: (i64, &'a str), b: (i64, &'a str)) -> std::cmp::Ordering {
-    a.0.cmp(&b.0).then(a.1.cmp(b.1))
-}
-
 /// Reddit-style hot rank: a function of score and creation time only, so it needs no
 /// periodic recomputation and is identical on every instance.
 pub fn hot_rank(score: i64, created_at_ms: i64) -> f64 {

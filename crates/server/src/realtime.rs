@@ -44,11 +44,6 @@ impl Realtime {
         self.tx.subscribe()
     }
 
-    /// Number of connected clients (subscribed receivers).
-    pub fn receivers(&self) -> usize {
-        self.tx.receiver_count()
-    }
-
     fn send(&self, channel: String, kind: &'static str, data: Value) {
         // No receivers is not an error: nobody is listening.
         let _ = self.tx.send(Arc::new(Message {

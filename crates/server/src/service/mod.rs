@@ -65,12 +65,6 @@ pub trait CommitSink: Send + Sync {
     fn committed(&self, hive_id: &str, changes: Vec<Change>);
 }
 
-/// A sink that does nothing (tests, tools).
-pub struct NoSink;
-impl CommitSink for NoSink {
-    fn committed(&self, _: &str, _: Vec<Change>) {}
-}
-
 /// Signs and ingests local changes. Cheap to clone.
 #[derive(Clone)]
 pub struct HiveService {
