@@ -164,7 +164,7 @@ impl Identity {
 
 /// Creates the built-in admin agent `local` if it does not exist yet.
 fn ensure_local_agent(
-    tx: &rusqlite::Connection,
+    tx: &openhive_store::Conn<'_>,
     instance_id: &str,
 ) -> Result<String, IdentityError> {
     if let Some(id) = db::meta_get(tx, META_LOCAL_AGENT)?

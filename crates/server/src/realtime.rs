@@ -85,7 +85,7 @@ impl Realtime {
 }
 
 fn render(
-    conn: &rusqlite::Connection,
+    conn: &openhive_store::Conn<'_>,
     change: Change,
     out: &mut Vec<(String, &'static str, Value)>,
 ) -> Result<(), StoreError> {

@@ -7,8 +7,9 @@
 //! - only the SHA-256 hash of an API key is stored; lookups by hash use its UNIQUE index;
 //! - admin operations act on local agents only; remote snapshots belong to their origin.
 
-use crate::error::{Result, StoreError, is_unique_violation};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::engine::{Conn, DbResult, OptionalExtension, Row};
+use crate::error::{Result, StoreError};
+use crate::params;
 
 /// One row of `agents`. Timestamps are milliseconds since the epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +42,7 @@ const COLUMNS: &str = "a.id, a.name, a.instance_id, a.is_local, a.description, a
      a.metadata, a.karma, a.is_admin, a.verification_status, a.account_type, a.created_at, \
      a.updated_at, a.last_seen_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
+fn from_row(r: &Row<'_>) -> DbResult<AgentRow> {
     Ok(AgentRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -74,7 +75,7 @@ pub struct NewLocalAgent {
 }
 
 /// Creates a local agent. A taken local name is [`StoreError::Conflict`].
-pub fn create_local(conn: &Connection, a: &NewLocalAgent, now: i64) -> Result<AgentRow> {
+pub fn create_local(conn: &Conn<'_>, a: &NewLocalAgent, now: i64) -> Result<AgentRow> {
     let res = conn.execute(
         "INSERT INTO agents (id, name, instance_id, is_local, api_key_hash, description, metadata,
                              is_admin, verification_status, created_at, updated_at)
@@ -92,7 +93,7 @@ pub fn create_local(conn: &Connection, a: &NewLocalAgent, now: i64) -> Result<Ag
     );
     match res {
         Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
+        Err(e) if e.is_unique_violation() => {
             return Err(StoreError::Conflict(format!(
                 "agent name {:?} is already taken",
                 a.name
@@ -103,7 +104,7 @@ pub fn create_local(conn: &Connection, a: &NewLocalAgent, now: i64) -> Result<Ag
     get_by_id(conn, &a.id)?.ok_or(StoreError::NotFound("agent"))
 }
 
-pub fn get_by_id(conn: &Connection, id: &str) -> Result<Option<AgentRow>> {
+pub fn get_by_id(conn: &Conn<'_>, id: &str) -> Result<Option<AgentRow>> {
     Ok(conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM agents a WHERE a.id = ?1"))?
         .query_row([id], from_row)
@@ -112,7 +113,7 @@ pub fn get_by_id(conn: &Connection, id: &str) -> Result<Option<AgentRow>> {
 
 /// The agent called `name`: the local one if there is one, else the most recently updated
 /// remote snapshot of that name.
-pub fn get_by_name(conn: &Connection, name: &str) -> Result<Option<AgentRow>> {
+pub fn get_by_name(conn: &Conn<'_>, name: &str) -> Result<Option<AgentRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM agents a WHERE a.name = ?1
@@ -123,7 +124,7 @@ pub fn get_by_name(conn: &Connection, name: &str) -> Result<Option<AgentRow>> {
 }
 
 /// The local agent whose API key hashes to `hash`.
-pub fn get_by_api_key_hash(conn: &Connection, hash: &str) -> Result<Option<AgentRow>> {
+pub fn get_by_api_key_hash(conn: &Conn<'_>, hash: &str) -> Result<Option<AgentRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM agents a WHERE a.api_key_hash = ?1 AND a.is_local = 1"
@@ -141,12 +142,7 @@ pub struct ProfileUpdate {
 }
 
 /// Updates a local agent's profile and returns the new row.
-pub fn update_profile(
-    conn: &Connection,
-    id: &str,
-    u: &ProfileUpdate,
-    now: i64,
-) -> Result<AgentRow> {
+pub fn update_profile(conn: &Conn<'_>, id: &str, u: &ProfileUpdate, now: i64) -> Result<AgentRow> {
     let n = conn.execute(
         "UPDATE agents SET
            description = COALESCE(?2, description),
@@ -171,14 +167,14 @@ pub fn update_profile(
 }
 
 /// Records activity. Cheap; callers throttle it.
-pub fn touch_last_seen(conn: &Connection, id: &str, now: i64) -> Result<()> {
+pub fn touch_last_seen(conn: &Conn<'_>, id: &str, now: i64) -> Result<()> {
     conn.prepare_cached("UPDATE agents SET last_seen_at = ?2 WHERE id = ?1")?
         .execute(params![id, now])?;
     Ok(())
 }
 
 /// Follows `following` as `follower`. Returns false if already following.
-pub fn follow(conn: &Connection, follower: &str, following: &str, now: i64) -> Result<bool> {
+pub fn follow(conn: &Conn<'_>, follower: &str, following: &str, now: i64) -> Result<bool> {
     let n = conn.execute(
         "INSERT INTO follows (follower_id, following_id, created_at) VALUES (?1, ?2, ?3)
          ON CONFLICT DO NOTHING",
@@ -188,7 +184,7 @@ pub fn follow(conn: &Connection, follower: &str, following: &str, now: i64) -> R
 }
 
 /// Stops following. Returns false if `follower` was not following `following`.
-pub fn unfollow(conn: &Connection, follower: &str, following: &str) -> Result<bool> {
+pub fn unfollow(conn: &Conn<'_>, follower: &str, following: &str) -> Result<bool> {
     let n = conn.execute(
         "DELETE FROM follows WHERE follower_id = ?1 AND following_id = ?2",
         params![follower, following],
@@ -196,7 +192,7 @@ pub fn unfollow(conn: &Connection, follower: &str, following: &str) -> Result<bo
     Ok(n == 1)
 }
 
-pub fn is_following(conn: &Connection, follower: &str, following: &str) -> Result<bool> {
+pub fn is_following(conn: &Conn<'_>, follower: &str, following: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM follows WHERE follower_id = ?1 AND following_id = ?2")?
         .query_row(params![follower, following], |_| Ok(()))
@@ -205,7 +201,7 @@ pub fn is_following(conn: &Connection, follower: &str, following: &str) -> Resul
 }
 
 /// `(follower_count, following_count)` of an agent.
-pub fn follow_counts(conn: &Connection, id: &str) -> Result<(i64, i64)> {
+pub fn follow_counts(conn: &Conn<'_>, id: &str) -> Result<(i64, i64)> {
     let followers: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM follows WHERE following_id = ?1")?
         .query_row([id], |r| r.get(0))?;
@@ -223,7 +219,7 @@ pub struct Page {
 }
 
 /// Agents following `id`, newest follow first.
-pub fn followers(conn: &Connection, id: &str, limit: i64, offset: i64) -> Result<Page> {
+pub fn followers(conn: &Conn<'_>, id: &str, limit: i64, offset: i64) -> Result<Page> {
     let data = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM follows f JOIN agents a ON a.id = f.follower_id
@@ -231,7 +227,7 @@ pub fn followers(conn: &Connection, id: &str, limit: i64, offset: i64) -> Result
              ORDER BY f.created_at DESC, a.id LIMIT ?2 OFFSET ?3"
         ))?
         .query_map(params![id, limit, offset], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?;
     let total: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM follows f JOIN agents a ON a.id = f.follower_id
@@ -242,7 +238,7 @@ pub fn followers(conn: &Connection, id: &str, limit: i64, offset: i64) -> Result
 }
 
 /// Agents `id` follows, newest follow first.
-pub fn following(conn: &Connection, id: &str, limit: i64, offset: i64) -> Result<Page> {
+pub fn following(conn: &Conn<'_>, id: &str, limit: i64, offset: i64) -> Result<Page> {
     let data = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM follows f JOIN agents a ON a.id = f.following_id
@@ -250,7 +246,7 @@ pub fn following(conn: &Connection, id: &str, limit: i64, offset: i64) -> Result
              ORDER BY f.created_at DESC, a.id LIMIT ?2 OFFSET ?3"
         ))?
         .query_map(params![id, limit, offset], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?;
     let total: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM follows f JOIN agents a ON a.id = f.following_id
@@ -261,7 +257,7 @@ pub fn following(conn: &Connection, id: &str, limit: i64, offset: i64) -> Result
 }
 
 /// Local agents for the admin list, oldest first.
-pub fn admin_list(conn: &Connection, limit: i64, offset: i64, verified_only: bool) -> Result<Page> {
+pub fn admin_list(conn: &Conn<'_>, limit: i64, offset: i64, verified_only: bool) -> Result<Page> {
     let data = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM agents a
@@ -269,7 +265,7 @@ pub fn admin_list(conn: &Connection, limit: i64, offset: i64, verified_only: boo
              ORDER BY a.created_at, a.id LIMIT ?2 OFFSET ?3"
         ))?
         .query_map(params![verified_only, limit, offset], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?;
     let total: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM agents a
@@ -280,7 +276,7 @@ pub fn admin_list(conn: &Connection, limit: i64, offset: i64, verified_only: boo
 }
 
 /// Sets a local agent's verification status (`verified`, `pending`, `rejected`).
-pub fn set_verification(conn: &Connection, id: &str, status: &str, now: i64) -> Result<()> {
+pub fn set_verification(conn: &Conn<'_>, id: &str, status: &str, now: i64) -> Result<()> {
     if !matches!(status, "verified" | "pending" | "rejected") {
         return Err(StoreError::Invalid(format!(
             "unknown verification status {status:?}"
@@ -298,7 +294,7 @@ pub fn set_verification(conn: &Connection, id: &str, status: &str, now: i64) -> 
 }
 
 /// Grants or revokes admin rights of a local agent.
-pub fn set_admin(conn: &Connection, id: &str, is_admin: bool, now: i64) -> Result<()> {
+pub fn set_admin(conn: &Conn<'_>, id: &str, is_admin: bool, now: i64) -> Result<()> {
     let n = conn.execute(
         "UPDATE agents SET is_admin = ?2, updated_at = ?3 WHERE id = ?1 AND is_local = 1",
         params![id, is_admin, now],
@@ -311,7 +307,7 @@ pub fn set_admin(conn: &Connection, id: &str, is_admin: bool, now: i64) -> Resul
 
 /// Deletes a local agent and its follow edges. Content it wrote stays (it is part of hive
 /// logs shared with peers).
-pub fn delete_local(conn: &Connection, id: &str) -> Result<()> {
+pub fn delete_local(conn: &Conn<'_>, id: &str) -> Result<()> {
     let n = conn.execute("DELETE FROM agents WHERE id = ?1 AND is_local = 1", [id])?;
     if n == 0 {
         return Err(StoreError::NotFound("agent"));
@@ -336,9 +332,9 @@ pub struct Stats {
     pub posts_total: i64,
 }
 
-pub fn stats(conn: &Connection) -> Result<Stats> {
+pub fn stats(conn: &Conn<'_>) -> Result<Stats> {
     let one =
-        |sql: &str| -> Result<i64> { Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?) };
+        |sql: &str| -> Result<i64> { Ok(conn.prepare_cached(sql)?.query_row((), |r| r.get(0))?) };
     Ok(Stats {
         agents_total: one("SELECT COUNT(*) FROM agents WHERE is_local = 1")?,
         agents_verified: one(

@@ -1,8 +1,9 @@
 //! The comments read model.
 
+use crate::engine::{Conn, DbResult, OptionalExtension, Row};
 use crate::error::Result;
+use crate::params;
 use crate::posts::{AUTHOR_COLS, Author, author_at};
-use rusqlite::{Connection, OptionalExtension, params};
 
 #[derive(Debug, Clone)]
 pub struct CommentRow {
@@ -51,7 +52,7 @@ fn select() -> String {
     )
 }
 
-fn comment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CommentRow> {
+fn comment_row(r: &Row<'_>) -> DbResult<CommentRow> {
     Ok(CommentRow {
         id: r.get(0)?,
         post_id: r.get(1)?,
@@ -71,7 +72,7 @@ fn comment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CommentRow> {
 
 /// Visible comments of a post (not deleted, not under a deleted comment), sorted.
 pub fn for_post(
-    conn: &Connection,
+    conn: &Conn<'_>,
     post_id: &str,
     sort: CommentSort,
     viewer: Option<&str>,
@@ -88,14 +89,14 @@ pub fn for_post(
     let rows = conn
         .prepare_cached(&sql)?
         .query_map(params![viewer.unwrap_or(""), post_id], comment_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// A keyset page of a post's visible comments (flat): rows after `cursor` in `sort` order,
 /// at most `limit`, and whether more follow. The cursor is [`cursor_after`] of the last row.
 pub fn page_for_post(
-    conn: &Connection,
+    conn: &Conn<'_>,
     post_id: &str,
     sort: CommentSort,
     viewer: Option<&str>,
@@ -157,10 +158,10 @@ pub fn page_for_post(
     let mut rows = conn
         .prepare_cached(&sql)?
         .query_map(
-            rusqlite::params![viewer.unwrap_or(""), post_id, k1, k2, k3, limit + 1],
+            params![viewer.unwrap_or(""), post_id, k1, k2, k3, limit + 1],
             comment_row,
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit.max(0) as usize);
     Ok((rows, more))
@@ -176,7 +177,7 @@ pub fn cursor_after(c: &CommentRow, sort: CommentSort) -> String {
 }
 
 /// One visible comment.
-pub fn get(conn: &Connection, id: &str, viewer: Option<&str>) -> Result<Option<CommentRow>> {
+pub fn get(conn: &Conn<'_>, id: &str, viewer: Option<&str>) -> Result<Option<CommentRow>> {
     let sql = format!(
         "{} WHERE c.id = ?2 AND c.deleted = 0 AND c.hidden = 0",
         select()

@@ -1,33 +1,44 @@
-//! Opening the database: pragmas, migrations, one writer and a pool of readers.
+//! The store handle: one writer thread and a pool of readers, over either engine.
 //!
 //! Invariants:
-//! - exactly one connection writes (SQLite allows one writer; we never contend for the lock);
+//! - exactly one writer per process, and on PostgreSQL one writer at a time across every
+//!   process of the instance (each write transaction holds an advisory lock), so a hive's
+//!   seq is assigned by one writer at a time on both engines;
 //! - every `write` closure is atomic (its own savepoint): all of it commits or none of it
 //!   does, and its caller hears back only after the commit;
 //! - writes queued at the same time share one transaction and one commit (group commit);
+//! - the write queue is bounded: [`Store::write`] waits for room, [`Store::try_write`]
+//!   (API writes) fails fast with [`StoreError::Overloaded`] instead of queueing more;
 //! - reads run on tokio's blocking pool, one hop per closure, never per statement.
 
+use crate::engine::postgres::{LOCK_WRITER, PgManager, PgSession};
+use crate::engine::{Conn, DbError, Engine, sqlite};
 use crate::error::{Result, StoreError};
-use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OpenFlags};
+use crate::params;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Migrations, applied in order; `PRAGMA user_version` records the last applied one.
-const MIGRATIONS: &[(u32, &str)] = &[
-    (1, include_str!("../migrations/0001_init.sql")),
-    (2, include_str!("../migrations/0002_sync_links.sql")),
-    (3, include_str!("../migrations/0003_feed_indexes.sql")),
-];
+/// Where the data lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// An SQLite database file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (`postgres://user@host:port/db`).
+    Postgres(String),
+}
 
 /// How the database is opened.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// `synchronous` pragma: `NORMAL` (default; committed data survives a process crash,
-    /// the last transactions may be lost on power loss) or `FULL`.
+    /// SQLite `synchronous` pragma: `NORMAL` (default; committed data survives a process
+    /// crash, the last transactions may be lost on power loss) or `FULL`.
     pub synchronous_full: bool,
     /// Size of the reader pool.
     pub readers: u32,
+    /// Most write closures waiting for the writer; beyond it [`Store::try_write`] refuses.
+    pub write_queue: usize,
 }
 
 impl Default for StoreOptions {
@@ -35,15 +46,26 @@ impl Default for StoreOptions {
         StoreOptions {
             synchronous_full: false,
             readers: 8,
+            write_queue: 4096,
         }
     }
+}
+
+enum Readers {
+    Sqlite(r2d2::Pool<r2d2_sqlite::SqliteConnectionManager>),
+    Postgres(r2d2::Pool<PgManager>),
 }
 
 struct Inner {
     /// Commands for the writer thread, which owns the only writing connection.
     writer: std::sync::mpsc::Sender<Command>,
-    readers: r2d2::Pool<SqliteConnectionManager>,
-    path: PathBuf,
+    /// Room in the write queue (one permit per queued write).
+    room: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+    refused: AtomicU64,
+    readers: Readers,
+    path: Option<PathBuf>,
+    engine: Engine,
 }
 
 /// Most write closures committed together in one transaction (group commit).
@@ -57,7 +79,7 @@ enum Command {
 /// A write closure with its reply channel, type-erased for the writer thread.
 trait Job: Send {
     /// Runs the closure (inside its own savepoint); true if it returned `Ok`.
-    fn run(&mut self, conn: &Connection) -> bool;
+    fn run(&mut self, conn: &Conn<'_>) -> bool;
     /// Marks the job failed (its savepoint could not be released).
     fn fail(&mut self, e: StoreError);
     /// Delivers the result once the transaction's fate is known: a job's `Ok` becomes the
@@ -69,15 +91,16 @@ struct TypedJob<F, T, E> {
     f: Option<F>,
     out: Option<std::result::Result<T, E>>,
     reply: tokio::sync::oneshot::Sender<std::result::Result<T, E>>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<F, T, E> Job for TypedJob<F, T, E>
 where
-    F: FnOnce(&Connection) -> std::result::Result<T, E> + Send,
+    F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send,
     T: Send,
     E: From<StoreError> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, conn: &Conn<'_>) -> bool {
         let Some(f) = self.f.take() else { return false };
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
             .unwrap_or_else(|_| Err(E::from(StoreError::Task("write closure panicked".into()))));
@@ -102,10 +125,52 @@ where
     }
 }
 
+/// The writing connection of one engine.
+enum WriterConn {
+    Sqlite(rusqlite::Connection),
+    Postgres {
+        session: Box<RefCell<PgSession>>,
+        url: String,
+    },
+}
+
+impl WriterConn {
+    fn conn(&self) -> Conn<'_> {
+        match self {
+            WriterConn::Sqlite(c) => Conn::sqlite(c),
+            WriterConn::Postgres { session, .. } => Conn::postgres(session),
+        }
+    }
+
+    fn begin(&mut self) -> std::result::Result<(), DbError> {
+        match self {
+            WriterConn::Sqlite(c) => Ok(c.execute_batch("BEGIN IMMEDIATE")?),
+            WriterConn::Postgres { session, url } => {
+                if session.get_mut().is_closed() {
+                    tracing::warn!("the PostgreSQL writer connection was lost; reconnecting");
+                    *session.get_mut() = PgSession::connect(url)?;
+                }
+                session.get_mut().batch(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({LOCK_WRITER})"
+                ))
+            }
+        }
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        match self {
+            WriterConn::Sqlite(c) => Ok(c
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(DbError::from)?),
+            WriterConn::Postgres { .. } => Ok(()),
+        }
+    }
+}
+
 /// The writer thread: takes every queued write (up to [`MAX_BATCH`]), runs each in its own
 /// savepoint inside one transaction, commits once, then answers each caller. A failing
 /// closure rolls back only its own savepoint. Nobody is answered before the commit.
-fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Command>) {
+fn writer_loop(mut conn: WriterConn, rx: std::sync::mpsc::Receiver<Command>) {
     let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
@@ -113,42 +178,44 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Command>) {
             match cmd {
                 Command::Write(j) => jobs.push(j),
                 Command::Checkpoint(reply) => {
-                    run_batch(&conn, std::mem::take(&mut jobs));
-                    let r = conn
-                        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
-                        .map_err(StoreError::from);
-                    let _ = reply.send(r);
+                    run_batch(&mut conn, std::mem::take(&mut jobs));
+                    let _ = reply.send(conn.checkpoint());
                 }
             }
             if jobs.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        run_batch(&conn, std::mem::take(&mut jobs));
+        run_batch(&mut conn, std::mem::take(&mut jobs));
     }
 }
 
-fn run_batch(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
+fn run_batch(wc: &mut WriterConn, mut jobs: Vec<Box<dyn Job>>) {
     if jobs.is_empty() {
         return;
     }
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = wc.begin() {
         let msg = format!("could not begin a transaction: {e}");
+        tracing::error!(error = %e, "could not begin a write transaction");
         for j in jobs {
             j.finish(Err(msg.clone()));
         }
         return;
     }
+    let conn = wc.conn();
+    let end_tx = |conn: &Conn<'_>| {
+        conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %e, "commit failed");
+            format!("commit failed: {e}")
+        })
+    };
     if jobs.len() == 1 {
         // Alone in its transaction: no savepoint needed (they cost a sub-journal copy of
         // every page touched); a failure rolls the whole transaction back.
-        let ok = jobs.iter_mut().all(|j| j.run(conn));
+        let ok = jobs.iter_mut().all(|j| j.run(&conn));
         let end = if ok {
-            conn.execute_batch("COMMIT").map_err(|e| {
-                let _ = conn.execute_batch("ROLLBACK");
-                tracing::error!(error = %e, "commit failed");
-                format!("commit failed: {e}")
-            })
+            end_tx(&conn)
         } else {
             let _ = conn.execute_batch("ROLLBACK");
             Ok(())
@@ -163,20 +230,16 @@ fn run_batch(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
             j.fail(e.into());
             continue;
         }
-        let end = if j.run(conn) {
-            conn.execute_batch("RELEASE job")
+        let end = if j.run(&conn) {
+            conn.execute_batch("RELEASE SAVEPOINT job")
         } else {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            conn.execute_batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
         };
         if let Err(e) = end {
             j.fail(e.into());
         }
     }
-    let commit = conn.execute_batch("COMMIT").map_err(|e| {
-        let _ = conn.execute_batch("ROLLBACK");
-        tracing::error!(error = %e, "commit failed");
-        format!("commit failed: {e}")
-    });
+    let commit = end_tx(&conn);
     for j in jobs {
         j.finish(commit.clone());
     }
@@ -188,93 +251,111 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        if sync_full { "FULL" } else { "NORMAL" },
-    )?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.pragma_update(None, "cache_size", -32_000)?;
-    Ok(())
-}
-
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let supported = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-    if current > supported {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            supported,
-        });
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)
-            .and_then(|_| tx.pragma_update(None, "user_version", version))
-            .map_err(|source| StoreError::Migration {
-                version: *version,
-                source,
-            })?;
-        tx.commit()?;
-        tracing::info!(version, "applied database migration");
-    }
-    Ok(())
+/// Figures of the write queue, for status endpoints.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct QueueStats {
+    pub capacity: usize,
+    pub depth: usize,
+    /// API writes refused because the queue was full, since start.
+    pub refused: u64,
 }
 
 impl Store {
-    /// Opens (creating and migrating if needed) the database file at `path`.
+    /// Opens (creating and migrating if needed) the SQLite database file at `path`.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
-        let mut writer = Connection::open(path)?;
-        configure(&writer, opts.synchronous_full)?;
-        migrate(&mut writer)?;
-        let sync_full = opts.synchronous_full;
-        let manager = SqliteConnectionManager::file(path)
-            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(move |c| {
-                c.busy_timeout(std::time::Duration::from_secs(10))?;
-                c.pragma_update(
+        Store::open_at(&Location::Sqlite(path.to_path_buf()), opts)
+    }
+
+    /// Opens (migrating if needed) the database at `location`.
+    pub fn open_at(location: &Location, opts: &StoreOptions) -> Result<Store> {
+        let (writer, readers, path, engine) = match location {
+            Location::Sqlite(path) => {
+                let writer = sqlite::open_writer(path, opts.synchronous_full)?;
+                let manager = sqlite::reader_manager(path, opts.synchronous_full);
+                let readers = r2d2::Pool::builder()
+                    .max_size(opts.readers.max(1))
+                    .build(manager)
+                    .map_err(|e| StoreError::Pool(e.to_string()))?;
+                (
+                    WriterConn::Sqlite(writer),
+                    Readers::Sqlite(readers),
+                    Some(path.clone()),
+                    Engine::Sqlite,
+                )
+            }
+            Location::Postgres(url) => {
+                let mut session = PgSession::connect(url)?;
+                session.migrate()?;
+                let readers = r2d2::Pool::builder()
+                    .max_size(opts.readers.max(1))
+                    .min_idle(Some(1))
+                    .build(PgManager { url: url.clone() })
+                    .map_err(|e| StoreError::Pool(e.to_string()))?;
+                (
+                    WriterConn::Postgres {
+                        session: Box::new(RefCell::new(session)),
+                        url: url.clone(),
+                    },
+                    Readers::Postgres(readers),
                     None,
-                    "synchronous",
-                    if sync_full { "FULL" } else { "NORMAL" },
-                )?;
-                Ok(())
-            });
-        let readers = r2d2::Pool::builder()
-            .max_size(opts.readers.max(1))
-            .build(manager)?;
+                    Engine::Postgres,
+                )
+            }
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("openhive-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .map_err(|e| StoreError::Task(format!("starting the writer thread: {e}")))?;
+        let capacity = opts.write_queue.max(1);
         Ok(Store {
             inner: Arc::new(Inner {
                 writer: tx,
+                room: Arc::new(tokio::sync::Semaphore::new(capacity)),
+                capacity,
+                refused: AtomicU64::new(0),
                 readers,
-                path: path.to_path_buf(),
+                path,
+                engine,
             }),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The SQLite file, if this store is SQLite.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
     }
 
-    fn submit<T, E, F>(&self, f: F) -> tokio::sync::oneshot::Receiver<std::result::Result<T, E>>
+    pub fn engine(&self) -> Engine {
+        self.inner.engine
+    }
+
+    /// The write queue's figures.
+    pub fn queue_stats(&self) -> QueueStats {
+        let free = self.inner.room.available_permits();
+        QueueStats {
+            capacity: self.inner.capacity,
+            depth: self.inner.capacity.saturating_sub(free),
+            refused: self.inner.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    fn submit<T, E, F>(
+        &self,
+        f: F,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> tokio::sync::oneshot::Receiver<std::result::Result<T, E>>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let job = TypedJob {
             f: Some(f),
             out: None,
             reply,
+            _permit: permit,
         };
         if let Err(std::sync::mpsc::SendError(Command::Write(job))) =
             self.inner.writer.send(Command::Write(Box::new(job)))
@@ -286,14 +367,38 @@ impl Store {
 
     /// Runs `f` on the writer connection, atomically: its changes commit if it returns `Ok`
     /// and are rolled back if it returns `Err`. Concurrent writes are committed together
-    /// (group commit); this returns only after the commit.
+    /// (group commit); this returns only after the commit. Waits while the queue is full.
     pub async fn write<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
-        self.submit(f)
+        let permit = self
+            .inner
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| E::from(StoreError::Task("the write queue is closed".into())))?;
+        self.submit(f, Some(permit))
+            .await
+            .unwrap_or_else(|_| Err(E::from(StoreError::Task("writer dropped the reply".into()))))
+    }
+
+    /// [`Store::write`] that refuses with [`StoreError::Overloaded`] when the queue is full,
+    /// instead of waiting: API writes use it, so a burst meets `503`, not unbounded memory.
+    pub async fn try_write<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let Ok(permit) = self.inner.room.clone().try_acquire_owned() else {
+            self.inner.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(E::from(StoreError::Overloaded));
+        };
+        self.submit(f, Some(permit))
             .await
             .unwrap_or_else(|_| Err(E::from(StoreError::Task("writer dropped the reply".into()))))
     }
@@ -303,9 +408,9 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
-        self.submit(f)
+        self.submit(f, None)
             .blocking_recv()
             .unwrap_or_else(|_| Err(E::from(StoreError::Task("writer dropped the reply".into()))))
     }
@@ -315,7 +420,7 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.read_blocking(f))
@@ -327,10 +432,18 @@ impl Store {
     pub fn read_blocking<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where
         E: From<StoreError>,
-        F: FnOnce(&Connection) -> std::result::Result<T, E>,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E>,
     {
-        let conn = self.inner.readers.get().map_err(StoreError::from)?;
-        f(&conn)
+        match &self.inner.readers {
+            Readers::Sqlite(pool) => {
+                let conn = pool.get().map_err(|e| StoreError::Pool(e.to_string()))?;
+                f(&Conn::sqlite(&conn))
+            }
+            Readers::Postgres(pool) => {
+                let conn = pool.get().map_err(|e| StoreError::Pool(e.to_string()))?;
+                f(&Conn::postgres(&conn))
+            }
+        }
     }
 
     /// Checkpoints the WAL (after every queued write); called on graceful shutdown.
@@ -346,44 +459,46 @@ impl Store {
 }
 
 /// Reads a value of the `instance_meta` table.
-pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
-    use rusqlite::OptionalExtension;
+pub fn meta_get(conn: &Conn<'_>, key: &str) -> Result<Option<String>> {
+    use crate::engine::OptionalExtension;
     Ok(conn
         .query_row(
             "SELECT value FROM instance_meta WHERE key = ?1",
-            [key],
+            params![key],
             |r| r.get(0),
         )
         .optional()?)
 }
 
 /// Writes a value of the `instance_meta` table.
-pub fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<()> {
+pub fn meta_set(conn: &Conn<'_>, key: &str, value: &str) -> Result<()> {
     conn.execute(
         "INSERT INTO instance_meta(key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [key, value],
+        params![key, value],
     )?;
     Ok(())
 }
 
 /// Adds `delta` to a persistent counter.
-pub fn counter_add(conn: &Connection, name: &str, delta: i64) -> Result<()> {
+pub fn counter_add(conn: &Conn<'_>, name: &str, delta: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO counters(name, value) VALUES (?1, ?2)
          ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-        rusqlite::params![name, delta],
+        params![name, delta],
     )?;
     Ok(())
 }
 
 /// Reads a persistent counter (0 if never written).
-pub fn counter_get(conn: &Connection, name: &str) -> Result<i64> {
-    use rusqlite::OptionalExtension;
+pub fn counter_get(conn: &Conn<'_>, name: &str) -> Result<i64> {
+    use crate::engine::OptionalExtension;
     Ok(conn
-        .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT value FROM counters WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
         .optional()?
         .unwrap_or(0))
 }

@@ -1,35 +1,38 @@
+use crate::engine::DbError;
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(#[from] DbError),
     #[error("database pool error: {0}")]
-    Pool(#[from] r2d2::Error),
+    Pool(String),
     #[error("migration {version} failed: {source}")]
-    Migration {
-        version: u32,
-        source: rusqlite::Error,
-    },
+    Migration { version: u32, source: DbError },
     #[error("database schema version {found} is newer than this binary supports ({supported})")]
     SchemaTooNew { found: u32, supported: u32 },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller's input does not fit (bad cursor, unknown hive in a request...).
     #[error("invalid data: {0}")]
     Invalid(String),
+    /// A stored value does not decode: the database holds something this binary did not
+    /// write. Never answered as a client error.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The write queue is full; try again shortly.
+    #[error("the server is busy; retry shortly")]
+    Overloaded,
     #[error("storage task failed: {0}")]
     Task(String),
 }
 
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// True if the error is a UNIQUE/PRIMARY KEY constraint violation.
-pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-    )
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e.into())
+    }
 }
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,10 +1,11 @@
 //! Hive rows: the log anchor of each hive and the hive read model.
 
+use crate::engine::{Conn, DbResult, OptionalExtension, Row};
 use crate::error::Result;
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::params;
 
 /// The local id of the hive named `name`, if its log exists.
-pub fn id_by_name(conn: &Connection, name: &str) -> Result<Option<String>> {
+pub fn id_by_name(conn: &Conn<'_>, name: &str) -> Result<Option<String>> {
     Ok(conn
         .prepare_cached("SELECT id FROM hives WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
@@ -13,7 +14,7 @@ pub fn id_by_name(conn: &Connection, name: &str) -> Result<Option<String>> {
 
 /// Returns the id of the hive named `name`, creating its (empty, not yet visible) row and
 /// log if needed. Its times come from its events (0 until the creation is applied).
-pub fn ensure_log(conn: &Connection, name: &str) -> Result<String> {
+pub fn ensure_log(conn: &Conn<'_>, name: &str) -> Result<String> {
     if let Some(id) = id_by_name(conn, name)? {
         return Ok(id);
     }
@@ -50,7 +51,7 @@ const HIVE_COLS: &str = "id, name, description, is_public, require_verification,
     allow_anonymous_read, post_permissions, owner_id, owner_instance_id, member_count, seq, \
     created_at, updated_at";
 
-fn hive_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HiveRow> {
+fn hive_row(r: &Row<'_>) -> DbResult<HiveRow> {
     Ok(HiveRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -69,7 +70,7 @@ fn hive_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HiveRow> {
 }
 
 /// The visible hive named `name`.
-pub fn get_by_name(conn: &Connection, name: &str) -> Result<Option<HiveRow>> {
+pub fn get_by_name(conn: &Conn<'_>, name: &str) -> Result<Option<HiveRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {HIVE_COLS} FROM hives
@@ -80,7 +81,7 @@ pub fn get_by_name(conn: &Connection, name: &str) -> Result<Option<HiveRow>> {
 }
 
 /// The visible hive with local id `id`.
-pub fn get_by_id(conn: &Connection, id: &str) -> Result<Option<HiveRow>> {
+pub fn get_by_id(conn: &Conn<'_>, id: &str) -> Result<Option<HiveRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {HIVE_COLS} FROM hives
@@ -92,7 +93,7 @@ pub fn get_by_id(conn: &Connection, id: &str) -> Result<Option<HiveRow>> {
 
 /// Hives `viewer` may see (public, or private ones it belongs to), most members first.
 pub fn list(
-    conn: &Connection,
+    conn: &Conn<'_>,
     viewer: Option<&str>,
     limit: i64,
     offset: i64,
@@ -107,7 +108,7 @@ pub fn list(
              ORDER BY member_count DESC, name ASC LIMIT ?2 OFFSET ?3"
         ))?
         .query_map(params![viewer, limit, offset], hive_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?;
     let total = conn.query_row(
         &format!("SELECT COUNT(*) FROM hives WHERE {filter}"),
         [viewer],
@@ -147,7 +148,7 @@ impl Role {
 }
 
 /// The role of `agent_id` in `hive`.
-pub fn role(conn: &Connection, hive: &HiveRow, agent_id: &str) -> Result<Role> {
+pub fn role(conn: &Conn<'_>, hive: &HiveRow, agent_id: &str) -> Result<Role> {
     if hive.owner_id.as_deref() == Some(agent_id) {
         return Ok(Role::Owner);
     }
@@ -175,7 +176,7 @@ pub struct MemberRow {
 
 /// Members (owner, moderators, members) of a hive, owner first, then by join time.
 pub fn members(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive: &HiveRow,
     limit: i64,
     offset: i64,
@@ -200,7 +201,7 @@ pub fn members(
                 Ok((agent_id, state, is_mod, r.get::<_, i64>(3)?))
             },
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?;
     let total: i64 = conn.query_row(
         "SELECT COUNT(*) FROM memberships WHERE hive_id = ?1 AND agent_id <> ?2
            AND state <> 'banned' AND (state = 'member' OR is_moderator = 1)",
@@ -230,15 +231,12 @@ pub fn members(
 }
 
 /// The event id of the current winner of a state register (what a new change supersedes).
-pub fn register_head(conn: &Connection, hive_id: &str, register: &str) -> Result<Option<String>> {
+pub fn register_head(conn: &Conn<'_>, hive_id: &str, register: &str) -> Result<Option<String>> {
     crate::materialize::register_winner_event(conn, hive_id, register)
 }
 
 /// An agent (local first, else a cached remote one) by name, as events name it.
-pub fn find_agent(
-    conn: &Connection,
-    name: &str,
-) -> Result<Option<openhive_core::payload::AgentRef>> {
+pub fn find_agent(conn: &Conn<'_>, name: &str) -> Result<Option<openhive_core::payload::AgentRef>> {
     Ok(conn
         .prepare_cached(
             "SELECT id, name, instance_id, avatar_url FROM agents WHERE name = ?1

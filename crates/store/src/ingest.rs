@@ -11,13 +11,14 @@
 //! - duplicates (same event id) are dropped before anything else happens.
 
 use crate::db::counter_add;
+use crate::engine::{Conn, DbResult};
 use crate::error::Result;
 use crate::keys;
 use crate::log;
 use crate::materialize::{self, Change, Outcome};
+use crate::params;
 use openhive_core::payload::Payload;
 use openhive_core::{Event, PublicKey};
-use rusqlite::{Connection, params};
 use std::collections::{HashMap, VecDeque};
 
 /// Counter names (table `counters`).
@@ -38,7 +39,7 @@ pub struct Ingested {
 
 /// Appends a verified event and materializes it (or parks it), releasing dependents.
 pub fn ingest(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive_id: &str,
     ev: &Event,
     payload: &Payload,
@@ -82,11 +83,11 @@ pub fn ingest(
 }
 
 /// Removes and returns the logged events that waited for `dep`.
-fn take_pending(conn: &Connection, dep: &str) -> Result<Vec<(Event, Payload)>> {
+fn take_pending(conn: &Conn<'_>, dep: &str) -> Result<Vec<(Event, Payload)>> {
     let ids: Vec<String> = conn
         .prepare_cached("DELETE FROM pending_events WHERE depends_on = ?1 RETURNING event_id")?
         .query_map([dep], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some((_, logged)) = log::get(conn, &id)? {
@@ -129,7 +130,7 @@ impl BatchReport {
 /// event of `events`, whether its signature verified against its origin's known key. A
 /// `false` means "not checked yet" (unknown key, bad signature): `ingest_remote_checked`
 /// decides those itself. Sound because an instance's key never changes once learned.
-pub fn preverify(conn: &Connection, events: &[Event]) -> Result<Vec<bool>> {
+pub fn preverify(conn: &Conn<'_>, events: &[Event]) -> Result<Vec<bool>> {
     let mut key_cache: HashMap<String, Option<PublicKey>> = HashMap::new();
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
@@ -148,7 +149,7 @@ pub fn preverify(conn: &Connection, events: &[Event]) -> Result<Vec<bool>> {
 
 /// Verifies and ingests events received from peer `from` for the hive `hive_id`/`hive_name`.
 pub fn ingest_remote(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive_id: &str,
     hive_name: &str,
     events: &[Event],
@@ -161,7 +162,7 @@ pub fn ingest_remote(
 /// [`ingest_remote`], skipping the signature check of the events marked `true` in
 /// `verified` (aligned with `events`, from [`preverify`]); every other check still runs.
 pub fn ingest_remote_checked(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive_id: &str,
     hive_name: &str,
     events: &[Event],
@@ -224,13 +225,7 @@ pub fn ingest_remote_checked(
     Ok(report)
 }
 
-fn park_unverified(
-    conn: &Connection,
-    hive_id: &str,
-    ev: &Event,
-    from: &str,
-    now: i64,
-) -> Result<()> {
+fn park_unverified(conn: &Conn<'_>, hive_id: &str, ev: &Event, from: &str, now: i64) -> Result<()> {
     let json = serde_json::to_string(ev).map_err(|e| crate::StoreError::Invalid(e.to_string()))?;
     conn.prepare_cached(
         "INSERT OR IGNORE INTO unverified_events
@@ -250,7 +245,7 @@ fn park_unverified(
 
 /// Verifies and ingests the events that waited for `instance_id`'s key (call after the key
 /// was learned). Returns what they changed.
-pub fn release_unverified(conn: &Connection, instance_id: &str, now: i64) -> Result<BatchReport> {
+pub fn release_unverified(conn: &Conn<'_>, instance_id: &str, now: i64) -> Result<BatchReport> {
     let rows: Vec<(String, String, String, Option<String>)> = conn
         .prepare(
             "DELETE FROM unverified_events WHERE origin_instance_id = ?1
@@ -259,7 +254,7 @@ pub fn release_unverified(conn: &Connection, instance_id: &str, now: i64) -> Res
         .query_map([instance_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     let mut total = BatchReport::default();
     for (hive_id, json, id, from) in rows {
         let Ok(ev) = serde_json::from_str::<Event>(&json) else {
@@ -289,14 +284,14 @@ pub fn release_unverified(conn: &Connection, instance_id: &str, now: i64) -> Res
 
 /// Drops events that waited longer than [`PENDING_TTL_MS`] for a dependency or a key.
 /// Returns how many were dropped; each drop is logged and counted.
-pub fn expire_waiting(conn: &Connection, now: i64) -> Result<usize> {
+pub fn expire_waiting(conn: &Conn<'_>, now: i64) -> Result<usize> {
     let cutoff = now - PENDING_TTL_MS;
     let dropped: Vec<(String, String)> = conn
         .prepare(
             "DELETE FROM pending_events WHERE received_at < ?1 RETURNING event_id, depends_on",
         )?
         .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     for (ev, dep) in &dropped {
         tracing::warn!(event = %ev, depends_on = %dep, "dropping event that waited over 24 h for its dependency");
     }
@@ -305,7 +300,7 @@ pub fn expire_waiting(conn: &Connection, now: i64) -> Result<usize> {
             "DELETE FROM unverified_events WHERE received_at < ?1 RETURNING id, origin_instance_id",
         )?
         .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     for (ev, origin) in &unverified {
         tracing::warn!(event = %ev, %origin, "dropping event whose origin key never arrived");
     }
@@ -317,8 +312,8 @@ pub fn expire_waiting(conn: &Connection, now: i64) -> Result<usize> {
 }
 
 /// Number of events waiting for a dependency and for a key.
-pub fn waiting_counts(conn: &Connection) -> Result<(i64, i64)> {
-    let p = conn.query_row("SELECT COUNT(*) FROM pending_events", [], |r| r.get(0))?;
-    let u = conn.query_row("SELECT COUNT(*) FROM unverified_events", [], |r| r.get(0))?;
+pub fn waiting_counts(conn: &Conn<'_>) -> Result<(i64, i64)> {
+    let p = conn.query_row("SELECT COUNT(*) FROM pending_events", (), |r| r.get(0))?;
+    let u = conn.query_row("SELECT COUNT(*) FROM unverified_events", (), |r| r.get(0))?;
     Ok((p, u))
 }

@@ -3,9 +3,10 @@
 //! Invariant: the first key learned for an instance id is kept; a different key claimed
 //! later is refused (and logged by the caller), never silently swapped.
 
+use crate::engine::{Conn, OptionalExtension};
 use crate::error::Result;
+use crate::params;
 use openhive_core::PublicKey;
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// The result of offering a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub enum Learned {
 }
 
 /// The known key of `instance_id`.
-pub fn get(conn: &Connection, instance_id: &str) -> Result<Option<PublicKey>> {
+pub fn get(conn: &Conn<'_>, instance_id: &str) -> Result<Option<PublicKey>> {
     let s: Option<String> = conn
         .prepare_cached("SELECT signing_key FROM instance_keys WHERE instance_id = ?1")?
         .query_row([instance_id], |r| r.get(0))
@@ -26,7 +27,7 @@ pub fn get(conn: &Connection, instance_id: &str) -> Result<Option<PublicKey>> {
 
 /// Records `key` for `instance_id` unless another key is already known.
 pub fn learn(
-    conn: &Connection,
+    conn: &Conn<'_>,
     instance_id: &str,
     key: &PublicKey,
     learned_from: Option<&str>,

@@ -17,8 +17,10 @@
 //! - [`sync_state`]: peers, group links, cursors, tokens, instance keys.
 
 pub mod agents;
+pub mod check;
 pub mod comments;
 pub mod db;
+pub mod engine;
 pub mod error;
 pub mod hives;
 pub mod ingest;
@@ -29,5 +31,6 @@ pub mod posts;
 pub mod search;
 pub mod sync_state;
 
-pub use db::{Store, StoreOptions};
+pub use db::{Location, QueueStats, Store, StoreOptions};
+pub use engine::{Conn, DbError, Engine};
 pub use error::StoreError;

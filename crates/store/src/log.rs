@@ -7,9 +7,10 @@
 //!   insert, so it is gap-free and monotonic per hive;
 //! - rows are never updated or deleted (except when a whole hive is dropped locally).
 
+use crate::engine::{Conn, DbResult, OptionalExtension, Row};
 use crate::error::Result;
+use crate::params;
 use openhive_core::{Event, EventType};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 /// An event as this instance logged it.
@@ -28,7 +29,7 @@ pub struct LoggedEvent {
 /// Appends `ev` to the log of `hive_id`. Returns the assigned seq, or None if an event with
 /// this id is already logged (anywhere).
 pub fn append(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive_id: &str,
     ev: &Event,
     received_from: Option<&str>,
@@ -62,7 +63,7 @@ pub fn append(
     Ok(Some(seq))
 }
 
-pub fn contains(conn: &Connection, event_id: &str) -> Result<bool> {
+pub fn contains(conn: &Conn<'_>, event_id: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM events WHERE id = ?1")?
         .query_row([event_id], |_| Ok(()))
@@ -73,15 +74,10 @@ pub fn contains(conn: &Connection, event_id: &str) -> Result<bool> {
 const COLUMNS: &str = "seq, id, hive_id, event_type, origin_instance_id, origin_ts, payload, \
                        signature, received_from, received_at";
 
-fn row_to_logged(r: &rusqlite::Row<'_>, hive: &str) -> rusqlite::Result<LoggedEvent> {
+fn row_to_logged(r: &Row<'_>, hive: &str) -> DbResult<LoggedEvent> {
     let t: String = r.get(3)?;
-    let event_type = EventType::parse(&t).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            3,
-            rusqlite::types::Type::Text,
-            format!("unknown event type {t}").into(),
-        )
-    })?;
+    let event_type = EventType::parse(&t)
+        .ok_or_else(|| crate::engine::DbError::decode(3, format!("unknown event type {t}")))?;
     Ok(LoggedEvent {
         seq: r.get(0)?,
         event: Event {
@@ -98,7 +94,7 @@ fn row_to_logged(r: &rusqlite::Row<'_>, hive: &str) -> rusqlite::Result<LoggedEv
     })
 }
 
-fn hive_name(conn: &Connection, hive_id: &str) -> Result<String> {
+fn hive_name(conn: &Conn<'_>, hive_id: &str) -> Result<String> {
     Ok(conn
         .prepare_cached("SELECT name FROM hives WHERE id = ?1")?
         .query_row([hive_id], |r| r.get(0))
@@ -107,18 +103,18 @@ fn hive_name(conn: &Connection, hive_id: &str) -> Result<String> {
 }
 
 /// Events of `hive_id` with `seq > since`, in seq order, at most `limit`.
-pub fn since(conn: &Connection, hive_id: &str, since: i64, limit: i64) -> Result<Vec<LoggedEvent>> {
+pub fn since(conn: &Conn<'_>, hive_id: &str, since: i64, limit: i64) -> Result<Vec<LoggedEvent>> {
     let hive = hive_name(conn, hive_id)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
     let rows = stmt.query_map(params![hive_id, since, limit], |r| row_to_logged(r, &hive))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    Ok(rows.collect::<DbResult<Vec<_>>>()?)
 }
 
 /// Newest-first page of the log (for browsing): events with `seq < before`.
 pub fn page_desc(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive_id: &str,
     before: i64,
     limit: i64,
@@ -128,11 +124,11 @@ pub fn page_desc(
         "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
     ))?;
     let rows = stmt.query_map(params![hive_id, before, limit], |r| row_to_logged(r, &hive))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    Ok(rows.collect::<DbResult<Vec<_>>>()?)
 }
 
 /// One logged event by id, with its hive id.
-pub fn get(conn: &Connection, event_id: &str) -> Result<Option<(String, LoggedEvent)>> {
+pub fn get(conn: &Conn<'_>, event_id: &str) -> Result<Option<(String, LoggedEvent)>> {
     let hive_id: Option<String> = conn
         .prepare_cached("SELECT hive_id FROM events WHERE id = ?1")?
         .query_row([event_id], |r| r.get(0))
@@ -149,7 +145,7 @@ pub fn get(conn: &Connection, event_id: &str) -> Result<Option<(String, LoggedEv
 }
 
 /// The last assigned seq of a hive (0 for an empty log).
-pub fn head(conn: &Connection, hive_id: &str) -> Result<i64> {
+pub fn head(conn: &Conn<'_>, hive_id: &str) -> Result<i64> {
     Ok(conn
         .prepare_cached("SELECT seq FROM hives WHERE id = ?1")?
         .query_row([hive_id], |r| r.get(0))

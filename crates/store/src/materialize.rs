@@ -19,13 +19,14 @@
 //! - hive settings, membership, moderators, pins: owner-preferring LWW over register heads
 //!   ([`order::owner_preferring_winner`]); the hive's creation: earliest wins.
 
+use crate::engine::{Conn, DbResult, OptionalExtension, Value};
 use crate::error::Result;
+use crate::params;
 use openhive_core::Event;
 use openhive_core::order::{self, Candidate};
 use openhive_core::payload::{
     self, AgentRef, MembershipAction, ModeratorAction, Payload, TargetType,
 };
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// What an applied event changed, for realtime notification after commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +109,7 @@ pub fn hive_dep(hive_id: &str) -> String {
 }
 
 struct Ctx<'a> {
-    conn: &'a Connection,
+    conn: &'a Conn<'a>,
     hive_id: &'a str,
     ev: &'a Event,
 }
@@ -123,7 +124,7 @@ impl Ctx<'_> {
 }
 
 /// Applies one verified, logged event to the projection.
-pub fn apply(conn: &Connection, hive_id: &str, ev: &Event, p: &Payload) -> Result<Outcome> {
+pub fn apply(conn: &Conn<'_>, hive_id: &str, ev: &Event, p: &Payload) -> Result<Outcome> {
     let cx = Ctx { conn, hive_id, ev };
     match p {
         Payload::HiveCreated(p) => hive_created(&cx, p),
@@ -307,7 +308,7 @@ fn agent_register<A: serde::Serialize>(
     agent: &AgentRef,
     prev: Option<&str>,
     action: &A,
-    recompute: fn(&Connection, &str, &str) -> Result<()>,
+    recompute: fn(&Conn<'_>, &str, &str) -> Result<()>,
 ) -> Result<Outcome> {
     if !hive_exists(cx)? {
         return Ok(Outcome::Waiting {
@@ -396,7 +397,7 @@ fn add_candidate(cx: &Ctx<'_>, register: &str, prev: Option<&str>, value: &str) 
 
 /// The owner-preferring winner of a register: (value, origin_ts), or None if no candidate.
 fn register_winner(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive_id: &str,
     register: &str,
 ) -> Result<Option<(String, i64)>> {
@@ -405,7 +406,7 @@ fn register_winner(
 
 /// The event id of the owner-preferring winner of a register.
 pub fn register_winner_event(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive_id: &str,
     register: &str,
 ) -> Result<Option<String>> {
@@ -413,7 +414,7 @@ pub fn register_winner_event(
 }
 
 fn register_winner_full(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive_id: &str,
     register: &str,
 ) -> Result<Option<(Candidate, String)>> {
@@ -438,7 +439,7 @@ fn register_winner_full(
                 r.get::<_, String>(4)?,
             ))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?;
     let cands: Vec<Candidate> = rows.iter().map(|(c, _)| c.clone()).collect();
     Ok(
         order::owner_preferring_winner(&cands, owner.as_deref().unwrap_or(""))
@@ -446,7 +447,7 @@ fn register_winner_full(
     )
 }
 
-fn recompute_all_registers(conn: &Connection, hive_id: &str) -> Result<()> {
+fn recompute_all_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
     // Base values come from the winning creation; registers override them.
     for key in payload::SETTING_KEYS {
         recompute_setting(conn, hive_id, key)?;
@@ -454,7 +455,7 @@ fn recompute_all_registers(conn: &Connection, hive_id: &str) -> Result<()> {
     let registers: Vec<String> = conn
         .prepare("SELECT DISTINCT register FROM state_candidates WHERE hive_id = ?1 AND register <> 'hive'")?
         .query_map([hive_id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     for reg in registers {
         if let Some(agent) = reg.strip_prefix("member:") {
             recompute_membership(conn, hive_id, agent)?;
@@ -467,7 +468,7 @@ fn recompute_all_registers(conn: &Connection, hive_id: &str) -> Result<()> {
     Ok(())
 }
 
-fn recompute_setting(conn: &Connection, hive_id: &str, key: &str) -> Result<()> {
+fn recompute_setting(conn: &Conn<'_>, hive_id: &str, key: &str) -> Result<()> {
     let value: serde_json::Value = match register_winner(conn, hive_id, &format!("setting:{key}"))?
     {
         Some((v, _)) => serde_json::from_str(&v).unwrap_or(serde_json::Value::Null),
@@ -513,7 +514,7 @@ fn recompute_setting(conn: &Connection, hive_id: &str, key: &str) -> Result<()> 
     Ok(())
 }
 
-fn ensure_membership_row(conn: &Connection, hive_id: &str, agent_id: &str) -> Result<()> {
+fn ensure_membership_row(conn: &Conn<'_>, hive_id: &str, agent_id: &str) -> Result<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO memberships (hive_id, agent_id, state, is_moderator, joined_at)
          VALUES (?1, ?2, 'left', 0, 0)",
@@ -522,7 +523,7 @@ fn ensure_membership_row(conn: &Connection, hive_id: &str, agent_id: &str) -> Re
     Ok(())
 }
 
-fn recompute_membership(conn: &Connection, hive_id: &str, agent_id: &str) -> Result<()> {
+fn recompute_membership(conn: &Conn<'_>, hive_id: &str, agent_id: &str) -> Result<()> {
     ensure_membership_row(conn, hive_id, agent_id)?;
     let (state, ts) = match register_winner(conn, hive_id, &format!("member:{agent_id}"))? {
         Some((v, ts)) => {
@@ -544,7 +545,7 @@ fn recompute_membership(conn: &Connection, hive_id: &str, agent_id: &str) -> Res
     recompute_member_count(conn, hive_id)
 }
 
-fn recompute_moderator(conn: &Connection, hive_id: &str, agent_id: &str) -> Result<()> {
+fn recompute_moderator(conn: &Conn<'_>, hive_id: &str, agent_id: &str) -> Result<()> {
     ensure_membership_row(conn, hive_id, agent_id)?;
     let is_mod = match register_winner(conn, hive_id, &format!("moderator:{agent_id}"))? {
         Some((v, _)) => {
@@ -560,7 +561,7 @@ fn recompute_moderator(conn: &Connection, hive_id: &str, agent_id: &str) -> Resu
 }
 
 /// Members are the agents whose membership register says `member`, plus the owner.
-fn recompute_member_count(conn: &Connection, hive_id: &str) -> Result<()> {
+fn recompute_member_count(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
     conn.execute(
         "UPDATE hives SET member_count =
            (SELECT COUNT(*) FROM memberships m
@@ -573,7 +574,7 @@ fn recompute_member_count(conn: &Connection, hive_id: &str) -> Result<()> {
     Ok(())
 }
 
-fn recompute_pin(conn: &Connection, hive_id: &str, post_id: &str) -> Result<()> {
+fn recompute_pin(conn: &Conn<'_>, hive_id: &str, post_id: &str) -> Result<()> {
     let pinned = register_winner(conn, hive_id, &format!("pin:{post_id}"))?
         .map(|(v, _)| v == "true")
         .unwrap_or(false);
@@ -624,7 +625,7 @@ struct PostRef {
     deleted: bool,
 }
 
-fn find_post(conn: &Connection, hive_id: &str, post_id: &str) -> Result<Option<PostRef>> {
+fn find_post(conn: &Conn<'_>, hive_id: &str, post_id: &str) -> Result<Option<PostRef>> {
     Ok(conn
         .prepare_cached("SELECT author_id, deleted FROM posts WHERE id = ?1 AND hive_id = ?2")?
         .query_row(params![post_id, hive_id], |r| {
@@ -737,7 +738,7 @@ struct CommentRef {
     hidden: bool,
 }
 
-fn find_comment(conn: &Connection, hive_id: &str, id: &str) -> Result<Option<CommentRef>> {
+fn find_comment(conn: &Conn<'_>, hive_id: &str, id: &str) -> Result<Option<CommentRef>> {
     Ok(conn
         .prepare_cached(
             "SELECT post_id, author_id, depth, path, deleted, hidden FROM comments
@@ -827,7 +828,7 @@ fn comment_created(cx: &Ctx<'_>, p: &payload::CommentCreated) -> Result<Outcome>
 /// Comment counts are kept incrementally: +1 per visible comment created, minus the visible
 /// comments a delete hides. The result equals the number of visible comments, a function of
 /// the event set; counting on every insert would be O(comments of the post).
-fn add_comment_count(conn: &Connection, post_id: &str, delta: i64) -> Result<()> {
+fn add_comment_count(conn: &Conn<'_>, post_id: &str, delta: i64) -> Result<()> {
     if delta != 0 {
         conn.prepare_cached("UPDATE posts SET comment_count = comment_count + ?2 WHERE id = ?1")?
             .execute(params![post_id, delta])?;
@@ -928,16 +929,33 @@ fn vote_cast(cx: &Ctx<'_>, p: &payload::VoteCast) -> Result<Outcome> {
 
 /// A canonical dump of everything the materializer derives for one hive. Two replicas that
 /// applied the same set of events have equal digests.
-pub fn state_digest(conn: &Connection, hive_id: &str) -> Result<String> {
+pub fn state_digest(conn: &Conn<'_>, hive_id: &str) -> Result<String> {
     use std::fmt::Write;
     let mut out = String::new();
     let mut dump = |sql: &str, cols: usize| -> Result<()> {
-        let mut stmt = conn.prepare(sql)?;
-        let mut rows = stmt.query([hive_id])?;
-        while let Some(r) = rows.next()? {
-            for i in 0..cols {
-                let v: rusqlite::types::Value = r.get(i)?;
-                let _ = write!(out, "{v:?}|");
+        let rows = conn.prepare(sql)?.query_map([hive_id], |r| {
+            (0..cols)
+                .map(|i| r.get::<_, Value>(i))
+                .collect::<DbResult<Vec<_>>>()
+        })?;
+        for r in rows {
+            for v in r? {
+                match v {
+                    Value::Null => out.push_str("null"),
+                    Value::Int(i) => {
+                        let _ = write!(out, "{i}");
+                    }
+                    Value::Real(f) => {
+                        let _ = write!(out, "{f:.9}");
+                    }
+                    Value::Text(t) => {
+                        let _ = write!(out, "{t:?}");
+                    }
+                    Value::Blob(b) => {
+                        let _ = write!(out, "{b:?}");
+                    }
+                }
+                out.push('|');
             }
             out.push('\n');
         }
@@ -952,7 +970,7 @@ pub fn state_digest(conn: &Connection, hive_id: &str) -> Result<String> {
         14,
     )?;
     dump(
-        "SELECT id, author_id, title, content, url, score, printf('%.9f', hot), comment_count,
+        "SELECT id, author_id, title, content, url, score, hot, comment_count,
                 is_pinned, deleted, created_at, updated_at
          FROM posts WHERE hive_id = ?1 ORDER BY id",
         12,

@@ -2,8 +2,9 @@
 //! (cursor) pagination, all joined with their author (local or remote, one table).
 
 use crate::error::{Result, StoreError};
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, params_from_iter};
+
+use crate::engine::{Conn, DbResult, OptionalExtension, Row, Value, params_from_iter};
+use crate::params;
 
 /// The author columns every content row carries.
 #[derive(Debug, Clone)]
@@ -84,7 +85,7 @@ pub struct Page {
 pub(crate) const AUTHOR_COLS: &str = "a.id, a.name, a.description, a.avatar_url, a.karma, \
     a.verification_status = 'verified', a.created_at, a.account_type, a.instance_id, a.is_local";
 
-pub(crate) fn author_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Author> {
+pub(crate) fn author_at(r: &Row<'_>, i: usize) -> DbResult<Author> {
     Ok(Author {
         id: r.get(i)?,
         name: r.get(i + 1)?,
@@ -110,7 +111,7 @@ fn select(viewer_param: usize) -> String {
     )
 }
 
-fn post_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PostRow> {
+fn post_row(r: &Row<'_>) -> DbResult<PostRow> {
     Ok(PostRow {
         id: r.get(0)?,
         hive_id: r.get(1)?,
@@ -131,14 +132,14 @@ fn post_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PostRow> {
 }
 
 /// A live (not deleted, in a visible hive) post.
-pub fn get(conn: &Connection, id: &str, viewer: Option<&str>) -> Result<Option<PostRow>> {
+pub fn get(conn: &Conn<'_>, id: &str, viewer: Option<&str>) -> Result<Option<PostRow>> {
     let sql = format!(
         "{} WHERE p.id = ?2 AND p.deleted = 0 AND h.deleted = 0",
         select(1)
     );
     Ok(conn
         .prepare_cached(&sql)?
-        .query_row(rusqlite::params![viewer.unwrap_or(""), id], post_row)
+        .query_row(params![viewer.unwrap_or(""), id], post_row)
         .optional()?)
 }
 
@@ -157,7 +158,7 @@ pub const TOTAL_CAP: i64 = 10_000;
 /// Lists posts. Returns the page, whether more exist, and the total matching the filter
 /// (capped at [`TOTAL_CAP`] for cross-hive listings and `since` queries).
 pub fn list(
-    conn: &Connection,
+    conn: &Conn<'_>,
     scope: &Scope,
     sort: Sort,
     page: &Page,
@@ -183,7 +184,7 @@ pub fn list(
         )),
     }
     if let Some(since) = page.since {
-        args.push(Value::Integer(since));
+        args.push(Value::Int(since));
         filter.push_str(&format!(" AND p.created_at > ?{}", args.len()));
     }
     // One hive: its maintained live count (O(1)). Across hives, or with `since`: counted,
@@ -210,7 +211,7 @@ pub fn list(
         let n = args.len();
         match (sort, parts.as_slice()) {
             (Sort::New, ["n", ts, id]) => {
-                args.push(Value::Integer(ts.parse().map_err(|_| bad())?));
+                args.push(Value::Int(ts.parse().map_err(|_| bad())?));
                 args.push(Value::Text((*id).to_string()));
                 keyset = format!(
                     " AND (p.created_at < ?{a} OR (p.created_at = ?{a} AND p.id < ?{b}))",
@@ -219,8 +220,8 @@ pub fn list(
                 );
             }
             (Sort::Top, ["t", score, ts, id]) => {
-                args.push(Value::Integer(score.parse().map_err(|_| bad())?));
-                args.push(Value::Integer(ts.parse().map_err(|_| bad())?));
+                args.push(Value::Int(score.parse().map_err(|_| bad())?));
+                args.push(Value::Int(ts.parse().map_err(|_| bad())?));
                 args.push(Value::Text((*id).to_string()));
                 keyset = format!(
                     " AND (p.score < ?{a} OR (p.score = ?{a} AND (p.created_at < ?{b}
@@ -252,9 +253,9 @@ pub fn list(
     } else {
         page.offset
     };
-    args.push(Value::Integer(page.limit + 1));
+    args.push(Value::Int(page.limit + 1));
     let lim = args.len();
-    args.push(Value::Integer(offset));
+    args.push(Value::Int(offset));
     let off = args.len();
     let sql = format!(
         "{} WHERE {filter}{keyset} ORDER BY {order} LIMIT ?{lim} OFFSET ?{off}",
@@ -263,14 +264,14 @@ pub fn list(
     let mut rows = conn
         .prepare_cached(&sql)?
         .query_map(params_from_iter(args.iter()), post_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?;
     let has_more = rows.len() as i64 > page.limit;
     rows.truncate(page.limit.max(0) as usize);
     Ok((rows, has_more, total))
 }
 
 /// The caller's current vote on a target (0 if none).
-pub fn current_vote(conn: &Connection, target_id: &str, voter_id: &str) -> Result<i64> {
+pub fn current_vote(conn: &Conn<'_>, target_id: &str, voter_id: &str) -> Result<i64> {
     Ok(conn
         .prepare_cached("SELECT value FROM votes WHERE target_id = ?1 AND voter_id = ?2")?
         .query_row([target_id, voter_id], |r| r.get(0))
@@ -279,7 +280,7 @@ pub fn current_vote(conn: &Connection, target_id: &str, voter_id: &str) -> Resul
 }
 
 /// The score of a post or comment.
-pub fn score_of(conn: &Connection, target_id: &str) -> Result<i64> {
+pub fn score_of(conn: &Conn<'_>, target_id: &str) -> Result<i64> {
     let p: Option<i64> = conn
         .prepare_cached("SELECT score FROM posts WHERE id = ?1")?
         .query_row([target_id], |r| r.get(0))
@@ -295,7 +296,7 @@ pub fn score_of(conn: &Connection, target_id: &str) -> Result<i64> {
 }
 
 /// Minimal facts about a post for authorization: (hive_id, author_id), live posts only.
-pub fn owner_facts(conn: &Connection, id: &str) -> Result<Option<(String, String)>> {
+pub fn owner_facts(conn: &Conn<'_>, id: &str) -> Result<Option<(String, String)>> {
     Ok(conn
         .prepare_cached("SELECT hive_id, author_id FROM posts WHERE id = ?1 AND deleted = 0")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -303,7 +304,7 @@ pub fn owner_facts(conn: &Connection, id: &str) -> Result<Option<(String, String
 }
 
 /// One agent (local or remote) in the shape content rows carry.
-pub fn author_by_id(conn: &Connection, id: &str) -> Result<Option<Author>> {
+pub fn author_by_id(conn: &Conn<'_>, id: &str) -> Result<Option<Author>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {AUTHOR_COLS} FROM agents a WHERE a.id = ?1"

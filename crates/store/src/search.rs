@@ -2,10 +2,11 @@
 //! included. User input never reaches FTS syntax: each term is quoted and prefix-matched.
 
 use crate::comments::CommentRow;
+use crate::engine::{Conn, DbResult};
 use crate::error::Result;
 use crate::hives::HiveRow;
+use crate::params;
 use crate::posts::{Author, PostRow};
-use rusqlite::{Connection, params};
 
 /// Turns free text into a safe FTS5 query: `"term"*` per term, ANDed. None if no terms.
 pub fn fts_query(q: &str) -> Option<String> {
@@ -31,7 +32,7 @@ const READABLE: &str = "(h.is_public = 1 OR h.owner_id = ?2 OR EXISTS (SELECT 1 
 
 /// Posts matching `q`, best first, optionally within one hive.
 pub fn posts(
-    conn: &Connection,
+    conn: &Conn<'_>,
     q: &str,
     viewer: Option<&str>,
     hive_id: Option<&str>,
@@ -52,7 +53,7 @@ pub fn posts(
         .query_map(params![fts, viewer.unwrap_or(""), hive_id, limit], |r| {
             r.get(0)
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     let total: i64 = conn
         .prepare_cached(&format!(
             "SELECT COUNT(*) FROM (SELECT 1 FROM posts_fts f JOIN posts p ON p.rowid = f.rowid
@@ -72,7 +73,7 @@ pub fn posts(
 
 /// Comments matching `q`.
 pub fn comments(
-    conn: &Connection,
+    conn: &Conn<'_>,
     q: &str,
     viewer: Option<&str>,
     limit: i64,
@@ -89,7 +90,7 @@ pub fn comments(
              ORDER BY f.rank LIMIT 1000"
         ))?
         .query_map(params![fts, viewer.unwrap_or("")], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     let total = ids.len() as i64;
     let mut out = Vec::new();
     for id in ids.iter().take(limit.max(0) as usize) {
@@ -101,7 +102,7 @@ pub fn comments(
 }
 
 /// Agents (local and remote) matching `q`.
-pub fn agents(conn: &Connection, q: &str, limit: i64) -> Result<(Vec<Author>, i64)> {
+pub fn agents(conn: &Conn<'_>, q: &str, limit: i64) -> Result<(Vec<Author>, i64)> {
     let Some(fts) = fts_query(q) else {
         return Ok((Vec::new(), 0));
     };
@@ -112,7 +113,7 @@ pub fn agents(conn: &Connection, q: &str, limit: i64) -> Result<(Vec<Author>, i6
             crate::posts::AUTHOR_COLS
         ))?
         .query_map(params![fts], |r| crate::posts::author_at(r, 0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     let total = rows.len() as i64;
     Ok((
         rows.into_iter().take(limit.max(0) as usize).collect(),
@@ -122,7 +123,7 @@ pub fn agents(conn: &Connection, q: &str, limit: i64) -> Result<(Vec<Author>, i6
 
 /// Hives matching `q` that the viewer may see.
 pub fn hives(
-    conn: &Connection,
+    conn: &Conn<'_>,
     q: &str,
     viewer: Option<&str>,
     limit: i64,
@@ -138,7 +139,7 @@ pub fn hives(
              ORDER BY f.rank LIMIT 1000"
         ))?
         .query_map(params![fts, viewer.unwrap_or("")], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     let total = ids.len() as i64;
     let mut out = Vec::new();
     for id in ids.iter().take(limit.max(0) as usize) {

@@ -13,9 +13,10 @@
 //! - `token_out` (the secret we present to a peer) never leaves this module except to the
 //!   HTTP client that sends it.
 
+use crate::engine::{Conn, DbResult, OptionalExtension, Row, params_from_iter};
 use crate::error::Result;
+use crate::params;
 use openhive_core::ids;
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// How many issued tokens are kept per (peer, hive): two, so that a double handshake (both
 /// sides initiating at once) leaves each side holding a valid token.
@@ -54,7 +55,7 @@ pub struct GroupRow {
 /// Makes the hive `hive_id` a sync group with `self_id` in its roster. Returns true if the
 /// group was created by this call.
 pub fn ensure_group(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive_id: &str,
     hive_name: &str,
     self_id: &str,
@@ -68,7 +69,7 @@ pub fn ensure_group(
     Ok(n > 0)
 }
 
-fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
+fn group_row(r: &Row<'_>) -> DbResult<GroupRow> {
     Ok(GroupRow {
         hive_id: r.get(0)?,
         hive_name: r.get(1)?,
@@ -76,7 +77,7 @@ fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
     })
 }
 
-pub fn group_by_name(conn: &Connection, hive_name: &str) -> Result<Option<GroupRow>> {
+pub fn group_by_name(conn: &Conn<'_>, hive_name: &str) -> Result<Option<GroupRow>> {
     Ok(conn
         .prepare_cached(
             "SELECT hive_id, hive_name, created_at FROM sync_groups WHERE hive_name = ?1",
@@ -85,7 +86,7 @@ pub fn group_by_name(conn: &Connection, hive_name: &str) -> Result<Option<GroupR
         .optional()?)
 }
 
-pub fn group_by_hive_id(conn: &Connection, hive_id: &str) -> Result<Option<GroupRow>> {
+pub fn group_by_hive_id(conn: &Conn<'_>, hive_id: &str) -> Result<Option<GroupRow>> {
     Ok(conn
         .prepare_cached(
             "SELECT hive_id, hive_name, created_at FROM sync_groups WHERE hive_id = ?1",
@@ -94,18 +95,18 @@ pub fn group_by_hive_id(conn: &Connection, hive_id: &str) -> Result<Option<Group
         .optional()?)
 }
 
-pub fn list_groups(conn: &Connection) -> Result<Vec<GroupRow>> {
+pub fn list_groups(conn: &Conn<'_>) -> Result<Vec<GroupRow>> {
     Ok(conn
         .prepare_cached(
             "SELECT hive_id, hive_name, created_at FROM sync_groups ORDER BY hive_name",
         )?
-        .query_map([], group_row)?
-        .collect::<rusqlite::Result<_>>()?)
+        .query_map((), group_row)?
+        .collect::<DbResult<_>>()?)
 }
 
 /// Stops syncing a hive: removes the group, its roster, its links and tokens. The hive's
 /// log and content stay.
-pub fn delete_group(conn: &Connection, hive_id: &str) -> Result<bool> {
+pub fn delete_group(conn: &Conn<'_>, hive_id: &str) -> Result<bool> {
     conn.execute("DELETE FROM peer_tokens WHERE hive_id = ?1", [hive_id])?;
     conn.execute("DELETE FROM peer_groups WHERE hive_id = ?1", [hive_id])?;
     conn.execute("DELETE FROM group_members WHERE hive_id = ?1", [hive_id])?;
@@ -113,7 +114,7 @@ pub fn delete_group(conn: &Connection, hive_id: &str) -> Result<bool> {
 }
 
 /// Adds `instance_id` to the roster of `hive_id`. Returns true if it was new.
-pub fn add_member(conn: &Connection, hive_id: &str, instance_id: &str) -> Result<bool> {
+pub fn add_member(conn: &Conn<'_>, hive_id: &str, instance_id: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached(
             "INSERT OR IGNORE INTO group_members (hive_id, instance_id) VALUES (?1, ?2)",
@@ -123,7 +124,7 @@ pub fn add_member(conn: &Connection, hive_id: &str, instance_id: &str) -> Result
 }
 
 /// The roster of a group: `(instance_id, signing_key)` of every member whose key is known.
-pub fn roster(conn: &Connection, hive_id: &str) -> Result<Vec<(String, String)>> {
+pub fn roster(conn: &Conn<'_>, hive_id: &str) -> Result<Vec<(String, String)>> {
     Ok(conn
         .prepare_cached(
             "SELECT m.instance_id, k.signing_key FROM group_members m
@@ -131,7 +132,7 @@ pub fn roster(conn: &Connection, hive_id: &str) -> Result<Vec<(String, String)>>
              WHERE m.hive_id = ?1 ORDER BY m.instance_id",
         )?
         .query_map([hive_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?)
+        .collect::<DbResult<_>>()?)
 }
 
 // ── Peers ───────────────────────────────────────────────────────────────────────────────
@@ -154,7 +155,7 @@ pub struct PeerRow {
 const PEER_COLS: &str = "id, name, endpoint, instance_id, source, status, failure_count, \
                          last_contact_at, last_error, created_at, updated_at";
 
-fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PeerRow> {
+fn peer_row(r: &Row<'_>) -> DbResult<PeerRow> {
     Ok(PeerRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -170,32 +171,32 @@ fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PeerRow> {
     })
 }
 
-fn peer_where(conn: &Connection, cond: &str, arg: &str) -> Result<Option<PeerRow>> {
+fn peer_where(conn: &Conn<'_>, cond: &str, arg: &str) -> Result<Option<PeerRow>> {
     Ok(conn
         .prepare_cached(&format!("SELECT {PEER_COLS} FROM peers WHERE {cond} = ?1"))?
         .query_row([arg], peer_row)
         .optional()?)
 }
 
-pub fn peer_by_id(conn: &Connection, id: &str) -> Result<Option<PeerRow>> {
+pub fn peer_by_id(conn: &Conn<'_>, id: &str) -> Result<Option<PeerRow>> {
     peer_where(conn, "id", id)
 }
 
-pub fn peer_by_endpoint(conn: &Connection, endpoint: &str) -> Result<Option<PeerRow>> {
+pub fn peer_by_endpoint(conn: &Conn<'_>, endpoint: &str) -> Result<Option<PeerRow>> {
     peer_where(conn, "endpoint", endpoint)
 }
 
-pub fn peer_by_instance(conn: &Connection, instance_id: &str) -> Result<Option<PeerRow>> {
+pub fn peer_by_instance(conn: &Conn<'_>, instance_id: &str) -> Result<Option<PeerRow>> {
     peer_where(conn, "instance_id", instance_id)
 }
 
-pub fn list_peers(conn: &Connection) -> Result<Vec<PeerRow>> {
+pub fn list_peers(conn: &Conn<'_>) -> Result<Vec<PeerRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {PEER_COLS} FROM peers ORDER BY created_at, id"
         ))?
-        .query_map([], peer_row)?
-        .collect::<rusqlite::Result<_>>()?)
+        .query_map((), peer_row)?
+        .collect::<DbResult<_>>()?)
 }
 
 fn new_peer_id() -> String {
@@ -208,7 +209,7 @@ fn new_peer_id() -> String {
 /// Adds a configured peer (source `api` or `config`), or returns the existing row with that
 /// endpoint (renamed to `name`; a handshake-learned row becomes configured).
 pub fn upsert_configured_peer(
-    conn: &Connection,
+    conn: &Conn<'_>,
     name: &str,
     endpoint: &str,
     source: &str,
@@ -238,7 +239,7 @@ pub fn upsert_configured_peer(
 /// Matches by instance id, then by endpoint; if two rows match (a configured row without an
 /// instance id and a handshake-learned row), they are merged into one. Returns the peer id.
 pub fn upsert_handshake_peer(
-    conn: &Connection,
+    conn: &Conn<'_>,
     instance_id: &str,
     name: &str,
     endpoint: &str,
@@ -293,7 +294,7 @@ pub fn upsert_handshake_peer(
     }
 }
 
-fn merge_peer_into(conn: &Connection, from: &str, into: &str) -> Result<()> {
+fn merge_peer_into(conn: &Conn<'_>, from: &str, into: &str) -> Result<()> {
     // Links of `from` the kept row lacks move over; tokens follow.
     conn.execute(
         "UPDATE OR IGNORE peer_groups SET peer_id = ?2 WHERE peer_id = ?1",
@@ -310,7 +311,7 @@ fn merge_peer_into(conn: &Connection, from: &str, into: &str) -> Result<()> {
 
 /// Renames a peer and/or changes its endpoint.
 pub fn update_peer(
-    conn: &Connection,
+    conn: &Conn<'_>,
     id: &str,
     name: Option<&str>,
     endpoint: Option<&str>,
@@ -332,14 +333,14 @@ pub fn update_peer(
 }
 
 /// Deletes a peer with its links and tokens.
-pub fn delete_peer(conn: &Connection, id: &str) -> Result<bool> {
+pub fn delete_peer(conn: &Conn<'_>, id: &str) -> Result<bool> {
     conn.execute("DELETE FROM peer_tokens WHERE peer_id = ?1", [id])?;
     conn.execute("DELETE FROM peer_groups WHERE peer_id = ?1", [id])?;
     Ok(conn.execute("DELETE FROM peers WHERE id = ?1", [id])? > 0)
 }
 
 /// A successful contact in either direction: failures reset, status active.
-pub fn record_contact(conn: &Connection, peer_id: &str, now: i64) -> Result<()> {
+pub fn record_contact(conn: &Conn<'_>, peer_id: &str, now: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE peers SET failure_count = 0, status = 'active', last_contact_at = ?2,
            last_error = NULL, updated_at = ?2 WHERE id = ?1",
@@ -351,7 +352,7 @@ pub fn record_contact(conn: &Connection, peer_id: &str, now: i64) -> Result<()> 
 /// A failed request to the peer. After `error_after` consecutive failures the status becomes
 /// `error` (unless the peer is already `unreachable`). Returns the new failure count.
 pub fn record_failure(
-    conn: &Connection,
+    conn: &Conn<'_>,
     peer_id: &str,
     error: &str,
     error_after: i64,
@@ -371,7 +372,7 @@ pub fn record_failure(
 
 /// Marks `unreachable` every peer not heard from since `cutoff` (peers never contacted count
 /// from their creation). Returns the ids newly marked.
-pub fn mark_unreachable(conn: &Connection, cutoff: i64, now: i64) -> Result<Vec<String>> {
+pub fn mark_unreachable(conn: &Conn<'_>, cutoff: i64, now: i64) -> Result<Vec<String>> {
     Ok(conn
         .prepare_cached(
             "UPDATE peers SET status = 'unreachable', updated_at = ?2
@@ -379,7 +380,7 @@ pub fn mark_unreachable(conn: &Connection, cutoff: i64, now: i64) -> Result<Vec<
              RETURNING id",
         )?
         .query_map(params![cutoff, now], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?)
+        .collect::<DbResult<_>>()?)
 }
 
 // ── Links ───────────────────────────────────────────────────────────────────────────────
@@ -418,7 +419,7 @@ const LINK_COLS: &str = "l.peer_id, l.hive_id, g.hive_name, l.state, l.token_out
     l.last_seq_sent, l.last_seq_received, l.remote_seq, l.events_received, l.events_rejected, \
     l.last_error, l.last_sync_at";
 
-fn link_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRow> {
+fn link_row(r: &Row<'_>) -> DbResult<LinkRow> {
     Ok(LinkRow {
         peer_id: r.get(0)?,
         hive_id: r.get(1)?,
@@ -435,20 +436,20 @@ fn link_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRow> {
     })
 }
 
-fn links_where(conn: &Connection, cond: &str, args: &[&str]) -> Result<Vec<LinkRow>> {
+fn links_where(conn: &Conn<'_>, cond: &str, args: &[&str]) -> Result<Vec<LinkRow>> {
     let sql = format!(
         "SELECT {LINK_COLS} FROM peer_groups l JOIN sync_groups g ON g.hive_id = l.hive_id
          WHERE {cond} ORDER BY g.hive_name, l.peer_id"
     );
     Ok(conn
         .prepare_cached(&sql)?
-        .query_map(rusqlite::params_from_iter(args.iter()), link_row)?
-        .collect::<rusqlite::Result<_>>()?)
+        .query_map(params_from_iter(args.iter()), link_row)?
+        .collect::<DbResult<_>>()?)
 }
 
 /// Creates the link if missing (in `state`); a `left` link is reopened in `state`.
 /// Returns true if the link was created or reopened.
-pub fn ensure_link(conn: &Connection, peer_id: &str, hive_id: &str, state: &str) -> Result<bool> {
+pub fn ensure_link(conn: &Conn<'_>, peer_id: &str, hive_id: &str, state: &str) -> Result<bool> {
     let n = conn.execute(
         "INSERT INTO peer_groups (peer_id, hive_id, state) VALUES (?1, ?2, ?3)
          ON CONFLICT(peer_id, hive_id) DO UPDATE SET state = excluded.state
@@ -458,7 +459,7 @@ pub fn ensure_link(conn: &Connection, peer_id: &str, hive_id: &str, state: &str)
     Ok(n > 0)
 }
 
-pub fn link(conn: &Connection, peer_id: &str, hive_id: &str) -> Result<Option<LinkRow>> {
+pub fn link(conn: &Conn<'_>, peer_id: &str, hive_id: &str) -> Result<Option<LinkRow>> {
     Ok(links_where(
         conn,
         "l.peer_id = ?1 AND l.hive_id = ?2",
@@ -468,20 +469,20 @@ pub fn link(conn: &Connection, peer_id: &str, hive_id: &str) -> Result<Option<Li
     .next())
 }
 
-pub fn links_for_peer(conn: &Connection, peer_id: &str) -> Result<Vec<LinkRow>> {
+pub fn links_for_peer(conn: &Conn<'_>, peer_id: &str) -> Result<Vec<LinkRow>> {
     links_where(conn, "l.peer_id = ?1", &[peer_id])
 }
 
-pub fn links_for_hive(conn: &Connection, hive_id: &str) -> Result<Vec<LinkRow>> {
+pub fn links_for_hive(conn: &Conn<'_>, hive_id: &str) -> Result<Vec<LinkRow>> {
     links_where(conn, "l.hive_id = ?1", &[hive_id])
 }
 
 /// Every link that is not `left` (the links the engine runs workers for).
-pub fn live_links(conn: &Connection) -> Result<Vec<LinkRow>> {
+pub fn live_links(conn: &Conn<'_>) -> Result<Vec<LinkRow>> {
     links_where(conn, "l.state <> 'left'", &[])
 }
 
-pub fn set_link_state(conn: &Connection, peer_id: &str, hive_id: &str, state: &str) -> Result<()> {
+pub fn set_link_state(conn: &Conn<'_>, peer_id: &str, hive_id: &str, state: &str) -> Result<()> {
     conn.prepare_cached("UPDATE peer_groups SET state = ?3 WHERE peer_id = ?1 AND hive_id = ?2")?
         .execute(params![peer_id, hive_id, state])?;
     Ok(())
@@ -490,7 +491,7 @@ pub fn set_link_state(conn: &Connection, peer_id: &str, hive_id: &str, state: &s
 /// Stores the token we present to the peer for this hive (None forgets it, forcing a new
 /// handshake).
 pub fn set_token_out(
-    conn: &Connection,
+    conn: &Conn<'_>,
     peer_id: &str,
     hive_id: &str,
     token: Option<&str>,
@@ -504,7 +505,7 @@ pub fn set_token_out(
 
 /// Moves `last_seq_sent` forward to `seq` (never back).
 pub fn advance_sent(
-    conn: &Connection,
+    conn: &Conn<'_>,
     peer_id: &str,
     hive_id: &str,
     seq: i64,
@@ -520,7 +521,7 @@ pub fn advance_sent(
 
 /// Moves `last_seq_received` forward to `seq` (never back).
 pub fn advance_received(
-    conn: &Connection,
+    conn: &Conn<'_>,
     peer_id: &str,
     hive_id: &str,
     seq: i64,
@@ -537,7 +538,7 @@ pub fn advance_received(
 /// A pushed batch covering the sender's seqs `first..=last` was applied: the pull cursor moves
 /// to `last` if that leaves no gap (`last_seq_received >= first - 1`). Returns true if moved.
 pub fn advance_received_contiguous(
-    conn: &Connection,
+    conn: &Conn<'_>,
     peer_id: &str,
     hive_id: &str,
     first: i64,
@@ -555,14 +556,14 @@ pub fn advance_received_contiguous(
 }
 
 /// Resets the pull cursor (admin resync).
-pub fn reset_received(conn: &Connection, hive_id: &str) -> Result<usize> {
+pub fn reset_received(conn: &Conn<'_>, hive_id: &str) -> Result<usize> {
     Ok(conn.execute(
         "UPDATE peer_groups SET last_seq_received = 0 WHERE hive_id = ?1 AND state <> 'left'",
         [hive_id],
     )?)
 }
 
-pub fn set_remote_seq(conn: &Connection, peer_id: &str, hive_id: &str, seq: i64) -> Result<()> {
+pub fn set_remote_seq(conn: &Conn<'_>, peer_id: &str, hive_id: &str, seq: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE peer_groups SET remote_seq = MAX(remote_seq, ?3) WHERE peer_id = ?1 AND hive_id = ?2",
     )?
@@ -572,7 +573,7 @@ pub fn set_remote_seq(conn: &Connection, peer_id: &str, hive_id: &str, seq: i64)
 
 /// Adds to the link's received/rejected counters.
 pub fn count_events(
-    conn: &Connection,
+    conn: &Conn<'_>,
     peer_id: &str,
     hive_id: &str,
     received: i64,
@@ -590,7 +591,7 @@ pub fn count_events(
 }
 
 pub fn set_link_error(
-    conn: &Connection,
+    conn: &Conn<'_>,
     peer_id: &str,
     hive_id: &str,
     error: Option<&str>,
@@ -604,7 +605,7 @@ pub fn set_link_error(
 
 /// The peer left the group (or we did): no more push or pull on this link, its tokens are
 /// gone. Past events stay.
-pub fn mark_left(conn: &Connection, peer_id: &str, hive_id: &str) -> Result<()> {
+pub fn mark_left(conn: &Conn<'_>, peer_id: &str, hive_id: &str) -> Result<()> {
     conn.execute(
         "UPDATE peer_groups SET state = 'left', token_out = NULL WHERE peer_id = ?1 AND hive_id = ?2",
         params![peer_id, hive_id],
@@ -620,7 +621,7 @@ pub fn mark_left(conn: &Connection, peer_id: &str, hive_id: &str) -> Result<()> 
 
 /// Issues a fresh token the peer will present to us for this hive; stores only its hash and
 /// keeps the [`TOKENS_KEPT`] newest for the link. Returns the secret (to send once).
-pub fn issue_token(conn: &Connection, peer_id: &str, hive_id: &str, now: i64) -> Result<String> {
+pub fn issue_token(conn: &Conn<'_>, peer_id: &str, hive_id: &str, now: i64) -> Result<String> {
     let secret = ids::new_secret_token("ohs_");
     // Strictly increasing creation times per link, so "newest" is well defined.
     let last: Option<i64> = conn
@@ -643,7 +644,7 @@ pub fn issue_token(conn: &Connection, peer_id: &str, hive_id: &str, now: i64) ->
 }
 
 /// The (peer id, hive id) a presented token is bound to, if it is valid.
-pub fn authenticate(conn: &Connection, token: &str) -> Result<Option<(String, String)>> {
+pub fn authenticate(conn: &Conn<'_>, token: &str) -> Result<Option<(String, String)>> {
     Ok(conn
         .prepare_cached(
             "SELECT t.peer_id, t.hive_id FROM peer_tokens t
@@ -666,7 +667,7 @@ mod tests {
         (dir, s)
     }
 
-    fn setup(conn: &Connection) -> (String, String) {
+    fn setup(conn: &Conn<'_>) -> (String, String) {
         let hive = hives::ensure_log(conn, "general").unwrap();
         ensure_group(conn, &hive, "general", "inst_self", 1).unwrap();
         let (p, created) =

@@ -153,7 +153,7 @@ fn peer_not_found() -> SyncError {
     SyncError::NotFound("peer not found".into())
 }
 
-fn peer_view(c: &rusqlite::Connection, p: PeerRow) -> Result<PeerView, StoreError> {
+fn peer_view(c: &openhive_store::Conn<'_>, p: PeerRow) -> Result<PeerView, StoreError> {
     let mut groups = Vec::new();
     let mut shared = Vec::new();
     for l in sync_state::links_for_peer(c, &p.id)? {
@@ -189,7 +189,10 @@ fn peer_view(c: &rusqlite::Connection, p: PeerRow) -> Result<PeerView, StoreErro
     })
 }
 
-fn group_view(c: &rusqlite::Connection, g: sync_state::GroupRow) -> Result<GroupView, StoreError> {
+fn group_view(
+    c: &openhive_store::Conn<'_>,
+    g: sync_state::GroupRow,
+) -> Result<GroupView, StoreError> {
     Ok(GroupView {
         local_seq: log::head(c, &g.hive_id)?,
         peer_count: sync_state::links_for_hive(c, &g.hive_id)?
@@ -372,7 +375,7 @@ fn validate_peer_input(
 /// Creates the group (and an empty log if the hive is not here yet) and the link for each
 /// shared hive. Returns true if anything changed.
 fn share_hives(
-    tx: &rusqlite::Connection,
+    tx: &openhive_store::Conn<'_>,
     peer_id: &str,
     hives_: &[String],
     me: &str,

@@ -490,7 +490,7 @@ pub async fn heartbeat(
 
 /// The status of one group with all its links (used by the peer and admin APIs).
 pub(crate) fn group_status(
-    c: &rusqlite::Connection,
+    c: &openhive_store::Conn<'_>,
     hive_id: &str,
     hive_name: &str,
 ) -> Result<GroupStatus, StoreError> {

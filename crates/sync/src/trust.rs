@@ -7,15 +7,15 @@
 
 use crate::protocol::RosterEntry;
 use openhive_core::PublicKey;
+use openhive_store::Conn;
 use openhive_store::error::Result;
 use openhive_store::ingest::{self, BatchReport};
 use openhive_store::{db, keys, sync_state};
-use rusqlite::Connection;
 
 /// Learns the keys of `roster` (vouched for by `from`), adds them to the group's roster and
 /// releases events that waited for a newly learned key. Returns what the release changed.
 pub fn learn_roster(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hive_id: &str,
     roster: &[RosterEntry],
     from: &str,
@@ -57,7 +57,7 @@ pub fn learn_roster(
 }
 
 /// The roster of a group as sent on the wire.
-pub fn roster(conn: &Connection, hive_id: &str) -> Result<Vec<RosterEntry>> {
+pub fn roster(conn: &Conn<'_>, hive_id: &str) -> Result<Vec<RosterEntry>> {
     Ok(sync_state::roster(conn, hive_id)?
         .into_iter()
         .map(|(instance_id, signing_key)| RosterEntry {

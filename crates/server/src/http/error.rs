@@ -38,6 +38,12 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// 503: the write queue is full; the client retries after `retry_after_secs`.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// 500. The text is logged, never returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -82,6 +88,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Other { status, .. } => *status,
         }
@@ -112,6 +119,10 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests {
                 message,
                 retry_after_secs,
+            }
+            | ApiError::Unavailable {
+                message,
+                retry_after_secs,
             } => {
                 let mut resp =
                     (status, axum::Json(error_body(status, &message, None))).into_response();
@@ -137,7 +148,12 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Invalid(m) => ApiError::Unprocessable(m),
-            e @ (StoreError::Sqlite(_)
+            StoreError::Overloaded => ApiError::Unavailable {
+                message: "the server is busy; retry shortly".into(),
+                retry_after_secs: 1,
+            },
+            e @ (StoreError::Db(_)
+            | StoreError::Corrupt(_)
             | StoreError::Pool(_)
             | StoreError::Task(_)
             | StoreError::Migration { .. }

@@ -5,9 +5,9 @@ use super::{Actor, HiveService, Result, ServiceError};
 use openhive_core::ids::{self, Kind};
 use openhive_core::payload::{CommentCreated, CommentDeleted, CommentUpdated, Payload};
 use openhive_core::validate;
+use openhive_store::Conn;
 use openhive_store::comments::{self, CommentRow};
 use openhive_store::hives::{self, HiveRow};
-use rusqlite::Connection;
 
 #[derive(Debug, Clone)]
 pub struct CommentInput {
@@ -17,7 +17,7 @@ pub struct CommentInput {
 }
 
 /// The live comment `id` with its hive.
-pub(super) fn live_comment(conn: &Connection, id: &str) -> Result<(HiveRow, CommentRow)> {
+pub(super) fn live_comment(conn: &Conn<'_>, id: &str) -> Result<(HiveRow, CommentRow)> {
     let c = comments::get(conn, id, None)?.ok_or(ServiceError::NotFound("comment"))?;
     let hive = hives::get_by_id(conn, &c.hive_id)?.ok_or(ServiceError::NotFound("comment"))?;
     if openhive_store::posts::owner_facts(conn, &c.post_id)?.is_none() {

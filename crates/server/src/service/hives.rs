@@ -6,8 +6,8 @@ use openhive_core::payload::{
     MembershipChanged, ModeratorAction, ModeratorChanged, Payload,
 };
 use openhive_core::validate;
+use openhive_store::Conn;
 use openhive_store::hives::{self, HiveRow, Role};
-use rusqlite::Connection;
 
 /// A new hive.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct HivePatch {
     pub post_permissions: Option<String>,
 }
 
-pub(super) fn visible_hive(conn: &Connection, name: &str) -> Result<HiveRow> {
+pub(super) fn visible_hive(conn: &Conn<'_>, name: &str) -> Result<HiveRow> {
     hives::get_by_name(conn, name)?.ok_or(ServiceError::NotFound("hive"))
 }
 
@@ -37,7 +37,7 @@ fn forbidden(msg: &str) -> ServiceError {
 }
 
 /// An agent (local or remote) by name, as events name it.
-fn agent_named(conn: &Connection, name: &str) -> Result<AgentRef> {
+fn agent_named(conn: &Conn<'_>, name: &str) -> Result<AgentRef> {
     hives::find_agent(conn, name)?.ok_or(ServiceError::NotFound("agent"))
 }
 
@@ -296,7 +296,7 @@ impl HiveService {
 }
 
 fn membership(
-    conn: &Connection,
+    conn: &Conn<'_>,
     emit: &mut super::Emit<'_>,
     hive: &HiveRow,
     agent: AgentRef,

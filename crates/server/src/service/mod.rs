@@ -17,9 +17,9 @@ mod posts;
 
 use openhive_core::payload::AgentRef;
 use openhive_core::{Event, InstanceKey};
+use openhive_store::Conn;
 use openhive_store::materialize::Change;
 use openhive_store::{Store, StoreError, ingest};
-use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -42,9 +42,9 @@ pub enum ServiceError {
     Store(#[from] StoreError),
 }
 
-impl From<rusqlite::Error> for ServiceError {
-    fn from(e: rusqlite::Error) -> Self {
-        ServiceError::Store(StoreError::Sqlite(e))
+impl From<openhive_store::DbError> for ServiceError {
+    fn from(e: openhive_store::DbError) -> Self {
+        ServiceError::Store(StoreError::Db(e))
     }
 }
 
@@ -131,7 +131,7 @@ impl HiveService {
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut Emit<'_>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Conn<'_>, &mut Emit<'_>) -> Result<T> + Send + 'static,
     {
         let svc = self.clone();
         let (out, hive_changes) = self
@@ -159,7 +159,7 @@ type HiveChanges = Vec<(String, Vec<Change>)>;
 /// Signs and ingests events inside a write transaction.
 pub struct Emit<'a> {
     svc: &'a HiveService,
-    conn: &'a Connection,
+    conn: &'a Conn<'a>,
     changes: HiveChanges,
 }
 

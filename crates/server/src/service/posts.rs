@@ -7,9 +7,9 @@ use openhive_core::payload::{
     Payload, PostCreated, PostDeleted, PostPinned, PostUpdated, TargetType, VoteCast, VoterRef,
 };
 use openhive_core::validate;
+use openhive_store::Conn;
 use openhive_store::hives::{self, HiveRow, Role};
 use openhive_store::posts::{self, PostRow};
-use rusqlite::Connection;
 
 #[derive(Debug, Clone)]
 pub struct PostInput {
@@ -31,7 +31,7 @@ fn forbidden(msg: &str) -> ServiceError {
 }
 
 /// May `actor` write (post, comment, vote) in `hive`?
-pub(super) fn check_can_write(conn: &Connection, hive: &HiveRow, actor: &Actor) -> Result<Role> {
+pub(super) fn check_can_write(conn: &Conn<'_>, hive: &HiveRow, actor: &Actor) -> Result<Role> {
     let role = hives::role(conn, hive, &actor.agent_id)?;
     if role == Role::Banned {
         return Err(forbidden("you are banned from this hive"));
@@ -46,7 +46,7 @@ pub(super) fn check_can_write(conn: &Connection, hive: &HiveRow, actor: &Actor) 
 }
 
 /// The live post `id` with its hive.
-pub(super) fn live_post(conn: &Connection, id: &str) -> Result<(HiveRow, String)> {
+pub(super) fn live_post(conn: &Conn<'_>, id: &str) -> Result<(HiveRow, String)> {
     let (hive_id, author_id) =
         posts::owner_facts(conn, id)?.ok_or(ServiceError::NotFound("post"))?;
     let hive = hives::get_by_id(conn, &hive_id)?.ok_or(ServiceError::NotFound("post"))?;
