@@ -5,13 +5,13 @@
 //! address and shuts the server down gracefully (drain connections, then checkpoint the
 //! WAL). `openhive serve` and the integration tests both go through it.
 
-use crate::config::{AuthMode, Config, Synchronous, effective_auth_mode};
-use crate::identity::{DB_FILE, Identity};
+use crate::config::{AuthMode, Config, effective_auth_mode};
+use crate::identity::Identity;
 use crate::realtime::Realtime;
 use crate::service::{CommitSink, HiveService};
 use anyhow::Context as _;
+use openhive_store::Store;
 use openhive_store::materialize::Change;
-use openhive_store::{Store, StoreOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,8 +119,12 @@ impl RunningServer {
     }
 }
 
+/// Opens the store a configuration names. Engines live outside this crate (the `openhive`
+/// crate wires SQLite and PostgreSQL in), so this crate never links an engine.
+pub type OpenStore = fn(&Config) -> anyhow::Result<Store>;
+
 /// Opens everything and starts serving. See the module docs.
-pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
+pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<RunningServer> {
     config.validate().context("invalid configuration")?;
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -140,15 +144,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
         config.auth.mode = mode;
     }
 
-    let db_path = data_dir.join(DB_FILE);
-    let opts = StoreOptions {
-        synchronous_full: config.storage.synchronous == Synchronous::Full,
-        ..StoreOptions::default()
-    };
     let cfg = config.clone();
     let (store, identity) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let store = Store::open(&db_path, &opts)
-            .with_context(|| format!("opening database {}", db_path.display()))?;
+        let store = open_store(&cfg).context("opening the database")?;
         let identity =
             Identity::load_or_create(&cfg, &store).context("loading the instance identity")?;
         Ok((store, identity))

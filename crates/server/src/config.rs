@@ -106,10 +106,52 @@ pub enum Synchronous {
     Full,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Which storage engine holds the instance's data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageEngine {
+    /// `openhive.db` in the data directory (default).
+    #[default]
+    Sqlite,
+    /// The PostgreSQL database at `storage.url`; several `serve` processes sharing the
+    /// data directory (keys) and this URL serve one instance.
+    Postgres,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
+    pub engine: StorageEngine,
+    /// PostgreSQL connection URL (`postgres://user:password@host:port/db`); required with
+    /// `engine = "postgres"`. May hold a password: never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// SQLite `synchronous` pragma.
     pub synchronous: Synchronous,
+    /// Most writes waiting for the database; beyond it API writes answer `503`.
+    pub write_queue: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            engine: StorageEngine::Sqlite,
+            url: None,
+            synchronous: Synchronous::Normal,
+            write_queue: 4096,
+        }
+    }
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("engine", &self.engine)
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("synchronous", &self.synchronous)
+            .field("write_queue", &self.write_queue)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +253,18 @@ impl Config {
                 "server.listen must be HOST:PORT, got {:?}",
                 self.server.listen
             ));
+        }
+        if self.storage.engine == StorageEngine::Postgres
+            && self
+                .storage
+                .url
+                .as_deref()
+                .is_none_or(|u| u.trim().is_empty())
+        {
+            return bad("storage.url is required when storage.engine = \"postgres\"".into());
+        }
+        if self.storage.write_queue == 0 {
+            return bad("storage.write_queue must be greater than 0".into());
         }
         if self.server.body_limit_bytes == 0 {
             return bad("server.body_limit_bytes must be greater than 0".into());

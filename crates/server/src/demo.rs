@@ -47,7 +47,7 @@ async fn call(
 }
 
 /// Runs the demo until Ctrl-C.
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(open_store: crate::app::OpenStore) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let mut nodes = Vec::new();
     for name in NAMES {
@@ -58,7 +58,7 @@ pub async fn run() -> anyhow::Result<()> {
         config.auth.mode = AuthMode::Local;
         config.instance.name = format!("OpenHive {name}");
         config.sync.heartbeat_interval_secs = 2;
-        let running = start(config)
+        let running = start(config, open_store)
             .await
             .with_context(|| format!("starting {name}"))?;
         let base = format!("http://{}", running.addr);

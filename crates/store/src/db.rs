@@ -11,23 +11,12 @@
 //!   (API writes) fails fast with [`StoreError::Overloaded`] instead of queueing more;
 //! - reads run on tokio's blocking pool, one hop per closure, never per statement.
 
-use crate::engine::postgres::{LOCK_WRITER, PgManager, PgSession};
-use crate::engine::{Conn, DbError, Engine, sqlite};
+use crate::engine::{Backend, Conn, Engine, WriterSession};
 use crate::error::{Result, StoreError};
 use crate::params;
-use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Where the data lives.
-#[derive(Debug, Clone)]
-pub enum Location {
-    /// An SQLite database file (created if missing).
-    Sqlite(PathBuf),
-    /// A PostgreSQL connection URL (`postgres://user@host:port/db`).
-    Postgres(String),
-}
 
 /// How the database is opened.
 #[derive(Debug, Clone)]
@@ -51,11 +40,6 @@ impl Default for StoreOptions {
     }
 }
 
-enum Readers {
-    Sqlite(r2d2::Pool<r2d2_sqlite::SqliteConnectionManager>),
-    Postgres(r2d2::Pool<PgManager>),
-}
-
 struct Inner {
     /// Commands for the writer thread, which owns the only writing connection.
     writer: std::sync::mpsc::Sender<Command>,
@@ -63,9 +47,7 @@ struct Inner {
     room: Arc<tokio::sync::Semaphore>,
     capacity: usize,
     refused: AtomicU64,
-    readers: Readers,
-    path: Option<PathBuf>,
-    engine: Engine,
+    backend: Arc<dyn Backend>,
 }
 
 /// Most write closures committed together in one transaction (group commit).
@@ -125,52 +107,10 @@ where
     }
 }
 
-/// The writing connection of one engine.
-enum WriterConn {
-    Sqlite(rusqlite::Connection),
-    Postgres {
-        session: Box<RefCell<PgSession>>,
-        url: String,
-    },
-}
-
-impl WriterConn {
-    fn conn(&self) -> Conn<'_> {
-        match self {
-            WriterConn::Sqlite(c) => Conn::sqlite(c),
-            WriterConn::Postgres { session, .. } => Conn::postgres(session),
-        }
-    }
-
-    fn begin(&mut self) -> std::result::Result<(), DbError> {
-        match self {
-            WriterConn::Sqlite(c) => Ok(c.execute_batch("BEGIN IMMEDIATE")?),
-            WriterConn::Postgres { session, url } => {
-                if session.get_mut().is_closed() {
-                    tracing::warn!("the PostgreSQL writer connection was lost; reconnecting");
-                    *session.get_mut() = PgSession::connect(url)?;
-                }
-                session.get_mut().batch(&format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({LOCK_WRITER})"
-                ))
-            }
-        }
-    }
-
-    fn checkpoint(&self) -> Result<()> {
-        match self {
-            WriterConn::Sqlite(c) => Ok(c
-                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
-                .map_err(DbError::from)?),
-            WriterConn::Postgres { .. } => Ok(()),
-        }
-    }
-}
-
 /// The writer thread: takes every queued write (up to [`MAX_BATCH`]), runs each in its own
 /// savepoint inside one transaction, commits once, then answers each caller. A failing
 /// closure rolls back only its own savepoint. Nobody is answered before the commit.
-fn writer_loop(mut conn: WriterConn, rx: std::sync::mpsc::Receiver<Command>) {
+fn writer_loop(mut wc: Box<dyn WriterSession>, rx: std::sync::mpsc::Receiver<Command>) {
     let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
@@ -178,19 +118,19 @@ fn writer_loop(mut conn: WriterConn, rx: std::sync::mpsc::Receiver<Command>) {
             match cmd {
                 Command::Write(j) => jobs.push(j),
                 Command::Checkpoint(reply) => {
-                    run_batch(&mut conn, std::mem::take(&mut jobs));
-                    let _ = reply.send(conn.checkpoint());
+                    run_batch(wc.as_mut(), std::mem::take(&mut jobs));
+                    let _ = reply.send(wc.checkpoint().map_err(StoreError::from));
                 }
             }
             if jobs.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        run_batch(&mut conn, std::mem::take(&mut jobs));
+        run_batch(wc.as_mut(), std::mem::take(&mut jobs));
     }
 }
 
-fn run_batch(wc: &mut WriterConn, mut jobs: Vec<Box<dyn Job>>) {
+fn run_batch(wc: &mut dyn WriterSession, mut jobs: Vec<Box<dyn Job>>) {
     if jobs.is_empty() {
         return;
     }
@@ -202,7 +142,7 @@ fn run_batch(wc: &mut WriterConn, mut jobs: Vec<Box<dyn Job>>) {
         }
         return;
     }
-    let conn = wc.conn();
+    let conn = Conn::new(wc.session());
     let end_tx = |conn: &Conn<'_>| {
         conn.execute_batch("COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
@@ -261,47 +201,9 @@ pub struct QueueStats {
 }
 
 impl Store {
-    /// Opens (creating and migrating if needed) the SQLite database file at `path`.
-    pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
-        Store::open_at(&Location::Sqlite(path.to_path_buf()), opts)
-    }
-
-    /// Opens (migrating if needed) the database at `location`.
-    pub fn open_at(location: &Location, opts: &StoreOptions) -> Result<Store> {
-        let (writer, readers, path, engine) = match location {
-            Location::Sqlite(path) => {
-                let writer = sqlite::open_writer(path, opts.synchronous_full)?;
-                let manager = sqlite::reader_manager(path, opts.synchronous_full);
-                let readers = r2d2::Pool::builder()
-                    .max_size(opts.readers.max(1))
-                    .build(manager)
-                    .map_err(|e| StoreError::Pool(e.to_string()))?;
-                (
-                    WriterConn::Sqlite(writer),
-                    Readers::Sqlite(readers),
-                    Some(path.clone()),
-                    Engine::Sqlite,
-                )
-            }
-            Location::Postgres(url) => {
-                let mut session = PgSession::connect(url)?;
-                session.migrate()?;
-                let readers = r2d2::Pool::builder()
-                    .max_size(opts.readers.max(1))
-                    .min_idle(Some(1))
-                    .build(PgManager { url: url.clone() })
-                    .map_err(|e| StoreError::Pool(e.to_string()))?;
-                (
-                    WriterConn::Postgres {
-                        session: Box::new(RefCell::new(session)),
-                        url: url.clone(),
-                    },
-                    Readers::Postgres(readers),
-                    None,
-                    Engine::Postgres,
-                )
-            }
-        };
+    /// Starts the writer thread over `backend` (already opened and migrated by its engine).
+    pub fn new(backend: Arc<dyn Backend>, opts: &StoreOptions) -> Result<Store> {
+        let writer = backend.writer()?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("openhive-writer".into())
@@ -314,20 +216,23 @@ impl Store {
                 room: Arc::new(tokio::sync::Semaphore::new(capacity)),
                 capacity,
                 refused: AtomicU64::new(0),
-                readers,
-                path,
-                engine,
+                backend,
             }),
         })
     }
 
     /// The SQLite file, if this store is SQLite.
     pub fn path(&self) -> Option<&Path> {
-        self.inner.path.as_deref()
+        self.inner.backend.path()
     }
 
     pub fn engine(&self) -> Engine {
-        self.inner.engine
+        self.inner.backend.engine()
+    }
+
+    /// The engine, for notifications and leases between app processes.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
     }
 
     /// The write queue's figures.
@@ -434,16 +339,14 @@ impl Store {
         E: From<StoreError>,
         F: FnOnce(&Conn<'_>) -> std::result::Result<T, E>,
     {
-        match &self.inner.readers {
-            Readers::Sqlite(pool) => {
-                let conn = pool.get().map_err(|e| StoreError::Pool(e.to_string()))?;
-                f(&Conn::sqlite(&conn))
+        let mut f = Some(f);
+        let mut out = None;
+        self.inner.backend.read(&mut |s| {
+            if let Some(f) = f.take() {
+                out = Some(f(&Conn::new(s)));
             }
-            Readers::Postgres(pool) => {
-                let conn = pool.get().map_err(|e| StoreError::Pool(e.to_string()))?;
-                f(&Conn::postgres(&conn))
-            }
-        }
+        })?;
+        out.unwrap_or_else(|| Err(E::from(StoreError::Task("the read did not run".into()))))
     }
 
     /// Checkpoints the WAL (after every queued write); called on graceful shutdown.
@@ -501,75 +404,4 @@ pub fn counter_get(conn: &Conn<'_>, name: &str) -> Result<i64> {
         )
         .optional()?
         .unwrap_or(0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opens_migrates_and_reopens() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Task(e.to_string()))?;
-        let path = dir.path().join("db.sqlite");
-        {
-            let store = Store::open(&path, &StoreOptions::default())?;
-            store.write_blocking(|tx| meta_set(tx, "k", "v"))?;
-        }
-        let store = Store::open(&path, &StoreOptions::default())?;
-        let v = store.read_blocking(|c| meta_get(c, "k"))?;
-        assert_eq!(v.as_deref(), Some("v"));
-        Ok(())
-    }
-
-    #[test]
-    fn a_failed_closure_rolls_back() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Task(e.to_string()))?;
-        let store = Store::open(&dir.path().join("db.sqlite"), &StoreOptions::default())?;
-        let r: Result<()> = store.write_blocking(|tx| {
-            meta_set(tx, "a", "1")?;
-            Err(StoreError::Invalid("boom".into()))
-        });
-        assert!(r.is_err());
-        assert_eq!(store.read_blocking(|c| meta_get(c, "a"))?, None);
-        Ok(())
-    }
-
-    #[test]
-    fn concurrent_writes_commit_together_but_fail_alone() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Task(e.to_string()))?;
-        let store = Store::open(&dir.path().join("db.sqlite"), &StoreOptions::default())?;
-        let handles: Vec<_> = (0..200)
-            .map(|i| {
-                let store = store.clone();
-                std::thread::spawn(move || {
-                    store.write_blocking(move |tx| {
-                        meta_set(tx, &format!("k{i}"), "v")?;
-                        if i % 2 == 1 {
-                            return Err(StoreError::Invalid("odd".into()));
-                        }
-                        if i == 100 {
-                            panic!("a panicking closure only loses its own write");
-                        }
-                        Ok(i)
-                    })
-                })
-            })
-            .collect();
-        let mut ok = 0;
-        for h in handles {
-            if h.join()
-                .map_err(|_| StoreError::Task("join".into()))?
-                .is_ok()
-            {
-                ok += 1;
-            }
-        }
-        assert_eq!(ok, 99);
-        for i in 0..200 {
-            let k = format!("k{i}");
-            let v = store.read_blocking(move |c| meta_get(c, &k))?;
-            assert_eq!(v.is_some(), i % 2 == 0 && i != 100, "k{i}");
-        }
-        Ok(())
-    }
 }

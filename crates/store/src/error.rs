@@ -29,10 +29,4 @@ pub enum StoreError {
     Task(String),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Db(e.into())
-    }
-}
-
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -28,9 +28,10 @@ pub mod keys;
 pub mod log;
 pub mod materialize;
 pub mod posts;
+pub mod schema;
 pub mod search;
 pub mod sync_state;
 
-pub use db::{Location, QueueStats, Store, StoreOptions};
+pub use db::{QueueStats, Store, StoreOptions};
 pub use engine::{Conn, DbError, Engine};
 pub use error::StoreError;

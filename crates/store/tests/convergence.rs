@@ -5,10 +5,11 @@
 //! replica must end with the same state digest.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 use openhive_core::ids::{self, Kind};
 use openhive_core::payload::*;
 use openhive_core::{Event, InstanceKey};
-use openhive_store::{Store, StoreOptions, hives, ingest, keys, materialize};
+use openhive_store::{Store, hives, ingest, keys, materialize};
 use proptest::prelude::*;
 
 const HIVE: &str = "general";
@@ -325,8 +326,7 @@ fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
 }
 
 fn replica(insts: &[Inst]) -> (tempfile::TempDir, Store, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("db.sqlite"), &StoreOptions::default()).unwrap();
+    let (dir, store) = common::open_store();
     let known: Vec<(String, openhive_core::PublicKey)> = insts
         .iter()
         .map(|i| (i.id.clone(), i.key.public()))

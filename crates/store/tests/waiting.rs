@@ -2,11 +2,12 @@
 //! outside it, forgeries are rejected and counted, and waiting has a 24 h limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 use openhive_core::ids::{self, Kind};
 use openhive_core::payload::*;
 use openhive_core::{Event, InstanceKey};
 use openhive_store::db::counter_get;
-use openhive_store::{Store, StoreOptions, hives, ingest, keys, log};
+use openhive_store::{Store, hives, ingest, keys, log};
 
 const HOUR: i64 = 3_600_000;
 
@@ -20,8 +21,7 @@ struct World {
 }
 
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("db.sqlite"), &StoreOptions::default()).unwrap();
+    let (dir, store) = common::open_store();
     let hive_id = store
         .write_blocking(|tx| hives::ensure_log(tx, "general"))
         .unwrap();

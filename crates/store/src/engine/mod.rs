@@ -1,25 +1,26 @@
-//! The storage engines behind one connection type.
+//! The storage port: what an engine provides, and the connection type every query uses.
 //!
 //! Every module of this crate talks to the database through [`Conn`], whatever the engine:
 //! `execute`, `query_row`, `prepare_cached(..).query_map(..)`, rows read with
 //! [`Row::get`]. The SQL is written once, in the dialect both engines share (SQLite ≥ 3.35
-//! and PostgreSQL ≥ 13 agree on `ON CONFLICT`, `RETURNING`, `GREATEST`/`LEAST` (registered as
-//! functions on SQLite), `COALESCE`, keyset comparisons); placeholders are `?N` and the
-//! PostgreSQL engine rewrites them to `$N`. The few queries that differ (full-text search,
-//! the state digest's float rendering) branch on [`Conn::engine`].
+//! and PostgreSQL ≥ 13 agree on `ON CONFLICT`, `RETURNING`, `COALESCE`, keyset comparisons;
+//! the SQLite engine registers PostgreSQL's `GREATEST`/`LEAST`); placeholders are `?N` and
+//! the PostgreSQL engine rewrites them to `$N`. The few queries that differ (full-text
+//! search) branch on [`Conn::engine`].
+//!
+//! Engines live in their own crates (`openhive-store-sqlite`, `openhive-store-postgres`) and
+//! implement [`Backend`], [`WriterSession`], [`Session`] and [`RowRef`]; this crate and its
+//! callers never name an engine's types.
 //!
 //! Invariants:
-//! - no type of `rusqlite` or `postgres` appears in this module's public API: callers see
-//!   [`Conn`], [`Row`], [`Stmt`], [`Param`], [`Value`] and [`DbError`] only;
 //! - integers travel as `i64` and booleans as `0`/`1` integers on both engines (the
 //!   PostgreSQL schema uses `BIGINT` for both), so a query means the same on each;
-//! - text compares bytewise on both (SQLite's default, `COLLATE "C"` on PostgreSQL), which the
-//!   materializer's last-writer-wins comparisons rely on.
+//! - text compares bytewise on both (SQLite's default, `COLLATE "C"` on PostgreSQL), which
+//!   the materializer's last-writer-wins comparisons rely on;
+//! - an engine error never leaves this layer as the engine's type: [`DbError`] carries a
+//!   [`DbErrorKind`] and a message.
 
-pub(crate) mod postgres;
-pub(crate) mod sqlite;
-
-use std::cell::RefCell;
+use std::path::Path;
 
 /// Which engine a connection belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,70 +38,78 @@ impl Engine {
     }
 }
 
-/// A database error from either engine. Opaque: callers ask it questions.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DbError(Repr);
-
-#[derive(Debug, thiserror::Error)]
-enum Repr {
-    #[error("{0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("{0}")]
-    Postgres(#[from] ::postgres::Error),
-    #[error("query returned no rows")]
+/// What kind of database error happened: the questions callers may ask of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// A statement returned no row where one was required.
     NoRows,
-    #[error("column {index}: {message}")]
-    Decode { index: usize, message: String },
+    /// A UNIQUE or PRIMARY KEY constraint was violated.
+    UniqueViolation,
+    /// The connection to the server is gone.
+    ConnectionLost,
+    /// A column did not decode into the requested type.
+    Decode,
+    /// Anything else the engine reported.
+    Other,
+}
+
+/// A database error from any engine: a kind, a message, and the engine's own error as the
+/// source (its type is not part of this API).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DbError {
+    kind: DbErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl DbError {
-    pub(crate) fn decode(index: usize, message: impl Into<String>) -> DbError {
-        DbError(Repr::Decode {
-            index,
+    pub fn new(kind: DbErrorKind, message: impl Into<String>) -> DbError {
+        DbError {
+            kind,
             message: message.into(),
-        })
-    }
-
-    pub(crate) fn no_rows() -> DbError {
-        DbError(Repr::NoRows)
-    }
-
-    /// True if the statement returned no row where one was required.
-    pub fn is_no_rows(&self) -> bool {
-        matches!(
-            self.0,
-            Repr::NoRows | Repr::Sqlite(rusqlite::Error::QueryReturnedNoRows)
-        )
-    }
-
-    /// True if the statement violated a UNIQUE or PRIMARY KEY constraint.
-    pub fn is_unique_violation(&self) -> bool {
-        match &self.0 {
-            Repr::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
-                f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                    || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-            }
-            Repr::Postgres(e) => e.code() == Some(&::postgres::error::SqlState::UNIQUE_VIOLATION),
-            _ => false,
+            source: None,
         }
     }
 
-    /// True if the connection itself is gone (PostgreSQL server restarted, socket closed).
+    /// Wraps an engine's error.
+    pub fn engine(
+        kind: DbErrorKind,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> DbError {
+        DbError {
+            kind,
+            message: source.to_string(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    pub fn decode(index: usize, message: impl Into<String>) -> DbError {
+        DbError::new(
+            DbErrorKind::Decode,
+            format!("column {index}: {}", message.into()),
+        )
+    }
+
+    pub fn no_rows() -> DbError {
+        DbError::new(DbErrorKind::NoRows, "query returned no rows")
+    }
+
+    pub fn kind(&self) -> DbErrorKind {
+        self.kind
+    }
+
+    pub fn is_no_rows(&self) -> bool {
+        self.kind == DbErrorKind::NoRows
+    }
+
+    pub fn is_unique_violation(&self) -> bool {
+        self.kind == DbErrorKind::UniqueViolation
+    }
+
     pub fn is_connection_lost(&self) -> bool {
-        matches!(&self.0, Repr::Postgres(e) if e.is_closed())
-    }
-}
-
-impl From<rusqlite::Error> for DbError {
-    fn from(e: rusqlite::Error) -> Self {
-        DbError(Repr::Sqlite(e))
-    }
-}
-
-impl From<::postgres::Error> for DbError {
-    fn from(e: ::postgres::Error) -> Self {
-        DbError(Repr::Postgres(e))
+        self.kind == DbErrorKind::ConnectionLost
     }
 }
 
@@ -408,52 +417,103 @@ impl ColIndex for usize {
     }
 }
 
-/// One result row.
-pub enum Row<'a> {
-    Sqlite(&'a rusqlite::Row<'a>),
-    Postgres(&'a ::postgres::Row),
+// ── The engine port ─────────────────────────────────────────────────────────
+
+/// One row as an engine hands it out.
+pub trait RowRef {
+    /// Column `i`, borrowed from the row.
+    fn col(&self, i: usize) -> DbResult<ColRef<'_>>;
 }
+
+/// A connection of an engine: what every query of this crate runs on.
+pub trait Session {
+    fn engine(&self) -> Engine;
+    /// Runs one statement; returns the number of rows it changed.
+    fn execute(&self, sql: &str, params: &[Param<'_>]) -> DbResult<usize>;
+    /// Runs a query and calls `each` for every row, in order, until it returns `false`.
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        each: &mut dyn FnMut(&dyn RowRef) -> DbResult<bool>,
+    ) -> DbResult<()>;
+    /// Runs several statements without parameters (transaction control, DDL).
+    fn batch(&self, sql: &str) -> DbResult<()>;
+}
+
+/// The one writing connection of a process.
+pub trait WriterSession: Send {
+    fn session(&self) -> &dyn Session;
+    /// Starts a write transaction. On PostgreSQL this also takes the instance-wide writer
+    /// lock (every app process of the instance writes in turn) and reconnects first if the
+    /// connection was lost.
+    fn begin(&mut self) -> DbResult<()>;
+    /// Makes the data durable in the main file (SQLite WAL checkpoint); a no-op elsewhere.
+    fn checkpoint(&mut self) -> DbResult<()>;
+}
+
+/// Messages published by one app process and heard by every process of the instance.
+pub type Notifications = tokio::sync::mpsc::UnboundedReceiver<String>;
+
+/// An engine: opens the writer, lends readers, and (where several processes share the data)
+/// carries notifications and leases between them.
+pub trait Backend: Send + Sync + 'static {
+    fn engine(&self) -> Engine;
+    /// The writer's session (called once, when the store opens).
+    fn writer(&self) -> Result<Box<dyn WriterSession>, crate::StoreError>;
+    /// Runs `f` on a pooled read-only session.
+    fn read(&self, f: &mut dyn FnMut(&dyn Session)) -> Result<(), crate::StoreError>;
+    /// The database file, for an engine that has one.
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+    /// Subscribes to `channel`: every payload published with [`Conn::notify`] in a
+    /// committed transaction, by any process. `None` where one process owns the data
+    /// (SQLite): then the in-process fan-out is all there is.
+    fn listen(&self, _channel: &str) -> Option<Notifications> {
+        None
+    }
+    /// Tries to take the lease `key` for this process: true if this process holds it now.
+    /// A lease is held until [`Backend::release`] or until the process dies. Where one
+    /// process owns the data, every lease is granted.
+    fn try_lease(&self, _key: &str) -> Result<bool, crate::StoreError> {
+        Ok(true)
+    }
+    /// Gives a lease back.
+    fn release(&self, _key: &str) -> Result<(), crate::StoreError> {
+        Ok(())
+    }
+}
+
+/// One result row.
+pub struct Row<'a>(&'a dyn RowRef);
 
 impl Row<'_> {
     /// Column `idx` decoded as `T`.
     pub fn get<I: ColIndex, T: FromCol>(&self, idx: I) -> DbResult<T> {
         let i = idx.index();
-        match self {
-            Row::Sqlite(r) => T::from_col(sqlite::col(r, i)?, i),
-            Row::Postgres(r) => postgres::with_col(r, i, |c| T::from_col(c, i)),
-        }
+        T::from_col(self.0.col(i)?, i)
     }
 }
 
 // ── Connections ─────────────────────────────────────────────────────────────
 
-/// A connection (inside a write transaction, or a pooled reader) of either engine.
-pub struct Conn<'a>(ConnKind<'a>);
-
-enum ConnKind<'a> {
-    Sqlite(&'a rusqlite::Connection),
-    Postgres(&'a RefCell<postgres::PgSession>),
-}
+/// A connection (inside a write transaction, or a pooled reader) of any engine.
+#[derive(Clone, Copy)]
+pub struct Conn<'a>(&'a dyn Session);
 
 impl<'a> Conn<'a> {
-    pub(crate) fn sqlite(c: &'a rusqlite::Connection) -> Self {
-        Conn(ConnKind::Sqlite(c))
-    }
-
-    pub(crate) fn postgres(c: &'a RefCell<postgres::PgSession>) -> Self {
-        Conn(ConnKind::Postgres(c))
+    pub fn new(session: &'a dyn Session) -> Self {
+        Conn(session)
     }
 
     pub fn engine(&self) -> Engine {
-        match self.0 {
-            ConnKind::Sqlite(_) => Engine::Sqlite,
-            ConnKind::Postgres(_) => Engine::Postgres,
-        }
+        self.0.engine()
     }
 
     /// Runs one statement; returns the number of rows it changed.
     pub fn execute<P: Params>(&self, sql: &str, params: P) -> DbResult<usize> {
-        self.prepare_cached(sql)?.execute(params)
+        self.0.execute(sql, &params.collect())
     }
 
     /// The first row of `sql`, mapped by `f`; "no rows" is an error (see
@@ -467,15 +527,12 @@ impl<'a> Conn<'a> {
         self.prepare_cached(sql)?.query_row(params, f)
     }
 
-    /// A statement, cached per connection.
+    /// A statement (engines cache prepared statements per connection).
     pub fn prepare_cached(&self, sql: &str) -> DbResult<Stmt<'a>> {
-        match self.0 {
-            ConnKind::Sqlite(c) => Ok(Stmt::Sqlite(c.prepare_cached(sql)?)),
-            ConnKind::Postgres(c) => Ok(Stmt::Postgres {
-                session: c,
-                sql: sql.to_string(),
-            }),
-        }
+        Ok(Stmt {
+            session: self.0,
+            sql: sql.to_string(),
+        })
     }
 
     /// [`Conn::prepare_cached`]; kept for statements run once.
@@ -485,33 +542,35 @@ impl<'a> Conn<'a> {
 
     /// Runs several statements without parameters.
     pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
-        match self.0 {
-            ConnKind::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            ConnKind::Postgres(c) => c.borrow_mut().batch(sql),
+        self.0.batch(sql)
+    }
+
+    /// Publishes `payload` on `channel` to every app process of the instance when (and only
+    /// if) the current transaction commits. A no-op on SQLite, where one process owns the
+    /// data and the in-process fan-out suffices.
+    pub fn notify(&self, channel: &str, payload: &str) -> DbResult<()> {
+        match self.engine() {
+            Engine::Sqlite => Ok(()),
+            Engine::Postgres => self
+                .query_row(
+                    "SELECT CAST(pg_notify(?1, ?2) AS TEXT)",
+                    params![channel, payload],
+                    |_| Ok(()),
+                )
+                .map(|_| ()),
         }
     }
 }
 
-/// A prepared statement.
-pub enum Stmt<'a> {
-    Sqlite(rusqlite::CachedStatement<'a>),
-    Postgres {
-        session: &'a RefCell<postgres::PgSession>,
-        sql: String,
-    },
-}
-
-fn sqlite_params<'p>(p: &'p [Param<'p>]) -> rusqlite::ParamsFromIter<&'p [Param<'p>]> {
-    rusqlite::params_from_iter(p)
+/// A statement.
+pub struct Stmt<'a> {
+    session: &'a dyn Session,
+    sql: String,
 }
 
 impl Stmt<'_> {
     pub fn execute<P: Params>(&mut self, params: P) -> DbResult<usize> {
-        let p = params.collect();
-        match self {
-            Stmt::Sqlite(s) => Ok(s.execute(sqlite_params(&p))?),
-            Stmt::Postgres { session, sql } => session.borrow_mut().execute(sql, &p),
-        }
+        self.session.execute(&self.sql, &params.collect())
     }
 
     pub fn query_row<P: Params, T>(
@@ -519,23 +578,15 @@ impl Stmt<'_> {
         params: P,
         f: impl FnOnce(&Row<'_>) -> DbResult<T>,
     ) -> DbResult<T> {
-        let p = params.collect();
-        match self {
-            Stmt::Sqlite(s) => {
-                let mut rows = s.query(sqlite_params(&p))?;
-                match rows.next()? {
-                    Some(r) => f(&Row::Sqlite(r)),
-                    None => Err(DbError::no_rows()),
-                }
+        let mut f = Some(f);
+        let mut out = None;
+        self.session.query(&self.sql, &params.collect(), &mut |r| {
+            if let Some(f) = f.take() {
+                out = Some(f(&Row(r)));
             }
-            Stmt::Postgres { session, sql } => {
-                let rows = session.borrow_mut().query(sql, &p)?;
-                match rows.first() {
-                    Some(r) => f(&Row::Postgres(r)),
-                    None => Err(DbError::no_rows()),
-                }
-            }
-        }
+            Ok(false)
+        })?;
+        out.unwrap_or_else(|| Err(DbError::no_rows()))
     }
 
     /// Every row, mapped by `f`, collected (so `f` may itself query the connection).
@@ -544,21 +595,11 @@ impl Stmt<'_> {
         params: P,
         mut f: impl FnMut(&Row<'_>) -> DbResult<T>,
     ) -> DbResult<std::vec::IntoIter<DbResult<T>>> {
-        let p = params.collect();
-        let out: Vec<DbResult<T>> = match self {
-            Stmt::Sqlite(s) => {
-                let mut rows = s.query(sqlite_params(&p))?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(f(&Row::Sqlite(r)));
-                }
-                out
-            }
-            Stmt::Postgres { session, sql } => {
-                let rows = session.borrow_mut().query(sql, &p)?;
-                rows.iter().map(|r| f(&Row::Postgres(r))).collect()
-            }
-        };
+        let mut out = Vec::new();
+        self.session.query(&self.sql, &params.collect(), &mut |r| {
+            out.push(f(&Row(r)));
+            Ok(true)
+        })?;
         Ok(out.into_iter())
     }
 

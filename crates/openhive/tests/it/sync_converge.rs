@@ -173,7 +173,7 @@ async fn sync_stopped_instance_catches_up_after_restart() {
         cfg.server.listen = c_port.to_string();
         TestServer {
             data_dir,
-            running: openhive_server::start(cfg).await.unwrap(),
+            running: openhive::start(cfg).await.unwrap(),
             config,
             base_url,
         }

@@ -1,7 +1,12 @@
 //! Starts real servers in-process on 127.0.0.1:0 with a temporary data directory.
+//!
+//! Engine: SQLite by default. With `OPENHIVE_TEST_PG_URL` set (a URL to any database of a
+//! throwaway PostgreSQL server, see `scripts/pg-cluster.sh`), every server, in-process or
+//! spawned binary, gets a fresh PostgreSQL database of its own instead.
 
+use openhive::start;
+use openhive_server::RunningServer;
 use openhive_server::config::{AuthMode, Config};
-use openhive_server::{RunningServer, start};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -52,7 +57,37 @@ pub fn test_config(dir: &TempDir, auth_mode: AuthMode) -> Config {
     c.server.listen = "127.0.0.1:0".into();
     c.server.data_dir = dir.path().to_path_buf();
     c.auth.mode = auth_mode;
+    use_test_engine(&mut c, dir.path());
     c
+}
+
+/// The admin URL of the test PostgreSQL server, if the suite runs on PostgreSQL.
+pub fn test_pg_url() -> Option<String> {
+    std::env::var("OPENHIVE_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// The scratch database of the instance whose data directory is `data_dir` (created on
+/// first use, then remembered in the directory so restarts find the same data).
+pub fn scratch_pg_url(data_dir: &std::path::Path) -> Option<String> {
+    let admin = test_pg_url()?;
+    let memo = data_dir.join("test-pg-url");
+    if let Ok(url) = std::fs::read_to_string(&memo) {
+        return Some(url.trim().to_string());
+    }
+    let url = openhive_store_postgres::create_scratch_database(&admin, "oh_it").unwrap();
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(&memo, &url).unwrap();
+    Some(url)
+}
+
+/// Points `c` at the suite's engine (see the module docs).
+pub fn use_test_engine(c: &mut Config, data_dir: &std::path::Path) {
+    if let Some(url) = scratch_pg_url(data_dir) {
+        c.storage.engine = openhive_server::config::StorageEngine::Postgres;
+        c.storage.url = Some(url);
+    }
 }
 
 pub async fn spawn(opts: Opts) -> TestServer {
@@ -188,7 +223,12 @@ pub struct BinaryServer {
 pub fn spawn_binary(data_dir: &std::path::Path) -> BinaryServer {
     use std::io::{BufRead as _, BufReader};
     use std::time::{Duration, Instant};
-    let mut child = bin()
+    let mut cmd = bin();
+    if let Some(url) = scratch_pg_url(data_dir) {
+        cmd.env("OPENHIVE_STORAGE__ENGINE", "postgres")
+            .env("OPENHIVE_STORAGE__URL", url);
+    }
+    let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "info")

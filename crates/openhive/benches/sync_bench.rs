@@ -11,11 +11,12 @@
 //! backfill: it covers the serving and the joining instance together.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use openhive::start;
 use openhive_core::ids::{self, Kind};
 use openhive_core::payload::{AgentRef, Payload, PostCreated};
 use openhive_core::{Event, time};
+use openhive_server::RunningServer;
 use openhive_server::config::{AuthMode, Config};
-use openhive_server::{RunningServer, start};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

@@ -96,7 +96,7 @@ async fn main() {
     config.server.listen = "127.0.0.1:0".into();
     config.server.data_dir = dir.path().to_path_buf();
     config.auth.mode = AuthMode::Token;
-    let server = openhive_server::start(config).await.unwrap();
+    let server = openhive::start(config).await.unwrap();
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
 

@@ -73,11 +73,10 @@ async fn kill_9_mid_load_loses_no_committed_write() {
 
     // The database is consistent on its own, before the server touches it again.
     {
-        let store = openhive_store::Store::open(
-            &dir.path().join("openhive.db"),
-            &openhive_store::StoreOptions::default(),
-        )
-        .unwrap();
+        let mut config = openhive::config::Config::default();
+        config.server.data_dir = dir.path().to_path_buf();
+        crate::harness::use_test_engine(&mut config, dir.path());
+        let store = openhive::open_store(&config).unwrap();
         let report = store
             .read_blocking(openhive_store::check::consistency)
             .unwrap();

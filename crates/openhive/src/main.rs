@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Demo => {
             let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-            rt.block_on(openhive_server::demo::run())
+            rt.block_on(openhive_server::demo::run(openhive::open_store))
         }
     }
 }
@@ -35,7 +35,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Install the handlers before anything is announced, so a signal sent as soon as the
     // address is logged is never lost to the default action.
     let shutdown = ShutdownSignal::install().context("installing signal handlers")?;
-    let running = openhive_server::start(config)
+    let running = openhive::start(config)
         .await
         .context("starting the server")?;
     tracing::info!("OpenHive listening on http://{}", running.addr);

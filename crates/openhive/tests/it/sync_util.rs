@@ -379,7 +379,7 @@ pub async fn restart_same_port(s: TestServer) -> TestServer {
     config.server.listen = addr.to_string();
     let mut tries = 0;
     loop {
-        match openhive_server::start(config.clone()).await {
+        match openhive::start(config.clone()).await {
             Ok(running) => {
                 return TestServer {
                     base_url: format!("http://{}", running.addr),

@@ -1,0 +1,335 @@
+//! The SQLite engine of the storage port: bundled SQLite in WAL mode, one file in the data
+//! directory, one writer connection and an r2d2 pool of read-only connections.
+//!
+//! Traps: `synchronous = NORMAL` survives a process crash, not a power loss; the writer and
+//! readers each set `busy_timeout` because a checkpoint may briefly hold the lock.
+//! `GREATEST`/`LEAST` are registered here (SQLite only has two-argument `MAX`/`MIN`), so the
+//! shared SQL can use PostgreSQL's names. rusqlite 0.40 and sqlx cannot share a build (both
+//! link sqlite3): PostgreSQL goes through `postgres`/tokio-postgres.
+//!
+//! Invariants: one process owns the file (two `serve` on one data directory is not a
+//! supported setup on SQLite); the database and its WAL are readable by the owner only.
+
+use openhive_store::engine::{
+    Backend, ColRef, DbError, DbErrorKind, DbResult, Engine, Param, RowRef, Session, WriterSession,
+};
+use openhive_store::{Store, StoreError, StoreOptions, schema};
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Opens (creating and migrating if needed) the database file at `path`.
+pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
+    let backend = SqliteBackend::open(path, opts)?;
+    Store::new(Arc::new(backend), opts)
+}
+
+fn db_err(e: rusqlite::Error) -> DbError {
+    let kind = match &e {
+        rusqlite::Error::QueryReturnedNoRows => DbErrorKind::NoRows,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            DbErrorKind::UniqueViolation
+        }
+        _ => DbErrorKind::Other,
+    };
+    DbError::engine(kind, e)
+}
+
+fn store_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Db(db_err(e))
+}
+
+/// A parameter as rusqlite binds it.
+struct Bind<'a>(Param<'a>);
+
+impl rusqlite::ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Param::Null => ValueRef::Null,
+            Param::Int(i) => ValueRef::Integer(i),
+            Param::Real(f) => ValueRef::Real(f),
+            Param::Text(s) => ValueRef::Text(s.as_bytes()),
+            Param::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+struct SqliteRow<'a, 'b>(&'a rusqlite::Row<'b>);
+
+impl RowRef for SqliteRow<'_, '_> {
+    fn col(&self, i: usize) -> DbResult<ColRef<'_>> {
+        Ok(match self.0.get_ref(i).map_err(db_err)? {
+            ValueRef::Null => ColRef::Null,
+            ValueRef::Integer(v) => ColRef::Int(v),
+            ValueRef::Real(v) => ColRef::Real(v),
+            ValueRef::Text(t) => ColRef::Text(
+                std::str::from_utf8(t)
+                    .map_err(|e| DbError::decode(i, format!("bad UTF-8: {e}")))?,
+            ),
+            ValueRef::Blob(b) => ColRef::Blob(b),
+        })
+    }
+}
+
+/// A connection (owned by the writer, borrowed from the pool by readers) as the port sees it.
+struct SqliteSession<C>(C);
+
+impl<C: std::borrow::Borrow<Connection>> Session for SqliteSession<C> {
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+
+    fn execute(&self, sql: &str, params: &[Param<'_>]) -> DbResult<usize> {
+        let mut st = self.0.borrow().prepare_cached(sql).map_err(db_err)?;
+        st.execute(rusqlite::params_from_iter(params.iter().map(|p| Bind(*p))))
+            .map_err(db_err)
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        each: &mut dyn FnMut(&dyn RowRef) -> DbResult<bool>,
+    ) -> DbResult<()> {
+        let mut st = self.0.borrow().prepare_cached(sql).map_err(db_err)?;
+        let mut rows = st
+            .query(rusqlite::params_from_iter(params.iter().map(|p| Bind(*p))))
+            .map_err(db_err)?;
+        while let Some(r) = rows.next().map_err(db_err)? {
+            if !each(&SqliteRow(r))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn batch(&self, sql: &str) -> DbResult<()> {
+        self.0.borrow().execute_batch(sql).map_err(db_err)
+    }
+}
+
+struct SqliteWriter(SqliteSession<Connection>);
+
+impl WriterSession for SqliteWriter {
+    fn session(&self) -> &dyn Session {
+        &self.0
+    }
+
+    fn begin(&mut self) -> DbResult<()> {
+        self.0.batch("BEGIN IMMEDIATE")
+    }
+
+    fn checkpoint(&mut self) -> DbResult<()> {
+        self.0.batch("PRAGMA wal_checkpoint(TRUNCATE);")
+    }
+}
+
+/// The SQLite engine: the file, its writer (handed out once) and the reader pool.
+pub struct SqliteBackend {
+    path: PathBuf,
+    writer: std::sync::Mutex<Option<Connection>>,
+    readers: r2d2::Pool<r2d2_sqlite::SqliteConnectionManager>,
+}
+
+impl SqliteBackend {
+    /// Opens (creating and migrating) the file at `path`.
+    pub fn open(path: &Path, opts: &StoreOptions) -> Result<SqliteBackend, StoreError> {
+        let writer = open_writer(path, opts.synchronous_full)?;
+        let readers = r2d2::Pool::builder()
+            .max_size(opts.readers.max(1))
+            .build(reader_manager(path, opts.synchronous_full))
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(SqliteBackend {
+            path: path.to_path_buf(),
+            writer: std::sync::Mutex::new(Some(writer)),
+            readers,
+        })
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+
+    fn writer(&self) -> Result<Box<dyn WriterSession>, StoreError> {
+        let conn = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Task("writer lock poisoned".into()))?
+            .take()
+            .ok_or_else(|| StoreError::Task("the SQLite writer is already in use".into()))?;
+        Ok(Box::new(SqliteWriter(SqliteSession(conn))))
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&dyn Session)) -> Result<(), StoreError> {
+        let pooled = self
+            .readers
+            .get()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        f(&SqliteSession(&*pooled));
+        Ok(())
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    for (name, greatest) in [("greatest", true), ("least", false)] {
+        conn.create_scalar_function(name, -1, flags, move |ctx| {
+            // PostgreSQL semantics: NULL arguments are ignored; NULL only if all are NULL.
+            let mut best: Option<rusqlite::types::Value> = None;
+            for i in 0..ctx.len() {
+                let v: rusqlite::types::Value = ctx.get(i)?;
+                if v == rusqlite::types::Value::Null {
+                    continue;
+                }
+                best = Some(match best {
+                    None => v,
+                    Some(b) => {
+                        let take = match compare(&v, &b) {
+                            std::cmp::Ordering::Greater => greatest,
+                            std::cmp::Ordering::Less => !greatest,
+                            std::cmp::Ordering::Equal => false,
+                        };
+                        if take { v } else { b }
+                    }
+                });
+            }
+            Ok(best.unwrap_or(rusqlite::types::Value::Null))
+        })?;
+    }
+    Ok(())
+}
+
+fn compare(a: &rusqlite::types::Value, b: &rusqlite::types::Value) -> std::cmp::Ordering {
+    use rusqlite::types::Value as V;
+    match (a, b) {
+        (V::Integer(x), V::Integer(y)) => x.cmp(y),
+        (V::Real(x), V::Real(y)) => x.total_cmp(y),
+        (V::Integer(x), V::Real(y)) => (*x as f64).total_cmp(y),
+        (V::Real(x), V::Integer(y)) => x.total_cmp(&(*y as f64)),
+        (V::Text(x), V::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (V::Blob(x), V::Blob(y)) => x.cmp(y),
+        // SQLite's cross-type order: NULL < numbers < text < blob.
+        (x, y) => rank(x).cmp(&rank(y)),
+    }
+}
+
+fn rank(v: &rusqlite::types::Value) -> u8 {
+    use rusqlite::types::Value as V;
+    match v {
+        V::Null => 0,
+        V::Integer(_) | V::Real(_) => 1,
+        V::Text(_) => 2,
+        V::Blob(_) => 3,
+    }
+}
+
+fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if sync_full { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    register_functions(conn)?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(store_err)?;
+    let supported = schema::latest(schema::SQLITE);
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (version, sql) in schema::SQLITE.iter().filter(|m| m.0 > current) {
+        let tx = conn.transaction().map_err(store_err)?;
+        tx.execute_batch(sql)
+            .and_then(|_| tx.pragma_update(None, "user_version", version))
+            .map_err(|source| StoreError::Migration {
+                version: *version,
+                source: db_err(source),
+            })?;
+        tx.commit().map_err(store_err)?;
+        tracing::info!(version, engine = "sqlite", "applied database migration");
+    }
+    Ok(())
+}
+
+/// Opens (creating and migrating) the writer connection.
+fn open_writer(path: &Path, sync_full: bool) -> Result<Connection, StoreError> {
+    let mut writer = Connection::open(path).map_err(store_err)?;
+    configure(&writer, sync_full).map_err(store_err)?;
+    migrate(&mut writer)?;
+    restrict_permissions(path);
+    Ok(writer)
+}
+
+/// The database holds peer tokens: keep it (and its WAL) readable by the owner only.
+fn restrict_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files = vec![path.to_path_buf()];
+        for suffix in ["-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            files.push(p.into());
+        }
+        for f in files {
+            if f.exists() {
+                let _ = std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+}
+
+/// The pool manager of read-only connections.
+fn reader_manager(path: &Path, sync_full: bool) -> r2d2_sqlite::SqliteConnectionManager {
+    r2d2_sqlite::SqliteConnectionManager::file(path)
+        .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_init(move |c| {
+            c.busy_timeout(std::time::Duration::from_secs(10))?;
+            c.pragma_update(
+                None,
+                "synchronous",
+                if sync_full { "FULL" } else { "NORMAL" },
+            )?;
+            register_functions(c)?;
+            Ok(())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greatest_and_least_follow_postgres() -> rusqlite::Result<()> {
+        let c = Connection::open_in_memory()?;
+        register_functions(&c)?;
+        let g: i64 = c.query_row("SELECT greatest(3, 7, NULL, 5)", [], |r| r.get(0))?;
+        let l: String = c.query_row("SELECT least('b', 'a', NULL)", [], |r| r.get(0))?;
+        let n: Option<i64> = c.query_row("SELECT greatest(NULL, NULL)", [], |r| r.get(0))?;
+        assert_eq!((g, l.as_str(), n), (7, "a", None));
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! The schema, versioned, one migration list per dialect. The SQL modules of this crate are
+//! written against it; engines apply the list of their dialect in order and record the
+//! last applied version.
+
+/// One migration: its version and SQL.
+pub type Migration = (u32, &'static str);
+
+/// SQLite migrations (`PRAGMA user_version` records the last applied one).
+pub const SQLITE: &[Migration] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_sync_links.sql")),
+    (
+        3,
+        include_str!("../migrations/sqlite/0003_feed_indexes.sql"),
+    ),
+];
+
+/// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
+/// 1 is the whole of SQLite's versions 1-3.
+pub const POSTGRES: &[Migration] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// The newest version of a list.
+pub fn latest(list: &[Migration]) -> u32 {
+    list.last().map(|m| m.0).unwrap_or(0)
+}

@@ -1,0 +1,152 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use openhive_store::sync_state::*;
+use openhive_store::{Conn, Store, StoreError, hives};
+
+fn store() -> (tempfile::TempDir, Store) {
+    common::open_store()
+}
+
+fn setup(conn: &Conn<'_>) -> (String, String) {
+    let hive = hives::ensure_log(conn, "general").unwrap();
+    ensure_group(conn, &hive, "general", "inst_self", 1).unwrap();
+    let (p, created) =
+        upsert_configured_peer(conn, "b", "http://b/sync/v1", SOURCE_API, 1).unwrap();
+    assert!(created);
+    ensure_link(conn, &p.id, &hive, STATE_HANDSHAKING).unwrap();
+    (hive, p.id)
+}
+
+#[test]
+fn groups_and_roster() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (hive, _) = setup(c);
+        assert!(!ensure_group(c, &hive, "general", "inst_self", 2)?);
+        assert_eq!(group_by_name(c, "general")?.unwrap().hive_id, hive);
+        // Roster only lists members with a known key.
+        assert!(roster(c, &hive)?.is_empty());
+        let k = openhive_core::InstanceKey::generate().public();
+        openhive_store::keys::learn(c, "inst_self", &k, None, 1)?;
+        assert_eq!(roster(c, &hive)?, vec![("inst_self".into(), k.to_base64())]);
+        assert_eq!(list_groups(c)?.len(), 1);
+        assert!(delete_group(c, &hive)?);
+        assert!(group_by_name(c, "general")?.is_none());
+        assert!(live_links(c)?.is_empty());
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn tokens_are_hashed_bound_and_two_are_kept() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (hive, peer) = setup(c);
+        let t1 = issue_token(c, &peer, &hive, 5)?;
+        let t2 = issue_token(c, &peer, &hive, 5)?;
+        let t3 = issue_token(c, &peer, &hive, 5)?;
+        assert!(authenticate(c, &t1)?.is_none(), "oldest pruned");
+        assert_eq!(authenticate(c, &t2)?, Some((peer.clone(), hive.clone())));
+        assert_eq!(authenticate(c, &t3)?, Some((peer.clone(), hive.clone())));
+        assert!(authenticate(c, "ohs_bogus")?.is_none());
+        // Only hashes are stored.
+        let n: i64 = c.query_row(
+            "SELECT COUNT(*) FROM peer_tokens WHERE token_hash = ?1",
+            [&t3],
+            |r| r.get(0),
+        )?;
+        assert_eq!(n, 0);
+        mark_left(c, &peer, &hive)?;
+        assert!(authenticate(c, &t3)?.is_none());
+        assert_eq!(link(c, &peer, &hive)?.unwrap().state, STATE_LEFT);
+        assert!(live_links(c)?.is_empty());
+        // Re-adding reopens the link.
+        assert!(ensure_link(c, &peer, &hive, STATE_HANDSHAKING)?);
+        assert!(!ensure_link(c, &peer, &hive, STATE_HANDSHAKING)?);
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn cursors_only_move_forward_and_push_needs_contiguity() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (hive, peer) = setup(c);
+        advance_sent(c, &peer, &hive, 10, 1)?;
+        advance_sent(c, &peer, &hive, 5, 1)?;
+        assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_sent, 10);
+        // Gap: received 0, batch 5..=9 → not moved.
+        assert!(!advance_received_contiguous(c, &peer, &hive, 5, 9, 1)?);
+        assert!(advance_received_contiguous(c, &peer, &hive, 1, 4, 1)?);
+        assert!(advance_received_contiguous(c, &peer, &hive, 5, 9, 1)?);
+        // Overlap (already past) → not moved back.
+        assert!(!advance_received_contiguous(c, &peer, &hive, 3, 6, 1)?);
+        assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_received, 9);
+        advance_received(c, &peer, &hive, 7, 1)?;
+        assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_received, 9);
+        count_events(c, &peer, &hive, 3, 2)?;
+        let l = link(c, &peer, &hive)?.unwrap();
+        assert_eq!((l.events_received, l.events_rejected), (3, 2));
+        assert!(!format!("{l:?}").contains("token_out: Some"));
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn handshake_upsert_never_duplicates_a_peer() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (hive, configured) = setup(c);
+        // The configured peer answers as inst_b: same row gets the instance id.
+        let id = upsert_handshake_peer(c, "inst_b", "b", "http://b/sync/v1", 2)?;
+        assert_eq!(id, configured);
+        // Again (the other side initiated too): still one row.
+        let id2 = upsert_handshake_peer(c, "inst_b", "b", "http://b/sync/v1", 3)?;
+        assert_eq!(id2, configured);
+        assert_eq!(list_peers(c)?.len(), 1);
+        // An unknown instance gets a handshake row.
+        let c_id = upsert_handshake_peer(c, "inst_c", "c", "http://c/sync/v1", 3)?;
+        assert_ne!(c_id, configured);
+        assert_eq!(peer_by_id(c, &c_id)?.unwrap().source, SOURCE_HANDSHAKE);
+        ensure_link(c, &c_id, &hive, STATE_ACTIVE)?;
+        // Admin then configures C under a different endpoint spelling, and C handshakes
+        // from that endpoint: the two rows merge.
+        let (cfg, _) = upsert_configured_peer(c, "c2", "http://c2/sync/v1", SOURCE_API, 4)?;
+        let merged = upsert_handshake_peer(c, "inst_c", "c", "http://c2/sync/v1", 5)?;
+        assert_eq!(merged, cfg.id);
+        assert_eq!(list_peers(c)?.len(), 2);
+        assert_eq!(links_for_peer(c, &merged)?.len(), 1);
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn failures_contact_and_unreachable() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (_hive, peer) = setup(c);
+        for i in 1..=9 {
+            assert_eq!(record_failure(c, &peer, "boom", 10, 10)?, i);
+        }
+        assert_eq!(peer_by_id(c, &peer)?.unwrap().status, STATUS_PENDING);
+        record_failure(c, &peer, "boom", 10, 10)?;
+        let p = peer_by_id(c, &peer)?.unwrap();
+        assert_eq!(
+            (p.status.as_str(), p.last_error.as_deref()),
+            ("error", Some("boom"))
+        );
+        record_contact(c, &peer, 20)?;
+        let p = peer_by_id(c, &peer)?.unwrap();
+        assert_eq!((p.status.as_str(), p.failure_count), ("active", 0));
+        assert!(mark_unreachable(c, 15, 30)?.is_empty());
+        assert_eq!(mark_unreachable(c, 25, 30)?, vec![peer.clone()]);
+        assert_eq!(peer_by_id(c, &peer)?.unwrap().status, STATUS_UNREACHABLE);
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}
