@@ -76,6 +76,17 @@ pub struct NewLocalAgent {
 
 /// Creates a local agent. A taken local name is [`StoreError::Conflict`].
 pub fn create_local(conn: &Conn<'_>, a: &NewLocalAgent, now: i64) -> Result<AgentRow> {
+    // Checked first (writes are serialized, so this is race-free): on PostgreSQL a failed
+    // statement would abort the caller's whole transaction.
+    let taken = conn
+        .prepare_cached("SELECT 1 FROM agents WHERE name = ?1 AND is_local = 1")?
+        .exists([&a.name])?;
+    if taken {
+        return Err(StoreError::Conflict(format!(
+            "agent name {:?} is already taken",
+            a.name
+        )));
+    }
     let res = conn.execute(
         "INSERT INTO agents (id, name, instance_id, is_local, api_key_hash, description, metadata,
                              is_admin, verification_status, created_at, updated_at)

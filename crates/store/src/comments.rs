@@ -150,8 +150,12 @@ pub fn page_for_post(
         CommentSort::New => "c.created_at DESC, c.id DESC",
         CommentSort::Old => "c.created_at ASC, c.id ASC",
     };
+    // Every bound parameter is named (and typed) once, whichever keyset applies: PostgreSQL
+    // cannot prepare a statement with a parameter it never sees.
     let sql = format!(
         "{} WHERE c.post_id = ?2 AND c.deleted = 0 AND c.hidden = 0{keyset}
+           AND CAST(?3 AS BIGINT) IS NOT NULL AND CAST(?4 AS BIGINT) IS NOT NULL
+           AND CAST(?5 AS TEXT) IS NOT NULL
          ORDER BY {order} LIMIT ?6",
         select()
     );

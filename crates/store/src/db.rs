@@ -387,7 +387,7 @@ pub fn meta_set(conn: &Conn<'_>, key: &str, value: &str) -> Result<()> {
 pub fn counter_add(conn: &Conn<'_>, name: &str, delta: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO counters(name, value) VALUES (?1, ?2)
-         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+         ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
         params![name, delta],
     )?;
     Ok(())

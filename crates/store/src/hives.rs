@@ -183,12 +183,13 @@ pub fn members(
 ) -> Result<(Vec<MemberRow>, i64)> {
     let owner = hive.owner_id.clone().unwrap_or_default();
     let sql = "SELECT agent_id, state, is_moderator, joined_at FROM (
-                 SELECT ?2 AS agent_id, 'member' AS state, 0 AS is_moderator, ?3 AS joined_at, 0 AS o
+                 SELECT CAST(?2 AS TEXT) AS agent_id, 'member' AS state, 0 AS is_moderator,
+                        CAST(?3 AS BIGINT) AS joined_at, 0 AS o
                  WHERE ?2 <> ''
                  UNION ALL
                  SELECT agent_id, state, is_moderator, joined_at, 1 AS o FROM memberships
                  WHERE hive_id = ?1 AND agent_id <> ?2 AND state <> 'banned'
-                   AND (state = 'member' OR is_moderator = 1))
+                   AND (state = 'member' OR is_moderator = 1)) AS members
                ORDER BY o, joined_at, agent_id LIMIT ?4 OFFSET ?5";
     let rows = conn
         .prepare_cached(sql)?

@@ -65,8 +65,8 @@ pub fn ingest(
             Outcome::Waiting { depends_on } => {
                 tracing::debug!(event = %ev.id, %depends_on, "event waits for its dependency");
                 conn.prepare_cached(
-                    "INSERT OR IGNORE INTO pending_events (depends_on, event_id, hive_id, received_at)
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO pending_events (depends_on, event_id, hive_id, received_at)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                 )?
                 .execute(params![depends_on, ev.id, hive_id, now])?;
             }
@@ -228,9 +228,9 @@ pub fn ingest_remote_checked(
 fn park_unverified(conn: &Conn<'_>, hive_id: &str, ev: &Event, from: &str, now: i64) -> Result<()> {
     let json = serde_json::to_string(ev).map_err(|e| crate::StoreError::Invalid(e.to_string()))?;
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO unverified_events
+        "INSERT INTO unverified_events
            (id, hive_id, origin_instance_id, event_json, received_from, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
     )?
     .execute(params![
         ev.id,

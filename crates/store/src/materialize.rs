@@ -227,7 +227,7 @@ pub fn apply(conn: &Conn<'_>, hive_id: &str, ev: &Event, p: &Payload) -> Result<
             }
             let v = cx.version();
             let n = conn.execute(
-                "UPDATE comments SET content = ?2, content_v = ?3, updated_at = MAX(updated_at, ?4)
+                "UPDATE comments SET content = ?2, content_v = ?3, updated_at = GREATEST(updated_at, ?4)
                  WHERE id = ?1 AND content_v < ?3",
                 params![p.comment_id, p.content, v, ev.origin_ts],
             )?;
@@ -296,7 +296,7 @@ fn hive_exists(cx: &Ctx<'_>) -> Result<bool> {
 /// (a maximum over the event set, so every instance agrees).
 fn touch_hive(cx: &Ctx<'_>) -> Result<()> {
     cx.conn
-        .prepare_cached("UPDATE hives SET updated_at = MAX(updated_at, ?2) WHERE id = ?1")?
+        .prepare_cached("UPDATE hives SET updated_at = GREATEST(updated_at, ?2) WHERE id = ?1")?
         .execute(params![cx.hive_id, cx.ev.origin_ts])?;
     Ok(())
 }
@@ -379,9 +379,9 @@ fn hive_created(cx: &Ctx<'_>, p: &payload::HiveCreated) -> Result<Outcome> {
 fn add_candidate(cx: &Ctx<'_>, register: &str, prev: Option<&str>, value: &str) -> Result<()> {
     cx.conn
         .prepare_cached(
-            "INSERT OR IGNORE INTO state_candidates
+            "INSERT INTO state_candidates
                (hive_id, register, event_id, prev, origin_instance_id, origin_ts, value)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             cx.hive_id,
@@ -516,8 +516,8 @@ fn recompute_setting(conn: &Conn<'_>, hive_id: &str, key: &str) -> Result<()> {
 
 fn ensure_membership_row(conn: &Conn<'_>, hive_id: &str, agent_id: &str) -> Result<()> {
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO memberships (hive_id, agent_id, state, is_moderator, joined_at)
-         VALUES (?1, ?2, 'left', 0, 0)",
+        "INSERT INTO memberships (hive_id, agent_id, state, is_moderator, joined_at)
+         VALUES (?1, ?2, 'left', 0, 0) ON CONFLICT DO NOTHING",
     )?
     .execute(params![hive_id, agent_id])?;
     Ok(())
@@ -566,8 +566,8 @@ fn recompute_member_count(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
         "UPDATE hives SET member_count =
            (SELECT COUNT(*) FROM memberships m
              WHERE m.hive_id = hives.id AND m.state = 'member'
-               AND m.agent_id IS NOT hives.owner_id)
-           + (owner_id IS NOT NULL)
+               AND m.agent_id IS DISTINCT FROM hives.owner_id)
+           + CASE WHEN owner_id IS NOT NULL THEN 1 ELSE 0 END
          WHERE id = ?1",
         [hive_id],
     )?;
@@ -602,9 +602,9 @@ fn upsert_agent_snapshot(cx: &Ctx<'_>, a: &AgentRef) -> Result<()> {
                            THEN excluded.name ELSE agents.name END,
                avatar_url = CASE WHEN excluded.snapshot_version > agents.snapshot_version
                                  THEN excluded.avatar_url ELSE agents.avatar_url END,
-               snapshot_version = MAX(agents.snapshot_version, excluded.snapshot_version),
-               created_at = MIN(agents.created_at, excluded.created_at),
-               updated_at = MAX(agents.updated_at, excluded.updated_at)
+               snapshot_version = GREATEST(agents.snapshot_version, excluded.snapshot_version),
+               created_at = LEAST(agents.created_at, excluded.created_at),
+               updated_at = GREATEST(agents.updated_at, excluded.updated_at)
              WHERE agents.is_local = 0",
         )?
         .execute(params![
@@ -643,10 +643,10 @@ fn post_created(cx: &Ctx<'_>, p: &payload::PostCreated) -> Result<Outcome> {
     let n = cx
         .conn
         .prepare_cached(
-            "INSERT OR IGNORE INTO posts (id, hive_id, author_id, origin_instance_id, title, content,
+            "INSERT INTO posts (id, hive_id, author_id, origin_instance_id, title, content,
                url, title_v, content_v, url_v, score, hot, comment_count, is_pinned, deleted,
                created_event_id, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9, 0, 0, 0, ?10, ?11, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9, 0, 0, 0, ?10, ?11, ?11) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             p.post_id,
@@ -712,7 +712,7 @@ fn post_updated(cx: &Ctx<'_>, p: &payload::PostUpdated) -> Result<Outcome> {
         )?;
     }
     cx.conn.execute(
-        "UPDATE posts SET updated_at = MAX(updated_at, ?2) WHERE id = ?1",
+        "UPDATE posts SET updated_at = GREATEST(updated_at, ?2) WHERE id = ?1",
         params![p.post_id, cx.ev.origin_ts],
     )?;
     upsert_agent_snapshot(cx, &p.updated_by)?;
@@ -788,10 +788,10 @@ fn comment_created(cx: &Ctx<'_>, p: &payload::CommentCreated) -> Result<Outcome>
     let n = cx
         .conn
         .prepare_cached(
-            "INSERT OR IGNORE INTO comments (id, post_id, hive_id, parent_id, author_id,
+            "INSERT INTO comments (id, post_id, hive_id, parent_id, author_id,
                origin_instance_id, content, content_v, score, depth, path, deleted, hidden,
                created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, 0, ?11, ?12, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, 0, ?11, ?12, ?12) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             p.comment_id,
@@ -895,7 +895,9 @@ fn vote_cast(cx: &Ctx<'_>, p: &payload::VoteCast) -> Result<Outcome> {
         return Ok(applied(Vec::new()));
     }
     let score: i64 = conn
-        .prepare_cached("SELECT COALESCE(SUM(value), 0) FROM votes WHERE target_id = ?1")?
+        .prepare_cached(
+            "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) FROM votes WHERE target_id = ?1",
+        )?
         .query_row([&p.target_id], |r| r.get(0))?;
     let delta = score - old_score;
     if delta == 0 {
@@ -994,7 +996,7 @@ pub fn state_digest(conn: &Conn<'_>, hive_id: &str) -> Result<String> {
     // Remote agents named by this hive's content (their snapshots are global rows).
     dump(
         "SELECT id, name, avatar_url, created_at, updated_at FROM agents a
-         WHERE a.is_local = 0 AND (?1 = ?1) ORDER BY id",
+         WHERE a.is_local = 0 AND CAST(?1 AS TEXT) IS NOT NULL ORDER BY id",
         5,
     )?;
     Ok(out)

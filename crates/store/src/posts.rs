@@ -198,7 +198,7 @@ pub fn list(
         _ => conn.query_row(
             &format!(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM posts p JOIN hives h ON h.id = p.hive_id
-                 WHERE {filter} LIMIT {TOTAL_CAP})"
+                 WHERE CAST(?1 AS TEXT) IS NOT NULL AND {filter} LIMIT {TOTAL_CAP}) AS hits"
             ),
             params_from_iter(args.iter()),
             |r| r.get(0),

@@ -1,8 +1,10 @@
-//! Full-text search (SQLite FTS5) over posts, comments, agents and hives, remote content
-//! included. User input never reaches FTS syntax: each term is quoted and prefix-matched.
+//! Full-text search over posts, comments, agents and hives, remote content included: SQLite
+//! FTS5 tables, or PostgreSQL `tsvector` columns with GIN indexes ('simple' configuration).
+//! User input never reaches either query syntax: each term is reduced to letters, digits,
+//! `_` and `-`, quoted, and prefix-matched.
 
 use crate::comments::CommentRow;
-use crate::engine::{Conn, DbResult};
+use crate::engine::{Conn, DbResult, Engine};
 use crate::error::Result;
 use crate::hives::HiveRow;
 use crate::params;
@@ -10,8 +12,18 @@ use crate::posts::{Author, PostRow};
 
 /// Turns free text into a safe FTS5 query: `"term"*` per term, ANDed. None if no terms.
 pub fn fts_query(q: &str) -> Option<String> {
-    let terms: Vec<String> = q
-        .split_whitespace()
+    let terms: Vec<String> = terms(q).map(|t| format!("\"{t}\"*")).collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+/// Turns free text into a safe PostgreSQL tsquery: `'term':*` per term, ANDed.
+pub fn ts_query(q: &str) -> Option<String> {
+    let terms: Vec<String> = terms(q).map(|t| format!("'{t}':*")).collect();
+    (!terms.is_empty()).then(|| terms.join(" & "))
+}
+
+fn terms(q: &str) -> impl Iterator<Item = String> + '_ {
+    q.split_whitespace()
         .map(|t| {
             t.chars()
                 .filter(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
@@ -19,9 +31,32 @@ pub fn fts_query(q: &str) -> Option<String> {
         })
         .filter(|t| !t.is_empty())
         .take(16)
-        .map(|t| format!("\"{t}\"*"))
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+/// The engine's pieces of a full-text query over `table` (aliased `alias`); the query text
+/// is parameter `?1`.
+struct Fts {
+    query: String,
+    from: String,
+    matches: String,
+    rank: String,
+}
+
+fn fts(conn: &Conn<'_>, q: &str, table: &str, alias: &str) -> Option<Fts> {
+    Some(match conn.engine() {
+        Engine::Sqlite => Fts {
+            query: fts_query(q)?,
+            from: format!("{table}_fts f JOIN {table} {alias} ON {alias}.rowid = f.rowid"),
+            matches: format!("{table}_fts MATCH ?1"),
+            rank: "f.rank".into(),
+        },
+        Engine::Postgres => Fts {
+            query: ts_query(q)?,
+            from: format!("{table} {alias}"),
+            matches: format!("{alias}.search_tsv @@ to_tsquery('simple', ?1)"),
+            rank: format!("ts_rank({alias}.search_tsv, to_tsquery('simple', ?1)) DESC, {alias}.id"),
+        },
+    })
 }
 
 /// Search totals count at most this many matches.
@@ -38,30 +73,36 @@ pub fn posts(
     hive_id: Option<&str>,
     limit: i64,
 ) -> Result<(Vec<PostRow>, i64)> {
-    let Some(fts) = fts_query(q) else {
+    let Some(Fts {
+        query,
+        from,
+        matches,
+        rank,
+    }) = fts(conn, q, "posts", "p")
+    else {
         return Ok((Vec::new(), 0));
     };
     // Only the page is ranked and fetched (top-k); the total is counted separately.
     let ids: Vec<String> = conn
         .prepare_cached(&format!(
-            "SELECT p.id FROM posts_fts f JOIN posts p ON p.rowid = f.rowid
+            "SELECT p.id FROM {from}
                JOIN hives h ON h.id = p.hive_id
-             WHERE posts_fts MATCH ?1 AND p.deleted = 0 AND h.deleted = 0 AND {READABLE}
-               AND (?3 IS NULL OR p.hive_id = ?3)
-             ORDER BY f.rank LIMIT ?4"
+             WHERE {matches} AND p.deleted = 0 AND h.deleted = 0 AND {READABLE}
+               AND (CAST(?3 AS TEXT) IS NULL OR p.hive_id = ?3)
+             ORDER BY {rank} LIMIT ?4"
         ))?
-        .query_map(params![fts, viewer.unwrap_or(""), hive_id, limit], |r| {
+        .query_map(params![query, viewer.unwrap_or(""), hive_id, limit], |r| {
             r.get(0)
         })?
         .collect::<DbResult<_>>()?;
     let total: i64 = conn
         .prepare_cached(&format!(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM posts_fts f JOIN posts p ON p.rowid = f.rowid
+            "SELECT COUNT(*) FROM (SELECT 1 FROM {from}
                JOIN hives h ON h.id = p.hive_id
-             WHERE posts_fts MATCH ?1 AND p.deleted = 0 AND h.deleted = 0 AND {READABLE}
-               AND (?3 IS NULL OR p.hive_id = ?3) LIMIT {TOTAL_CAP})"
+             WHERE {matches} AND p.deleted = 0 AND h.deleted = 0 AND {READABLE}
+               AND (CAST(?3 AS TEXT) IS NULL OR p.hive_id = ?3) LIMIT {TOTAL_CAP}) AS hits"
         ))?
-        .query_row(params![fts, viewer.unwrap_or(""), hive_id], |r| r.get(0))?;
+        .query_row(params![query, viewer.unwrap_or(""), hive_id], |r| r.get(0))?;
     let mut out = Vec::new();
     for id in &ids {
         if let Some(p) = crate::posts::get(conn, id, viewer)? {
@@ -78,18 +119,24 @@ pub fn comments(
     viewer: Option<&str>,
     limit: i64,
 ) -> Result<(Vec<CommentRow>, i64)> {
-    let Some(fts) = fts_query(q) else {
+    let Some(Fts {
+        query,
+        from,
+        matches,
+        rank,
+    }) = fts(conn, q, "comments", "c")
+    else {
         return Ok((Vec::new(), 0));
     };
     let ids: Vec<String> = conn
         .prepare_cached(&format!(
-            "SELECT c.id FROM comments_fts f JOIN comments c ON c.rowid = f.rowid
+            "SELECT c.id FROM {from}
                JOIN posts p ON p.id = c.post_id JOIN hives h ON h.id = c.hive_id
-             WHERE comments_fts MATCH ?1 AND c.deleted = 0 AND c.hidden = 0 AND p.deleted = 0
+             WHERE {matches} AND c.deleted = 0 AND c.hidden = 0 AND p.deleted = 0
                AND h.deleted = 0 AND {READABLE}
-             ORDER BY f.rank LIMIT 1000"
+             ORDER BY {rank} LIMIT 1000"
         ))?
-        .query_map(params![fts, viewer.unwrap_or("")], |r| r.get(0))?
+        .query_map(params![query, viewer.unwrap_or("")], |r| r.get(0))?
         .collect::<DbResult<_>>()?;
     let total = ids.len() as i64;
     let mut out = Vec::new();
@@ -103,16 +150,21 @@ pub fn comments(
 
 /// Agents (local and remote) matching `q`.
 pub fn agents(conn: &Conn<'_>, q: &str, limit: i64) -> Result<(Vec<Author>, i64)> {
-    let Some(fts) = fts_query(q) else {
+    let Some(Fts {
+        query,
+        from,
+        matches,
+        rank,
+    }) = fts(conn, q, "agents", "a")
+    else {
         return Ok((Vec::new(), 0));
     };
     let rows: Vec<Author> = conn
         .prepare_cached(&format!(
-            "SELECT {} FROM agents_fts f JOIN agents a ON a.rowid = f.rowid
-             WHERE agents_fts MATCH ?1 ORDER BY f.rank LIMIT 1000",
+            "SELECT {} FROM {from} WHERE {matches} ORDER BY {rank} LIMIT 1000",
             crate::posts::AUTHOR_COLS
         ))?
-        .query_map(params![fts], |r| crate::posts::author_at(r, 0))?
+        .query_map(params![query], |r| crate::posts::author_at(r, 0))?
         .collect::<DbResult<_>>()?;
     let total = rows.len() as i64;
     Ok((
@@ -128,17 +180,23 @@ pub fn hives(
     viewer: Option<&str>,
     limit: i64,
 ) -> Result<(Vec<HiveRow>, i64)> {
-    let Some(fts) = fts_query(q) else {
+    let Some(Fts {
+        query,
+        from,
+        matches,
+        rank,
+    }) = fts(conn, q, "hives", "h")
+    else {
         return Ok((Vec::new(), 0));
     };
     let ids: Vec<String> = conn
         .prepare_cached(&format!(
-            "SELECT h.id FROM hives_fts f JOIN hives h ON h.rowid = f.rowid
-             WHERE hives_fts MATCH ?1 AND h.created_event_id IS NOT NULL AND h.deleted = 0
+            "SELECT h.id FROM {from}
+             WHERE {matches} AND h.created_event_id IS NOT NULL AND h.deleted = 0
                AND {READABLE}
-             ORDER BY f.rank LIMIT 1000"
+             ORDER BY {rank} LIMIT 1000"
         ))?
-        .query_map(params![fts, viewer.unwrap_or("")], |r| r.get(0))?
+        .query_map(params![query, viewer.unwrap_or("")], |r| r.get(0))?
         .collect::<DbResult<_>>()?;
     let total = ids.len() as i64;
     let mut out = Vec::new();
@@ -165,5 +223,10 @@ mod tests {
             Some("\"a\"* \"OR\"* \"b\"*")
         );
         assert_eq!(fts_query("  ()*\" "), None);
+        assert_eq!(
+            ts_query("a' | !b:* (c)").as_deref(),
+            Some("'a':* & 'b':* & 'c':*")
+        );
+        assert_eq!(ts_query(" '&|! "), None);
     }
 }

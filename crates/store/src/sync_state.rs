@@ -62,7 +62,7 @@ pub fn ensure_group(
     now: i64,
 ) -> Result<bool> {
     let n = conn.execute(
-        "INSERT OR IGNORE INTO sync_groups (hive_id, hive_name, created_at) VALUES (?1, ?2, ?3)",
+        "INSERT INTO sync_groups (hive_id, hive_name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
         params![hive_id, hive_name, now],
     )?;
     add_member(conn, hive_id, self_id)?;
@@ -117,7 +117,7 @@ pub fn delete_group(conn: &Conn<'_>, hive_id: &str) -> Result<bool> {
 pub fn add_member(conn: &Conn<'_>, hive_id: &str, instance_id: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached(
-            "INSERT OR IGNORE INTO group_members (hive_id, instance_id) VALUES (?1, ?2)",
+            "INSERT INTO group_members (hive_id, instance_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         )?
         .execute([hive_id, instance_id])?
         > 0)
@@ -297,7 +297,8 @@ pub fn upsert_handshake_peer(
 fn merge_peer_into(conn: &Conn<'_>, from: &str, into: &str) -> Result<()> {
     // Links of `from` the kept row lacks move over; tokens follow.
     conn.execute(
-        "UPDATE OR IGNORE peer_groups SET peer_id = ?2 WHERE peer_id = ?1",
+        "UPDATE peer_groups SET peer_id = ?2 WHERE peer_id = ?1 AND NOT EXISTS
+           (SELECT 1 FROM peer_groups g WHERE g.peer_id = ?2 AND g.hive_id = peer_groups.hive_id)",
         params![from, into],
     )?;
     conn.execute("DELETE FROM peer_groups WHERE peer_id = ?1", [from])?;
@@ -512,7 +513,7 @@ pub fn advance_sent(
     now: i64,
 ) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE peer_groups SET last_seq_sent = MAX(last_seq_sent, ?3), last_sync_at = ?4
+        "UPDATE peer_groups SET last_seq_sent = GREATEST(last_seq_sent, ?3), last_sync_at = ?4
          WHERE peer_id = ?1 AND hive_id = ?2",
     )?
     .execute(params![peer_id, hive_id, seq, now])?;
@@ -528,7 +529,7 @@ pub fn advance_received(
     now: i64,
 ) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE peer_groups SET last_seq_received = MAX(last_seq_received, ?3), last_sync_at = ?4
+        "UPDATE peer_groups SET last_seq_received = GREATEST(last_seq_received, ?3), last_sync_at = ?4
          WHERE peer_id = ?1 AND hive_id = ?2",
     )?
     .execute(params![peer_id, hive_id, seq, now])?;
@@ -565,7 +566,7 @@ pub fn reset_received(conn: &Conn<'_>, hive_id: &str) -> Result<usize> {
 
 pub fn set_remote_seq(conn: &Conn<'_>, peer_id: &str, hive_id: &str, seq: i64) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE peer_groups SET remote_seq = MAX(remote_seq, ?3) WHERE peer_id = ?1 AND hive_id = ?2",
+        "UPDATE peer_groups SET remote_seq = GREATEST(remote_seq, ?3) WHERE peer_id = ?1 AND hive_id = ?2",
     )?
     .execute(params![peer_id, hive_id, seq])?;
     Ok(())

@@ -468,6 +468,29 @@ async fn api_keys_are_not_stored_in_plaintext() {
     let c = client();
     let key = register(&c, &s, "judy").await;
     let s = s.restart().await; // checkpoint: everything is in the main db file
+    if let Some(url) = crate::harness::scratch_pg_url(s.data_dir.path()) {
+        // PostgreSQL: no file to read; the key column holds the hash, not the key.
+        let k = key.clone();
+        let (by_key, by_hash) = std::thread::spawn(move || {
+            let mut config = openhive::config::Config::default();
+            config.storage.engine = openhive::config::StorageEngine::Postgres;
+            config.storage.url = Some(url);
+            let store = openhive::open_store(&config).unwrap();
+            store
+                .read_blocking(|c| {
+                    let by_key = openhive_store::agents::get_by_api_key_hash(c, &k)?;
+                    let hash = openhive_core::ids::hash_secret(&k);
+                    let by_hash = openhive_store::agents::get_by_api_key_hash(c, &hash)?;
+                    Ok::<_, openhive_store::StoreError>((by_key, by_hash))
+                })
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(by_key.is_none(), "API key stored in plaintext");
+        assert_eq!(by_hash.map(|a| a.name).as_deref(), Some("judy"));
+        return;
+    }
     let mut bytes = Vec::new();
     for entry in std::fs::read_dir(s.data_dir.path()).unwrap() {
         let p = entry.unwrap().path();

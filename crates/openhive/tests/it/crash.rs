@@ -73,13 +73,19 @@ async fn kill_9_mid_load_loses_no_committed_write() {
 
     // The database is consistent on its own, before the server touches it again.
     {
-        let mut config = openhive::config::Config::default();
-        config.server.data_dir = dir.path().to_path_buf();
-        crate::harness::use_test_engine(&mut config, dir.path());
-        let store = openhive::open_store(&config).unwrap();
-        let report = store
-            .read_blocking(openhive_store::check::consistency)
-            .unwrap();
+        let data_dir = dir.path().to_path_buf();
+        // Blocking engine clients: off the async runtime.
+        let report = std::thread::spawn(move || {
+            let mut config = openhive::config::Config::default();
+            config.server.data_dir = data_dir.clone();
+            crate::harness::use_test_engine(&mut config, &data_dir);
+            let store = openhive::open_store(&config).unwrap();
+            store
+                .read_blocking(openhive_store::check::consistency)
+                .unwrap()
+        })
+        .join()
+        .unwrap();
         assert!(report.is_healthy(), "{report:?}");
         assert!(report.posts > 0, "{report:?}");
     }

@@ -76,7 +76,12 @@ pub fn scratch_pg_url(data_dir: &std::path::Path) -> Option<String> {
     if let Ok(url) = std::fs::read_to_string(&memo) {
         return Some(url.trim().to_string());
     }
-    let url = openhive_store_postgres::create_scratch_database(&admin, "oh_it").unwrap();
+    // A blocking client: keep it off the test's async runtime.
+    let url = std::thread::spawn(move || {
+        openhive_store_postgres::create_scratch_database(&admin, "oh_it").unwrap()
+    })
+    .join()
+    .unwrap();
     std::fs::create_dir_all(data_dir).unwrap();
     std::fs::write(&memo, &url).unwrap();
     Some(url)
@@ -90,7 +95,18 @@ pub fn use_test_engine(c: &mut Config, data_dir: &std::path::Path) {
     }
 }
 
+/// With `OPENHIVE_TEST_LOG` set (an env filter such as `warn`), servers' logs go to stderr.
+fn init_test_log() {
+    if let Ok(filter) = std::env::var("OPENHIVE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub async fn spawn(opts: Opts) -> TestServer {
+    init_test_log();
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir, opts.auth_mode);
     if let Some(f) = opts.configure {

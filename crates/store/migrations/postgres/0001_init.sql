@@ -6,26 +6,26 @@
 -- with a generated tsvector column (`search_tsv`, 'simple' configuration) and a GIN index.
 
 CREATE TABLE instance_meta (
-  key TEXT PRIMARY KEY,
-  value TEXT NOT NULL
+  key TEXT COLLATE "C" PRIMARY KEY,
+  value TEXT COLLATE "C" NOT NULL
 );
 
 -- Local agents (is_local = 1, may hold an API key) and remote agents seen in events
 -- (is_local = 0, a cache of the latest snapshot). One table so every feed joins one way.
 CREATE TABLE agents (
-  id TEXT PRIMARY KEY,
-  name TEXT NOT NULL,
-  instance_id TEXT NOT NULL,
+  id TEXT COLLATE "C" PRIMARY KEY,
+  name TEXT COLLATE "C" NOT NULL,
+  instance_id TEXT COLLATE "C" NOT NULL,
   is_local BIGINT NOT NULL,
-  api_key_hash TEXT UNIQUE,
-  description TEXT NOT NULL DEFAULT '',
-  avatar_url TEXT,
-  metadata TEXT,
+  api_key_hash TEXT COLLATE "C" UNIQUE,
+  description TEXT COLLATE "C" NOT NULL DEFAULT '',
+  avatar_url TEXT COLLATE "C",
+  metadata TEXT COLLATE "C",
   karma BIGINT NOT NULL DEFAULT 0,
   is_admin BIGINT NOT NULL DEFAULT 0,
-  verification_status TEXT NOT NULL DEFAULT 'verified',
-  account_type TEXT NOT NULL DEFAULT 'agent',
-  snapshot_version TEXT,
+  verification_status TEXT COLLATE "C" NOT NULL DEFAULT 'verified',
+  account_type TEXT COLLATE "C" NOT NULL DEFAULT 'agent',
+  snapshot_version TEXT COLLATE "C",
   created_at BIGINT NOT NULL,
   updated_at BIGINT NOT NULL,
   last_seen_at BIGINT,
@@ -37,8 +37,8 @@ CREATE INDEX agents_name ON agents(name);
 CREATE INDEX agents_search ON agents USING GIN (search_tsv);
 
 CREATE TABLE follows (
-  follower_id TEXT NOT NULL,
-  following_id TEXT NOT NULL,
+  follower_id TEXT COLLATE "C" NOT NULL,
+  following_id TEXT COLLATE "C" NOT NULL,
   created_at BIGINT NOT NULL,
   PRIMARY KEY (follower_id, following_id)
 );
@@ -48,16 +48,16 @@ CREATE INDEX follows_following ON follows(following_id);
 -- hive_created event has been materialized (e.g. right after joining a remote group); such
 -- a hive is invisible to the API. post_count is the live (non-deleted) post count.
 CREATE TABLE hives (
-  id TEXT PRIMARY KEY,
-  name TEXT NOT NULL UNIQUE,
-  description TEXT NOT NULL DEFAULT '',
+  id TEXT COLLATE "C" PRIMARY KEY,
+  name TEXT COLLATE "C" NOT NULL UNIQUE,
+  description TEXT COLLATE "C" NOT NULL DEFAULT '',
   is_public BIGINT NOT NULL DEFAULT 1,
   require_verification BIGINT NOT NULL DEFAULT 0,
   allow_anonymous_read BIGINT NOT NULL DEFAULT 1,
-  post_permissions TEXT NOT NULL DEFAULT 'all',
-  owner_id TEXT,
-  owner_instance_id TEXT,
-  created_event_id TEXT,
+  post_permissions TEXT COLLATE "C" NOT NULL DEFAULT 'all',
+  owner_id TEXT COLLATE "C",
+  owner_instance_id TEXT COLLATE "C",
+  created_event_id TEXT COLLATE "C",
   member_count BIGINT NOT NULL DEFAULT 0,
   deleted BIGINT NOT NULL DEFAULT 0,
   seq BIGINT NOT NULL DEFAULT 0,
@@ -71,24 +71,24 @@ CREATE INDEX hives_search ON hives USING GIN (search_tsv);
 
 -- The append-only, per-hive event log. seq is local, gap-free and monotonic per hive.
 CREATE TABLE events (
-  hive_id TEXT NOT NULL,
+  hive_id TEXT COLLATE "C" NOT NULL,
   seq BIGINT NOT NULL,
-  id TEXT NOT NULL UNIQUE,
-  event_type TEXT NOT NULL,
-  origin_instance_id TEXT NOT NULL,
+  id TEXT COLLATE "C" NOT NULL UNIQUE,
+  event_type TEXT COLLATE "C" NOT NULL,
+  origin_instance_id TEXT COLLATE "C" NOT NULL,
   origin_ts BIGINT NOT NULL,
-  payload TEXT NOT NULL,
-  signature TEXT NOT NULL,
-  received_from TEXT,
+  payload TEXT COLLATE "C" NOT NULL,
+  signature TEXT COLLATE "C" NOT NULL,
+  received_from TEXT COLLATE "C",
   received_at BIGINT NOT NULL,
   PRIMARY KEY (hive_id, seq)
 );
 
 -- Logged (verified) events whose target is not known yet; materialized when it arrives.
 CREATE TABLE pending_events (
-  depends_on TEXT NOT NULL,
-  event_id TEXT NOT NULL,
-  hive_id TEXT NOT NULL,
+  depends_on TEXT COLLATE "C" NOT NULL,
+  event_id TEXT COLLATE "C" NOT NULL,
+  hive_id TEXT COLLATE "C" NOT NULL,
   received_at BIGINT NOT NULL,
   PRIMARY KEY (depends_on, event_id)
 );
@@ -97,38 +97,38 @@ CREATE INDEX pending_events_age ON pending_events(received_at);
 -- Events whose origin key is not known yet. NOT in the log, never materialized, until the
 -- key arrives and the signature verifies.
 CREATE TABLE unverified_events (
-  id TEXT PRIMARY KEY,
-  hive_id TEXT NOT NULL,
-  origin_instance_id TEXT NOT NULL,
-  event_json TEXT NOT NULL,
-  received_from TEXT,
+  id TEXT COLLATE "C" PRIMARY KEY,
+  hive_id TEXT COLLATE "C" NOT NULL,
+  origin_instance_id TEXT COLLATE "C" NOT NULL,
+  event_json TEXT COLLATE "C" NOT NULL,
+  received_from TEXT COLLATE "C",
   received_at BIGINT NOT NULL
 );
 CREATE INDEX unverified_events_origin ON unverified_events(origin_instance_id);
 
 -- Counters that must survive restarts (dropped pending events, rejected events, ...).
 CREATE TABLE counters (
-  name TEXT PRIMARY KEY,
+  name TEXT COLLATE "C" PRIMARY KEY,
   value BIGINT NOT NULL
 );
 
 CREATE TABLE posts (
-  id TEXT PRIMARY KEY,
-  hive_id TEXT NOT NULL,
-  author_id TEXT NOT NULL,
-  origin_instance_id TEXT NOT NULL,
-  title TEXT NOT NULL,
-  content TEXT,
-  url TEXT,
-  title_v TEXT NOT NULL,
-  content_v TEXT NOT NULL,
-  url_v TEXT NOT NULL,
+  id TEXT COLLATE "C" PRIMARY KEY,
+  hive_id TEXT COLLATE "C" NOT NULL,
+  author_id TEXT COLLATE "C" NOT NULL,
+  origin_instance_id TEXT COLLATE "C" NOT NULL,
+  title TEXT COLLATE "C" NOT NULL,
+  content TEXT COLLATE "C",
+  url TEXT COLLATE "C",
+  title_v TEXT COLLATE "C" NOT NULL,
+  content_v TEXT COLLATE "C" NOT NULL,
+  url_v TEXT COLLATE "C" NOT NULL,
   score BIGINT NOT NULL DEFAULT 0,
   hot DOUBLE PRECISION NOT NULL DEFAULT 0,
   comment_count BIGINT NOT NULL DEFAULT 0,
   is_pinned BIGINT NOT NULL DEFAULT 0,
   deleted BIGINT NOT NULL DEFAULT 0,
-  created_event_id TEXT NOT NULL,
+  created_event_id TEXT COLLATE "C" NOT NULL,
   created_at BIGINT NOT NULL,
   updated_at BIGINT NOT NULL,
   search_tsv tsvector GENERATED ALWAYS AS (
@@ -146,17 +146,17 @@ CREATE INDEX posts_hot ON posts(deleted, hot, id);
 CREATE INDEX posts_search ON posts USING GIN (search_tsv);
 
 CREATE TABLE comments (
-  id TEXT PRIMARY KEY,
-  post_id TEXT NOT NULL,
-  hive_id TEXT NOT NULL,
-  parent_id TEXT,
-  author_id TEXT NOT NULL,
-  origin_instance_id TEXT NOT NULL,
-  content TEXT NOT NULL,
-  content_v TEXT NOT NULL,
+  id TEXT COLLATE "C" PRIMARY KEY,
+  post_id TEXT COLLATE "C" NOT NULL,
+  hive_id TEXT COLLATE "C" NOT NULL,
+  parent_id TEXT COLLATE "C",
+  author_id TEXT COLLATE "C" NOT NULL,
+  origin_instance_id TEXT COLLATE "C" NOT NULL,
+  content TEXT COLLATE "C" NOT NULL,
+  content_v TEXT COLLATE "C" NOT NULL,
   score BIGINT NOT NULL DEFAULT 0,
   depth BIGINT NOT NULL,
-  path TEXT NOT NULL,
+  path TEXT COLLATE "C" NOT NULL,
   deleted BIGINT NOT NULL DEFAULT 0,
   hidden BIGINT NOT NULL DEFAULT 0,
   created_at BIGINT NOT NULL,
@@ -171,32 +171,32 @@ CREATE INDEX comments_search ON comments USING GIN (search_tsv);
 
 -- One row per (target, voter): the last-writer-wins winner. value 0 = removed.
 CREATE TABLE votes (
-  target_id TEXT NOT NULL,
-  voter_id TEXT NOT NULL,
-  target_type TEXT NOT NULL,
-  hive_id TEXT NOT NULL,
+  target_id TEXT COLLATE "C" NOT NULL,
+  voter_id TEXT COLLATE "C" NOT NULL,
+  target_type TEXT COLLATE "C" NOT NULL,
+  hive_id TEXT COLLATE "C" NOT NULL,
   value BIGINT NOT NULL,
-  version TEXT NOT NULL,
+  version TEXT COLLATE "C" NOT NULL,
   PRIMARY KEY (target_id, voter_id)
 );
 
 -- Every candidate value of every state register (settings, membership, moderators, pins,
 -- the hive's creation); the materialized value is the owner-preferring winner of the heads.
 CREATE TABLE state_candidates (
-  hive_id TEXT NOT NULL,
-  register TEXT NOT NULL,
-  event_id TEXT NOT NULL,
-  prev TEXT,
-  origin_instance_id TEXT NOT NULL,
+  hive_id TEXT COLLATE "C" NOT NULL,
+  register TEXT COLLATE "C" NOT NULL,
+  event_id TEXT COLLATE "C" NOT NULL,
+  prev TEXT COLLATE "C",
+  origin_instance_id TEXT COLLATE "C" NOT NULL,
   origin_ts BIGINT NOT NULL,
-  value TEXT NOT NULL,
+  value TEXT COLLATE "C" NOT NULL,
   PRIMARY KEY (hive_id, register, event_id)
 );
 
 CREATE TABLE memberships (
-  hive_id TEXT NOT NULL,
-  agent_id TEXT NOT NULL,
-  state TEXT NOT NULL,            -- member | left | banned
+  hive_id TEXT COLLATE "C" NOT NULL,
+  agent_id TEXT COLLATE "C" NOT NULL,
+  state TEXT COLLATE "C" NOT NULL,            -- member | left | banned
   is_moderator BIGINT NOT NULL DEFAULT 0,
   joined_at BIGINT NOT NULL,
   PRIMARY KEY (hive_id, agent_id)
@@ -206,52 +206,52 @@ CREATE INDEX memberships_agent ON memberships(agent_id);
 -- ── Hive Sync ────────────────────────────────────────────────────────────────
 -- A sync group is a hive shared with peers; its id across the mesh is the hive name.
 CREATE TABLE sync_groups (
-  hive_id TEXT PRIMARY KEY,
-  hive_name TEXT NOT NULL UNIQUE,
+  hive_id TEXT COLLATE "C" PRIMARY KEY,
+  hive_name TEXT COLLATE "C" NOT NULL UNIQUE,
   created_at BIGINT NOT NULL
 );
 
 -- Signing keys of instances (first seen wins; a conflicting claim is refused and logged).
 CREATE TABLE instance_keys (
-  instance_id TEXT PRIMARY KEY,
-  signing_key TEXT NOT NULL,
-  learned_from TEXT,
+  instance_id TEXT COLLATE "C" PRIMARY KEY,
+  signing_key TEXT COLLATE "C" NOT NULL,
+  learned_from TEXT COLLATE "C",
   learned_at BIGINT NOT NULL
 );
 
 -- The roster of a group: which instances take part.
 CREATE TABLE group_members (
-  hive_id TEXT NOT NULL,
-  instance_id TEXT NOT NULL,
+  hive_id TEXT COLLATE "C" NOT NULL,
+  instance_id TEXT COLLATE "C" NOT NULL,
   PRIMARY KEY (hive_id, instance_id)
 );
 
 CREATE TABLE peers (
-  id TEXT PRIMARY KEY,
-  name TEXT NOT NULL,
-  endpoint TEXT NOT NULL UNIQUE,
-  instance_id TEXT UNIQUE,
-  source TEXT NOT NULL,             -- api | config | handshake
-  status TEXT NOT NULL,             -- pending | active | error | unreachable
+  id TEXT COLLATE "C" PRIMARY KEY,
+  name TEXT COLLATE "C" NOT NULL,
+  endpoint TEXT COLLATE "C" NOT NULL UNIQUE,
+  instance_id TEXT COLLATE "C" UNIQUE,
+  source TEXT COLLATE "C" NOT NULL,             -- api | config | handshake
+  status TEXT COLLATE "C" NOT NULL,             -- pending | active | error | unreachable
   failure_count BIGINT NOT NULL DEFAULT 0,
   last_contact_at BIGINT,
-  last_error TEXT,
+  last_error TEXT COLLATE "C",
   created_at BIGINT NOT NULL,
   updated_at BIGINT NOT NULL
 );
 
 -- One row per (peer, group) link, with its per-link counters and last error.
 CREATE TABLE peer_groups (
-  peer_id TEXT NOT NULL,
-  hive_id TEXT NOT NULL,
-  state TEXT NOT NULL,              -- handshaking | backfilling | active | left
-  token_out TEXT,                   -- secret we present to the peer; never leaves this instance otherwise
+  peer_id TEXT COLLATE "C" NOT NULL,
+  hive_id TEXT COLLATE "C" NOT NULL,
+  state TEXT COLLATE "C" NOT NULL,              -- handshaking | backfilling | active | left
+  token_out TEXT COLLATE "C",                   -- secret we present to the peer; never leaves this instance otherwise
   last_seq_sent BIGINT NOT NULL DEFAULT 0,
   last_seq_received BIGINT NOT NULL DEFAULT 0,
   remote_seq BIGINT NOT NULL DEFAULT 0,
   events_received BIGINT NOT NULL DEFAULT 0,
   events_rejected BIGINT NOT NULL DEFAULT 0,
-  last_error TEXT,
+  last_error TEXT COLLATE "C",
   last_sync_at BIGINT,
   PRIMARY KEY (peer_id, hive_id)
 );
@@ -259,9 +259,9 @@ CREATE INDEX peer_groups_hive ON peer_groups(hive_id);
 
 -- Tokens peers present to us: stored hashed, each bound to one peer and one group.
 CREATE TABLE peer_tokens (
-  token_hash TEXT PRIMARY KEY,
-  peer_id TEXT NOT NULL,
-  hive_id TEXT NOT NULL,
+  token_hash TEXT COLLATE "C" PRIMARY KEY,
+  peer_id TEXT COLLATE "C" NOT NULL,
+  hive_id TEXT COLLATE "C" NOT NULL,
   created_at BIGINT NOT NULL
 );
 CREATE INDEX peer_tokens_peer ON peer_tokens(peer_id, hive_id);

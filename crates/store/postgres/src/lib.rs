@@ -50,6 +50,11 @@ pub fn open(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
 }
 
 fn db_err(e: postgres::Error) -> DbError {
+    // `postgres::Error` displays as "db error": name the server's code and message instead.
+    let message = match e.as_db_error() {
+        Some(d) => format!("{} {}: {}", d.severity(), d.code().code(), d.message()),
+        None => e.to_string(),
+    };
     let kind = if e.is_closed() {
         DbErrorKind::ConnectionLost
     } else if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
@@ -57,7 +62,7 @@ fn db_err(e: postgres::Error) -> DbError {
     } else {
         DbErrorKind::Other
     };
-    DbError::engine(kind, e)
+    DbError::engine(kind, e).with_message(message)
 }
 
 fn store_err(e: postgres::Error) -> StoreError {
@@ -391,8 +396,25 @@ struct Leases {
 /// The PostgreSQL engine: URL, reader pool, lease connection.
 pub struct PgBackend {
     url: String,
-    readers: r2d2::Pool<PgManager>,
+    /// `Option` only so that `Drop` can hand it to a plain thread.
+    readers: Option<r2d2::Pool<PgManager>>,
     leases: Mutex<Leases>,
+}
+
+impl Drop for PgBackend {
+    /// Each client owns a small tokio runtime, and tokio refuses to drop a runtime on an
+    /// async worker thread: the last handle of a store is often dropped there, so the
+    /// clients are dropped on a thread of their own.
+    fn drop(&mut self) {
+        let readers = self.readers.take();
+        let leases = self.leases.get_mut().ok().and_then(|l| l.client.take());
+        let _ = std::thread::Builder::new()
+            .name("openhive-pg-close".into())
+            .spawn(move || {
+                drop(readers);
+                drop(leases);
+            });
+    }
 }
 
 impl PgBackend {
@@ -409,7 +431,7 @@ impl PgBackend {
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         Ok(PgBackend {
             url: url.to_string(),
-            readers,
+            readers: Some(readers),
             leases: Mutex::new(Leases {
                 client: None,
                 held: HashSet::new(),
@@ -443,6 +465,8 @@ impl Backend for PgBackend {
     fn read(&self, f: &mut dyn FnMut(&dyn Session)) -> Result<(), StoreError> {
         let conn = self
             .readers
+            .as_ref()
+            .ok_or_else(|| StoreError::Task("the store is closing".into()))?
             .get()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         f(&*conn);

@@ -85,6 +85,12 @@ impl DbError {
         }
     }
 
+    /// The same error with a clearer message.
+    pub fn with_message(mut self, message: impl Into<String>) -> DbError {
+        self.message = message.into();
+        self
+    }
+
     pub fn decode(index: usize, message: impl Into<String>) -> DbError {
         DbError::new(
             DbErrorKind::Decode,
