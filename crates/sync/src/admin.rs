@@ -118,6 +118,14 @@ pub struct StatusView {
     pub sync_endpoint: String,
     pub groups: Vec<GroupStatus>,
     pub counters: Counters,
+    /// The storage engine and its write queue (depth, capacity, API writes refused with 503).
+    pub storage: StorageStatus,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageStatus {
+    pub engine: &'static str,
+    pub write_queue: openhive_store::QueueStats,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -622,6 +630,10 @@ pub async fn status(h: &SyncHandle) -> Result<StatusView, SyncError> {
         sync_endpoint: h.me().sync_endpoint.clone(),
         groups: groups.0,
         counters: groups.1,
+        storage: StorageStatus {
+            engine: h.store().engine().as_str(),
+            write_queue: h.store().queue_stats(),
+        },
     })
 }
 

@@ -343,6 +343,29 @@ impl SyncHandle {
             .is_some_and(|(at, _)| at.elapsed() < window)
     }
 
+    /// True if this process holds the lease `name` (taking it if free). Where one process
+    /// owns the data (SQLite) every lease is held; on PostgreSQL, app processes of one
+    /// instance share the work: a link's outbox, and the heartbeat, run in exactly one of
+    /// them at a time, and move to another when that process dies.
+    pub(crate) async fn holds_lease(&self, name: String) -> bool {
+        if self.inner.store.engine() == openhive_store::Engine::Sqlite {
+            return true;
+        }
+        let store = self.inner.store.clone();
+        let got = tokio::task::spawn_blocking(move || store.backend().try_lease(&name)).await;
+        match got {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not check a lease; assuming another process holds it");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lease task failed");
+                false
+            }
+        }
+    }
+
     /// Number of link workers running (for tests and status).
     pub fn worker_count(&self) -> usize {
         self.lock_links().len()

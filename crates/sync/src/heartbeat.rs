@@ -21,6 +21,10 @@ pub(crate) async fn run(h: SyncHandle, mut shutdown: watch::Receiver<bool>) {
         if sleep_or_shutdown(interval, &mut shutdown).await {
             return;
         }
+        // One app process of the instance speaks for it (its endpoint is the one peers see).
+        if !h.holds_lease("heartbeat".into()).await {
+            continue;
+        }
         if let Err(e) = round(&h).await {
             tracing::warn!(error = %e, "heartbeat round failed");
         }

@@ -27,6 +27,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
+/// How often a link whose lease another process holds checks whether it is free.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+
 /// Approximate cap of one pushed batch's body.
 const PUSH_MAX_BYTES: usize = 4 * 1024 * 1024;
 
@@ -68,9 +71,18 @@ pub(crate) async fn run(
         .settings()
         .heartbeat_interval
         .max(Duration::from_millis(200));
+    let lease = format!("link:{peer_id}:{hive_id}");
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        // Another app process of this instance may run this link: wait until it is ours.
+        if !h.holds_lease(lease.clone()).await {
+            need_pull = true;
+            if sleep_or_shutdown(LEASE_RETRY, &mut shutdown).await {
+                return;
+            }
+            continue;
         }
         let step = step(&h, &peer_id, &hive_id, &pull_flag, &mut need_pull).await;
         match step {

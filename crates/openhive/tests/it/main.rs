@@ -3,6 +3,7 @@
 
 mod admin;
 mod agents;
+mod backpressure;
 mod client;
 mod comments;
 mod config;

@@ -115,7 +115,7 @@ async fn register(
     };
     let row = state
         .store
-        .write(move |tx| agents::create_local(tx, &new, time::now_ms()))
+        .try_write(move |tx| agents::create_local(tx, &new, time::now_ms()))
         .await?;
     tracing::info!(agent = %row.name, "agent registered");
     Ok((

@@ -134,9 +134,10 @@ impl HiveService {
         F: FnOnce(&Conn<'_>, &mut Emit<'_>) -> Result<T> + Send + 'static,
     {
         let svc = self.clone();
+        // API writes fail fast with 503 when the write queue is full (bounded memory).
         let (out, hive_changes) = self
             .store
-            .write(move |tx| -> Result<(T, HiveChanges)> {
+            .try_write(move |tx| -> Result<(T, HiveChanges)> {
                 let mut emit = Emit {
                     svc: &svc,
                     conn: tx,
