@@ -91,6 +91,8 @@ pub struct RunningServer {
     pub state: AppState,
     shutdown_tx: Option<oneshot::Sender<()>>,
     join: JoinHandle<std::io::Result<()>>,
+    /// Background tasks of this server (stopped on shutdown).
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -110,7 +112,17 @@ impl RunningServer {
             }
         }
         self.state.sync.shutdown(Duration::from_secs(5)).await;
+        for task in self.background.drain(..) {
+            task.abort();
+        }
         let store = self.state.store.clone();
+        // Leases (outboxes, heartbeat) go to another app process at once.
+        let backend = store.backend().clone();
+        match tokio::task::spawn_blocking(move || backend.release_all()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "releasing leases"),
+            Err(e) => tracing::warn!(error = %e, "lease release task failed"),
+        }
         tokio::task::spawn_blocking(move || store.checkpoint())
             .await
             .context("checkpoint task")?
@@ -183,7 +195,7 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         fanout,
         sync,
     };
-    spawn_expiry(state.store.clone());
+    let background = vec![spawn_expiry(state.store.clone())];
     let app = crate::http::router(state.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let join = tokio::spawn(async move {
@@ -201,11 +213,12 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         state,
         shutdown_tx: Some(shutdown_tx),
         join,
+        background,
     })
 }
 
 /// Hourly: drop events that waited over 24 h for a dependency or a key (logged, counted).
-fn spawn_expiry(store: Store) {
+fn spawn_expiry(store: Store) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -220,7 +233,7 @@ fn spawn_expiry(store: Store) {
                 Err(e) => tracing::error!(error = %e, "expiring waiting events"),
             }
         }
-    });
+    })
 }
 
 /// Starts the Hive Sync engine: our sync endpoint is `server.public_url` (or the bound

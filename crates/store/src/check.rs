@@ -41,9 +41,9 @@ pub fn consistency(conn: &Conn<'_>) -> Result<Consistency> {
     Ok(Consistency {
         integrity,
         log_gaps: count(
-            "SELECT COUNT(*) FROM hives h WHERE h.seq <> (SELECT COUNT(*) FROM events e
-               WHERE e.hive_id = h.id)
-               OR h.seq <> COALESCE((SELECT MAX(e.seq) FROM events e WHERE e.hive_id = h.id), 0)",
+            "SELECT COUNT(*) FROM hive_logs l WHERE l.head_seq <> (SELECT COUNT(*) FROM events e
+               WHERE e.hive_id = l.hive_id)
+               OR l.head_seq <> COALESCE((SELECT MAX(e.seq) FROM events e WHERE e.hive_id = l.hive_id), 0)",
         )?,
         orphan_posts: count(
             "SELECT COUNT(*) FROM posts p

@@ -26,6 +26,7 @@ pub fn ensure_log(conn: &Conn<'_>, name: &str) -> Result<String> {
         "INSERT INTO hives (id, name, created_at, updated_at) VALUES (?1, ?2, 0, 0)",
         params![id, name],
     )?;
+    crate::log::create(conn, &id)?;
     Ok(id)
 }
 
@@ -42,13 +43,15 @@ pub struct HiveRow {
     pub owner_id: Option<String>,
     pub owner_instance_id: Option<String>,
     pub member_count: i64,
+    /// The head of the hive's log (last assigned seq).
     pub seq: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 const HIVE_COLS: &str = "id, name, description, is_public, require_verification, \
-    allow_anonymous_read, post_permissions, owner_id, owner_instance_id, member_count, seq, \
+    allow_anonymous_read, post_permissions, owner_id, owner_instance_id, member_count, \
+    COALESCE((SELECT l.head_seq FROM hive_logs l WHERE l.hive_id = hives.id), 0), \
     created_at, updated_at";
 
 fn hive_row(r: &Row<'_>) -> DbResult<HiveRow> {

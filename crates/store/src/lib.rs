@@ -10,7 +10,9 @@
 //!
 //! # Layout
 //! - [`db`]: opening, pragmas, migrations, the writer/reader split.
-//! - [`log`]: the append-only event log (seq assignment, dedup, paging).
+//! - [`log`]: the append-only event log (its header `hive_logs`, seq assignment, dedup,
+//!   paging).
+//! - [`consumers`]: the readers of each log, their cursors and the low-water mark.
 //! - [`ingest`]: the one path by which any event, local or remote, enters a hive.
 //! - [`materialize`]: the projection of events into posts/comments/votes/hives/memberships.
 //! - [`agents`], [`hives`], [`posts`], [`comments`], [`search`]: read models and local rows.
@@ -19,6 +21,7 @@
 pub mod agents;
 pub mod check;
 pub mod comments;
+pub mod consumers;
 pub mod db;
 pub mod engine;
 pub mod error;

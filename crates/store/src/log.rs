@@ -3,8 +3,10 @@
 //! Invariants:
 //! - an event id appears at most once in the whole log (duplicates are dropped, they never
 //!   get a second seq);
-//! - `seq` is assigned here and only here: `hives.seq + 1`, in the same transaction as the
-//!   insert, so it is gap-free and monotonic per hive;
+//! - `seq` is assigned here and only here: the log's header (`hive_logs.head_seq`) + 1, in
+//!   the same transaction as the insert, so it is gap-free and monotonic per hive (the
+//!   header row is locked by the update until the commit, on both engines);
+//! - the log knows nothing of the `hives` read model: the header is its own table;
 //! - rows are never updated or deleted (except when a whole hive is dropped locally).
 
 use crate::engine::{Conn, DbResult, OptionalExtension, Row};
@@ -38,11 +40,14 @@ pub fn append(
     if contains(conn, &ev.id)? {
         return Ok(None);
     }
-    let seq: i64 = conn.query_row(
-        "UPDATE hives SET seq = seq + 1 WHERE id = ?1 RETURNING seq",
-        [hive_id],
-        |r| r.get(0),
-    )?;
+    let seq: i64 = conn
+        .query_row(
+            "UPDATE hive_logs SET head_seq = head_seq + 1 WHERE hive_id = ?1 RETURNING head_seq",
+            [hive_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or(crate::StoreError::NotFound("hive log"))?;
     conn.prepare_cached(
         "INSERT INTO events (hive_id, seq, id, event_type, origin_instance_id, origin_ts,
                              payload, signature, received_from, received_at)
@@ -144,10 +149,19 @@ pub fn get(conn: &Conn<'_>, event_id: &str) -> Result<Option<(String, LoggedEven
     Ok(ev.map(|e| (hive_id, e)))
 }
 
+/// Creates the (empty) log of a new hive.
+pub fn create(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO hive_logs (hive_id, head_seq) VALUES (?1, 0) ON CONFLICT DO NOTHING",
+        [hive_id],
+    )?;
+    Ok(())
+}
+
 /// The last assigned seq of a hive (0 for an empty log).
 pub fn head(conn: &Conn<'_>, hive_id: &str) -> Result<i64> {
     Ok(conn
-        .prepare_cached("SELECT seq FROM hives WHERE id = ?1")?
+        .prepare_cached("SELECT head_seq FROM hive_logs WHERE hive_id = ?1")?
         .query_row([hive_id], |r| r.get(0))
         .optional()?
         .unwrap_or(0))

@@ -13,11 +13,21 @@ pub const SQLITE: &[Migration] = &[
         3,
         include_str!("../migrations/sqlite/0003_feed_indexes.sql"),
     ),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_log_and_consumers.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
-/// 1 is the whole of SQLite's versions 1-3.
-pub const POSTGRES: &[Migration] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+/// 1 is the whole of SQLite's versions 1-3; version 2 is SQLite's 4.
+pub const POSTGRES: &[Migration] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_log_and_consumers.sql"),
+    ),
+];
 
 /// The newest version of a list.
 pub fn latest(list: &[Migration]) -> u32 {

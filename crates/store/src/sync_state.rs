@@ -13,6 +13,7 @@
 //! - `token_out` (the secret we present to a peer) never leaves this module except to the
 //!   HTTP client that sends it.
 
+use crate::consumers::{self, ConsumerId, ConsumerKind};
 use crate::engine::{Conn, DbResult, OptionalExtension, Row, params_from_iter};
 use crate::error::Result;
 use crate::params;
@@ -109,6 +110,7 @@ pub fn list_groups(conn: &Conn<'_>) -> Result<Vec<GroupRow>> {
 pub fn delete_group(conn: &Conn<'_>, hive_id: &str) -> Result<bool> {
     conn.execute("DELETE FROM peer_tokens WHERE hive_id = ?1", [hive_id])?;
     conn.execute("DELETE FROM peer_groups WHERE hive_id = ?1", [hive_id])?;
+    consumers::remove_hive(conn, hive_id)?;
     conn.execute("DELETE FROM group_members WHERE hive_id = ?1", [hive_id])?;
     Ok(conn.execute("DELETE FROM sync_groups WHERE hive_id = ?1", [hive_id])? > 0)
 }
@@ -302,6 +304,7 @@ fn merge_peer_into(conn: &Conn<'_>, from: &str, into: &str) -> Result<()> {
         params![from, into],
     )?;
     conn.execute("DELETE FROM peer_groups WHERE peer_id = ?1", [from])?;
+    consumers::merge(conn, &ConsumerId::peer(from), &ConsumerId::peer(into))?;
     conn.execute(
         "UPDATE peer_tokens SET peer_id = ?2 WHERE peer_id = ?1",
         params![from, into],
@@ -337,6 +340,7 @@ pub fn update_peer(
 pub fn delete_peer(conn: &Conn<'_>, id: &str) -> Result<bool> {
     conn.execute("DELETE FROM peer_tokens WHERE peer_id = ?1", [id])?;
     conn.execute("DELETE FROM peer_groups WHERE peer_id = ?1", [id])?;
+    consumers::remove(conn, &ConsumerId::peer(id), None)?;
     Ok(conn.execute("DELETE FROM peers WHERE id = ?1", [id])? > 0)
 }
 
@@ -417,7 +421,9 @@ impl std::fmt::Debug for LinkRow {
 }
 
 const LINK_COLS: &str = "l.peer_id, l.hive_id, g.hive_name, l.state, l.token_out, \
-    l.last_seq_sent, l.last_seq_received, l.remote_seq, l.events_received, l.events_rejected, \
+    COALESCE((SELECT k.cursor_seq FROM consumers k
+              WHERE k.id = 'peer:' || l.peer_id AND k.hive_id = l.hive_id), 0), \
+    l.last_seq_received, l.remote_seq, l.events_received, l.events_rejected, \
     l.last_error, l.last_sync_at";
 
 fn link_row(r: &Row<'_>) -> DbResult<LinkRow> {
@@ -457,6 +463,13 @@ pub fn ensure_link(conn: &Conn<'_>, peer_id: &str, hive_id: &str, state: &str) -
          WHERE peer_groups.state = 'left'",
         params![peer_id, hive_id, state],
     )?;
+    // The link's outbox reads the hive's log: it is a consumer of it.
+    consumers::ensure(
+        conn,
+        &ConsumerId::peer(peer_id),
+        hive_id,
+        ConsumerKind::PeerLink,
+    )?;
     Ok(n > 0)
 }
 
@@ -486,6 +499,12 @@ pub fn live_links(conn: &Conn<'_>) -> Result<Vec<LinkRow>> {
 pub fn set_link_state(conn: &Conn<'_>, peer_id: &str, hive_id: &str, state: &str) -> Result<()> {
     conn.prepare_cached("UPDATE peer_groups SET state = ?3 WHERE peer_id = ?1 AND hive_id = ?2")?
         .execute(params![peer_id, hive_id, state])?;
+    consumers::set_live(
+        conn,
+        &ConsumerId::peer(peer_id),
+        hive_id,
+        state != STATE_LEFT,
+    )?;
     Ok(())
 }
 
@@ -504,7 +523,8 @@ pub fn set_token_out(
     Ok(())
 }
 
-/// Moves `last_seq_sent` forward to `seq` (never back).
+/// Moves `last_seq_sent` (the cursor of the link's outbox consumer) forward to `seq`
+/// (never back, never beyond the log's head).
 pub fn advance_sent(
     conn: &Conn<'_>,
     peer_id: &str,
@@ -512,11 +532,11 @@ pub fn advance_sent(
     seq: i64,
     now: i64,
 ) -> Result<()> {
+    consumers::advance(conn, &ConsumerId::peer(peer_id), hive_id, seq, now)?;
     conn.prepare_cached(
-        "UPDATE peer_groups SET last_seq_sent = GREATEST(last_seq_sent, ?3), last_sync_at = ?4
-         WHERE peer_id = ?1 AND hive_id = ?2",
+        "UPDATE peer_groups SET last_sync_at = ?3 WHERE peer_id = ?1 AND hive_id = ?2",
     )?
-    .execute(params![peer_id, hive_id, seq, now])?;
+    .execute(params![peer_id, hive_id, now])?;
     Ok(())
 }
 
@@ -611,6 +631,7 @@ pub fn mark_left(conn: &Conn<'_>, peer_id: &str, hive_id: &str) -> Result<()> {
         "UPDATE peer_groups SET state = 'left', token_out = NULL WHERE peer_id = ?1 AND hive_id = ?2",
         params![peer_id, hive_id],
     )?;
+    consumers::set_live(conn, &ConsumerId::peer(peer_id), hive_id, false)?;
     conn.execute(
         "DELETE FROM peer_tokens WHERE peer_id = ?1 AND hive_id = ?2",
         params![peer_id, hive_id],

@@ -75,6 +75,13 @@ fn cursors_only_move_forward_and_push_needs_contiguity() {
     let (_d, s) = store();
     s.write_blocking(|c| {
         let (hive, peer) = setup(c);
+        // The outbox cursor never runs ahead of the log: with an empty log it stays at 0.
+        advance_sent(c, &peer, &hive, 10, 1)?;
+        assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_sent, 0);
+        c.execute(
+            "UPDATE hive_logs SET head_seq = 12 WHERE hive_id = ?1",
+            openhive_store::params![hive],
+        )?;
         advance_sent(c, &peer, &hive, 10, 1)?;
         advance_sent(c, &peer, &hive, 5, 1)?;
         assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_sent, 10);

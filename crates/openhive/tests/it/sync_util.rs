@@ -8,6 +8,34 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
+/// Something with an HTTP API: an in-process test server or a spawned binary.
+pub trait Api: Sync {
+    /// `http://127.0.0.1:<port>`
+    fn base(&self) -> String;
+    /// `base` + `/api/v1` + `path`.
+    fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base())
+    }
+}
+
+impl<T: Api + ?Sized> Api for &T {
+    fn base(&self) -> String {
+        (**self).base()
+    }
+}
+
+impl Api for TestServer {
+    fn base(&self) -> String {
+        self.base_url.clone()
+    }
+}
+
+impl Api for crate::harness::BinaryServer {
+    fn base(&self) -> String {
+        self.base.clone()
+    }
+}
+
 /// Sync settings fast enough for tests.
 pub fn fast_sync(c: &mut Config) {
     c.sync.heartbeat_interval_secs = 1;
@@ -40,12 +68,12 @@ pub async fn instance_in(dir: tempfile::TempDir, f: impl FnOnce(&mut Config)) ->
     spawn_with(dir, c).await
 }
 
-pub fn endpoint(s: &TestServer) -> String {
-    format!("{}/sync/v1", s.base_url)
+pub fn endpoint(s: &(impl Api + ?Sized)) -> String {
+    format!("{}/sync/v1", s.base())
 }
 
 pub async fn call(
-    s: &TestServer,
+    s: &(impl Api + ?Sized),
     method: Method,
     path: &str,
     body: Option<Value>,
@@ -58,22 +86,22 @@ pub async fn call(
     json(req.send().await.unwrap()).await
 }
 
-pub async fn get(s: &TestServer, path: &str) -> Value {
+pub async fn get(s: &(impl Api + ?Sized), path: &str) -> Value {
     let (st, b) = call(s, Method::GET, path, None).await;
     assert_eq!(st, StatusCode::OK, "GET {path}: {b}");
     b
 }
 
-pub async fn post(s: &TestServer, path: &str, body: Value) -> (StatusCode, Value) {
+pub async fn post(s: &(impl Api + ?Sized), path: &str, body: Value) -> (StatusCode, Value) {
     call(s, Method::POST, path, Some(body)).await
 }
 
-pub async fn create_hive(s: &TestServer, name: &str) {
+pub async fn create_hive(s: &(impl Api + ?Sized), name: &str) {
     let (st, b) = post(s, "/hives", json!({ "name": name, "description": "d" })).await;
     assert_eq!(st, StatusCode::CREATED, "{b}");
 }
 
-pub async fn enable_group(s: &TestServer, hive: &str) {
+pub async fn enable_group(s: &(impl Api + ?Sized), hive: &str) {
     let (st, b) = post(s, "/sync/groups", json!({ "hive_name": hive })).await;
     assert!(
         st == StatusCode::CREATED || st == StatusCode::OK,
@@ -81,7 +109,12 @@ pub async fn enable_group(s: &TestServer, hive: &str) {
     );
 }
 
-pub async fn add_peer(s: &TestServer, name: &str, other: &TestServer, hives: &[&str]) -> Value {
+pub async fn add_peer(
+    s: &(impl Api + ?Sized),
+    name: &str,
+    other: &(impl Api + ?Sized),
+    hives: &[&str],
+) -> Value {
     let (st, b) = post(
         s,
         "/sync/peers",
@@ -95,7 +128,7 @@ pub async fn add_peer(s: &TestServer, name: &str, other: &TestServer, hives: &[&
     b
 }
 
-pub async fn new_post(s: &TestServer, hive: &str, title: &str) -> String {
+pub async fn new_post(s: &(impl Api + ?Sized), hive: &str, title: &str) -> String {
     let (st, b) = post(
         s,
         "/posts",
@@ -163,7 +196,7 @@ fn scrub(v: &mut Value) {
 
 /// The API-visible state of a hive: its settings, all posts (newest first) with their
 /// comments. Panics on unexpected statuses.
-pub async fn snapshot(s: &TestServer, hive: &str) -> Value {
+pub async fn snapshot(s: &(impl Api + ?Sized), hive: &str) -> Value {
     let (st, mut h) = call(s, Method::GET, &format!("/hives/{hive}"), None).await;
     if st != StatusCode::OK {
         return json!({ "missing": st.as_u16() });
@@ -197,7 +230,7 @@ pub async fn snapshot(s: &TestServer, hive: &str) -> Value {
 
 /// Polls until every server shows the same snapshot of `hive` (and `check` accepts it).
 pub async fn wait_converged(
-    servers: &[&TestServer],
+    servers: &[&dyn Api],
     hive: &str,
     timeout: Duration,
     check: impl Fn(&Value) -> bool,
@@ -274,7 +307,7 @@ where
 }
 
 /// Waits until `path` answers 200 on `s` (an entity arrived by sync).
-pub async fn wait_visible(s: &TestServer, path: &str) {
+pub async fn wait_visible(s: &(impl Api + ?Sized), path: &str) {
     wait_for(Duration::from_secs(30), path, || async {
         let (st, _) = call(s, Method::GET, path, None).await;
         (st == StatusCode::OK).then_some(())
@@ -346,7 +379,7 @@ pub async fn bulk_posts(s: &TestServer, hive: &str, n: usize) {
 }
 
 /// `total` of the post listing of `hive` (0 if the hive is not visible).
-pub async fn post_total(s: &TestServer, hive: &str) -> i64 {
+pub async fn post_total(s: &(impl Api + ?Sized), hive: &str) -> i64 {
     let (st, b) = call(s, Method::GET, &format!("/posts?hive={hive}&limit=1"), None).await;
     if st != StatusCode::OK {
         return 0;
@@ -355,7 +388,7 @@ pub async fn post_total(s: &TestServer, hive: &str) -> i64 {
 }
 
 /// The local seq of `hive` as the sync status reports it.
-pub async fn local_seq(s: &TestServer, hive: &str) -> i64 {
+pub async fn local_seq(s: &(impl Api + ?Sized), hive: &str) -> i64 {
     let st = get(s, "/sync/status").await;
     st["groups"]
         .as_array()

@@ -516,6 +516,23 @@ impl Backend for PgBackend {
         Ok(got)
     }
 
+    fn release_all(&self) -> Result<(), StoreError> {
+        let mut l = self
+            .leases
+            .lock()
+            .map_err(|_| StoreError::Task("lease lock poisoned".into()))?;
+        l.held.clear();
+        if let Some(mut client) = l.client.take() {
+            let r = client.batch_execute("SELECT pg_advisory_unlock_all()");
+            // Closing the session releases them too; do it off any async runtime.
+            let _ = std::thread::Builder::new()
+                .name("openhive-pg-close".into())
+                .spawn(move || drop(client));
+            r.map_err(store_err)?;
+        }
+        Ok(())
+    }
+
     fn release(&self, name: &str) -> Result<(), StoreError> {
         let key = lease_key(name);
         let mut l = self

@@ -489,6 +489,11 @@ pub trait Backend: Send + Sync + 'static {
     fn release(&self, _key: &str) -> Result<(), crate::StoreError> {
         Ok(())
     }
+    /// Gives every lease of this process back (graceful shutdown: another process takes
+    /// over at once instead of when this one exits).
+    fn release_all(&self) -> Result<(), crate::StoreError> {
+        Ok(())
+    }
 }
 
 /// One result row.
