@@ -195,7 +195,16 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         fanout,
         sync,
     };
-    let background = vec![spawn_expiry(state.store.clone())];
+    let mut background = vec![spawn_expiry(state.store.clone())];
+    // Commits made by the other app processes of this instance (PostgreSQL): the same
+    // fan-out as our own (outbox wake-up, WebSocket messages).
+    if let Some(rx) = state
+        .store
+        .backend()
+        .listen(openhive_store::notify::CHANNEL)
+    {
+        background.push(spawn_commit_listener(rx, state.fanout.clone()));
+    }
     let app = crate::http::router(state.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let join = tokio::spawn(async move {
@@ -214,6 +223,22 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         shutdown_tx: Some(shutdown_tx),
         join,
         background,
+    })
+}
+
+/// Feeds the commit notices of other app processes to the fan-out, in commit order.
+fn spawn_commit_listener(
+    mut rx: openhive_store::engine::Notifications,
+    fanout: Arc<FanOut>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(payload) = rx.recv().await {
+            match openhive_store::notify::decode(&payload) {
+                Some(n) if n.is_foreign() => fanout.committed_changes(&n.h, n.c),
+                Some(_) => {}
+                None => tracing::warn!("ignoring a malformed commit notice"),
+            }
+        }
     })
 }
 

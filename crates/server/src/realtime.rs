@@ -12,7 +12,7 @@ use openhive_store::materialize::Change;
 use openhive_store::{Store, StoreError, comments, posts};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// One message for the clients subscribed to `channel`.
 #[derive(Debug, Clone)]
@@ -23,64 +23,67 @@ pub struct Message {
 }
 
 /// Fan-out of messages to every WebSocket connection. Cheap to clone.
+///
+/// Committed change batches go through one queue to one rendering task, so subscribers get
+/// messages in commit order (a task per batch could render a later commit first).
 #[derive(Clone)]
 pub struct Realtime {
     tx: broadcast::Sender<Arc<Message>>,
-}
-
-impl Default for Realtime {
-    fn default() -> Self {
-        Self::new()
-    }
+    batches: mpsc::UnboundedSender<(Store, Vec<Change>)>,
 }
 
 impl Realtime {
+    /// Starts the rendering task (call inside the tokio runtime).
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(4096);
-        Realtime { tx }
+        let (batches, mut rx) = mpsc::unbounded_channel::<(Store, Vec<Change>)>();
+        let hub = tx.clone();
+        tokio::spawn(async move {
+            while let Some((store, changes)) = rx.recv().await {
+                if hub.receiver_count() == 0 {
+                    continue;
+                }
+                let msgs = store
+                    .read(
+                        move |conn| -> Result<Vec<(String, &'static str, Value)>, StoreError> {
+                            let mut out = Vec::new();
+                            for c in changes {
+                                render(conn, c, &mut out)?;
+                            }
+                            Ok(out)
+                        },
+                    )
+                    .await;
+                match msgs {
+                    Ok(msgs) => {
+                        for (channel, kind, data) in msgs {
+                            // No receivers is not an error: nobody is listening.
+                            let _ = hub.send(Arc::new(Message {
+                                channel,
+                                kind,
+                                data,
+                            }));
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "rendering realtime messages"),
+                }
+            }
+        });
+        Realtime { tx, batches }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Message>> {
         self.tx.subscribe()
     }
 
-    fn send(&self, channel: String, kind: &'static str, data: Value) {
-        // No receivers is not an error: nobody is listening.
-        let _ = self.tx.send(Arc::new(Message {
-            channel,
-            kind,
-            data,
-        }));
-    }
-
-    /// Turns committed changes into messages (reading the committed rows).
+    /// Queues committed changes for rendering (reading the committed rows) and sending.
     pub fn publish(&self, store: &Store, changes: Vec<Change>) {
         if changes.is_empty() || self.tx.receiver_count() == 0 {
             return;
         }
-        let hub = self.clone();
-        let store = store.clone();
-        tokio::spawn(async move {
-            let msgs = store
-                .read(
-                    move |conn| -> Result<Vec<(String, &'static str, Value)>, StoreError> {
-                        let mut out = Vec::new();
-                        for c in changes {
-                            render(conn, c, &mut out)?;
-                        }
-                        Ok(out)
-                    },
-                )
-                .await;
-            match msgs {
-                Ok(msgs) => {
-                    for (channel, kind, data) in msgs {
-                        hub.send(channel, kind, data);
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "rendering realtime messages"),
-            }
-        });
+        if self.batches.send((store.clone(), changes)).is_err() {
+            tracing::error!("the realtime rendering task has stopped");
+        }
     }
 }
 

@@ -76,6 +76,8 @@ pub fn ingest(
             }
         }
     }
+    // Other app processes of this instance hear of it when (and if) this commits.
+    crate::notify::publish(conn, hive_id, &changes)?;
     Ok(Ingested {
         seq: Some(seq),
         changes,
@@ -91,12 +93,12 @@ fn take_pending(conn: &Conn<'_>, dep: &str) -> Result<Vec<(Event, Payload)>> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some((_, logged)) = log::get(conn, &id)? {
-            // Logged events were checked on the way in; a parse failure here would mean a
-            // corrupted row, which we skip rather than wedge the hive.
-            match Payload::parse_and_check(&logged.event) {
-                Ok(p) => out.push((logged.event, p)),
-                Err(e) => tracing::error!(event = %id, error = %e, "logged event no longer parses"),
-            }
+            // Logged events were checked on the way in: one that no longer parses is a
+            // corrupted row, reported (skipping it would silently lose its dependents).
+            let p = Payload::parse_and_check(&logged.event).map_err(|e| {
+                crate::StoreError::Corrupt(format!("logged event {id} no longer parses: {e}"))
+            })?;
+            out.push((logged.event, p));
         }
     }
     // Deterministic release order (the result does not depend on it, the logs read nicer).

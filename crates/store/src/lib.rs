@@ -30,6 +30,7 @@ pub mod ingest;
 pub mod keys;
 pub mod log;
 pub mod materialize;
+pub mod notify;
 pub mod posts;
 pub mod schema;
 pub mod search;

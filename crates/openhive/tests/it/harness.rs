@@ -237,9 +237,17 @@ pub struct BinaryServer {
 
 /// Starts `openhive serve` on a free loopback port with `data_dir`; waits until it listens.
 pub fn spawn_binary(data_dir: &std::path::Path) -> BinaryServer {
+    spawn_binary_env(data_dir, &[])
+}
+
+/// [`spawn_binary`] with extra environment variables (e.g. `OPENHIVE_SYNC__...`).
+pub fn spawn_binary_env(data_dir: &std::path::Path, env: &[(&str, &str)]) -> BinaryServer {
     use std::io::{BufRead as _, BufReader};
     use std::time::{Duration, Instant};
     let mut cmd = bin();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     if let Some(url) = scratch_pg_url(data_dir) {
         cmd.env("OPENHIVE_STORAGE__ENGINE", "postgres")
             .env("OPENHIVE_STORAGE__URL", url);

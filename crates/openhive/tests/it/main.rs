@@ -13,6 +13,7 @@ mod feeds;
 mod harness;
 mod hives;
 mod meta;
+mod multiprocess;
 mod posts;
 mod skill;
 mod sync_backfill;

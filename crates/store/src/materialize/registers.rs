@@ -1,0 +1,859 @@
+//! State registers: the hive's creation and deletion, hive settings (per key), membership
+//! (per agent), moderators (per agent) and pins (per post). Every candidate value is kept in
+//! `state_candidates`; the projected value (`hives` columns, `memberships`,
+//! `posts.is_pinned`) is recomputed from them.
+//!
+//! Invariants:
+//! - a register's value is the owner-preferring winner over its *heads*
+//!   ([`order::owner_preferring_winner`]): a change that names another as `prev`
+//!   supersedes it; among concurrent heads the hive owner's instance wins, then the later
+//!   `origin_ts`, then the smaller event id. Never arrival order;
+//! - the hive's creation: the earliest `hive_created` (then the smaller event id) wins; its
+//!   origin is the owner's instance and its values are the base of every setting; when the
+//!   winner changes, every register is recomputed;
+//! - the owner (of the winning creation) is always a member; `member_count` counts the
+//!   members plus the owner;
+//! - a state event before the hive's creation (or a pin of an unknown post) waits
+//!   ([`Outcome::Waiting`]);
+//! - a stored candidate (value or register name) that does not decode is
+//!   [`StoreError::Corrupt`], never a default such as "left", "not a moderator", "not
+//!   pinned" or "unchanged". Candidates are written only here, from payloads `ingest`
+//!   already validated, so a bad one is corruption, not peer input.
+
+use super::agents::upsert_agent_snapshot;
+use super::posts::find_post;
+use super::{Change, Ctx, Outcome, applied, hive_dep, to_json};
+use crate::engine::{Conn, DbResult, OptionalExtension};
+use crate::error::{Result, StoreError};
+use crate::params;
+use openhive_core::order::{self, Candidate};
+use openhive_core::payload::{
+    self, AgentRef, HiveCreated, HiveSettingChanged, MembershipAction, MembershipChanged,
+    ModeratorAction, ModeratorChanged, PostPinned,
+};
+
+// ── Pure rules ──────────────────────────────────────────────────────────────
+
+/// A stored value that does not decode as what its register holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored value is not {expected} ({detail})")]
+struct Undecodable {
+    expected: &'static str,
+    detail: String,
+}
+
+fn undecodable(expected: &'static str, detail: impl std::fmt::Display) -> Undecodable {
+    Undecodable {
+        expected,
+        detail: detail.to_string(),
+    }
+}
+
+/// The error for a bad candidate of `register` in hive `hive_id`.
+fn corrupt(hive_id: &str, register: &str, e: Undecodable) -> StoreError {
+    StoreError::Corrupt(format!(
+        "state_candidates of hive {hive_id}, register {register}: {e}"
+    ))
+}
+
+/// What a register's name says it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Register<'a> {
+    /// `hive`: the candidates of the hive's creation.
+    Creation,
+    /// `setting:<key>`, key one of [`payload::SETTING_KEYS`].
+    Setting(&'a str),
+    /// `member:<agent id>`.
+    Member(&'a str),
+    /// `moderator:<agent id>`.
+    Moderator(&'a str),
+    /// `pin:<post id>`.
+    Pin(&'a str),
+}
+
+/// Parses a stored register name; None for a name this binary never writes.
+fn parse_register(name: &str) -> Option<Register<'_>> {
+    if name == "hive" {
+        return Some(Register::Creation);
+    }
+    let (kind, id) = name.split_once(':')?;
+    if id.is_empty() {
+        return None;
+    }
+    match kind {
+        "setting" if payload::SETTING_KEYS.contains(&id) => Some(Register::Setting(id)),
+        "member" => Some(Register::Member(id)),
+        "moderator" => Some(Register::Moderator(id)),
+        "pin" => Some(Register::Pin(id)),
+        _ => None,
+    }
+}
+
+/// The owner-preferring winner among a register's candidates, with its stored value.
+fn pick_winner(
+    rows: Vec<(Candidate, String)>,
+    owner_instance: &str,
+) -> Option<(Candidate, String)> {
+    let cands: Vec<Candidate> = rows.iter().map(|(c, _)| c.clone()).collect();
+    order::owner_preferring_winner(&cands, owner_instance).and_then(|i| rows.into_iter().nth(i))
+}
+
+/// What the winning creation did to the hive row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CreationEffect {
+    /// The winner is the one already projected: nothing to recompute.
+    Unchanged,
+    /// The hive had no creation yet: it appears.
+    First,
+    /// An earlier creation displaced the projected one: owner and base settings change.
+    Replaced,
+}
+
+fn creation_effect(current: Option<&str>, winner_event_id: &str) -> CreationEffect {
+    match current {
+        Some(c) if c == winner_event_id => CreationEffect::Unchanged,
+        Some(_) => CreationEffect::Replaced,
+        None => CreationEffect::First,
+    }
+}
+
+/// A stored `hive` candidate: the `hive_created` payload as this module encoded it.
+fn decode_creation(stored: &str) -> std::result::Result<HiveCreated, Undecodable> {
+    serde_json::from_str(stored).map_err(|e| undecodable("a hive_created payload", e))
+}
+
+/// The JSON type a setting holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SettingKind {
+    Text,
+    Flag,
+}
+
+/// A decoded setting value, ready to bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SettingValue {
+    Text(String),
+    Flag(bool),
+}
+
+/// The update of a setting's column and the type it holds; None for an unknown key.
+fn setting_column(key: &str) -> Option<(&'static str, SettingKind)> {
+    Some(match key {
+        "description" => (
+            "UPDATE hives SET description = ?2 WHERE id = ?1",
+            SettingKind::Text,
+        ),
+        "is_public" => (
+            "UPDATE hives SET is_public = ?2 WHERE id = ?1",
+            SettingKind::Flag,
+        ),
+        "require_verification" => (
+            "UPDATE hives SET require_verification = ?2 WHERE id = ?1",
+            SettingKind::Flag,
+        ),
+        "allow_anonymous_read" => (
+            "UPDATE hives SET allow_anonymous_read = ?2 WHERE id = ?1",
+            SettingKind::Flag,
+        ),
+        "post_permissions" => (
+            "UPDATE hives SET post_permissions = ?2 WHERE id = ?1",
+            SettingKind::Text,
+        ),
+        _ => return None,
+    })
+}
+
+/// A stored `setting:<key>` candidate: the JSON text of a value `validate::setting`
+/// accepted, so of the key's type.
+fn decode_setting(
+    kind: SettingKind,
+    stored: &str,
+) -> std::result::Result<SettingValue, Undecodable> {
+    let v: serde_json::Value = serde_json::from_str(stored).map_err(|e| undecodable("JSON", e))?;
+    match (kind, v) {
+        (SettingKind::Text, serde_json::Value::String(s)) => Ok(SettingValue::Text(s)),
+        (SettingKind::Flag, serde_json::Value::Bool(b)) => Ok(SettingValue::Flag(b)),
+        (SettingKind::Text, other) => Err(undecodable(
+            "a JSON string",
+            format!("found {}", json_type(&other)),
+        )),
+        (SettingKind::Flag, other) => Err(undecodable(
+            "a JSON boolean",
+            format!("found {}", json_type(&other)),
+        )),
+    }
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A setting's base value, from the hive's winning creation.
+fn base_setting(key: &str, created: &HiveCreated) -> Option<SettingValue> {
+    Some(match key {
+        "description" => SettingValue::Text(created.description.clone()),
+        "is_public" => SettingValue::Flag(created.is_public),
+        "require_verification" => SettingValue::Flag(created.settings.require_verification),
+        "allow_anonymous_read" => SettingValue::Flag(created.settings.allow_anonymous_read),
+        "post_permissions" => SettingValue::Text(created.settings.post_permissions.clone()),
+        _ => return None,
+    })
+}
+
+/// A stored `member:<agent>` candidate → the membership state it means.
+fn membership_state(stored: &str) -> std::result::Result<&'static str, Undecodable> {
+    let action: MembershipAction =
+        serde_json::from_str(stored).map_err(|e| undecodable("a membership action", e))?;
+    Ok(match action {
+        MembershipAction::Join => "member",
+        MembershipAction::Ban => "banned",
+        MembershipAction::Leave | MembershipAction::Unban => "left",
+    })
+}
+
+/// A stored `moderator:<agent>` candidate → whether the agent is a moderator.
+fn moderator_flag(stored: &str) -> std::result::Result<bool, Undecodable> {
+    let action: ModeratorAction =
+        serde_json::from_str(stored).map_err(|e| undecodable("a moderator action", e))?;
+    Ok(action == ModeratorAction::Add)
+}
+
+/// A stored `pin:<post>` candidate (`bool::to_string`) → whether the post is pinned.
+fn pin_flag(stored: &str) -> std::result::Result<bool, Undecodable> {
+    match stored {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(undecodable(
+            "`true` or `false`",
+            format!("{} bytes of something else", stored.len()),
+        )),
+    }
+}
+
+// ── Hive ────────────────────────────────────────────────────────────────────
+
+fn hive_exists(cx: &Ctx<'_>) -> Result<bool> {
+    Ok(cx
+        .conn
+        .prepare_cached("SELECT created_event_id IS NOT NULL FROM hives WHERE id = ?1")?
+        .query_row([cx.hive_id], |r| r.get::<_, bool>(0))
+        .optional()?
+        // No hive row at all: nothing created yet (not a decode failure).
+        .unwrap_or(false))
+}
+
+fn wait_for_hive(cx: &Ctx<'_>) -> Outcome {
+    Outcome::Waiting {
+        depends_on: hive_dep(cx.hive_id),
+    }
+}
+
+/// `hives.updated_at` = the latest `origin_ts` of the hive's creation and setting events
+/// (a maximum over the event set, so every instance agrees).
+fn touch_hive(cx: &Ctx<'_>) -> Result<()> {
+    cx.conn
+        .prepare_cached("UPDATE hives SET updated_at = GREATEST(updated_at, ?2) WHERE id = ?1")?
+        .execute(params![cx.hive_id, cx.ev.origin_ts])?;
+    Ok(())
+}
+
+pub(super) fn hive_created(cx: &Ctx<'_>, p: &HiveCreated) -> Result<Outcome> {
+    let conn = cx.conn;
+    touch_hive(cx)?;
+    let value = to_json("hive_created payload", p)?;
+    add_candidate(cx, "hive", None, &value)?;
+    // Earliest creation wins.
+    let (winner_id, winner_value, winner_origin, winner_ts): (String, String, String, i64) = conn
+        .query_row(
+        "SELECT event_id, value, origin_instance_id, origin_ts FROM state_candidates
+             WHERE hive_id = ?1 AND register = 'hive' ORDER BY origin_ts ASC, event_id ASC LIMIT 1",
+        [cx.hive_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    let current: Option<String> = conn.query_row(
+        "SELECT created_event_id FROM hives WHERE id = ?1",
+        [cx.hive_id],
+        |r| r.get(0),
+    )?;
+    upsert_agent_snapshot(cx, &p.owner)?;
+    let effect = creation_effect(current.as_deref(), &winner_id);
+    if effect == CreationEffect::Unchanged {
+        return Ok(applied(Vec::new()));
+    }
+    let w = decode_creation(&winner_value).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "state_candidates of hive {}, register hive, event {winner_id}: {e}",
+            cx.hive_id
+        ))
+    })?;
+    conn.execute(
+        "UPDATE hives SET created_event_id = ?2, owner_id = ?3, owner_instance_id = ?4,
+                          created_at = ?5
+         WHERE id = ?1",
+        params![
+            cx.hive_id,
+            winner_id,
+            w.owner.agent_id,
+            winner_origin,
+            winner_ts
+        ],
+    )?;
+    // The owner's instance changed (or became known): every register's winner may change.
+    recompute_all_registers(conn, cx.hive_id)?;
+    recompute_member_count(conn, cx.hive_id)?;
+    let change = if effect == CreationEffect::First {
+        Change::HiveCreated { hive: cx.hive() }
+    } else {
+        Change::HiveUpdated { hive: cx.hive() }
+    };
+    Ok(Outcome::Applied {
+        changes: vec![change],
+        provides: vec![hive_dep(cx.hive_id)],
+    })
+}
+
+pub(super) fn hive_deleted(cx: &Ctx<'_>) -> Result<Outcome> {
+    if !hive_exists(cx)? {
+        return Ok(wait_for_hive(cx));
+    }
+    cx.conn
+        .execute("UPDATE hives SET deleted = 1 WHERE id = ?1", [cx.hive_id])?;
+    Ok(applied(vec![Change::HiveDeleted { hive: cx.hive() }]))
+}
+
+pub(super) fn setting_changed(cx: &Ctx<'_>, p: &HiveSettingChanged) -> Result<Outcome> {
+    if !hive_exists(cx)? {
+        return Ok(wait_for_hive(cx));
+    }
+    add_candidate(
+        cx,
+        &format!("setting:{}", p.key),
+        p.prev.as_deref(),
+        &p.value.to_string(),
+    )?;
+    recompute_setting(cx.conn, cx.hive_id, &p.key)?;
+    touch_hive(cx)?;
+    Ok(applied(vec![Change::HiveUpdated { hive: cx.hive() }]))
+}
+
+pub(super) fn membership_changed(cx: &Ctx<'_>, p: &MembershipChanged) -> Result<Outcome> {
+    agent_register(
+        cx,
+        "member",
+        &p.agent,
+        p.prev.as_deref(),
+        &p.action,
+        recompute_membership,
+    )
+}
+
+pub(super) fn moderator_changed(cx: &Ctx<'_>, p: &ModeratorChanged) -> Result<Outcome> {
+    agent_register(
+        cx,
+        "moderator",
+        &p.agent,
+        p.prev.as_deref(),
+        &p.action,
+        recompute_moderator,
+    )
+}
+
+pub(super) fn post_pinned(cx: &Ctx<'_>, p: &PostPinned) -> Result<Outcome> {
+    if find_post(cx.conn, cx.hive_id, &p.post_id)?.is_none() {
+        return Ok(Outcome::Waiting {
+            depends_on: p.post_id.clone(),
+        });
+    }
+    if !hive_exists(cx)? {
+        return Ok(wait_for_hive(cx));
+    }
+    add_candidate(
+        cx,
+        &format!("pin:{}", p.post_id),
+        p.prev.as_deref(),
+        &p.pinned.to_string(),
+    )?;
+    recompute_pin(cx.conn, cx.hive_id, &p.post_id)?;
+    Ok(applied(vec![Change::PostUpdated {
+        hive: cx.hive(),
+        post_id: p.post_id.clone(),
+    }]))
+}
+
+/// A membership or moderator change: one register per (kind, agent).
+fn agent_register<A: serde::Serialize>(
+    cx: &Ctx<'_>,
+    kind: &str,
+    agent: &AgentRef,
+    prev: Option<&str>,
+    action: &A,
+    recompute: fn(&Conn<'_>, &str, &str) -> Result<()>,
+) -> Result<Outcome> {
+    if !hive_exists(cx)? {
+        return Ok(wait_for_hive(cx));
+    }
+    upsert_agent_snapshot(cx, agent)?;
+    let action = to_json("membership or moderator action", action)?;
+    add_candidate(cx, &format!("{kind}:{}", agent.agent_id), prev, &action)?;
+    recompute(cx.conn, cx.hive_id, &agent.agent_id)?;
+    Ok(applied(vec![Change::MembershipChanged {
+        hive: cx.hive(),
+        agent_id: agent.agent_id.clone(),
+    }]))
+}
+
+// ── Candidates and winners ──────────────────────────────────────────────────
+
+fn add_candidate(cx: &Ctx<'_>, register: &str, prev: Option<&str>, value: &str) -> Result<()> {
+    cx.conn
+        .prepare_cached(
+            "INSERT INTO state_candidates
+               (hive_id, register, event_id, prev, origin_instance_id, origin_ts, value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            cx.hive_id,
+            register,
+            cx.ev.id,
+            prev,
+            cx.ev.origin_instance_id,
+            cx.ev.origin_ts,
+            value
+        ])?;
+    Ok(())
+}
+
+/// The owner-preferring winner of a register: (value, origin_ts), or None if no candidate.
+fn register_winner(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    register: &str,
+) -> Result<Option<(String, i64)>> {
+    Ok(register_winner_full(conn, hive_id, register)?.map(|(c, v)| (v, c.origin_ts)))
+}
+
+/// The event id of the owner-preferring winner of a register.
+pub fn register_winner_event(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    register: &str,
+) -> Result<Option<String>> {
+    Ok(register_winner_full(conn, hive_id, register)?.map(|(c, _)| c.event_id))
+}
+
+fn register_winner_full(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    register: &str,
+) -> Result<Option<(Candidate, String)>> {
+    let owner: Option<String> = conn.query_row(
+        "SELECT owner_instance_id FROM hives WHERE id = ?1",
+        [hive_id],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT event_id, prev, origin_instance_id, origin_ts, value FROM state_candidates
+         WHERE hive_id = ?1 AND register = ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![hive_id, register], |r| {
+            Ok((
+                Candidate {
+                    event_id: r.get(0)?,
+                    prev: r.get(1)?,
+                    origin_instance_id: r.get(2)?,
+                    origin_ts: r.get(3)?,
+                },
+                r.get::<_, String>(4)?,
+            ))
+        })?
+        .collect::<DbResult<Vec<_>>>()?;
+    // owner_instance_id is NULL until the creation is applied (a legitimate state, not a
+    // decode failure): then no candidate is the owner's.
+    Ok(pick_winner(rows, owner.as_deref().unwrap_or("")))
+}
+
+// ── Recomputation ───────────────────────────────────────────────────────────
+
+fn recompute_all_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
+    // Base values come from the winning creation; registers override them.
+    for key in payload::SETTING_KEYS {
+        recompute_setting(conn, hive_id, key)?;
+    }
+    let registers: Vec<String> = conn
+        .prepare("SELECT DISTINCT register FROM state_candidates WHERE hive_id = ?1 AND register <> 'hive'")?
+        .query_map([hive_id], |r| r.get(0))?
+        .collect::<DbResult<_>>()?;
+    for reg in registers {
+        match parse_register(&reg) {
+            Some(Register::Member(agent)) => recompute_membership(conn, hive_id, agent)?,
+            Some(Register::Moderator(agent)) => recompute_moderator(conn, hive_id, agent)?,
+            Some(Register::Pin(post)) => recompute_pin(conn, hive_id, post)?,
+            // Settings were recomputed above, key by key; the creation is not a register
+            // this loop sees.
+            Some(Register::Setting(_) | Register::Creation) => {}
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "state_candidates of hive {hive_id}: register name {reg:?} is of no known kind"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn recompute_setting(conn: &Conn<'_>, hive_id: &str, key: &str) -> Result<()> {
+    let Some((sql, kind)) = setting_column(key) else {
+        return Ok(());
+    };
+    let register = format!("setting:{key}");
+    let value = match register_winner(conn, hive_id, &register)? {
+        Some((v, _)) => decode_setting(kind, &v).map_err(|e| corrupt(hive_id, &register, e))?,
+        None => {
+            // The base value from the hive's winning creation.
+            let created: Option<String> = conn
+                .query_row(
+                    "SELECT c.value FROM hives h JOIN state_candidates c
+                       ON c.hive_id = h.id AND c.register = 'hive' AND c.event_id = h.created_event_id
+                     WHERE h.id = ?1",
+                    [hive_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(created) = created else {
+                return Ok(());
+            };
+            let w = decode_creation(&created).map_err(|e| corrupt(hive_id, "hive", e))?;
+            let Some(base) = base_setting(key, &w) else {
+                return Ok(());
+            };
+            base
+        }
+    };
+    match value {
+        SettingValue::Text(s) => conn.execute(sql, params![hive_id, s])?,
+        SettingValue::Flag(b) => conn.execute(sql, params![hive_id, b])?,
+    };
+    Ok(())
+}
+
+fn ensure_membership_row(conn: &Conn<'_>, hive_id: &str, agent_id: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO memberships (hive_id, agent_id, state, is_moderator, joined_at)
+         VALUES (?1, ?2, 'left', 0, 0) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![hive_id, agent_id])?;
+    Ok(())
+}
+
+fn recompute_membership(conn: &Conn<'_>, hive_id: &str, agent_id: &str) -> Result<()> {
+    ensure_membership_row(conn, hive_id, agent_id)?;
+    let register = format!("member:{agent_id}");
+    let (state, ts) = match register_winner(conn, hive_id, &register)? {
+        Some((v, ts)) => (
+            membership_state(&v).map_err(|e| corrupt(hive_id, &register, e))?,
+            ts,
+        ),
+        None => ("left", 0),
+    };
+    conn.execute(
+        "UPDATE memberships SET state = ?3, joined_at = ?4 WHERE hive_id = ?1 AND agent_id = ?2",
+        params![hive_id, agent_id, state, ts],
+    )?;
+    recompute_member_count(conn, hive_id)
+}
+
+fn recompute_moderator(conn: &Conn<'_>, hive_id: &str, agent_id: &str) -> Result<()> {
+    ensure_membership_row(conn, hive_id, agent_id)?;
+    let register = format!("moderator:{agent_id}");
+    let is_mod = match register_winner(conn, hive_id, &register)? {
+        Some((v, _)) => moderator_flag(&v).map_err(|e| corrupt(hive_id, &register, e))?,
+        None => false,
+    };
+    conn.execute(
+        "UPDATE memberships SET is_moderator = ?3 WHERE hive_id = ?1 AND agent_id = ?2",
+        params![hive_id, agent_id, is_mod],
+    )?;
+    Ok(())
+}
+
+/// Members are the agents whose membership register says `member`, plus the owner.
+fn recompute_member_count(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE hives SET member_count =
+           (SELECT COUNT(*) FROM memberships m
+             WHERE m.hive_id = hives.id AND m.state = 'member'
+               AND m.agent_id IS DISTINCT FROM hives.owner_id)
+           + CASE WHEN owner_id IS NOT NULL THEN 1 ELSE 0 END
+         WHERE id = ?1",
+        [hive_id],
+    )?;
+    Ok(())
+}
+
+fn recompute_pin(conn: &Conn<'_>, hive_id: &str, post_id: &str) -> Result<()> {
+    let register = format!("pin:{post_id}");
+    let pinned = match register_winner(conn, hive_id, &register)? {
+        Some((v, _)) => pin_flag(&v).map_err(|e| corrupt(hive_id, &register, e))?,
+        None => false,
+    };
+    conn.execute(
+        "UPDATE posts SET is_pinned = ?2 WHERE id = ?1",
+        params![post_id, pinned],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openhive_core::payload::HiveSettings;
+
+    fn cand(id: &str, prev: Option<&str>, inst: &str, ts: i64, value: &str) -> (Candidate, String) {
+        (
+            Candidate {
+                event_id: id.into(),
+                prev: prev.map(Into::into),
+                origin_instance_id: inst.into(),
+                origin_ts: ts,
+            },
+            value.into(),
+        )
+    }
+
+    fn winner_value(rows: Vec<(Candidate, String)>, owner: &str) -> Option<String> {
+        pick_winner(rows, owner).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn a_concurrent_non_owner_change_loses_to_the_owners_even_if_later() {
+        let rows = vec![
+            cand("e1", None, "inst_owner", 10, "\"owner\""),
+            cand("e2", None, "inst_other", 20, "\"other\""),
+        ];
+        assert_eq!(
+            winner_value(rows, "inst_owner").as_deref(),
+            Some("\"owner\"")
+        );
+    }
+
+    #[test]
+    fn a_change_that_saw_the_owners_value_supersedes_it() {
+        let rows = vec![
+            cand("e1", None, "inst_owner", 10, "\"owner\""),
+            cand("e2", Some("e1"), "inst_other", 5, "\"other\""),
+        ];
+        assert_eq!(
+            winner_value(rows, "inst_owner").as_deref(),
+            Some("\"other\"")
+        );
+    }
+
+    #[test]
+    fn without_the_owner_later_wins_then_smaller_id() {
+        let rows = vec![
+            cand("e1", None, "inst_b", 10, "b"),
+            cand("e2", None, "inst_c", 20, "c"),
+        ];
+        assert_eq!(winner_value(rows, "inst_a").as_deref(), Some("c"));
+        let rows = vec![
+            cand("e2", None, "inst_b", 10, "b"),
+            cand("e1", None, "inst_c", 10, "c"),
+        ];
+        assert_eq!(winner_value(rows, "inst_a").as_deref(), Some("c"));
+        // Before the creation is known there is no owner: the same order, no preference.
+        let rows = vec![
+            cand("e1", None, "inst_b", 10, "b"),
+            cand("e2", None, "inst_c", 20, "c"),
+        ];
+        assert_eq!(winner_value(rows, "").as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn the_winner_carries_its_own_value_whatever_the_row_order() {
+        let mut rows = vec![
+            cand("e1", None, "inst_owner", 10, "one"),
+            cand("e2", Some("e1"), "inst_b", 20, "two"),
+            cand("e3", None, "inst_c", 30, "three"),
+        ];
+        let (c, v) = pick_winner(rows.clone(), "inst_x").unwrap();
+        assert_eq!((c.event_id.as_str(), v.as_str()), ("e3", "three"));
+        rows.reverse();
+        let (c, v) = pick_winner(rows, "inst_x").unwrap();
+        assert_eq!((c.event_id.as_str(), v.as_str()), ("e3", "three"));
+        assert_eq!(pick_winner(Vec::new(), "inst_x"), None);
+    }
+
+    #[test]
+    fn creation_effects() {
+        assert_eq!(creation_effect(None, "e1"), CreationEffect::First);
+        assert_eq!(creation_effect(Some("e1"), "e1"), CreationEffect::Unchanged);
+        assert_eq!(creation_effect(Some("e2"), "e1"), CreationEffect::Replaced);
+    }
+
+    #[test]
+    fn register_names_round_trip_and_unknown_ones_are_refused() {
+        assert_eq!(parse_register("hive"), Some(Register::Creation));
+        assert_eq!(
+            parse_register("setting:description"),
+            Some(Register::Setting("description"))
+        );
+        assert_eq!(
+            parse_register("member:agt_a_1"),
+            Some(Register::Member("agt_a_1"))
+        );
+        assert_eq!(
+            parse_register("moderator:agt_a_1"),
+            Some(Register::Moderator("agt_a_1"))
+        );
+        assert_eq!(
+            parse_register("pin:post_a_1"),
+            Some(Register::Pin("post_a_1"))
+        );
+        for bad in [
+            "",
+            "hive:",
+            "member:",
+            "pin",
+            "owner:agt_a_1",
+            "setting:colour",
+        ] {
+            assert_eq!(parse_register(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn membership_values_decode_to_states() {
+        for (action, state) in [
+            (MembershipAction::Join, "member"),
+            (MembershipAction::Leave, "left"),
+            (MembershipAction::Ban, "banned"),
+            (MembershipAction::Unban, "left"),
+        ] {
+            let stored = to_json("action", &action).unwrap();
+            assert_eq!(membership_state(&stored), Ok(state));
+        }
+        // Not "left" by default: a bad value is an error.
+        assert!(membership_state("\"joined\"").is_err());
+        assert!(membership_state("").is_err());
+    }
+
+    #[test]
+    fn moderator_values_decode_to_flags() {
+        let add = to_json("action", &ModeratorAction::Add).unwrap();
+        let remove = to_json("action", &ModeratorAction::Remove).unwrap();
+        assert_eq!(moderator_flag(&add), Ok(true));
+        assert_eq!(moderator_flag(&remove), Ok(false));
+        assert!(moderator_flag("add").is_err());
+        assert!(moderator_flag("").is_err());
+    }
+
+    #[test]
+    fn pin_values_decode_to_flags() {
+        assert_eq!(pin_flag(&true.to_string()), Ok(true));
+        assert_eq!(pin_flag(&false.to_string()), Ok(false));
+        for bad in ["", "TRUE", "1", "\"true\""] {
+            assert!(pin_flag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn setting_values_decode_by_the_keys_type() {
+        let (_, text) = setting_column("description").unwrap();
+        let (_, flag) = setting_column("is_public").unwrap();
+        let stored = serde_json::json!("hello").to_string();
+        assert_eq!(
+            decode_setting(text, &stored),
+            Ok(SettingValue::Text("hello".into()))
+        );
+        assert_eq!(
+            decode_setting(flag, &serde_json::json!(false).to_string()),
+            Ok(SettingValue::Flag(false))
+        );
+        // Not JSON, or JSON of the wrong type: never "unchanged".
+        assert!(decode_setting(text, "{not json").is_err());
+        assert!(decode_setting(text, "42").is_err());
+        assert!(decode_setting(flag, "\"true\"").is_err());
+        assert!(decode_setting(flag, "null").is_err());
+        assert!(setting_column("colour").is_none());
+    }
+
+    #[test]
+    fn every_setting_key_has_a_column_and_a_base_value() {
+        let created = HiveCreated {
+            name: "general".into(),
+            description: "d".into(),
+            is_public: false,
+            settings: HiveSettings::default(),
+            owner: AgentRef {
+                instance_id: "inst_a".into(),
+                agent_id: "agt_a_1".into(),
+                name: "a".into(),
+                avatar_url: None,
+            },
+        };
+        for key in payload::SETTING_KEYS {
+            let (sql, kind) = setting_column(key).unwrap();
+            assert!(sql.contains(&format!("SET {key} = ?2")), "{sql}");
+            let base = base_setting(key, &created).unwrap();
+            let matches = matches!(
+                (kind, &base),
+                (SettingKind::Text, SettingValue::Text(_))
+                    | (SettingKind::Flag, SettingValue::Flag(_))
+            );
+            assert!(matches, "{key}: {base:?}");
+        }
+        assert_eq!(
+            base_setting("description", &created),
+            Some(SettingValue::Text("d".into()))
+        );
+        assert_eq!(
+            base_setting("is_public", &created),
+            Some(SettingValue::Flag(false))
+        );
+    }
+
+    #[test]
+    fn a_stored_creation_decodes_or_is_an_error() {
+        let created = HiveCreated {
+            name: "general".into(),
+            description: String::new(),
+            is_public: true,
+            settings: HiveSettings::default(),
+            owner: AgentRef {
+                instance_id: "inst_a".into(),
+                agent_id: "agt_a_1".into(),
+                name: "a".into(),
+                avatar_url: None,
+            },
+        };
+        let stored = to_json("hive_created", &created).unwrap();
+        assert_eq!(decode_creation(&stored), Ok(created));
+        assert!(decode_creation("").is_err());
+        assert!(decode_creation("{\"name\":\"general\"}").is_err());
+    }
+
+    #[test]
+    fn corrupt_errors_name_the_register_not_the_value() {
+        let e = corrupt(
+            "hive_1",
+            "pin:post_a_1",
+            pin_flag("s3cret-ish").unwrap_err(),
+        );
+        let StoreError::Corrupt(msg) = e else {
+            panic!("not Corrupt: {e:?}");
+        };
+        assert!(
+            msg.contains("hive_1") && msg.contains("pin:post_a_1"),
+            "{msg}"
+        );
+        assert!(!msg.contains("s3cret"), "{msg}");
+    }
+}

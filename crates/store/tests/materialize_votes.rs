@@ -1,0 +1,169 @@
+//! Votes as the materializer projects them: one last-writer-wins register per (voter,
+//! target), 0 removes the vote without letting an older one back, scores, hot rank and
+//! karma derived from the winners, duplicates change nothing, votes wait for their target.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod materialize_support;
+
+use materialize_support::*;
+use openhive_core::order;
+use openhive_core::payload::TargetType;
+use openhive_store::materialize::{Change, Outcome};
+
+const POST_SCORE: &str = "SELECT score FROM posts WHERE id = ?1";
+const COMMENT_SCORE: &str = "SELECT score FROM comments WHERE id = ?1";
+const KARMA: &str = "SELECT karma FROM agents WHERE id = ?1";
+
+/// A hive with one post by agent 0 of instance 0; returns (world, replica, post id).
+fn with_post() -> (World, Replica, String) {
+    let w = World::new();
+    let r = w.replica();
+    let (post, p) = w.post(0, 0, 2, "t");
+    r.deliver_ok(&[w.created(0, 1), p]);
+    (w, r, post)
+}
+
+#[test]
+fn a_vote_of_zero_removes_the_vote_and_an_older_vote_does_not_come_back() {
+    let (w, r, post) = with_post();
+    let author = w.agent(0, 0).agent_id;
+    r.deliver_ok(&[w.vote(1, 0, 10, TargetType::Post, &post, 1)]);
+    assert_eq!(r.int(POST_SCORE, &post), 1);
+    assert_eq!(r.int(KARMA, &author), 1);
+    let with_vote = r.digest();
+
+    r.deliver_ok(&[w.vote(1, 0, 20, TargetType::Post, &post, 0)]);
+    assert_eq!(r.int(POST_SCORE, &post), 0);
+    assert_eq!(r.int(KARMA, &author), 0);
+    // The register keeps its (zero) winner, and the digest shows no vote.
+    assert_eq!(
+        r.int("SELECT value FROM votes WHERE target_id = ?1", &post),
+        0
+    );
+    // The digest's votes section (its fourth) lists only non-zero votes.
+    let digest = r.digest();
+    assert_ne!(digest, with_vote);
+    let votes = digest.split("--\n").nth(3).unwrap();
+    assert!(votes.is_empty(), "{votes}");
+    assert!(
+        with_vote
+            .split("--\n")
+            .nth(3)
+            .unwrap()
+            .contains(&w.agent(1, 0).agent_id)
+    );
+
+    // An older +1 arriving late loses to the newer 0.
+    r.deliver_ok(&[w.vote(1, 0, 15, TargetType::Post, &post, 1)]);
+    assert_eq!(r.int(POST_SCORE, &post), 0);
+    assert_eq!(r.int(KARMA, &author), 0);
+}
+
+#[test]
+fn an_older_vote_does_not_replace_a_newer_one_in_either_order() {
+    let w = World::new();
+    let created = w.created(0, 1);
+    let (post, p) = w.post(0, 0, 2, "t");
+    let down = w.vote(1, 0, 20, TargetType::Post, &post, -1);
+    let up = w.vote(1, 0, 10, TargetType::Post, &post, 1);
+
+    let r1 = w.replica();
+    r1.deliver_ok(&[created.clone(), p.clone(), down.clone()]);
+    // The older vote is applied without effect: nothing to report.
+    let late = r1.deliver_ok(std::slice::from_ref(&up));
+    assert!(late.changes.is_empty(), "{:?}", late.changes);
+    assert_eq!(r1.int(POST_SCORE, &post), -1);
+
+    let r2 = w.replica();
+    r2.deliver_ok(&[created, p, up, down]);
+    assert_eq!(r2.int(POST_SCORE, &post), -1);
+    assert_eq!(r1.digest(), r2.digest());
+    assert_eq!(r2.int(KARMA, &w.agent(0, 0).agent_id), -1);
+}
+
+#[test]
+fn one_vote_per_voter_per_target() {
+    let (w, r, post) = with_post();
+    r.deliver_ok(&[
+        w.vote(1, 0, 10, TargetType::Post, &post, 1),
+        // The same voter again (another event): replaces, does not add.
+        w.vote(1, 0, 11, TargetType::Post, &post, 1),
+        w.vote(1, 1, 12, TargetType::Post, &post, 1),
+        w.vote(2, 0, 13, TargetType::Post, &post, -1),
+    ]);
+    assert_eq!(r.int(POST_SCORE, &post), 1);
+    assert_eq!(
+        r.count("SELECT COUNT(*) FROM votes WHERE target_id = ?1", &post),
+        3
+    );
+    assert_eq!(r.int(KARMA, &w.agent(0, 0).agent_id), 1);
+}
+
+#[test]
+fn the_hot_rank_follows_the_score_and_creation_time() {
+    let (w, r, post) = with_post();
+    r.deliver_ok(&[
+        w.vote(1, 0, 10, TargetType::Post, &post, 1),
+        w.vote(1, 1, 11, TargetType::Post, &post, 1),
+        w.vote(2, 0, 12, TargetType::Post, &post, 1),
+    ]);
+    let hot = r.real("SELECT hot FROM posts WHERE id = ?1", &post);
+    assert!((hot - order::hot_rank(3, 2)).abs() < 1e-9, "{hot}");
+    assert_ne!(order::hot_rank(3, 2), order::hot_rank(0, 2));
+}
+
+#[test]
+fn a_comment_vote_scores_the_comment_and_its_author_not_the_post() {
+    let (w, r, post) = with_post();
+    let (c, e) = w.comment(1, 1, 3, &post, None);
+    r.deliver_ok(&[e]);
+    let report = r.deliver_ok(&[w.vote(2, 0, 10, TargetType::Comment, &c, 1)]);
+    assert_eq!(r.int(COMMENT_SCORE, &c), 1);
+    assert_eq!(r.int(POST_SCORE, &post), 0);
+    assert_eq!(r.int(KARMA, &w.agent(1, 1).agent_id), 1);
+    assert_eq!(r.int(KARMA, &w.agent(0, 0).agent_id), 0);
+    assert!(
+        matches!(
+            report.changes.as_slice(),
+            [Change::VoteUpdated { target_type: TargetType::Comment, target_id, post_id, score: 1, delta: 1, .. }]
+                if *target_id == c && *post_id == post
+        ),
+        "{:?}",
+        report.changes
+    );
+}
+
+#[test]
+fn a_duplicate_vote_changes_nothing() {
+    let (w, r, post) = with_post();
+    let v = w.vote(1, 0, 10, TargetType::Post, &post, 1);
+    r.deliver_ok(std::slice::from_ref(&v));
+    let before = r.digest();
+    // Handed to the materializer again: the same version does not replace itself.
+    let again = r.apply(&v);
+    assert_eq!(
+        again,
+        Outcome::Applied {
+            changes: Vec::new(),
+            provides: Vec::new()
+        }
+    );
+    assert_eq!(r.digest(), before);
+    assert_eq!(r.int(KARMA, &w.agent(0, 0).agent_id), 1);
+}
+
+#[test]
+fn a_vote_on_an_unknown_target_waits_for_it() {
+    let w = World::new();
+    let r = w.replica();
+    let (post, p) = w.post(0, 0, 2, "t");
+    r.deliver_ok(&[
+        w.created(0, 1),
+        w.vote(1, 0, 10, TargetType::Post, &post, 1),
+    ]);
+    assert_eq!(r.waiting(), (1, 0));
+    r.deliver_ok(&[p]);
+    assert_eq!(r.waiting(), (0, 0));
+    assert_eq!(r.int(POST_SCORE, &post), 1);
+}
