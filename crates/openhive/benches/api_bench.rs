@@ -1,6 +1,6 @@
 //! API benchmark (issue #3): signed-write throughput and feed/search latency.
 //!
-//! Run: `cargo bench -p openhive-server --bench api_bench`
+//! Run: `cargo bench -p openhive --bench api_bench`
 //! (`OPENHIVE_BENCH_POSTS=100000` sets the size of the feed hive; default 100 000.)
 //!
 //! Everything runs on this machine: the server in-process on 127.0.0.1:0, the clients as
