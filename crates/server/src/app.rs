@@ -172,7 +172,7 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         "instance ready"
     );
 
-    let realtime = Realtime::new();
+    let realtime = Realtime::start();
     let fanout = Arc::new(FanOut {
         store: store.clone(),
         realtime: realtime.clone(),

@@ -34,7 +34,7 @@ pub struct Realtime {
 
 impl Realtime {
     /// Starts the rendering task (call inside the tokio runtime).
-    pub fn new() -> Self {
+    pub fn start() -> Self {
         let (tx, _) = broadcast::channel(4096);
         let (batches, mut rx) = mpsc::unbounded_channel::<(Store, Vec<Change>)>();
         let hub = tx.clone();

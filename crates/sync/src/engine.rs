@@ -248,6 +248,16 @@ impl SyncHandle {
         }
     }
 
+    /// Wakes the worker of the link (peer, hive) only (e.g. to handshake again at once).
+    pub(crate) fn wake_link(&self, peer_id: &str, hive_id: &str) {
+        if let Some(ctl) = self
+            .lock_links()
+            .get(&(peer_id.to_string(), hive_id.to_string()))
+        {
+            ctl.wake.notify_one();
+        }
+    }
+
     /// Asks the link (peer, hive) to pull from the peer as soon as possible.
     pub fn request_pull(&self, peer_id: &str, hive_id: &str) {
         if let Some(ctl) = self

@@ -1,11 +1,15 @@
 //! The heartbeat task: every `heartbeat_interval`, POST `/sync/v1/heartbeat` to each peer
-//! we hold a token for, with our head seq and roster per shared group; learn rosters, ask
-//! links to pull where the peer is ahead of our cursor, record contact or failure. Then mark
-//! peers silent for `peer_timeout` as `unreachable`.
+//! we hold a token for, with our head seq and roster per shared group; apply the answer's
+//! groups ([`crate::groups`], shared with the receiving side: contact, rosters, pulls where
+//! the peer is ahead of our cursor), or record the failure (a refused token is forgotten
+//! through [`crate::tokens`]). Then mark peers silent for `peer_timeout` as `unreachable`.
 
+use crate::client::ClientError;
 use crate::engine::{SyncHandle, sleep_or_shutdown};
+use crate::error::LinkError;
+use crate::groups::{self, Direction};
 use crate::protocol::*;
-use crate::trust;
+use crate::{tokens, trust};
 use openhive_core::time::now_ms;
 use openhive_store::sync_state::{self, LinkRow, PeerRow};
 use openhive_store::{StoreError, log};
@@ -91,19 +95,24 @@ async fn beat(h: SyncHandle, peer: PeerRow, links: Vec<LinkRow>) {
             },
         )
         .await;
-    let groups = match body {
+    let ours = match body {
         Ok(g) => g,
         Err(e) => {
             tracing::warn!(error = %e, "building heartbeat");
             return;
         }
     };
-    let Some(first) = links.first() else { return };
-    let token = first.token_out.clone().unwrap_or_default();
+    // Any token of ours authenticates the heartbeat; the first link's is used.
+    let Some((first, token)) = links
+        .iter()
+        .find_map(|l| l.token_out.clone().map(|t| (l, t)))
+    else {
+        return;
+    };
     let req = Heartbeat {
         instance_id: h.me().instance_id.clone(),
         sync_endpoint: Some(h.me().sync_endpoint.clone()),
-        groups,
+        groups: ours,
     };
     let res = match h.inner.in_flight.clone().acquire_owned().await {
         Ok(_permit) => {
@@ -121,74 +130,66 @@ async fn beat(h: SyncHandle, peer: PeerRow, links: Vec<LinkRow>) {
                 return;
             }
             let from = resp.instance_id.clone();
-            let links2 = links.clone();
             let r = h
                 .store()
-                .write(move |tx| -> Result<_, StoreError> {
-                    let now = now_ms();
-                    sync_state::record_contact(tx, &peer_id, now)?;
-                    let mut pulls = Vec::new();
-                    let mut changes = Vec::new();
-                    let mut released = Vec::new();
-                    for l in &links2 {
-                        if let Some(g) = resp.groups.get(&l.hive_name) {
-                            let r = trust::learn_roster(tx, &l.hive_id, &g.roster, &from, now)?;
-                            if r.accepted > 0 {
-                                released.push(l.hive_id.clone());
-                            }
-                            changes.extend(r.changes);
-                            sync_state::set_remote_seq(tx, &peer_id, &l.hive_id, g.seq)?;
-                            if g.seq > l.last_seq_received {
-                                pulls.push(l.hive_id.clone());
-                            }
-                        }
-                    }
-                    Ok((pulls, changes, released))
+                .write(move |tx| {
+                    groups::apply(
+                        tx,
+                        &peer_id,
+                        &from,
+                        &resp.groups,
+                        &Direction::Answer,
+                        now_ms(),
+                    )
                 })
                 .await;
             match r {
-                Ok((pulls, changes, released)) => {
-                    h.emit(changes);
-                    for hive in released {
-                        h.notify(&hive);
-                    }
-                    for hive in pulls {
-                        h.request_pull(&peer.id, &hive);
-                    }
-                }
+                Ok(applied) => groups::after_commit(&h, &peer.id, applied),
                 Err(e) => tracing::warn!(error = %e, "recording heartbeat"),
             }
         }
-        Err(e) => {
-            let msg = format!("heartbeat: {e}");
-            tracing::debug!(error = %msg, "heartbeat failed");
-            let after = h.settings().error_after_failures;
-            let refused = e.status() == Some(401);
-            let hv = first.hive_id.clone();
-            let r = h
-                .store()
-                .write(move |tx| -> Result<(), StoreError> {
-                    let now = now_ms();
+        Err(e) => failed(&h, &peer, first, &token, e).await,
+    }
+}
+
+/// A heartbeat that was not answered with 2xx. A refusal (401) of the token we presented
+/// forgets it (the link handshakes again); a 429 is backpressure, a contact; anything else is
+/// a failure. A refusal is a failure too: the call did not get through.
+async fn failed(h: &SyncHandle, peer: &PeerRow, link: &LinkRow, token: &str, e: ClientError) {
+    let msg = format!("heartbeat: {e}");
+    tracing::debug!(error = %msg, "heartbeat failed");
+    let error = LinkError::from(e);
+    let after = h.settings().error_after_failures;
+    let (peer_id, hive_id, token) = (peer.id.clone(), link.hive_id.clone(), token.to_string());
+    // `Some(forgot)` for a refusal.
+    let r = h
+        .store()
+        .write(move |tx| -> Result<Option<bool>, StoreError> {
+            let now = now_ms();
+            match error {
+                LinkError::RateLimited(_) => {
+                    sync_state::record_contact(tx, &peer_id, now)?;
+                    Ok(None)
+                }
+                LinkError::Refused(_) => {
                     sync_state::record_failure(tx, &peer_id, &msg, after, now)?;
-                    if refused {
-                        // That token is no longer valid: the link re-handshakes.
-                        sync_state::set_token_out(tx, &peer_id, &hv, None)?;
-                        sync_state::set_link_state(
-                            tx,
-                            &peer_id,
-                            &hv,
-                            sync_state::STATE_HANDSHAKING,
-                        )?;
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "recording heartbeat failure");
+                    tokens::forget_refused(tx, &peer_id, &hive_id, &token).map(Some)
+                }
+                _ => {
+                    sync_state::record_failure(tx, &peer_id, &msg, after, now)?;
+                    Ok(None)
+                }
             }
-            if refused {
-                h.notify(&first.hive_id);
+        })
+        .await;
+    match r {
+        Ok(Some(forgot)) => {
+            tokens::log_forgotten(forgot);
+            if forgot {
+                h.wake_link(&peer.id, &link.hive_id);
             }
         }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "recording heartbeat failure"),
     }
 }

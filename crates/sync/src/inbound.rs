@@ -3,70 +3,29 @@
 //! [`SyncError`] to 401/403/404/409/429.
 //!
 //! What is checked where:
-//! - handshake: the mesh secret (`X-Handshake-Secret`) or a configured peer's endpoint;
-//!   protocol version; a well-formed instance id and key; first-key-wins (409 otherwise);
-//! - every other call: a token we issued (hash lookup), bound to one peer and one hive; the
-//!   hive in the URL must be that hive (403);
+//! - handshake: the mesh secret (`X-Handshake-Secret`) or a configured peer's endpoint
+//!   (here); protocol version, a well-formed instance id, key, endpoint and token, and
+//!   first-key-wins (409 otherwise) in [`crate::accept`], which also applies the initiator's
+//!   data exactly as the initiator applies ours;
+//! - every other call: a token we issued (hash lookup, [`crate::tokens`]: 401 otherwise),
+//!   bound to one peer and one hive; the hive in the URL must be that hive (403);
+//! - heartbeat: the sender must be the token's peer (403); its groups are applied by
+//!   [`crate::groups`], as the sender applies our answer;
 //! - pushed events: everything `ingest_remote` checks (envelope, origin namespace, strict
 //!   signature against the origin's key, payload authority); rejections are counted per link.
 
+use crate::accept::{self, Hello, Outcome, Role};
 use crate::engine::SyncHandle;
 use crate::error::SyncError;
+use crate::groups::{self, Direction};
 use crate::protocol::*;
 use crate::trust;
-use openhive_core::PublicKey;
 use openhive_core::time::{now_ms, rfc3339};
-use openhive_store::sync_state::{self, PeerRow};
-use openhive_store::{StoreError, ingest, keys, log};
+use openhive_store::sync_state;
+use openhive_store::{StoreError, ingest, log};
 use std::collections::BTreeMap;
 
-/// A caller authenticated by a sync token.
-#[derive(Debug, Clone)]
-pub struct PeerAuth {
-    pub peer_id: String,
-    pub peer_instance_id: String,
-    /// The hive the token is bound to (local id).
-    pub hive_id: String,
-}
-
-fn disabled() -> SyncError {
-    SyncError::NotFound("Hive Sync is disabled on this instance".into())
-}
-
-/// Checks a bearer token. `None` or an unknown token → 401.
-pub async fn authenticate(h: &SyncHandle, token: Option<&str>) -> Result<PeerAuth, SyncError> {
-    if !h.enabled() {
-        return Err(disabled());
-    }
-    let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
-        return Err(SyncError::Unauthorized(
-            "Missing Authorization header. Provide a sync token.".into(),
-        ));
-    };
-    let token = token.to_string();
-    let found = h
-        .store()
-        .read(
-            move |c| -> Result<Option<(String, String, Option<PeerRow>)>, StoreError> {
-                let Some((peer_id, hive_id)) = sync_state::authenticate(c, &token)? else {
-                    return Ok(None);
-                };
-                let peer = sync_state::peer_by_id(c, &peer_id)?;
-                Ok(Some((peer_id, hive_id, peer)))
-            },
-        )
-        .await?;
-    match found {
-        Some((peer_id, hive_id, Some(peer))) => Ok(PeerAuth {
-            peer_id,
-            peer_instance_id: peer.instance_id.unwrap_or_default(),
-            hive_id,
-        }),
-        _ => Err(SyncError::Unauthorized(
-            "Invalid or expired sync token".into(),
-        )),
-    }
-}
+pub use crate::tokens::{PeerAuth, authenticate};
 
 /// Resolves the hive of the URL and checks the token is bound to it.
 async fn bound_group(h: &SyncHandle, auth: &PeerAuth, hive: &str) -> Result<String, SyncError> {
@@ -93,7 +52,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `POST /sync/v1/handshake`.
 /// `GET /sync/v1/identity`: this instance's public identity.
 pub fn identity(h: &SyncHandle) -> IdentityDoc {
     let me = h.me();
@@ -147,57 +105,35 @@ async fn confirm_at_configured_endpoint(
     }
 }
 
+/// `POST /sync/v1/handshake`: the responder side. Authorization (the mesh secret, or a
+/// configured endpoint confirmed by its `/identity`), the group lookup, the token we issue and
+/// the answer are the responder's; what it does with the initiator's data is
+/// [`accept::accept`] (shared with the initiator).
 pub async fn handshake(
     h: &SyncHandle,
     secret_header: Option<&str>,
     req: HandshakeRequest,
 ) -> Result<HandshakeResponse, SyncError> {
     if !h.enabled() {
-        return Err(disabled());
+        return Err(SyncError::disabled());
     }
-    if req.protocol_version != PROTOCOL_VERSION {
-        return Err(SyncError::BadRequest(format!(
-            "unsupported protocol_version {} (this instance speaks {PROTOCOL_VERSION})",
-            req.protocol_version
-        )));
-    }
-    if openhive_core::ids::instance_suffix(&req.instance_id).is_none() {
-        return Err(SyncError::BadRequest("malformed instance_id".into()));
-    }
-    if req.instance_id == h.me().instance_id {
-        return Err(SyncError::Conflict(
-            "the initiator claims this instance's own id".into(),
-        ));
-    }
-    if openhive_core::validate::url(&req.sync_endpoint).is_err() {
-        return Err(SyncError::BadRequest(
-            "sync_endpoint must be an http(s) URL".into(),
-        ));
-    }
-    if req.token.len() < 16 || req.token.len() > 256 {
-        return Err(SyncError::BadRequest(
-            "token must be 16-256 characters".into(),
-        ));
-    }
-    let key = PublicKey::from_base64(&req.signing_key)
-        .map_err(|_| SyncError::BadRequest("malformed signing_key".into()))?;
-    let endpoint = normalize_endpoint(&req.sync_endpoint);
-
+    let (hive, hello) = Hello::from_request(req, &h.me().instance_id)?;
     let secret_ok = match (&h.settings().handshake_secret, secret_header) {
         (Some(want), Some(got)) => constant_time_eq(want.as_bytes(), got.as_bytes()),
         _ => false,
     };
     if !secret_ok {
-        confirm_at_configured_endpoint(h, &endpoint, &req.instance_id, &req.signing_key).await?;
+        confirm_at_configured_endpoint(h, &hello.endpoint, &hello.instance_id, &hello.signing_key)
+            .await?;
     }
     let me = h.me().clone();
-    let hive = req.hive.clone();
+    let (hv, hl) = (hive.clone(), hello.clone());
     let out = h
         .store()
         .write(move |tx| -> Result<_, SyncError> {
             let now = now_ms();
             if !secret_ok {
-                let configured = sync_state::peer_by_endpoint(tx, &endpoint)?
+                let configured = sync_state::peer_by_endpoint(tx, &hl.endpoint)?
                     .is_some_and(|p| p.source != sync_state::SOURCE_HANDSHAKE);
                 if !configured {
                     return Err(SyncError::Forbidden(
@@ -206,48 +142,21 @@ pub async fn handshake(
                     ));
                 }
             }
-            let Some(group) = sync_state::group_by_name(tx, &req.hive)? else {
+            let Some(group) = sync_state::group_by_name(tx, &hv)? else {
                 return Err(SyncError::NotFound(format!(
-                    "no sync group for hive {:?} on this instance",
-                    req.hive
+                    "no sync group for hive {hv:?} on this instance"
                 )));
             };
             let hive_id = group.hive_id;
-            match keys::learn(tx, &req.instance_id, &key, Some(&req.instance_id), now)? {
-                keys::Learned::Conflict => {
-                    openhive_store::db::counter_add(tx, sync_state::KEY_CONFLICTS, 1)?;
-                    return Err(SyncError::Conflict(format!(
-                        "instance {} is known here with a different signing key",
-                        req.instance_id
-                    )));
-                }
-                keys::Learned::New | keys::Learned::AlreadyKnown => {}
-            }
-            let peer_id = sync_state::upsert_handshake_peer(
-                tx,
-                &req.instance_id,
-                &req.instance_name,
-                &endpoint,
-                now,
-            )?;
-            sync_state::ensure_link(tx, &peer_id, &hive_id, sync_state::STATE_BACKFILLING)?;
-            if let Some(l) = sync_state::link(tx, &peer_id, &hive_id)?
-                && l.state == sync_state::STATE_HANDSHAKING
-            {
-                sync_state::set_link_state(tx, &peer_id, &hive_id, sync_state::STATE_BACKFILLING)?;
-            }
-            sync_state::set_token_out(tx, &peer_id, &hive_id, Some(&req.token))?;
-            let token = sync_state::issue_token(tx, &peer_id, &hive_id, now)?;
-            sync_state::add_member(tx, &hive_id, &req.instance_id)?;
-            let mut report = ingest::release_unverified(tx, &req.instance_id, now)?;
-            let r = trust::learn_roster(tx, &hive_id, &req.roster, &req.instance_id, now)?;
-            report.accepted += r.accepted;
-            report.changes.extend(r.changes);
-            sync_state::set_remote_seq(tx, &peer_id, &hive_id, req.current_seq)?;
-            sync_state::record_contact(tx, &peer_id, now)?;
+            let accepted = match accept::accept(tx, &hive_id, &hl, Role::Responder, now)? {
+                // Committed (the conflict is counted), then refused.
+                Outcome::Refused(e) => return Ok(Err(e)),
+                Outcome::Accepted(a) => a,
+            };
+            let token = sync_state::issue_token(tx, &accepted.peer_id, &hive_id, now)?;
             let resp = HandshakeResponse {
                 protocol_version: PROTOCOL_VERSION,
-                hive: req.hive.clone(),
+                hive: hv.clone(),
                 instance_id: me.instance_id.clone(),
                 instance_name: me.instance_name.clone(),
                 signing_key: me.key.public().to_base64(),
@@ -255,28 +164,19 @@ pub async fn handshake(
                 roster: trust::roster(tx, &hive_id)?,
                 token,
             };
-            Ok((resp, peer_id, hive_id, report))
+            Ok(Ok((resp, hive_id, accepted)))
         })
-        .await;
-    let (resp, peer_id, hive_id, report) = match out {
+        .await
+        .and_then(|r| r.map_err(SyncError::from));
+    let (resp, hive_id, accepted) = match out {
         Ok(v) => v,
         Err(e) => {
             tracing::info!(hive = %hive, error = %e, "handshake refused");
             return Err(e);
         }
     };
-    tracing::info!(peer = %resp_peer(&peer_id), hive = %hive, seq = resp.current_seq, "handshake accepted");
-    h.emit(report.changes);
-    h.reconcile().await?;
-    if report.accepted > 0 {
-        h.notify(&hive_id);
-    }
-    h.request_pull(&peer_id, &hive_id);
+    accept::after_commit(h, Role::Responder, &hive_id, &hello, accepted).await?;
     Ok(resp)
-}
-
-fn resp_peer(id: &str) -> &str {
-    id
 }
 
 /// `GET /sync/v1/groups/:hive/events?since=&limit=`.
@@ -414,7 +314,9 @@ pub async fn push_events(
     })
 }
 
-/// `POST /sync/v1/heartbeat`.
+/// `POST /sync/v1/heartbeat`: the receiving side. The check that the heartbeat comes from
+/// the token's peer and the answer are the receiver's; what it does with the groups is
+/// [`groups::apply`] (shared with the sender, which applies the answer).
 pub async fn heartbeat(
     h: &SyncHandle,
     auth: &PeerAuth,
@@ -427,43 +329,14 @@ pub async fn heartbeat(
     }
     let peer_id = auth.peer_id.clone();
     let from = auth.peer_instance_id.clone();
-    let moved_to = req
-        .sync_endpoint
-        .as_deref()
-        .filter(|e| openhive_core::validate::url(e).is_ok())
-        .map(normalize_endpoint);
-    let (groups, pulls, changes, released) = h
+    let direction = Direction::received(req.sync_endpoint.as_deref());
+    let (answer, applied) = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
-            let now = now_ms();
-            sync_state::record_contact(tx, &peer_id, now)?;
-            // The peer announces where it listens now (e.g. restarted on another port).
-            if let Some(e) = &moved_to
-                && sync_state::peer_by_endpoint(tx, e)?.is_none()
-            {
-                tracing::info!(peer = %from, endpoint = %e, "peer moved to a new sync endpoint");
-                sync_state::update_peer(tx, &peer_id, None, Some(e), now)?;
-            }
-            let mut out = BTreeMap::new();
-            let mut pulls = Vec::new();
-            let mut changes = Vec::new();
-            let mut released = Vec::new();
-            for l in sync_state::links_for_peer(tx, &peer_id)? {
-                if l.state == sync_state::STATE_LEFT {
-                    continue;
-                }
-                if let Some(g) = req.groups.get(&l.hive_name) {
-                    let r = trust::learn_roster(tx, &l.hive_id, &g.roster, &from, now)?;
-                    if r.accepted > 0 {
-                        released.push(l.hive_id.clone());
-                    }
-                    changes.extend(r.changes);
-                    sync_state::set_remote_seq(tx, &peer_id, &l.hive_id, g.seq)?;
-                    if g.seq > l.last_seq_received {
-                        pulls.push(l.hive_id.clone());
-                    }
-                }
-                out.insert(
+            let applied = groups::apply(tx, &peer_id, &from, &req.groups, &direction, now_ms())?;
+            let mut answer = BTreeMap::new();
+            for l in &applied.links {
+                answer.insert(
                     l.hive_name.clone(),
                     HeartbeatGroup {
                         seq: log::head(tx, &l.hive_id)?,
@@ -471,20 +344,14 @@ pub async fn heartbeat(
                     },
                 );
             }
-            Ok((out, pulls, changes, released))
+            Ok((answer, applied))
         })
         .await?;
-    h.emit(changes);
-    for hv in released {
-        h.notify(&hv);
-    }
-    for hv in pulls {
-        h.request_pull(&auth.peer_id, &hv);
-    }
+    groups::after_commit(h, &auth.peer_id, applied);
     Ok(Heartbeat {
         instance_id: h.me().instance_id.clone(),
         sync_endpoint: Some(h.me().sync_endpoint.clone()),
-        groups,
+        groups: answer,
     })
 }
 

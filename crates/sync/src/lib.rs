@@ -11,20 +11,29 @@
 //! - `link`: the worker of one (peer, hive) link: handshake, pull, push.
 //! - `heartbeat`: liveness, lag detection, roster exchange, `unreachable` marking.
 //! - [`inbound`]: the server side of each `/sync/v1` endpoint.
+//! - `accept`: handshake acceptance, both roles (responder in `inbound`, initiator in `link`).
+//! - `groups`: heartbeat group processing, both directions (received in `inbound`, answered
+//!   in `heartbeat`).
+//! - `tokens`: token refusal, both directions (401 to unknown tokens; forgetting ours when a
+//!   peer refuses it, so the link handshakes again).
+//! - [`error`]: [`SyncError`] at the boundary, peer-input and link-step errors inside.
 //! - [`admin`]: the local `/api/v1/sync/*` admin operations.
 //! - [`backoff`], [`ratelimit`]: retry delays and the per-peer event token bucket.
 //! - [`trust`]: roster-based key trust (first key wins).
 
+mod accept;
 pub mod admin;
 pub mod backoff;
 pub mod client;
 pub mod engine;
 pub mod error;
+mod groups;
 mod heartbeat;
 pub mod inbound;
 mod link;
 pub mod protocol;
 pub mod ratelimit;
+mod tokens;
 pub mod trust;
 
 pub use engine::{LocalIdentity, OnChanges, SyncEngine, SyncHandle, SyncSettings};

@@ -8,19 +8,23 @@
 //! - `last_seq_sent` moves only after the peer acknowledged (2xx) the batch;
 //! - events the peer originated or delivered to us are skipped, but count as covered (no
 //!   echo);
-//! - failures back off exponentially with jitter and are retried forever; a 429 waits
-//!   `Retry-After` and is not a failure.
+//! - failures back off exponentially with jitter and are retried forever; a 429 (to any of
+//!   the three calls) waits `Retry-After` and is a contact, not a failure;
+//! - a 401 forgets the refused token ([`crate::tokens`]) and the link handshakes again;
+//! - what the worker does after a failed step is a `match` on [`LinkError`]; `anyhow` only
+//!   formats the failure (with the operation as context) for the log and `last_error`.
+//!
+//! The handshake's answer is applied by [`crate::accept`], shared with the responder side.
 
+use crate::accept::{self, Hello, Outcome, Role};
 use crate::backoff::Backoff;
-use crate::client::ClientError;
 use crate::engine::{SyncHandle, sleep_or_shutdown};
+use crate::error::LinkError;
 use crate::protocol::*;
-use crate::trust;
-use anyhow::{Context as _, anyhow};
-use openhive_core::PublicKey;
+use crate::{tokens, trust};
 use openhive_core::time::now_ms;
 use openhive_store::sync_state::{self, LinkRow, PeerRow};
-use openhive_store::{Store, StoreError, ingest, keys, log};
+use openhive_store::{Store, StoreError, ingest, log};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -34,6 +38,7 @@ const LEASE_RETRY: Duration = Duration::from_secs(2);
 const PUSH_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// What a step of the worker decided.
+#[derive(Debug)]
 enum Step {
     /// More work is ready: loop at once.
     More,
@@ -45,15 +50,24 @@ enum Step {
     RetryAfter(Duration),
 }
 
-/// A failure that should not be retried by re-handshaking.
+/// A failed step: which operation, and why.
 #[derive(Debug)]
-struct Unauthorized;
-impl std::fmt::Display for Unauthorized {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("peer refused our token")
+struct Failed {
+    op: &'static str,
+    error: LinkError,
+}
+
+impl Failed {
+    fn of(op: &'static str) -> impl FnOnce(LinkError) -> Failed {
+        move |error| Failed { op, error }
+    }
+
+    /// The text logged and recorded as the link's `last_error` (the error chain, with the
+    /// operation as context: the one place `anyhow` is used).
+    fn message(self) -> String {
+        format!("{:#}", anyhow::Error::new(self.error).context(self.op))
     }
 }
-impl std::error::Error for Unauthorized {}
 
 pub(crate) async fn run(
     h: SyncHandle,
@@ -101,9 +115,9 @@ pub(crate) async fn run(
                     return;
                 }
             }
-            Err(e) => {
+            Err(failed) => {
                 let delay = backoff.fail(&h.settings().backoff);
-                let msg = format!("{e:#}");
+                let msg = failed.message();
                 tracing::warn!(peer = %peer_id, hive = %hive_id, error = %msg, retry_in_ms = delay.as_millis() as u64, failures = backoff.failures(), "sync link failed");
                 let (p, hv) = (peer_id.clone(), hive_id.clone());
                 let after = h.settings().error_after_failures;
@@ -140,9 +154,9 @@ async fn load(
     store: &Store,
     peer_id: &str,
     hive_id: &str,
-) -> anyhow::Result<Option<(PeerRow, LinkRow)>> {
+) -> Result<Option<(PeerRow, LinkRow)>, LinkError> {
     let (p, hv) = (peer_id.to_string(), hive_id.to_string());
-    let r = store
+    store
         .read(move |c| -> Result<_, StoreError> {
             let Some(peer) = sync_state::peer_by_id(c, &p)? else {
                 return Ok(None);
@@ -150,8 +164,7 @@ async fn load(
             Ok(sync_state::link(c, &p, &hv)?.map(|l| (peer, l)))
         })
         .await
-        .context("reading link state")?;
-    Ok(r)
+        .map_err(LinkError::store("reading link state"))
 }
 
 fn peer_label(peer: &PeerRow) -> String {
@@ -166,8 +179,11 @@ async fn step(
     hive_id: &str,
     pull_flag: &AtomicBool,
     need_pull: &mut bool,
-) -> anyhow::Result<Step> {
-    let Some((peer, link)) = load(h.store(), peer_id, hive_id).await? else {
+) -> Result<Step, Failed> {
+    let Some((peer, link)) = load(h.store(), peer_id, hive_id)
+        .await
+        .map_err(Failed::of("loading the link"))?
+    else {
         return Ok(Step::Stop);
     };
     if link.state == sync_state::STATE_LEFT {
@@ -175,71 +191,97 @@ async fn step(
     }
     let label = peer_label(&peer);
     let Some(token) = link.token_out.clone() else {
-        let span = tracing::info_span!("sync.handshake", peer = %label, hive = %link.hive_name);
-        handshake(h, &peer, &link).instrument(span).await?;
-        *need_pull = true;
-        return Ok(Step::More);
+        // `seq`: the head we announce, recorded once read.
+        let span = tracing::info_span!("sync.handshake", peer = %label, hive = %link.hive_name, seq = tracing::field::Empty);
+        let r = handshake(h, &peer, &link).instrument(span.clone()).await;
+        let r = settle(h, &peer, &link, None, r.map(|()| Step::More))
+            .instrument(span)
+            .await
+            .map_err(Failed::of("handshake"))?;
+        if let Step::More = r {
+            *need_pull = true;
+        }
+        return Ok(r);
     };
     if pull_flag.swap(false, Ordering::SeqCst) || *need_pull {
         *need_pull = false;
         let span = tracing::info_span!("sync.pull", peer = %label, hive = %link.hive_name, seq = link.last_seq_received);
-        let r = pull_all(h, &peer, &link, &token).instrument(span).await;
-        if let Err(e) = r {
+        let r = pull_all(h, &peer, &link, &token)
+            .instrument(span.clone())
+            .await;
+        if r.is_err() {
             *need_pull = true;
-            return Err(forget_token_if_refused(h, &peer, &link, e).await);
         }
-        return Ok(Step::More);
+        return settle(h, &peer, &link, Some(&token), r.map(|()| Step::More))
+            .instrument(span)
+            .await
+            .map_err(Failed::of("pull"));
     }
     let span = tracing::info_span!("sync.push", peer = %label, hive = %link.hive_name, seq = link.last_seq_sent);
-    match push_once(h, &peer, &link, &token).instrument(span).await {
-        Ok(s) => Ok(s),
-        Err(e) => Err(forget_token_if_refused(h, &peer, &link, e).await),
-    }
+    let r = push_once(h, &peer, &link, &token)
+        .instrument(span.clone())
+        .await;
+    settle(h, &peer, &link, Some(&token), r)
+        .instrument(span)
+        .await
+        .map_err(Failed::of("push"))
 }
 
-/// A 401 means the peer no longer knows our token (it was re-issued or revoked): forget it
-/// so the next attempt handshakes again.
-async fn forget_token_if_refused(
+/// Decides what a step's error means for the link, by its kind:
+/// - `RateLimited`: backpressure, not a failure: recorded as a contact, then wait;
+/// - `Refused`: the peer no longer knows `token` (re-issued or revoked): forget it
+///   ([`tokens::forget_refused`]) so the next step handshakes again, and fail (back off);
+/// - anything else: fail (the caller backs off and records it).
+async fn settle(
     h: &SyncHandle,
     peer: &PeerRow,
     link: &LinkRow,
-    e: anyhow::Error,
-) -> anyhow::Error {
-    if e.downcast_ref::<Unauthorized>().is_some() {
-        let (p, hv) = (peer.id.clone(), link.hive_id.clone());
-        let r = h
-            .store()
-            .write(move |tx| -> Result<(), StoreError> {
-                sync_state::set_token_out(tx, &p, &hv, None)?;
-                sync_state::set_link_state(tx, &p, &hv, sync_state::STATE_HANDSHAKING)
-            })
-            .await;
-        if let Err(e) = r {
-            return anyhow!(e).context("forgetting a refused token");
+    token: Option<&str>,
+    r: Result<Step, LinkError>,
+) -> Result<Step, LinkError> {
+    let (p, hv) = (peer.id.clone(), link.hive_id.clone());
+    match r {
+        Ok(s) => Ok(s),
+        Err(LinkError::RateLimited(d)) => {
+            tracing::info!(retry_after_s = d.as_secs(), "peer rate-limited us; waiting");
+            h.store()
+                .write(move |tx| -> Result<(), StoreError> {
+                    // Backpressure is a contact, not a failure.
+                    sync_state::record_contact(tx, &p, now_ms())?;
+                    sync_state::set_link_error(tx, &p, &hv, Some("rate limited (429)"))
+                })
+                .await
+                .map_err(LinkError::store("recording backpressure"))?;
+            Ok(Step::RetryAfter(d))
         }
+        Err(LinkError::Refused(e)) => {
+            if let Some(t) = token {
+                let t = t.to_string();
+                let forgot = h
+                    .store()
+                    .write(move |tx| tokens::forget_refused(tx, &p, &hv, &t))
+                    .await
+                    .map_err(LinkError::store("forgetting a refused token"))?;
+                tokens::log_forgotten(forgot);
+            }
+            Err(LinkError::Refused(e))
+        }
+        Err(e) => Err(e),
     }
-    e
 }
 
-fn classify(e: ClientError) -> anyhow::Error {
-    if e.status() == Some(401) {
-        anyhow!(Unauthorized).context(e.to_string())
-    } else {
-        anyhow!(e)
-    }
-}
-
-async fn permit(h: &SyncHandle) -> anyhow::Result<tokio::sync::OwnedSemaphorePermit> {
+async fn permit(h: &SyncHandle) -> Result<tokio::sync::OwnedSemaphorePermit, LinkError> {
     h.inner
         .in_flight
         .clone()
         .acquire_owned()
         .await
-        .map_err(|_| anyhow!("engine shutting down"))
+        .map_err(|_| LinkError::Shutdown)
 }
 
-/// Initiator side of the handshake.
-async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> anyhow::Result<()> {
+/// Initiator side of the handshake: the request is ours; what we do with the answer is
+/// [`accept::accept`] (shared with the responder).
+async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(), LinkError> {
     let me = h.me().clone();
     let (p, hv) = (peer.id.clone(), link.hive_id.clone());
     let (token, head, roster) = h
@@ -250,7 +292,8 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> anyhow::Re
             Ok((token, log::head(tx, &hv)?, trust::roster(tx, &hv)?))
         })
         .await
-        .context("preparing handshake")?;
+        .map_err(LinkError::store("preparing handshake"))?;
+    tracing::Span::current().record("seq", head);
     let req = HandshakeRequest {
         protocol_version: PROTOCOL_VERSION,
         hive: link.hive_name.clone(),
@@ -264,74 +307,43 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> anyhow::Re
     };
     let resp = {
         let _permit = permit(h).await?;
-        h.client()
-            .handshake(&peer.endpoint, &req)
-            .await
-            .map_err(|e| anyhow!(e))
-            .context("handshake")?
+        h.client().handshake(&peer.endpoint, &req).await?
     };
-    if resp.protocol_version != PROTOCOL_VERSION || resp.hive != link.hive_name {
-        anyhow::bail!("handshake answered for another protocol version or hive");
-    }
-    if resp.instance_id == me.instance_id {
-        anyhow::bail!("peer endpoint {} is this instance", peer.endpoint);
-    }
-    if openhive_core::ids::instance_suffix(&resp.instance_id).is_none() {
-        anyhow::bail!("peer sent a malformed instance id");
-    }
-    let key = PublicKey::from_base64(&resp.signing_key).context("peer signing key")?;
-    let (p, hv) = (peer.id.clone(), link.hive_id.clone());
-    let endpoint = peer.endpoint.clone();
-    let report = h
+    let hello = Hello::from_response(
+        resp,
+        &link.hive_name,
+        &peer.endpoint,
+        &me.instance_id,
+        &peer.id,
+    )?;
+    let (p, hv, hl) = (peer.id.clone(), link.hive_id.clone(), hello.clone());
+    let accepted = h
         .store()
-        .write(move |tx| -> anyhow::Result<_> {
-            let now = now_ms();
-            match keys::learn(tx, &resp.instance_id, &key, Some(&resp.instance_id), now)? {
-                keys::Learned::Conflict => {
-                    openhive_store::db::counter_add(tx, sync_state::KEY_CONFLICTS, 1)?;
-                    anyhow::bail!(
-                        "peer {} presented a different key than the one we know",
-                        resp.instance_id
-                    );
-                }
-                keys::Learned::New | keys::Learned::AlreadyKnown => {}
+        .write(move |tx| -> Result<_, StoreError> {
+            // We only complete a link that is still there: the admin may have deleted the
+            // peer or the group, or the peer may have left, while the request was in flight.
+            if sync_state::link(tx, &p, &hv)?.is_none_or(|l| l.state == sync_state::STATE_LEFT) {
+                return Ok(None);
             }
-            let id = sync_state::upsert_handshake_peer(
-                tx,
-                &resp.instance_id,
-                &resp.instance_name,
-                &endpoint,
-                now,
-            )?;
-            sync_state::add_member(tx, &hv, &resp.instance_id)?;
-            let mut report = ingest::release_unverified(tx, &resp.instance_id, now)?;
-            let r = trust::learn_roster(tx, &hv, &resp.roster, &resp.instance_id, now)?;
-            report.accepted += r.accepted;
-            report.changes.extend(r.changes);
-            sync_state::set_token_out(tx, &id, &hv, Some(&resp.token))?;
-            sync_state::set_link_state(tx, &id, &hv, sync_state::STATE_BACKFILLING)?;
-            sync_state::set_remote_seq(tx, &id, &hv, resp.current_seq)?;
-            sync_state::set_link_error(tx, &id, &hv, None)?;
-            sync_state::record_contact(tx, &id, now)?;
-            Ok((report, id != p))
+            accept::accept(tx, &hv, &hl, Role::Initiator { peer_id: &p }, now_ms()).map(Some)
         })
-        .await?;
-    let (report, merged) = report;
-    tracing::info!(accepted_waiting = report.accepted, "handshake complete");
-    h.emit(report.changes);
-    if report.accepted > 0 {
-        h.notify(&link.hive_id);
-    }
-    if merged {
-        // The peer row was merged into another one: let the engine move the worker.
-        let h2 = h.clone();
-        tokio::spawn(async move {
-            if let Err(e) = h2.reconcile().await {
-                tracing::error!(error = %e, "reconciling links");
+        .await
+        .map_err(LinkError::store("accepting the handshake"))?;
+    match accepted {
+        None => {
+            tracing::info!("link gone or left during the handshake; answer dropped");
+            Ok(())
+        }
+        Some(Outcome::Refused(e)) => Err(e.into()),
+        Some(Outcome::Accepted(a)) => {
+            let role = Role::Initiator { peer_id: &peer.id };
+            // Only the responder's post-commit path can fail (reconcile).
+            if let Err(e) = accept::after_commit(h, role, &link.hive_id, &hello, a).await {
+                tracing::error!(error = %e, "after the handshake");
             }
-        });
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// Pulls from the peer until it has nothing more; each page is ingested with its cursor
@@ -341,7 +353,7 @@ async fn pull_all(
     peer: &PeerRow,
     link: &LinkRow,
     token: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), LinkError> {
     let mut since = link.last_seq_received;
     let from = peer.instance_id.clone().unwrap_or_else(|| peer.id.clone());
     let mut total = 0usize;
@@ -359,8 +371,7 @@ async fn pull_all(
             h.client()
                 .pull(&endpoint, &token, &hive, since, h.settings().pull_batch)
                 .await
-                .map_err(classify)
-                .context("pull")
+                .map_err(LinkError::from)
         })
     };
     let mut in_flight = Some(fetch(since));
@@ -371,7 +382,9 @@ async fn pull_all(
         let Some(job) = in_flight.take() else {
             break;
         };
-        let page = job.await.context("pull task")??;
+        let page = job
+            .await
+            .map_err(|e| LinkError::Task(format!("pull task: {e}")))??;
         let next = page.next_seq.max(since);
         let has_more = page.has_more && next > since;
         if has_more {
@@ -392,7 +405,7 @@ async fn pull_all(
             .store()
             .read(move |c| ingest::preverify(c, &ev2))
             .await
-            .context("verifying pulled events")?;
+            .map_err(LinkError::store("verifying pulled events"))?;
         let report = h
             .store()
             .write(move |tx| -> Result<_, StoreError> {
@@ -411,7 +424,7 @@ async fn pull_all(
                 Ok(r)
             })
             .await
-            .context("ingesting pulled events")?;
+            .map_err(LinkError::store("ingesting pulled events"))?;
         total += report.accepted;
         if report.rejected > 0 {
             tracing::warn!(rejected = report.rejected, first = ?report.rejections.first(), "pulled events rejected");
@@ -443,7 +456,7 @@ async fn push_once(
     peer: &PeerRow,
     link: &LinkRow,
     token: &str,
-) -> anyhow::Result<Step> {
+) -> Result<Step, LinkError> {
     let after = link.last_seq_sent;
     let limit = h.settings().push_batch;
     // Far behind and pulling from us right now: let its pull carry the backlog (each page
@@ -455,7 +468,7 @@ async fn push_once(
             .store()
             .read(move |c| log::head(c, &hv))
             .await
-            .context("reading the log head")?;
+            .map_err(LinkError::store("reading the log head"))?;
         if head - after > 2 * limit {
             return Ok(Step::RetryAfter(Duration::from_millis(250)));
         }
@@ -486,7 +499,7 @@ async fn push_once(
             Ok((events, covered))
         })
         .await
-        .context("reading the outbox")?;
+        .map_err(LinkError::store("reading the outbox"))?;
     if covered == after {
         return Ok(Step::Idle);
     }
@@ -495,7 +508,7 @@ async fn push_once(
         h.store()
             .write(move |tx| sync_state::advance_sent(tx, &p, &hv, covered, now_ms()))
             .await
-            .context("advancing over skipped events")?;
+            .map_err(LinkError::store("advancing over skipped events"))?;
         return Ok(Step::More);
     }
     let n = events.len();
@@ -510,53 +523,28 @@ async fn push_once(
             .push(&peer.endpoint, token, &link.hive_name, &body)
             .await
     };
-    match res {
-        Ok(resp) => {
-            h.store()
-                .write(move |tx| -> Result<(), StoreError> {
-                    let now = now_ms();
-                    sync_state::advance_sent(tx, &p, &hv, covered, now)?;
-                    sync_state::record_contact(tx, &p, now)?;
-                    sync_state::set_link_error(tx, &p, &hv, None)
-                })
-                .await
-                .context("recording a push")?;
-            tracing::debug!(
-                events = n,
-                seq = covered,
-                accepted = resp.accepted,
-                "pushed batch"
-            );
-            if resp.rejected > 0 {
-                tracing::warn!(
-                    rejected = resp.rejected,
-                    seq = covered,
-                    "peer rejected pushed events"
-                );
-            }
-            Ok(Step::More)
-        }
-        Err(ClientError::Status {
-            status: 429,
-            retry_after,
-            ..
-        }) => {
-            let d = Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 300));
-            tracing::info!(
-                retry_after_s = d.as_secs(),
-                "peer rate-limited our push; waiting"
-            );
-            h.store()
-                .write(move |tx| -> Result<(), StoreError> {
-                    let now = now_ms();
-                    // Backpressure is a contact, not a failure.
-                    sync_state::record_contact(tx, &p, now)?;
-                    sync_state::set_link_error(tx, &p, &hv, Some("rate limited (429)"))
-                })
-                .await
-                .context("recording backpressure")?;
-            Ok(Step::RetryAfter(d))
-        }
-        Err(e) => Err(classify(e)).context("push"),
+    let resp = res?;
+    h.store()
+        .write(move |tx| -> Result<(), StoreError> {
+            let now = now_ms();
+            sync_state::advance_sent(tx, &p, &hv, covered, now)?;
+            sync_state::record_contact(tx, &p, now)?;
+            sync_state::set_link_error(tx, &p, &hv, None)
+        })
+        .await
+        .map_err(LinkError::store("recording a push"))?;
+    tracing::debug!(
+        events = n,
+        seq = covered,
+        accepted = resp.accepted,
+        "pushed batch"
+    );
+    if resp.rejected > 0 {
+        tracing::warn!(
+            rejected = resp.rejected,
+            seq = covered,
+            "peer rejected pushed events"
+        );
     }
+    Ok(Step::More)
 }

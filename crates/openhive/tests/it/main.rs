@@ -18,6 +18,7 @@ mod posts;
 mod skill;
 mod sync_backfill;
 mod sync_converge;
+mod sync_fake_peer;
 mod sync_pairing;
 mod sync_realtime;
 mod sync_security;
