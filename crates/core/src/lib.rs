@@ -9,11 +9,14 @@
 //! - [`signing`]: the instance's Ed25519 key, key/signature encodings, strict verification.
 //! - [`event`]: the event envelope, its exact signed byte layout, event types.
 //! - [`payload`]: the JSON payload of every event type.
+//! - [`hive`]: the closed vocabularies of a hive's state (setting keys and values, post
+//!   permissions, membership states).
 //! - [`order`]: versions and the conflict-resolution orderings (LWW, owner-preferring).
 //! - [`validate`]: names and limits shared by the API and the materializer.
 //! - [`time`]: milliseconds since the epoch and their RFC 3339 rendering.
 
 pub mod event;
+pub mod hive;
 pub mod ids;
 pub mod order;
 pub mod payload;

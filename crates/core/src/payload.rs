@@ -11,6 +11,7 @@
 //!   come from the target's author (immutable, so order-independent).
 
 use crate::event::{Event, EventError, EventType};
+use crate::hive::PostPermissions;
 use crate::ids::{self, Kind};
 use crate::validate;
 use serde::{Deserialize, Serialize};
@@ -38,15 +39,12 @@ pub struct HiveSettings {
     pub require_verification: bool,
     #[serde(default = "yes")]
     pub allow_anonymous_read: bool,
-    #[serde(default = "all")]
-    pub post_permissions: String,
+    #[serde(default)]
+    pub post_permissions: PostPermissions,
 }
 
 fn yes() -> bool {
     true
-}
-fn all() -> String {
-    "all".to_string()
 }
 
 impl Default for HiveSettings {
@@ -54,7 +52,7 @@ impl Default for HiveSettings {
         HiveSettings {
             require_verification: false,
             allow_anonymous_read: true,
-            post_permissions: all(),
+            post_permissions: PostPermissions::All,
         }
     }
 }
@@ -73,17 +71,10 @@ pub struct HiveDeleted {
     pub by: AgentRef,
 }
 
-/// The keys a `hive_setting_changed` may set, with their value types.
-pub const SETTING_KEYS: &[&str] = &[
-    "description",
-    "is_public",
-    "require_verification",
-    "allow_anonymous_read",
-    "post_permissions",
-];
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HiveSettingChanged {
+    /// A [`SettingKey`](crate::hive::SettingKey), checked with its value by
+    /// [`validate::setting`] (kept as text: the payload is what the peer sent).
     pub key: String,
     pub value: serde_json::Value,
     /// The event id of the value the origin saw when it made this change (None: initial).
@@ -306,7 +297,7 @@ impl Payload {
                 }
                 speaks_for(&p.owner.instance_id, ev, "owner")?;
                 validate::hive_description(&p.description).map_err(|e| bad(&e))?;
-                validate::post_permissions(&p.settings.post_permissions).map_err(|e| bad(&e))?;
+                // settings.post_permissions is typed: `parse(s)` refused any other value.
                 Payload::HiveCreated(p)
             }
             EventType::HiveDeleted => {

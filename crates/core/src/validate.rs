@@ -1,6 +1,8 @@
 //! Names and limits, shared by the HTTP API (which rejects bad input with 400/422) and the
 //! materializer (which refuses events that break them). Limits follow the reference API.
 
+use crate::hive::{Setting, SettingKey};
+
 pub type Result = std::result::Result<(), String>;
 
 fn charset(s: &str, extra_upper: bool) -> bool {
@@ -75,22 +77,15 @@ pub fn url(s: &str) -> Result {
     }
 }
 
-pub fn post_permissions(s: &str) -> Result {
-    match s {
-        "all" | "members" | "mods" => Ok(()),
-        _ => Err("post_permissions must be all, members or mods".into()),
-    }
-}
-
-/// A hive setting key with a value of the right type.
+/// A hive setting key with a value of its type (see [`Setting`]) and within its limits.
 pub fn setting(key: &str, value: &serde_json::Value) -> Result {
-    match (key, value) {
-        ("description", serde_json::Value::String(s)) => hive_description(s),
-        ("is_public" | "require_verification" | "allow_anonymous_read", v) if v.is_boolean() => {
-            Ok(())
-        }
-        ("post_permissions", serde_json::Value::String(s)) => post_permissions(s),
-        _ => Err(format!("invalid setting {key}")),
+    let key = SettingKey::parse(key).map_err(|_| format!("invalid setting {key}"))?;
+    match Setting::from_json(key, value)? {
+        Setting::Description(s) => hive_description(&s),
+        Setting::IsPublic(_)
+        | Setting::RequireVerification(_)
+        | Setting::AllowAnonymousRead(_)
+        | Setting::PostPermissions(_) => Ok(()),
     }
 }
 
@@ -113,6 +108,16 @@ mod tests {
         assert!(setting("is_public", &serde_json::json!(true)).is_ok());
         assert!(setting("is_public", &serde_json::json!("yes")).is_err());
         assert!(setting("post_permissions", &serde_json::json!("mods")).is_ok());
+        assert_eq!(
+            setting("post_permissions", &serde_json::json!("kings")),
+            Err("post_permissions must be all, members or mods".into())
+        );
+        assert_eq!(
+            setting("owner", &serde_json::json!("x")),
+            Err("invalid setting owner".into())
+        );
+        assert!(setting("description", &serde_json::json!("d".repeat(1000))).is_ok());
+        assert!(setting("description", &serde_json::json!("d".repeat(1001))).is_err());
         assert!(setting("owner", &serde_json::json!("x")).is_err());
     }
 

@@ -60,11 +60,17 @@ impl FanOut {
         }
     }
 
-    /// Publishes changes that were committed (used by both the local write path and sync).
+    /// Publishes changes that were committed and wakes the outboxes of `hive_id` (local
+    /// writes, and commits of the instance's other app processes).
     pub fn committed_changes(&self, hive_id: &str, changes: Vec<Change>) {
         if let Some(f) = self.log_grew.get() {
             f(hive_id);
         }
+        self.publish(changes);
+    }
+
+    /// Renders committed changes for WebSocket subscribers, in commit order.
+    pub fn publish(&self, changes: Vec<Change>) {
         self.realtime.publish(&self.store, changes);
     }
 }
@@ -184,7 +190,7 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         identity.key.clone(),
         fanout.clone(),
     );
-    let sync = start_sync(&config, &store, &identity, addr, &realtime, &fanout).await?;
+    let sync = start_sync(&config, &store, &identity, addr, &fanout).await?;
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -269,7 +275,6 @@ async fn start_sync(
     store: &Store,
     identity: &Identity,
     addr: SocketAddr,
-    realtime: &Realtime,
     fanout: &Arc<FanOut>,
 ) -> anyhow::Result<openhive_sync::SyncHandle> {
     use openhive_sync::{LocalIdentity, SyncEngine, SyncSettings, backoff::BackoffPolicy};
@@ -298,8 +303,10 @@ async fn start_sync(
         },
         ..SyncSettings::default()
     };
-    let (rt, st) = (realtime.clone(), store.clone());
-    let on_changes: openhive_sync::OnChanges = Arc::new(move |changes| rt.publish(&st, changes));
+    // Changes committed by the sync engine go through the same fan-out as local ones (the
+    // engine wakes its own outboxes for relay).
+    let fan = fanout.clone();
+    let on_changes: openhive_sync::OnChanges = Arc::new(move |changes| fan.publish(changes));
     let sync = SyncEngine::start(store.clone(), me, settings, on_changes)
         .await
         .context("starting hive sync")?;

@@ -121,7 +121,7 @@ pub fn hive(h: &HiveRow) -> Value {
         "settings": {
             "require_verification": h.require_verification,
             "allow_anonymous_read": h.allow_anonymous_read,
-            "post_permissions": h.post_permissions,
+            "post_permissions": h.post_permissions.as_str(),
         },
         "member_count": h.member_count,
         "created_at": rfc3339(h.created_at),

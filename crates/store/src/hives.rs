@@ -1,8 +1,9 @@
 //! Hive rows: the log anchor of each hive and the hive read model.
 
 use crate::engine::{Conn, DbResult, OptionalExtension, Row};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::params;
+use openhive_core::hive::{MembershipState, PostPermissions};
 
 /// The local id of the hive named `name`, if its log exists.
 pub fn id_by_name(conn: &Conn<'_>, name: &str) -> Result<Option<String>> {
@@ -39,7 +40,7 @@ pub struct HiveRow {
     pub is_public: bool,
     pub require_verification: bool,
     pub allow_anonymous_read: bool,
-    pub post_permissions: String,
+    pub post_permissions: PostPermissions,
     pub owner_id: Option<String>,
     pub owner_instance_id: Option<String>,
     pub member_count: i64,
@@ -54,44 +55,52 @@ const HIVE_COLS: &str = "id, name, description, is_public, require_verification,
     COALESCE((SELECT l.head_seq FROM hive_logs l WHERE l.hive_id = hives.id), 0), \
     created_at, updated_at";
 
-fn hive_row(r: &Row<'_>) -> DbResult<HiveRow> {
-    Ok(HiveRow {
-        id: r.get(0)?,
+/// A `hives` row as read: a column that does not decode is a database error, a stored
+/// value outside its vocabulary is [`StoreError::Corrupt`] (the inner result).
+fn hive_row(r: &Row<'_>) -> DbResult<Result<HiveRow>> {
+    let id: String = r.get(0)?;
+    let post_permissions: String = r.get(6)?;
+    let post_permissions = match PostPermissions::parse(&post_permissions) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(StoreError::Corrupt(format!("hives row {id}: {e}")))),
+    };
+    Ok(Ok(HiveRow {
+        id,
         name: r.get(1)?,
         description: r.get(2)?,
         is_public: r.get(3)?,
         require_verification: r.get(4)?,
         allow_anonymous_read: r.get(5)?,
-        post_permissions: r.get(6)?,
+        post_permissions,
         owner_id: r.get(7)?,
         owner_instance_id: r.get(8)?,
         member_count: r.get(9)?,
         seq: r.get(10)?,
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
-    })
+    }))
 }
 
 /// The visible hive named `name`.
 pub fn get_by_name(conn: &Conn<'_>, name: &str) -> Result<Option<HiveRow>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {HIVE_COLS} FROM hives
+    conn.prepare_cached(&format!(
+        "SELECT {HIVE_COLS} FROM hives
              WHERE name = ?1 AND created_event_id IS NOT NULL AND deleted = 0"
-        ))?
-        .query_row([name], hive_row)
-        .optional()?)
+    ))?
+    .query_row([name], hive_row)
+    .optional()?
+    .transpose()
 }
 
 /// The visible hive with local id `id`.
 pub fn get_by_id(conn: &Conn<'_>, id: &str) -> Result<Option<HiveRow>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {HIVE_COLS} FROM hives
+    conn.prepare_cached(&format!(
+        "SELECT {HIVE_COLS} FROM hives
              WHERE id = ?1 AND created_event_id IS NOT NULL AND deleted = 0"
-        ))?
-        .query_row([id], hive_row)
-        .optional()?)
+    ))?
+    .query_row([id], hive_row)
+    .optional()?
+    .transpose()
 }
 
 /// Hives `viewer` may see (public, or private ones it belongs to), most members first.
@@ -111,7 +120,9 @@ pub fn list(
              ORDER BY member_count DESC, name ASC LIMIT ?2 OFFSET ?3"
         ))?
         .query_map(params![viewer, limit, offset], hive_row)?
-        .collect::<DbResult<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     let total = conn.query_row(
         &format!("SELECT COUNT(*) FROM hives WHERE {filter}"),
         [viewer],
@@ -161,12 +172,27 @@ pub fn role(conn: &Conn<'_>, hive: &HiveRow, agent_id: &str) -> Result<Role> {
         )?
         .query_row(params![hive.id, agent_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(match row {
-        Some((state, _)) if state == "banned" => Role::Banned,
-        Some((_, true)) => Role::Moderator,
-        Some((state, _)) if state == "member" => Role::Member,
-        _ => Role::None,
-    })
+    let Some((state, is_moderator)) = row else {
+        return Ok(Role::None);
+    };
+    let state = membership_state(&hive.id, agent_id, &state)?;
+    Ok(role_of(state, is_moderator))
+}
+
+/// The role a (non-owner) membership row gives: a ban outranks the moderator flag.
+fn role_of(state: MembershipState, is_moderator: bool) -> Role {
+    match (state, is_moderator) {
+        (MembershipState::Banned, _) => Role::Banned,
+        (_, true) => Role::Moderator,
+        (MembershipState::Member, false) => Role::Member,
+        (MembershipState::Left, false) => Role::None,
+    }
+}
+
+/// A stored `memberships.state`; anything else is [`StoreError::Corrupt`].
+fn membership_state(hive_id: &str, agent_id: &str, stored: &str) -> Result<MembershipState> {
+    MembershipState::parse(stored)
+        .map_err(|e| StoreError::Corrupt(format!("memberships row ({hive_id}, {agent_id}): {e}")))
 }
 
 /// A member listing entry.
@@ -185,19 +211,31 @@ pub fn members(
     offset: i64,
 ) -> Result<(Vec<MemberRow>, i64)> {
     let owner = hive.owner_id.clone().unwrap_or_default();
+    let (member, banned) = (
+        MembershipState::Member.as_str(),
+        MembershipState::Banned.as_str(),
+    );
     let sql = "SELECT agent_id, state, is_moderator, joined_at FROM (
-                 SELECT CAST(?2 AS TEXT) AS agent_id, 'member' AS state, 0 AS is_moderator,
-                        CAST(?3 AS BIGINT) AS joined_at, 0 AS o
+                 SELECT CAST(?2 AS TEXT) AS agent_id, CAST(?6 AS TEXT) AS state,
+                        0 AS is_moderator, CAST(?3 AS BIGINT) AS joined_at, 0 AS o
                  WHERE ?2 <> ''
                  UNION ALL
                  SELECT agent_id, state, is_moderator, joined_at, 1 AS o FROM memberships
-                 WHERE hive_id = ?1 AND agent_id <> ?2 AND state <> 'banned'
-                   AND (state = 'member' OR is_moderator = 1)) AS members
+                 WHERE hive_id = ?1 AND agent_id <> ?2 AND state <> ?7
+                   AND (state = ?6 OR is_moderator = 1)) AS members
                ORDER BY o, joined_at, agent_id LIMIT ?4 OFFSET ?5";
     let rows = conn
         .prepare_cached(sql)?
         .query_map(
-            params![hive.id, owner, hive.created_at, limit, offset],
+            params![
+                hive.id,
+                owner,
+                hive.created_at,
+                limit,
+                offset,
+                member,
+                banned
+            ],
             |r| {
                 let agent_id: String = r.get(0)?;
                 let state: String = r.get(1)?;
@@ -208,8 +246,8 @@ pub fn members(
         .collect::<DbResult<Vec<_>>>()?;
     let total: i64 = conn.query_row(
         "SELECT COUNT(*) FROM memberships WHERE hive_id = ?1 AND agent_id <> ?2
-           AND state <> 'banned' AND (state = 'member' OR is_moderator = 1)",
-        params![hive.id, owner],
+           AND state <> ?4 AND (state = ?3 OR is_moderator = 1)",
+        params![hive.id, owner, member, banned],
         |r| r.get(0),
     )?;
     let out = rows
@@ -217,20 +255,16 @@ pub fn members(
         .map(|(agent_id, state, is_mod, joined_at)| {
             let role = if agent_id == owner {
                 Role::Owner
-            } else if is_mod {
-                Role::Moderator
-            } else if state == "member" {
-                Role::Member
             } else {
-                Role::None
+                role_of(membership_state(&hive.id, &agent_id, &state)?, is_mod)
             };
-            MemberRow {
+            Ok(MemberRow {
                 agent_id,
                 role,
                 joined_at,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     Ok((out, total + i64::from(!owner.is_empty())))
 }
 
@@ -255,4 +289,36 @@ pub fn find_agent(conn: &Conn<'_>, name: &str) -> Result<Option<openhive_core::p
             })
         })
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_membership_row_gives_a_role_and_a_ban_outranks_the_moderator_flag() {
+        use MembershipState as S;
+        for (state, is_moderator, role) in [
+            (S::Member, false, Role::Member),
+            (S::Member, true, Role::Moderator),
+            (S::Left, false, Role::None),
+            (S::Left, true, Role::Moderator),
+            (S::Banned, false, Role::Banned),
+            (S::Banned, true, Role::Banned),
+        ] {
+            assert_eq!(role_of(state, is_moderator), role, "{state} {is_moderator}");
+        }
+    }
+
+    #[test]
+    fn a_stored_state_outside_the_vocabulary_is_corrupt() {
+        assert_eq!(
+            membership_state("hive_1", "agt_a_1", "banned").ok(),
+            Some(MembershipState::Banned)
+        );
+        for bad in ["", "joined", "Member"] {
+            let e = membership_state("hive_1", "agt_a_1", bad).unwrap_err();
+            assert!(matches!(e, StoreError::Corrupt(_)), "{bad:?}: {e:?}");
+        }
+    }
 }

@@ -25,6 +25,13 @@ pub(crate) async fn run(h: SyncHandle, mut shutdown: watch::Receiver<bool>) {
         if sleep_or_shutdown(interval, &mut shutdown).await {
             return;
         }
+        // Links created through another app process of this instance (PostgreSQL) get a
+        // worker here too; the lease decides which process runs it.
+        if h.store().engine() != openhive_store::Engine::Sqlite
+            && let Err(e) = h.reconcile().await
+        {
+            tracing::warn!(error = %e, "reconciling links");
+        }
         // One app process of the instance speaks for it (its endpoint is the one peers see).
         if !h.holds_lease("heartbeat".into()).await {
             continue;

@@ -392,6 +392,7 @@ pub(crate) fn group_status(
         local_seq: head,
         pending,
         unverified,
+        low_water_mark: openhive_store::consumers::low_water_mark(c, hive_id)?,
         peers,
     })
 }

@@ -179,6 +179,10 @@ pub struct GroupStatus {
     pub pending: i64,
     /// Events waiting for their origin's key (instance-wide).
     pub unverified: i64,
+    /// The lowest cursor of the log's live consumers (peer outboxes...): every event at or
+    /// below it has been taken by every reader. `null` if nothing reads the log.
+    #[serde(default)]
+    pub low_water_mark: Option<i64>,
     pub peers: Vec<PeerLinkStatus>,
 }
 

@@ -214,7 +214,14 @@ pub async fn snapshot(s: &(impl Api + ?Sized), hive: &str) -> Value {
         let page = get(s, &path).await;
         for p in page["data"].as_array().cloned().unwrap_or_default() {
             let id = p["id"].as_str().unwrap().to_string();
-            let comments = get(s, &format!("/posts/{id}/comments?sort=old")).await;
+            let path = format!("/posts/{id}/comments?sort=old");
+            let (st, comments) = call(s, Method::GET, &path, None).await;
+            if st == StatusCode::NOT_FOUND {
+                // Deleted (by a concurrent or synced event) between the listing and now: this
+                // snapshot is torn; callers poll again.
+                return json!({ "torn": id });
+            }
+            assert_eq!(st, StatusCode::OK, "GET {path}: {comments}");
             posts.push(json!({ "post": p, "comments": comments["data"] }));
         }
         match page["cursor"].as_str() {

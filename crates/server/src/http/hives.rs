@@ -9,6 +9,7 @@ use crate::views;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
+use openhive_core::hive::PostPermissions;
 use openhive_core::payload::HiveSettings;
 use openhive_store::hives::{self, Role};
 use openhive_store::posts::author_by_id;
@@ -65,6 +66,18 @@ struct SettingsBody {
     post_permissions: Option<String>,
 }
 
+impl SettingsBody {
+    /// `post_permissions`, if given: a value outside the vocabulary is a 400 with the
+    /// vocabulary's message ("post_permissions must be all, members or mods").
+    fn post_permissions(&self) -> ApiResult<Option<PostPermissions>> {
+        self.post_permissions
+            .as_deref()
+            .map(PostPermissions::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+}
+
 async fn create(
     state: axum::extract::State<AppState>,
     Caller(caller): Caller,
@@ -83,7 +96,7 @@ async fn create(
             allow_anonymous_read: s
                 .allow_anonymous_read
                 .unwrap_or(defaults.allow_anonymous_read),
-            post_permissions: s.post_permissions.unwrap_or(defaults.post_permissions),
+            post_permissions: s.post_permissions()?.unwrap_or(defaults.post_permissions),
         },
     };
     let hive = state
@@ -163,7 +176,7 @@ async fn update(
         is_public: body.is_public,
         require_verification: s.require_verification,
         allow_anonymous_read: s.allow_anonymous_read,
-        post_permissions: s.post_permissions,
+        post_permissions: s.post_permissions()?,
     };
     let hive = state
         .hives

@@ -1,6 +1,7 @@
 //! Hive lifecycle, settings, membership, moderators and bans, as events.
 
 use super::{Actor, HiveService, Result, ServiceError};
+use openhive_core::hive::{PostPermissions, Setting};
 use openhive_core::payload::{
     AgentRef, HiveCreated, HiveDeleted, HiveSettingChanged, HiveSettings, MembershipAction,
     MembershipChanged, ModeratorAction, ModeratorChanged, Payload,
@@ -25,7 +26,7 @@ pub struct HivePatch {
     pub is_public: Option<bool>,
     pub require_verification: Option<bool>,
     pub allow_anonymous_read: Option<bool>,
-    pub post_permissions: Option<String>,
+    pub post_permissions: Option<PostPermissions>,
 }
 
 pub(super) fn visible_hive(conn: &Conn<'_>, name: &str) -> Result<HiveRow> {
@@ -45,8 +46,6 @@ impl HiveService {
     pub async fn create_hive(&self, actor: &Actor, input: HiveInput) -> Result<HiveRow> {
         validate::hive_name(&input.name).map_err(ServiceError::BadRequest)?;
         validate::hive_description(&input.description).map_err(ServiceError::BadRequest)?;
-        validate::post_permissions(&input.settings.post_permissions)
-            .map_err(ServiceError::BadRequest)?;
         let owner = self.agent_ref(actor);
         self.write(move |conn, emit| {
             if hives::id_by_name(conn, &input.name)?.is_some() {
@@ -82,9 +81,6 @@ impl HiveService {
         if let Some(d) = &patch.description {
             validate::hive_description(d).map_err(ServiceError::BadRequest)?;
         }
-        if let Some(p) = &patch.post_permissions {
-            validate::post_permissions(p).map_err(ServiceError::BadRequest)?;
-        }
         let by = self.agent_ref(actor);
         let actor = actor.clone();
         let name = name.to_string();
@@ -96,39 +92,40 @@ impl HiveService {
                     "only the hive's owner or moderators change its settings",
                 ));
             }
-            let mut changes: Vec<(&str, serde_json::Value)> = Vec::new();
+            let mut changes: Vec<Setting> = Vec::new();
             if let Some(v) = patch.description.filter(|v| *v != hive.description) {
-                changes.push(("description", v.into()));
+                changes.push(Setting::Description(v));
             }
             if let Some(v) = patch.is_public.filter(|v| *v != hive.is_public) {
-                changes.push(("is_public", v.into()));
+                changes.push(Setting::IsPublic(v));
             }
             if let Some(v) = patch
                 .require_verification
                 .filter(|v| *v != hive.require_verification)
             {
-                changes.push(("require_verification", v.into()));
+                changes.push(Setting::RequireVerification(v));
             }
             if let Some(v) = patch
                 .allow_anonymous_read
                 .filter(|v| *v != hive.allow_anonymous_read)
             {
-                changes.push(("allow_anonymous_read", v.into()));
+                changes.push(Setting::AllowAnonymousRead(v));
             }
             if let Some(v) = patch
                 .post_permissions
                 .filter(|v| *v != hive.post_permissions)
             {
-                changes.push(("post_permissions", v.into()));
+                changes.push(Setting::PostPermissions(v));
             }
-            for (key, value) in changes {
+            for setting in changes {
+                let key = setting.key();
                 let prev = hives::register_head(conn, &hive.id, &format!("setting:{key}"))?;
                 emit.event(
                     &hive.id,
                     &hive.name,
                     Payload::HiveSettingChanged(HiveSettingChanged {
-                        key: key.to_string(),
-                        value,
+                        key: key.as_str().to_string(),
+                        value: setting.to_json(),
                         prev,
                         changed_by: by.clone(),
                     }),

@@ -2,6 +2,7 @@
 
 use super::hives::visible_hive;
 use super::{Actor, HiveService, Result, ServiceError};
+use openhive_core::hive::PostPermissions;
 use openhive_core::ids::{self, Kind};
 use openhive_core::payload::{
     Payload, PostCreated, PostDeleted, PostPinned, PostUpdated, TargetType, VoteCast, VoterRef,
@@ -84,14 +85,14 @@ impl HiveService {
         self.write(move |conn, emit| {
             let hive = visible_hive(conn, &input.hive)?;
             let role = check_can_write(conn, &hive, &actor)?;
-            match hive.post_permissions.as_str() {
-                "members" if !role.is_member() => {
+            match hive.post_permissions {
+                PostPermissions::Members if !role.is_member() => {
                     return Err(forbidden("only members post in this hive"));
                 }
-                "mods" if !role.is_moderator() => {
+                PostPermissions::Mods if !role.is_moderator() => {
                     return Err(forbidden("only moderators post in this hive"));
                 }
-                _ => {}
+                PostPermissions::All | PostPermissions::Members | PostPermissions::Mods => {}
             }
             emit.event(
                 &hive.id,

@@ -26,9 +26,10 @@ use super::{Change, Ctx, Outcome, applied, hive_dep, to_json};
 use crate::engine::{Conn, DbResult, OptionalExtension};
 use crate::error::{Result, StoreError};
 use crate::params;
+use openhive_core::hive::{MembershipState, Setting, SettingKey};
 use openhive_core::order::{self, Candidate};
 use openhive_core::payload::{
-    self, AgentRef, HiveCreated, HiveSettingChanged, MembershipAction, MembershipChanged,
+    AgentRef, HiveCreated, HiveSettingChanged, MembershipAction, MembershipChanged,
     ModeratorAction, ModeratorChanged, PostPinned,
 };
 
@@ -61,8 +62,8 @@ fn corrupt(hive_id: &str, register: &str, e: Undecodable) -> StoreError {
 enum Register<'a> {
     /// `hive`: the candidates of the hive's creation.
     Creation,
-    /// `setting:<key>`, key one of [`payload::SETTING_KEYS`].
-    Setting(&'a str),
+    /// `setting:<key>`.
+    Setting(SettingKey),
     /// `member:<agent id>`.
     Member(&'a str),
     /// `moderator:<agent id>`.
@@ -81,7 +82,7 @@ fn parse_register(name: &str) -> Option<Register<'_>> {
         return None;
     }
     match kind {
-        "setting" if payload::SETTING_KEYS.contains(&id) => Some(Register::Setting(id)),
+        "setting" => SettingKey::parse(id).ok().map(Register::Setting),
         "member" => Some(Register::Member(id)),
         "moderator" => Some(Register::Moderator(id)),
         "pin" => Some(Register::Pin(id)),
@@ -122,66 +123,31 @@ fn decode_creation(stored: &str) -> std::result::Result<HiveCreated, Undecodable
     serde_json::from_str(stored).map_err(|e| undecodable("a hive_created payload", e))
 }
 
-/// The JSON type a setting holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SettingKind {
-    Text,
-    Flag,
-}
-
-/// A decoded setting value, ready to bind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum SettingValue {
-    Text(String),
-    Flag(bool),
-}
-
-/// The update of a setting's column and the type it holds; None for an unknown key.
-fn setting_column(key: &str) -> Option<(&'static str, SettingKind)> {
-    Some(match key {
-        "description" => (
-            "UPDATE hives SET description = ?2 WHERE id = ?1",
-            SettingKind::Text,
-        ),
-        "is_public" => (
-            "UPDATE hives SET is_public = ?2 WHERE id = ?1",
-            SettingKind::Flag,
-        ),
-        "require_verification" => (
-            "UPDATE hives SET require_verification = ?2 WHERE id = ?1",
-            SettingKind::Flag,
-        ),
-        "allow_anonymous_read" => (
-            "UPDATE hives SET allow_anonymous_read = ?2 WHERE id = ?1",
-            SettingKind::Flag,
-        ),
-        "post_permissions" => (
-            "UPDATE hives SET post_permissions = ?2 WHERE id = ?1",
-            SettingKind::Text,
-        ),
-        _ => return None,
-    })
+/// The update of a setting's column (named as its key).
+fn setting_update(key: SettingKey) -> &'static str {
+    match key {
+        SettingKey::Description => "UPDATE hives SET description = ?2 WHERE id = ?1",
+        SettingKey::IsPublic => "UPDATE hives SET is_public = ?2 WHERE id = ?1",
+        SettingKey::RequireVerification => {
+            "UPDATE hives SET require_verification = ?2 WHERE id = ?1"
+        }
+        SettingKey::AllowAnonymousRead => {
+            "UPDATE hives SET allow_anonymous_read = ?2 WHERE id = ?1"
+        }
+        SettingKey::PostPermissions => "UPDATE hives SET post_permissions = ?2 WHERE id = ?1",
+    }
 }
 
 /// A stored `setting:<key>` candidate: the JSON text of a value `validate::setting`
-/// accepted, so of the key's type.
-fn decode_setting(
-    kind: SettingKind,
-    stored: &str,
-) -> std::result::Result<SettingValue, Undecodable> {
+/// accepted, so of the key's type (and, for a vocabulary, one of its values).
+fn decode_setting(key: SettingKey, stored: &str) -> std::result::Result<Setting, Undecodable> {
     let v: serde_json::Value = serde_json::from_str(stored).map_err(|e| undecodable("JSON", e))?;
-    match (kind, v) {
-        (SettingKind::Text, serde_json::Value::String(s)) => Ok(SettingValue::Text(s)),
-        (SettingKind::Flag, serde_json::Value::Bool(b)) => Ok(SettingValue::Flag(b)),
-        (SettingKind::Text, other) => Err(undecodable(
-            "a JSON string",
-            format!("found {}", json_type(&other)),
-        )),
-        (SettingKind::Flag, other) => Err(undecodable(
-            "a JSON boolean",
-            format!("found {}", json_type(&other)),
-        )),
-    }
+    Setting::from_json(key, &v).map_err(|e| {
+        undecodable(
+            "a value of the setting's type",
+            format!("{e}; found {}", json_type(&v)),
+        )
+    })
 }
 
 fn json_type(v: &serde_json::Value) -> &'static str {
@@ -196,26 +162,25 @@ fn json_type(v: &serde_json::Value) -> &'static str {
 }
 
 /// A setting's base value, from the hive's winning creation.
-fn base_setting(key: &str, created: &HiveCreated) -> Option<SettingValue> {
-    Some(match key {
-        "description" => SettingValue::Text(created.description.clone()),
-        "is_public" => SettingValue::Flag(created.is_public),
-        "require_verification" => SettingValue::Flag(created.settings.require_verification),
-        "allow_anonymous_read" => SettingValue::Flag(created.settings.allow_anonymous_read),
-        "post_permissions" => SettingValue::Text(created.settings.post_permissions.clone()),
-        _ => return None,
-    })
+fn base_setting(key: SettingKey, created: &HiveCreated) -> Setting {
+    match key {
+        SettingKey::Description => Setting::Description(created.description.clone()),
+        SettingKey::IsPublic => Setting::IsPublic(created.is_public),
+        SettingKey::RequireVerification => {
+            Setting::RequireVerification(created.settings.require_verification)
+        }
+        SettingKey::AllowAnonymousRead => {
+            Setting::AllowAnonymousRead(created.settings.allow_anonymous_read)
+        }
+        SettingKey::PostPermissions => Setting::PostPermissions(created.settings.post_permissions),
+    }
 }
 
 /// A stored `member:<agent>` candidate → the membership state it means.
-fn membership_state(stored: &str) -> std::result::Result<&'static str, Undecodable> {
+fn membership_state(stored: &str) -> std::result::Result<MembershipState, Undecodable> {
     let action: MembershipAction =
         serde_json::from_str(stored).map_err(|e| undecodable("a membership action", e))?;
-    Ok(match action {
-        MembershipAction::Join => "member",
-        MembershipAction::Ban => "banned",
-        MembershipAction::Leave | MembershipAction::Unban => "left",
-    })
+    Ok(MembershipState::after(action))
 }
 
 /// A stored `moderator:<agent>` candidate → whether the agent is a moderator.
@@ -329,16 +294,20 @@ pub(super) fn hive_deleted(cx: &Ctx<'_>) -> Result<Outcome> {
 }
 
 pub(super) fn setting_changed(cx: &Ctx<'_>, p: &HiveSettingChanged) -> Result<Outcome> {
+    // `ingest` validated the key; an unknown one never becomes a register.
+    let key = SettingKey::parse(&p.key).map_err(|e| {
+        StoreError::Invalid(format!("hive_setting_changed in hive {}: {e}", cx.hive_id))
+    })?;
     if !hive_exists(cx)? {
         return Ok(wait_for_hive(cx));
     }
     add_candidate(
         cx,
-        &format!("setting:{}", p.key),
+        &format!("setting:{key}"),
         p.prev.as_deref(),
         &p.value.to_string(),
     )?;
-    recompute_setting(cx.conn, cx.hive_id, &p.key)?;
+    recompute_setting(cx.conn, cx.hive_id, key)?;
     touch_hive(cx)?;
     Ok(applied(vec![Change::HiveUpdated { hive: cx.hive() }]))
 }
@@ -484,7 +453,7 @@ fn register_winner_full(
 
 fn recompute_all_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
     // Base values come from the winning creation; registers override them.
-    for key in payload::SETTING_KEYS {
+    for &key in SettingKey::ALL {
         recompute_setting(conn, hive_id, key)?;
     }
     let registers: Vec<String> = conn
@@ -509,13 +478,10 @@ fn recompute_all_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
     Ok(())
 }
 
-fn recompute_setting(conn: &Conn<'_>, hive_id: &str, key: &str) -> Result<()> {
-    let Some((sql, kind)) = setting_column(key) else {
-        return Ok(());
-    };
+fn recompute_setting(conn: &Conn<'_>, hive_id: &str, key: SettingKey) -> Result<()> {
     let register = format!("setting:{key}");
     let value = match register_winner(conn, hive_id, &register)? {
-        Some((v, _)) => decode_setting(kind, &v).map_err(|e| corrupt(hive_id, &register, e))?,
+        Some((v, _)) => decode_setting(key, &v).map_err(|e| corrupt(hive_id, &register, e))?,
         None => {
             // The base value from the hive's winning creation.
             let created: Option<String> = conn
@@ -531,15 +497,16 @@ fn recompute_setting(conn: &Conn<'_>, hive_id: &str, key: &str) -> Result<()> {
                 return Ok(());
             };
             let w = decode_creation(&created).map_err(|e| corrupt(hive_id, "hive", e))?;
-            let Some(base) = base_setting(key, &w) else {
-                return Ok(());
-            };
-            base
+            base_setting(key, &w)
         }
     };
-    match value {
-        SettingValue::Text(s) => conn.execute(sql, params![hive_id, s])?,
-        SettingValue::Flag(b) => conn.execute(sql, params![hive_id, b])?,
+    let sql = setting_update(key);
+    match &value {
+        Setting::Description(s) => conn.execute(sql, params![hive_id, s])?,
+        Setting::IsPublic(b) | Setting::RequireVerification(b) | Setting::AllowAnonymousRead(b) => {
+            conn.execute(sql, params![hive_id, b])?
+        }
+        Setting::PostPermissions(p) => conn.execute(sql, params![hive_id, p.as_str()])?,
     };
     Ok(())
 }
@@ -547,9 +514,9 @@ fn recompute_setting(conn: &Conn<'_>, hive_id: &str, key: &str) -> Result<()> {
 fn ensure_membership_row(conn: &Conn<'_>, hive_id: &str, agent_id: &str) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO memberships (hive_id, agent_id, state, is_moderator, joined_at)
-         VALUES (?1, ?2, 'left', 0, 0) ON CONFLICT DO NOTHING",
+         VALUES (?1, ?2, ?3, 0, 0) ON CONFLICT DO NOTHING",
     )?
-    .execute(params![hive_id, agent_id])?;
+    .execute(params![hive_id, agent_id, MembershipState::Left.as_str()])?;
     Ok(())
 }
 
@@ -561,11 +528,11 @@ fn recompute_membership(conn: &Conn<'_>, hive_id: &str, agent_id: &str) -> Resul
             membership_state(&v).map_err(|e| corrupt(hive_id, &register, e))?,
             ts,
         ),
-        None => ("left", 0),
+        None => (MembershipState::Left, 0),
     };
     conn.execute(
         "UPDATE memberships SET state = ?3, joined_at = ?4 WHERE hive_id = ?1 AND agent_id = ?2",
-        params![hive_id, agent_id, state, ts],
+        params![hive_id, agent_id, state.as_str(), ts],
     )?;
     recompute_member_count(conn, hive_id)
 }
@@ -589,11 +556,11 @@ fn recompute_member_count(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
     conn.execute(
         "UPDATE hives SET member_count =
            (SELECT COUNT(*) FROM memberships m
-             WHERE m.hive_id = hives.id AND m.state = 'member'
+             WHERE m.hive_id = hives.id AND m.state = ?2
                AND m.agent_id IS DISTINCT FROM hives.owner_id)
            + CASE WHEN owner_id IS NOT NULL THEN 1 ELSE 0 END
          WHERE id = ?1",
-        [hive_id],
+        params![hive_id, MembershipState::Member.as_str()],
     )?;
     Ok(())
 }
@@ -614,6 +581,7 @@ fn recompute_pin(conn: &Conn<'_>, hive_id: &str, post_id: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openhive_core::hive::PostPermissions;
     use openhive_core::payload::HiveSettings;
 
     fn cand(id: &str, prev: Option<&str>, inst: &str, ts: i64, value: &str) -> (Candidate, String) {
@@ -703,7 +671,7 @@ mod tests {
         assert_eq!(parse_register("hive"), Some(Register::Creation));
         assert_eq!(
             parse_register("setting:description"),
-            Some(Register::Setting("description"))
+            Some(Register::Setting(SettingKey::Description))
         );
         assert_eq!(
             parse_register("member:agt_a_1"),
@@ -732,10 +700,10 @@ mod tests {
     #[test]
     fn membership_values_decode_to_states() {
         for (action, state) in [
-            (MembershipAction::Join, "member"),
-            (MembershipAction::Leave, "left"),
-            (MembershipAction::Ban, "banned"),
-            (MembershipAction::Unban, "left"),
+            (MembershipAction::Join, MembershipState::Member),
+            (MembershipAction::Leave, MembershipState::Left),
+            (MembershipAction::Ban, MembershipState::Banned),
+            (MembershipAction::Unban, MembershipState::Left),
         ] {
             let stored = to_json("action", &action).unwrap();
             assert_eq!(membership_state(&stored), Ok(state));
@@ -766,23 +734,27 @@ mod tests {
 
     #[test]
     fn setting_values_decode_by_the_keys_type() {
-        let (_, text) = setting_column("description").unwrap();
-        let (_, flag) = setting_column("is_public").unwrap();
         let stored = serde_json::json!("hello").to_string();
         assert_eq!(
-            decode_setting(text, &stored),
-            Ok(SettingValue::Text("hello".into()))
+            decode_setting(SettingKey::Description, &stored),
+            Ok(Setting::Description("hello".into()))
         );
         assert_eq!(
-            decode_setting(flag, &serde_json::json!(false).to_string()),
-            Ok(SettingValue::Flag(false))
+            decode_setting(SettingKey::IsPublic, &serde_json::json!(false).to_string()),
+            Ok(Setting::IsPublic(false))
         );
-        // Not JSON, or JSON of the wrong type: never "unchanged".
-        assert!(decode_setting(text, "{not json").is_err());
-        assert!(decode_setting(text, "42").is_err());
-        assert!(decode_setting(flag, "\"true\"").is_err());
-        assert!(decode_setting(flag, "null").is_err());
-        assert!(setting_column("colour").is_none());
+        assert_eq!(
+            decode_setting(SettingKey::PostPermissions, "\"mods\""),
+            Ok(Setting::PostPermissions(PostPermissions::Mods))
+        );
+        // Not JSON, JSON of the wrong type, or outside the vocabulary: never "unchanged".
+        assert!(decode_setting(SettingKey::Description, "{not json").is_err());
+        assert!(decode_setting(SettingKey::Description, "42").is_err());
+        assert!(decode_setting(SettingKey::IsPublic, "\"true\"").is_err());
+        assert!(decode_setting(SettingKey::IsPublic, "null").is_err());
+        assert!(decode_setting(SettingKey::PostPermissions, "\"kings\"").is_err());
+        assert!(decode_setting(SettingKey::PostPermissions, "true").is_err());
+        assert_eq!(parse_register("setting:colour"), None);
     }
 
     #[test]
@@ -791,7 +763,10 @@ mod tests {
             name: "general".into(),
             description: "d".into(),
             is_public: false,
-            settings: HiveSettings::default(),
+            settings: HiveSettings {
+                post_permissions: PostPermissions::Members,
+                ..HiveSettings::default()
+            },
             owner: AgentRef {
                 instance_id: "inst_a".into(),
                 agent_id: "agt_a_1".into(),
@@ -799,24 +774,25 @@ mod tests {
                 avatar_url: None,
             },
         };
-        for key in payload::SETTING_KEYS {
-            let (sql, kind) = setting_column(key).unwrap();
+        for &key in SettingKey::ALL {
+            let sql = setting_update(key);
             assert!(sql.contains(&format!("SET {key} = ?2")), "{sql}");
-            let base = base_setting(key, &created).unwrap();
-            let matches = matches!(
-                (kind, &base),
-                (SettingKind::Text, SettingValue::Text(_))
-                    | (SettingKind::Flag, SettingValue::Flag(_))
-            );
-            assert!(matches, "{key}: {base:?}");
+            let base = base_setting(key, &created);
+            assert_eq!(base.key(), key, "{base:?}");
+            // The base value is one its register could hold.
+            assert_eq!(decode_setting(key, &base.to_json().to_string()), Ok(base));
         }
         assert_eq!(
-            base_setting("description", &created),
-            Some(SettingValue::Text("d".into()))
+            base_setting(SettingKey::Description, &created),
+            Setting::Description("d".into())
         );
         assert_eq!(
-            base_setting("is_public", &created),
-            Some(SettingValue::Flag(false))
+            base_setting(SettingKey::IsPublic, &created),
+            Setting::IsPublic(false)
+        );
+        assert_eq!(
+            base_setting(SettingKey::PostPermissions, &created),
+            Setting::PostPermissions(PostPermissions::Members)
         );
     }
 
@@ -838,6 +814,13 @@ mod tests {
         assert_eq!(decode_creation(&stored), Ok(created));
         assert!(decode_creation("").is_err());
         assert!(decode_creation("{\"name\":\"general\"}").is_err());
+        // A creation whose post_permissions is outside the vocabulary does not decode.
+        let bad = stored.replace(
+            "\"post_permissions\":\"all\"",
+            "\"post_permissions\":\"kings\"",
+        );
+        assert_ne!(bad, stored);
+        assert!(decode_creation(&bad).is_err());
     }
 
     #[test]
