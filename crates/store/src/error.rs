@@ -4,7 +4,7 @@ use crate::engine::DbError;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Db(#[from] DbError),
+    Db(DbError),
     #[error("database pool error: {0}")]
     Pool(String),
     #[error("migration {version} failed: {source}")]
@@ -27,6 +27,17 @@ pub enum StoreError {
     Overloaded,
     #[error("storage task failed: {0}")]
     Task(String),
+}
+
+impl From<DbError> for StoreError {
+    /// A column that does not decode is stored data this binary did not write: corruption,
+    /// not a database failure.
+    fn from(e: DbError) -> Self {
+        match e.kind() {
+            crate::engine::DbErrorKind::Decode => StoreError::Corrupt(e.to_string()),
+            _ => StoreError::Db(e),
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -37,8 +37,25 @@ pub struct Ingested {
     pub changes: Vec<Change>,
 }
 
-/// Appends a verified event and materializes it (or parks it), releasing dependents.
+/// Appends a verified event and materializes it (or parks it), releasing dependents; the
+/// instance's other app processes hear of it when the transaction commits.
 pub fn ingest(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    ev: &Event,
+    payload: &Payload,
+    received_from: Option<&str>,
+    now: i64,
+) -> Result<Ingested> {
+    let out = append_and_apply(conn, hive_id, ev, payload, received_from, now)?;
+    if out.seq.is_some() {
+        crate::notify::publish(conn, hive_id, &out.changes)?;
+    }
+    Ok(out)
+}
+
+/// [`ingest`] without the commit notice (batches publish one notice for the batch).
+fn append_and_apply(
     conn: &Conn<'_>,
     hive_id: &str,
     ev: &Event,
@@ -76,8 +93,6 @@ pub fn ingest(
             }
         }
     }
-    // Other app processes of this instance hear of it when (and if) this commits.
-    crate::notify::publish(conn, hive_id, &changes)?;
     Ok(Ingested {
         seq: Some(seq),
         changes,
@@ -213,7 +228,7 @@ pub fn ingest_remote_checked(
                 continue;
             }
         };
-        let out = ingest(conn, hive_id, ev, &payload, Some(from), now)?;
+        let out = append_and_apply(conn, hive_id, ev, &payload, Some(from), now)?;
         if out.seq.is_some() {
             report.accepted += 1;
         } else {
@@ -223,6 +238,10 @@ pub fn ingest_remote_checked(
     }
     if report.rejected > 0 {
         counter_add(conn, REJECTED, report.rejected as i64)?;
+    }
+    if report.accepted > 0 {
+        // One notice per batch (in chunks), not one per event.
+        crate::notify::publish_batch(conn, hive_id, &report.changes)?;
     }
     Ok(report)
 }

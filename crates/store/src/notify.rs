@@ -67,6 +67,20 @@ pub fn publish(conn: &Conn<'_>, hive_id: &str, changes: &[Change]) -> Result<()>
     Ok(())
 }
 
+/// Changes per notice of a batch (each change is ~100-200 bytes of JSON).
+const BATCH_CHUNK: usize = 32;
+
+/// [`publish`] for a batch: the changes in chunks, at least one notice.
+pub fn publish_batch(conn: &Conn<'_>, hive_id: &str, changes: &[Change]) -> Result<()> {
+    if changes.is_empty() {
+        return publish(conn, hive_id, changes);
+    }
+    for chunk in changes.chunks(BATCH_CHUNK) {
+        publish(conn, hive_id, chunk)?;
+    }
+    Ok(())
+}
+
 /// Reads a notice (None if it is not one).
 pub fn decode(payload: &str) -> Option<Notice> {
     serde_json::from_str(payload).ok()

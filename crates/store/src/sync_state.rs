@@ -23,22 +23,92 @@ use openhive_core::ids;
 /// sides initiating at once) leaves each side holding a valid token.
 pub const TOKENS_KEPT: i64 = 2;
 
-/// Link states.
-pub const STATE_HANDSHAKING: &str = "handshaking";
-pub const STATE_BACKFILLING: &str = "backfilling";
-pub const STATE_ACTIVE: &str = "active";
-pub const STATE_LEFT: &str = "left";
+/// A closed set of values stored (and shown) as lowercase strings.
+macro_rules! vocabulary {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vm])* $variant),+ }
 
-/// Peer statuses.
-pub const STATUS_PENDING: &str = "pending";
-pub const STATUS_ACTIVE: &str = "active";
-pub const STATUS_ERROR: &str = "error";
-pub const STATUS_UNREACHABLE: &str = "unreachable";
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-/// Peer sources.
-pub const SOURCE_API: &str = "api";
-pub const SOURCE_CONFIG: &str = "config";
-pub const SOURCE_HANDSHAKE: &str = "handshake";
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                match s { $($s => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl crate::engine::ToParam for $name {
+            fn to_param(&self) -> crate::engine::Param<'_> {
+                crate::engine::Param::Text(self.as_str())
+            }
+        }
+
+        impl crate::engine::FromCol for $name {
+            fn from_col(v: crate::engine::ColRef<'_>, index: usize) -> DbResult<Self> {
+                let s = String::from_col(v, index)?;
+                $name::parse(&s).ok_or_else(|| {
+                    crate::engine::DbError::decode(
+                        index,
+                        format!(concat!("not a ", stringify!($name), ": {:?}"), s),
+                    )
+                })
+            }
+        }
+    };
+}
+
+vocabulary!(
+    /// Where a link (peer, hive) stands.
+    LinkState {
+        Handshaking = "handshaking",
+        Backfilling = "backfilling",
+        Active = "active",
+        /// No more push or pull; kept for its history.
+        Left = "left",
+    }
+);
+
+vocabulary!(
+    /// How a peer is doing.
+    PeerStatus {
+        Pending = "pending",
+        Active = "active",
+        Error = "error",
+        Unreachable = "unreachable",
+    }
+);
+
+vocabulary!(
+    /// How we learned of a peer.
+    PeerSource {
+        Api = "api",
+        Config = "config",
+        Handshake = "handshake",
+    }
+);
+
+/// Link states (the strings of [`LinkState`]).
+pub const STATE_HANDSHAKING: LinkState = LinkState::Handshaking;
+pub const STATE_BACKFILLING: LinkState = LinkState::Backfilling;
+pub const STATE_ACTIVE: LinkState = LinkState::Active;
+pub const STATE_LEFT: LinkState = LinkState::Left;
+
+/// Peer sources (the strings of [`PeerSource`]).
+pub const SOURCE_API: PeerSource = PeerSource::Api;
+pub const SOURCE_CONFIG: PeerSource = PeerSource::Config;
+pub const SOURCE_HANDSHAKE: PeerSource = PeerSource::Handshake;
 
 /// Counter names (table `counters`).
 pub const RATE_LIMITED: &str = "sync_rate_limited";
@@ -145,8 +215,8 @@ pub struct PeerRow {
     pub name: String,
     pub endpoint: String,
     pub instance_id: Option<String>,
-    pub source: String,
-    pub status: String,
+    pub source: PeerSource,
+    pub status: PeerStatus,
     pub failure_count: i64,
     pub last_contact_at: Option<i64>,
     pub last_error: Option<String>,
@@ -214,7 +284,7 @@ pub fn upsert_configured_peer(
     conn: &Conn<'_>,
     name: &str,
     endpoint: &str,
-    source: &str,
+    source: PeerSource,
     now: i64,
 ) -> Result<(PeerRow, bool)> {
     if let Some(p) = peer_by_endpoint(conn, endpoint)? {
@@ -396,7 +466,7 @@ pub struct LinkRow {
     pub peer_id: String,
     pub hive_id: String,
     pub hive_name: String,
-    pub state: String,
+    pub state: LinkState,
     pub token_out: Option<String>,
     pub last_seq_sent: i64,
     pub last_seq_received: i64,
@@ -456,7 +526,12 @@ fn links_where(conn: &Conn<'_>, cond: &str, args: &[&str]) -> Result<Vec<LinkRow
 
 /// Creates the link if missing (in `state`); a `left` link is reopened in `state`.
 /// Returns true if the link was created or reopened.
-pub fn ensure_link(conn: &Conn<'_>, peer_id: &str, hive_id: &str, state: &str) -> Result<bool> {
+pub fn ensure_link(
+    conn: &Conn<'_>,
+    peer_id: &str,
+    hive_id: &str,
+    state: LinkState,
+) -> Result<bool> {
     let n = conn.execute(
         "INSERT INTO peer_groups (peer_id, hive_id, state) VALUES (?1, ?2, ?3)
          ON CONFLICT(peer_id, hive_id) DO UPDATE SET state = excluded.state
@@ -496,7 +571,12 @@ pub fn live_links(conn: &Conn<'_>) -> Result<Vec<LinkRow>> {
     links_where(conn, "l.state <> 'left'", &[])
 }
 
-pub fn set_link_state(conn: &Conn<'_>, peer_id: &str, hive_id: &str, state: &str) -> Result<()> {
+pub fn set_link_state(
+    conn: &Conn<'_>,
+    peer_id: &str,
+    hive_id: &str,
+    state: LinkState,
+) -> Result<()> {
     conn.prepare_cached("UPDATE peer_groups SET state = ?3 WHERE peer_id = ?1 AND hive_id = ?2")?
         .execute(params![peer_id, hive_id, state])?;
     consumers::set_live(

@@ -140,7 +140,7 @@ fn failures_contact_and_unreachable() {
         for i in 1..=9 {
             assert_eq!(record_failure(c, &peer, "boom", 10, 10)?, i);
         }
-        assert_eq!(peer_by_id(c, &peer)?.unwrap().status, STATUS_PENDING);
+        assert_eq!(peer_by_id(c, &peer)?.unwrap().status, PeerStatus::Pending);
         record_failure(c, &peer, "boom", 10, 10)?;
         let p = peer_by_id(c, &peer)?.unwrap();
         assert_eq!(
@@ -152,8 +152,38 @@ fn failures_contact_and_unreachable() {
         assert_eq!((p.status.as_str(), p.failure_count), ("active", 0));
         assert!(mark_unreachable(c, 15, 30)?.is_empty());
         assert_eq!(mark_unreachable(c, 25, 30)?, vec![peer.clone()]);
-        assert_eq!(peer_by_id(c, &peer)?.unwrap().status, STATUS_UNREACHABLE);
+        assert_eq!(
+            peer_by_id(c, &peer)?.unwrap().status,
+            PeerStatus::Unreachable
+        );
         Ok::<_, StoreError>(())
     })
     .unwrap();
+}
+
+#[test]
+fn link_states_peer_statuses_and_sources_are_closed_vocabularies() {
+    for s in LinkState::ALL {
+        assert_eq!(LinkState::parse(s.as_str()), Some(*s));
+        assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+    }
+    for s in PeerStatus::ALL {
+        assert_eq!(PeerStatus::parse(s.as_str()), Some(*s));
+    }
+    for s in PeerSource::ALL {
+        assert_eq!(PeerSource::parse(s.as_str()), Some(*s));
+    }
+    assert_eq!(LinkState::parse("Active"), None);
+    assert_eq!(PeerSource::parse("gossip"), None);
+    // A stored value outside the vocabulary is corruption, not a default.
+    let (_d, s) = store();
+    let r = s.write_blocking(|c| {
+        let (_hive, peer) = setup(c);
+        c.execute(
+            "UPDATE peers SET status = 'sleepy' WHERE id = ?1",
+            openhive_store::params![peer],
+        )?;
+        peer_by_id(c, &peer)
+    });
+    assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
 }

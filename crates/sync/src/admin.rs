@@ -38,7 +38,7 @@ pub struct GroupDetail {
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerGroupView {
     pub hive: String,
-    pub state: String,
+    pub state: sync_state::LinkState,
     pub lag: i64,
     pub last_seq_sent: i64,
     pub last_seq_received: i64,
@@ -53,8 +53,8 @@ pub struct PeerView {
     pub name: String,
     pub sync_endpoint: String,
     pub instance_id: Option<String>,
-    pub source: String,
-    pub status: String,
+    pub source: sync_state::PeerSource,
+    pub status: sync_state::PeerStatus,
     pub failure_count: i64,
     pub last_contact_at: Option<String>,
     pub last_error: Option<String>,
@@ -402,7 +402,7 @@ fn share_hives(
 pub async fn add_peer_with_source(
     h: &SyncHandle,
     input: AddPeer,
-    source: &'static str,
+    source: sync_state::PeerSource,
 ) -> Result<(PeerView, bool), SyncError> {
     validate_peer_input(
         Some(&input.name),
@@ -650,7 +650,7 @@ pub async fn federation_section(h: &SyncHandle) -> Result<FederationSync, SyncEr
                 peers: g
                     .peers
                     .into_iter()
-                    .filter(|p| p.state != sync_state::STATE_LEFT)
+                    .filter(|p| p.state != sync_state::STATE_LEFT.as_str())
                     .map(|p| FedPeer {
                         name: p.name,
                         instance_id: p.instance_id,

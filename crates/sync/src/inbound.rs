@@ -214,7 +214,7 @@ pub async fn pull_events(
             let ack = sync_state::link(c, &peer_id, &hv)?.is_some_and(|l| l.last_seq_sent < since);
             // Contact is recorded at most once a second per peer (no write per page).
             let stale = sync_state::peer_by_id(c, &peer_id)?.is_none_or(|p| {
-                p.status != sync_state::STATUS_ACTIVE
+                p.status != sync_state::PeerStatus::Active
                     || p.last_contact_at.is_none_or(|t| now_ms() - t > 1000)
             });
             let page = EventsPage {
@@ -373,8 +373,8 @@ pub(crate) fn group_status(
             instance_id: p.instance_id,
             name: p.name,
             sync_endpoint: p.endpoint,
-            status: p.status,
-            state: l.state,
+            status: p.status.as_str().to_string(),
+            state: l.state.as_str().to_string(),
             lag: (head - l.last_seq_sent).max(0),
             last_seq_sent: l.last_seq_sent,
             last_seq_received: l.last_seq_received,
