@@ -37,17 +37,70 @@ pub struct Ingested {
     pub changes: Vec<Change>,
 }
 
+/// An event whose signature and payload have been checked: the only thing [`ingest`]
+/// takes. Its fields are private, so nothing unverified can be handed to ingest: a local
+/// event is made by [`Verified::sign`] (signed with our key here, its payload re-parsed and
+/// checked exactly as a peer's is), a peer's by [`Verified::check`] or inside
+/// [`ingest_remote`] (signature checked against the origin's key).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    event: Event,
+    payload: Payload,
+}
+
+impl Verified {
+    /// Signs `payload` as an event of `hive` by `instance_id`, then checks it as any event
+    /// from a peer is checked (envelope, payload parse and authority rules).
+    pub fn sign(
+        key: &openhive_core::InstanceKey,
+        instance_id: &str,
+        hive: &str,
+        payload: &Payload,
+        origin_ts: i64,
+    ) -> std::result::Result<Verified, openhive_core::event::EventError> {
+        let event = Event::sign_new(
+            key,
+            instance_id,
+            hive,
+            payload.event_type(),
+            origin_ts,
+            payload.to_json(),
+        );
+        event.check_envelope()?;
+        let payload = Payload::parse_and_check(&event)?;
+        Ok(Verified { event, payload })
+    }
+
+    /// Checks a received event against its origin's key.
+    pub fn check(
+        event: Event,
+        origin_key: &PublicKey,
+    ) -> std::result::Result<Verified, openhive_core::event::EventError> {
+        event.check_envelope()?;
+        event.verify(origin_key)?;
+        let payload = Payload::parse_and_check(&event)?;
+        Ok(Verified { event, payload })
+    }
+
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+}
+
 /// Appends a verified event and materializes it (or parks it), releasing dependents; the
 /// instance's other app processes hear of it when the transaction commits.
 pub fn ingest(
     conn: &Conn<'_>,
     hive_id: &str,
-    ev: &Event,
-    payload: &Payload,
+    v: &Verified,
     received_from: Option<&str>,
     now: i64,
 ) -> Result<Ingested> {
-    let out = append_and_apply(conn, hive_id, ev, payload, received_from, now)?;
+    let out = append_and_apply(conn, hive_id, &v.event, &v.payload, received_from, now)?;
     if out.seq.is_some() {
         crate::notify::publish(conn, hive_id, &out.changes)?;
     }

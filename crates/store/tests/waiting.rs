@@ -223,3 +223,33 @@ fn preverification_is_per_event_not_per_id() {
         .unwrap();
     assert_eq!((r.accepted, r.rejected), (1, 1));
 }
+
+/// Local events pass the same payload check as remote ones: `Verified::sign` refuses what a
+/// peer's event would be refused for (here: an author of another instance, an id outside the
+/// signer's namespace), and `Verified::check` refuses a forged signature.
+#[test]
+fn only_checked_events_become_verified() {
+    let w = world();
+    let other = ids::new_instance_id();
+    let post = |post_id: String, author_instance: &str| {
+        Payload::PostCreated(PostCreated {
+            post_id,
+            title: "t".into(),
+            content: Some("c".into()),
+            url: None,
+            author: AgentRef {
+                instance_id: author_instance.into(),
+                ..w.author.clone()
+            },
+        })
+    };
+    let sign = |p: &Payload| ingest::Verified::sign(&w.key, &w.inst, "general", p, 1);
+    assert!(sign(&post(ids::new_id(Kind::Post, &w.inst), &w.inst)).is_ok());
+    assert!(sign(&post(ids::new_id(Kind::Post, &w.inst), &other)).is_err());
+    assert!(sign(&post(ids::new_id(Kind::Post, &other), &w.inst)).is_err());
+
+    let ev = w.sign(1, post(ids::new_id(Kind::Post, &w.inst), &w.inst));
+    assert!(ingest::Verified::check(ev.clone(), &w.key.public()).is_ok());
+    let stranger = InstanceKey::generate().public();
+    assert!(ingest::Verified::check(ev, &stranger).is_err());
+}

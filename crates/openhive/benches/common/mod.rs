@@ -11,7 +11,7 @@
 use openhive::start;
 use openhive_core::ids::{self, Kind};
 use openhive_core::payload::{AgentRef, Payload, PostCreated};
-use openhive_core::{Event, time};
+use openhive_core::time;
 use openhive_server::RunningServer;
 use openhive_server::config::{AuthMode, Config, StorageEngine};
 use serde_json::{Value, json};
@@ -240,7 +240,7 @@ pub async fn bulk(s: &Inst, hive: &str, n: usize) {
         let t0 = time::now_ms();
         for chunk in 0..n.div_ceil(2000) {
             let (start, end) = (chunk * 2000, ((chunk + 1) * 2000).min(n));
-            let events: Vec<(Event, Payload)> = (start..end)
+            let events: Vec<openhive_store::ingest::Verified> = (start..end)
                 .map(|i| {
                     let p = Payload::PostCreated(PostCreated {
                         post_id: ids::new_id(Kind::Post, &inst),
@@ -252,23 +252,22 @@ pub async fn bulk(s: &Inst, hive: &str, n: usize) {
                         url: None,
                         author: author.clone(),
                     });
-                    let ev = Event::sign_new(
+                    openhive_store::ingest::Verified::sign(
                         &state.identity.key,
                         &inst,
                         &hive,
-                        p.event_type(),
+                        &p,
                         t0 + i as i64,
-                        p.to_json(),
-                    );
-                    (ev, p)
+                    )
+                    .unwrap()
                 })
                 .collect();
             let hid = hive_id.clone();
             state
                 .store
                 .write_blocking(move |tx| -> Result<(), openhive_store::StoreError> {
-                    for (ev, p) in &events {
-                        openhive_store::ingest::ingest(tx, &hid, ev, p, None, time::now_ms())?;
+                    for v in &events {
+                        openhive_store::ingest::ingest(tx, &hid, v, None, time::now_ms())?;
                     }
                     Ok(())
                 })

@@ -327,7 +327,7 @@ pub async fn wait_visible(s: &(impl Api + ?Sized), path: &str) {
 pub async fn bulk_posts(s: &TestServer, hive: &str, n: usize) {
     use openhive_core::ids::{self, Kind};
     use openhive_core::payload::{AgentRef, Payload, PostCreated};
-    use openhive_core::{Event, time};
+    use openhive_core::time;
     let state = s.running.state.clone();
     let hive = hive.to_string();
     let hive_id = tokio::task::spawn_blocking(move || {
@@ -347,7 +347,7 @@ pub async fn bulk_posts(s: &TestServer, hive: &str, n: usize) {
         for chunk in 0..n.div_ceil(1000) {
             let start = chunk * 1000;
             let end = (start + 1000).min(n);
-            let events: Vec<(Event, Payload)> = (start..end)
+            let events: Vec<openhive_store::ingest::Verified> = (start..end)
                 .map(|i| {
                     let p = Payload::PostCreated(PostCreated {
                         post_id: ids::new_id(Kind::Post, &inst),
@@ -356,23 +356,22 @@ pub async fn bulk_posts(s: &TestServer, hive: &str, n: usize) {
                         url: None,
                         author: author.clone(),
                     });
-                    let ev = Event::sign_new(
+                    openhive_store::ingest::Verified::sign(
                         &state.identity.key,
                         &inst,
                         &hive,
-                        p.event_type(),
+                        &p,
                         t0 + i as i64,
-                        p.to_json(),
-                    );
-                    (ev, p)
+                    )
+                    .unwrap()
                 })
                 .collect();
             let hid = hive_id.clone();
             state
                 .store
                 .write_blocking(move |tx| -> Result<(), openhive_store::StoreError> {
-                    for (ev, p) in &events {
-                        openhive_store::ingest::ingest(tx, &hid, ev, p, None, time::now_ms())?;
+                    for v in &events {
+                        openhive_store::ingest::ingest(tx, &hid, v, None, time::now_ms())?;
                     }
                     Ok(())
                 })

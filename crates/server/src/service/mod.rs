@@ -172,16 +172,18 @@ impl Emit<'_> {
         hive_name: &str,
         payload: openhive_core::payload::Payload,
     ) -> Result<Event> {
-        let ev = Event::sign_new(
+        // Signed here, then checked exactly as a peer's event would be.
+        let v = ingest::Verified::sign(
             &self.svc.key,
             &self.svc.instance_id,
             hive_name,
-            payload.event_type(),
+            &payload,
             self.svc.tick(),
-            payload.to_json(),
-        );
+        )
+        .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         let now = openhive_core::time::now_ms();
-        let out = ingest::ingest(self.conn, hive_id, &ev, &payload, None, now)?;
+        let out = ingest::ingest(self.conn, hive_id, &v, None, now)?;
+        let ev = v.event().clone();
         match self.changes.iter_mut().find(|(h, _)| h == hive_id) {
             Some((_, c)) => c.extend(out.changes),
             None => self.changes.push((hive_id.to_string(), out.changes)),
