@@ -342,6 +342,17 @@ async fn key_files_are_private_and_never_served() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
+    // The SQLite database holds peer tokens: it and its WAL are the owner's only.
+    if s.config.storage.engine == openhive_server::config::StorageEngine::Sqlite {
+        for f in ["openhive.db", "openhive.db-wal", "openhive.db-shm"] {
+            let path = s.data_dir.path().join(f);
+            if let Ok(meta) = std::fs::metadata(&path) {
+                assert_eq!(meta.permissions().mode() & 0o077, 0, "{f}");
+            } else {
+                assert_ne!(f, "openhive.db", "the database file exists");
+            }
+        }
+    }
     let admin = s.admin_key();
     assert!(admin.starts_with("ohadm_"));
     let seed = std::fs::read_to_string(s.data_dir.path().join("instance.key")).unwrap();
