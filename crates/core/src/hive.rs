@@ -8,7 +8,6 @@
 //! (and `Deserialize`, which uses it), which refuses any other value.
 
 use crate::payload::MembershipAction;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A value outside a closed vocabulary. Its message names what was expected, never the
 /// value itself (which may come from anywhere).
@@ -22,8 +21,10 @@ pub struct UnknownValue {
 }
 
 /// An enum of fixed strings: `as_str`, `parse`, `ALL`, `Display`, `FromStr`, and serde as
-/// the same strings.
-macro_rules! vocabulary {
+/// the same strings. Exported: the store's sync vocabularies (link state, peer status and
+/// source) are declared with it too.
+#[macro_export]
+macro_rules! closed_vocabulary {
     (
         $(#[$meta:meta])*
         pub enum $name:ident ($what:literal, expected $expected:literal) {
@@ -48,10 +49,10 @@ macro_rules! vocabulary {
             }
 
             /// The value `s` names; any other string is refused.
-            pub fn parse(s: &str) -> Result<Self, UnknownValue> {
+            pub fn parse(s: &str) -> Result<Self, $crate::hive::UnknownValue> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownValue {
+                    _ => Err($crate::hive::UnknownValue {
                         what: $what,
                         expected: $expected,
                     }),
@@ -66,28 +67,28 @@ macro_rules! vocabulary {
         }
 
         impl std::str::FromStr for $name {
-            type Err = UnknownValue;
-            fn from_str(s: &str) -> Result<Self, UnknownValue> {
+            type Err = $crate::hive::UnknownValue;
+            fn from_str(s: &str) -> Result<Self, $crate::hive::UnknownValue> {
                 Self::parse(s)
             }
         }
 
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                Self::parse(&s).map_err(serde::de::Error::custom)
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                Self::parse(&s).map_err(::serde::de::Error::custom)
             }
         }
     };
 }
 
-vocabulary! {
+closed_vocabulary! {
     /// Who may post in a hive (`hives.post_permissions`, `settings.post_permissions`).
     #[derive(Default)]
     pub enum PostPermissions ("post_permissions", expected "all, members or mods") {
@@ -101,7 +102,7 @@ vocabulary! {
     }
 }
 
-vocabulary! {
+closed_vocabulary! {
     /// An agent's membership of a hive (`memberships.state`), as its membership register
     /// leaves it. Moderation is a separate flag; the owner is a member by definition.
     pub enum MembershipState ("membership state", expected "member, left or banned") {
@@ -123,7 +124,7 @@ impl MembershipState {
     }
 }
 
-vocabulary! {
+closed_vocabulary! {
     /// The keys a `hive_setting_changed` may set; each is also the `hives` column that
     /// holds the setting.
     pub enum SettingKey (
@@ -200,7 +201,7 @@ mod tests {
         as_str: fn(T) -> &'static str,
         parse: fn(&str) -> Result<T, UnknownValue>,
     ) where
-        T: Copy + PartialEq + std::fmt::Debug + Serialize + serde::de::DeserializeOwned,
+        T: Copy + PartialEq + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
     {
         for &v in all {
             assert_eq!(parse(as_str(v)), Ok(v));

@@ -13,30 +13,18 @@
 //! - only live consumers hold the low-water mark down; a link that left stops counting.
 
 use crate::engine::{Conn, DbResult, OptionalExtension, Row};
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::params;
 
-/// What reads the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsumerKind {
-    /// The outbox of a Hive Sync link to a peer.
-    PeerLink,
-}
-
-impl ConsumerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConsumerKind::PeerLink => "peer_link",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ConsumerKind> {
-        match s {
-            "peer_link" => Some(ConsumerKind::PeerLink),
-            _ => None,
-        }
+openhive_core::closed_vocabulary! {
+    /// What reads the log.
+    pub enum ConsumerKind ("consumer kind", expected "peer_link") {
+        /// The outbox of a Hive Sync link to a peer.
+        PeerLink = "peer_link",
     }
 }
+
+crate::engine::text_column!(ConsumerKind);
 
 /// A consumer's id (unique per hive), with its kind's prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,26 +56,16 @@ pub struct Consumer {
 
 const COLS: &str = "id, hive_id, kind, cursor_seq, live, state, updated_at";
 
-fn consumer_row(r: &Row<'_>) -> DbResult<(Consumer, String)> {
-    let kind: String = r.get(2)?;
-    Ok((
-        Consumer {
-            id: r.get(0)?,
-            hive_id: r.get(1)?,
-            kind: ConsumerKind::PeerLink,
-            cursor: r.get(3)?,
-            live: r.get(4)?,
-            state: r.get(5)?,
-            updated_at: r.get(6)?,
-        },
-        kind,
-    ))
-}
-
-fn decode((mut c, kind): (Consumer, String)) -> Result<Consumer> {
-    c.kind = ConsumerKind::parse(&kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("consumer {} has kind {kind:?}", c.id)))?;
-    Ok(c)
+fn consumer_row(r: &Row<'_>) -> DbResult<Consumer> {
+    Ok(Consumer {
+        id: r.get(0)?,
+        hive_id: r.get(1)?,
+        kind: r.get(2)?,
+        cursor: r.get(3)?,
+        live: r.get(4)?,
+        state: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
 }
 
 /// Registers the consumer if missing (cursor 0) and marks it live.
@@ -149,13 +127,12 @@ pub fn merge(conn: &Conn<'_>, from: &ConsumerId, into: &ConsumerId) -> Result<()
 }
 
 pub fn get(conn: &Conn<'_>, id: &ConsumerId, hive_id: &str) -> Result<Option<Consumer>> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLS} FROM consumers WHERE id = ?1 AND hive_id = ?2"
-    ))?
-    .query_row(params![id.as_str(), hive_id], consumer_row)
-    .optional()?
-    .map(decode)
-    .transpose()
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM consumers WHERE id = ?1 AND hive_id = ?2"
+        ))?
+        .query_row(params![id.as_str(), hive_id], consumer_row)
+        .optional()?)
 }
 
 /// The cursor of a consumer (0 if it never took anything or does not exist).
@@ -165,12 +142,12 @@ pub fn cursor(conn: &Conn<'_>, id: &ConsumerId, hive_id: &str) -> Result<i64> {
 
 /// Every consumer of a hive, by id.
 pub fn for_hive(conn: &Conn<'_>, hive_id: &str) -> Result<Vec<Consumer>> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLS} FROM consumers WHERE hive_id = ?1 ORDER BY id"
-    ))?
-    .query_map([hive_id], consumer_row)?
-    .map(|r| decode(r?))
-    .collect()
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM consumers WHERE hive_id = ?1 ORDER BY id"
+        ))?
+        .query_map([hive_id], consumer_row)?
+        .collect::<DbResult<_>>()?)
 }
 
 /// The lowest cursor of the hive's live consumers; `None` if nothing reads the hive.

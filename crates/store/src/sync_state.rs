@@ -23,92 +23,37 @@ use openhive_core::ids;
 /// sides initiating at once) leaves each side holding a valid token.
 pub const TOKENS_KEPT: i64 = 2;
 
-/// A closed set of values stored (and shown) as lowercase strings.
-macro_rules! vocabulary {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($(#[$vm])* $variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $s),+ }
-            }
-
-            pub fn parse(s: &str) -> Option<$name> {
-                match s { $($s => Some($name::$variant),)+ _ => None }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl crate::engine::ToParam for $name {
-            fn to_param(&self) -> crate::engine::Param<'_> {
-                crate::engine::Param::Text(self.as_str())
-            }
-        }
-
-        impl crate::engine::FromCol for $name {
-            fn from_col(v: crate::engine::ColRef<'_>, index: usize) -> DbResult<Self> {
-                let s = String::from_col(v, index)?;
-                $name::parse(&s).ok_or_else(|| {
-                    crate::engine::DbError::decode(
-                        index,
-                        format!(concat!("not a ", stringify!($name), ": {:?}"), s),
-                    )
-                })
-            }
-        }
-    };
-}
-
-vocabulary!(
+openhive_core::closed_vocabulary! {
     /// Where a link (peer, hive) stands.
-    LinkState {
+    pub enum LinkState ("link state", expected "handshaking, backfilling, active or left") {
         Handshaking = "handshaking",
         Backfilling = "backfilling",
         Active = "active",
         /// No more push or pull; kept for its history.
         Left = "left",
     }
-);
+}
 
-vocabulary!(
+openhive_core::closed_vocabulary! {
     /// How a peer is doing.
-    PeerStatus {
+    pub enum PeerStatus ("peer status", expected "pending, active, error or unreachable") {
         Pending = "pending",
         Active = "active",
         Error = "error",
         Unreachable = "unreachable",
     }
-);
+}
 
-vocabulary!(
+openhive_core::closed_vocabulary! {
     /// How we learned of a peer.
-    PeerSource {
+    pub enum PeerSource ("peer source", expected "api, config or handshake") {
         Api = "api",
         Config = "config",
         Handshake = "handshake",
     }
-);
+}
 
-/// Link states (the strings of [`LinkState`]).
-pub const STATE_HANDSHAKING: LinkState = LinkState::Handshaking;
-pub const STATE_BACKFILLING: LinkState = LinkState::Backfilling;
-pub const STATE_ACTIVE: LinkState = LinkState::Active;
-pub const STATE_LEFT: LinkState = LinkState::Left;
-
-/// Peer sources (the strings of [`PeerSource`]).
-pub const SOURCE_API: PeerSource = PeerSource::Api;
-pub const SOURCE_CONFIG: PeerSource = PeerSource::Config;
-pub const SOURCE_HANDSHAKE: PeerSource = PeerSource::Handshake;
+crate::engine::text_column!(LinkState, PeerStatus, PeerSource);
 
 /// Counter names (table `counters`).
 pub const RATE_LIMITED: &str = "sync_rate_limited";
@@ -323,7 +268,7 @@ pub fn upsert_handshake_peer(
         (Some(a), Some(b)) if a.id != b.id => {
             // Keep the configured row (b has the endpoint an admin entered) if a was only
             // learned; otherwise keep a. Move the links of the dropped row over.
-            let (keep, drop) = if a.source == SOURCE_HANDSHAKE {
+            let (keep, drop) = if a.source == PeerSource::Handshake {
                 (b, a)
             } else {
                 (a, b)
@@ -583,7 +528,7 @@ pub fn set_link_state(
         conn,
         &ConsumerId::peer(peer_id),
         hive_id,
-        state != STATE_LEFT,
+        state != LinkState::Left,
     )?;
     Ok(())
 }

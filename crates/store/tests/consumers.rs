@@ -20,18 +20,18 @@ fn low_water_mark_is_the_lowest_live_cursor_and_cursors_never_pass_the_head() {
             c,
             "a",
             "http://a/sync/v1",
-            sync_state::SOURCE_API,
+            sync_state::PeerSource::Api,
             1,
         )?;
         let (b, _) = sync_state::upsert_configured_peer(
             c,
             "b",
             "http://b/sync/v1",
-            sync_state::SOURCE_API,
+            sync_state::PeerSource::Api,
             1,
         )?;
-        sync_state::ensure_link(c, &a.id, &hive, sync_state::STATE_ACTIVE)?;
-        sync_state::ensure_link(c, &b.id, &hive, sync_state::STATE_ACTIVE)?;
+        sync_state::ensure_link(c, &a.id, &hive, sync_state::LinkState::Active)?;
+        sync_state::ensure_link(c, &b.id, &hive, sync_state::LinkState::Active)?;
         // Links are consumers of the log.
         let list = consumers::for_hive(c, &hive)?;
         assert_eq!(list.len(), 2);
@@ -58,7 +58,7 @@ fn low_water_mark_is_the_lowest_live_cursor_and_cursors_never_pass_the_head() {
         // A link that left stops holding the mark down; reopening it makes it count again.
         sync_state::mark_left(c, &b.id, &hive)?;
         assert_eq!(consumers::low_water_mark(c, &hive)?, Some(7));
-        sync_state::ensure_link(c, &b.id, &hive, sync_state::STATE_HANDSHAKING)?;
+        sync_state::ensure_link(c, &b.id, &hive, sync_state::LinkState::Handshaking)?;
         assert_eq!(consumers::low_water_mark(c, &hive)?, Some(4));
 
         // Deleting a peer removes its consumers.

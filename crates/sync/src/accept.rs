@@ -245,12 +245,12 @@ pub(crate) fn accept(
     let peer_id =
         sync_state::upsert_handshake_peer(tx, inst, &hello.instance_name, &hello.endpoint, now)?;
     if let Role::Responder = role {
-        sync_state::ensure_link(tx, &peer_id, hive_id, sync_state::STATE_BACKFILLING)?;
+        sync_state::ensure_link(tx, &peer_id, hive_id, sync_state::LinkState::Backfilling)?;
     }
     if sync_state::link(tx, &peer_id, hive_id)?
-        .is_some_and(|l| l.state == sync_state::STATE_HANDSHAKING)
+        .is_some_and(|l| l.state == sync_state::LinkState::Handshaking)
     {
-        sync_state::set_link_state(tx, &peer_id, hive_id, sync_state::STATE_BACKFILLING)?;
+        sync_state::set_link_state(tx, &peer_id, hive_id, sync_state::LinkState::Backfilling)?;
     }
     sync_state::set_token_out(tx, &peer_id, hive_id, Some(&hello.token))?;
     sync_state::add_member(tx, hive_id, inst)?;

@@ -166,7 +166,7 @@ fn peer_view(c: &openhive_store::Conn<'_>, p: PeerRow) -> Result<PeerView, Store
     let mut shared = Vec::new();
     for l in sync_state::links_for_peer(c, &p.id)? {
         let head = log::head(c, &l.hive_id)?;
-        if l.state != sync_state::STATE_LEFT {
+        if l.state != sync_state::LinkState::Left {
             shared.push(l.hive_name.clone());
         }
         groups.push(PeerGroupView {
@@ -205,7 +205,7 @@ fn group_view(
         local_seq: log::head(c, &g.hive_id)?,
         peer_count: sync_state::links_for_hive(c, &g.hive_id)?
             .iter()
-            .filter(|l| l.state != sync_state::STATE_LEFT)
+            .filter(|l| l.state != sync_state::LinkState::Left)
             .count(),
         name: g.hive_name,
         hive_id: g.hive_id,
@@ -288,7 +288,7 @@ pub async fn delete_group(h: &SyncHandle, name: &str) -> Result<(), SyncError> {
             let mut leaves = Vec::new();
             for l in sync_state::links_for_hive(tx, &g.hive_id)? {
                 if let (Some(t), Some(p)) = (l.token_out, sync_state::peer_by_id(tx, &l.peer_id)?)
-                    && l.state != sync_state::STATE_LEFT
+                    && l.state != sync_state::LinkState::Left
                 {
                     leaves.push((p.endpoint, t, g.hive_name.clone()));
                 }
@@ -312,7 +312,7 @@ pub async fn resync(h: &SyncHandle, name: &str) -> Result<ResyncResult, SyncErro
             sync_state::reset_received(tx, &g.hive_id)?;
             let peers: Vec<String> = sync_state::links_for_hive(tx, &g.hive_id)?
                 .into_iter()
-                .filter(|l| l.state != sync_state::STATE_LEFT)
+                .filter(|l| l.state != sync_state::LinkState::Left)
                 .map(|l| l.peer_id)
                 .collect();
             Ok((g.hive_id, peers))
@@ -393,7 +393,8 @@ fn share_hives(
     for name in hives_ {
         let hive_id = hives::ensure_log(tx, name)?;
         changed |= sync_state::ensure_group(tx, &hive_id, name, me, now)?;
-        changed |= sync_state::ensure_link(tx, peer_id, &hive_id, sync_state::STATE_HANDSHAKING)?;
+        changed |=
+            sync_state::ensure_link(tx, peer_id, &hive_id, sync_state::LinkState::Handshaking)?;
     }
     Ok(changed)
 }
@@ -432,13 +433,13 @@ pub async fn add_peer_with_source(
 
 /// `POST /api/v1/sync/peers`.
 pub async fn add_peer(h: &SyncHandle, input: AddPeer) -> Result<(PeerView, bool), SyncError> {
-    add_peer_with_source(h, input, sync_state::SOURCE_API).await
+    add_peer_with_source(h, input, sync_state::PeerSource::Api).await
 }
 
 /// Seeds `[[sync.peers]]` from the configuration at start.
 pub async fn seed_config_peers(h: &SyncHandle, peers: Vec<AddPeer>) -> Result<(), SyncError> {
     for p in peers {
-        add_peer_with_source(h, p, sync_state::SOURCE_CONFIG).await?;
+        add_peer_with_source(h, p, sync_state::PeerSource::Config).await?;
     }
     Ok(())
 }
@@ -502,7 +503,7 @@ pub async fn update_peer(
             let mut leaves = Vec::new();
             if let Some(want) = &patch.shared_hives {
                 for l in sync_state::links_for_peer(tx, &p.id)? {
-                    if l.state != sync_state::STATE_LEFT && !want.contains(&l.hive_name) {
+                    if l.state != sync_state::LinkState::Left && !want.contains(&l.hive_name) {
                         if let Some(t) = &l.token_out {
                             leaves.push((p.endpoint.clone(), t.clone(), l.hive_name.clone()));
                         }
@@ -530,7 +531,7 @@ pub async fn delete_peer(h: &SyncHandle, id: &str) -> Result<(), SyncError> {
             let mut leaves = Vec::new();
             for l in sync_state::links_for_peer(tx, &p.id)? {
                 if let Some(t) = l.token_out
-                    && l.state != sync_state::STATE_LEFT
+                    && l.state != sync_state::LinkState::Left
                 {
                     leaves.push((p.endpoint.clone(), t, l.hive_name));
                 }
@@ -553,7 +554,7 @@ pub async fn test_peer(h: &SyncHandle, id: &str) -> Result<TestResult, SyncError
             let p = sync_state::peer_by_id(c, &id)?.ok_or_else(peer_not_found)?;
             let l = sync_state::links_for_peer(c, &p.id)?
                 .into_iter()
-                .find(|l| l.token_out.is_some() && l.state != sync_state::STATE_LEFT);
+                .find(|l| l.token_out.is_some() && l.state != sync_state::LinkState::Left);
             Ok((p, l))
         })
         .await?;
@@ -650,7 +651,7 @@ pub async fn federation_section(h: &SyncHandle) -> Result<FederationSync, SyncEr
                 peers: g
                     .peers
                     .into_iter()
-                    .filter(|p| p.state != sync_state::STATE_LEFT.as_str())
+                    .filter(|p| p.state != sync_state::LinkState::Left.as_str())
                     .map(|p| FedPeer {
                         name: p.name,
                         instance_id: p.instance_id,

@@ -88,7 +88,7 @@ pub(crate) fn apply(
     let mut out = Applied {
         links: sync_state::links_for_peer(tx, peer_id)?
             .into_iter()
-            .filter(|l| l.state != sync_state::STATE_LEFT)
+            .filter(|l| l.state != sync_state::LinkState::Left)
             .collect(),
         ..Applied::default()
     };

@@ -50,7 +50,7 @@ async fn round(h: &SyncHandle) -> Result<(), StoreError> {
             for p in sync_state::list_peers(c)? {
                 let links: Vec<LinkRow> = sync_state::links_for_peer(c, &p.id)?
                     .into_iter()
-                    .filter(|l| l.state != sync_state::STATE_LEFT && l.token_out.is_some())
+                    .filter(|l| l.state != sync_state::LinkState::Left && l.token_out.is_some())
                     .collect();
                 if !links.is_empty() && p.instance_id.is_some() {
                     out.push((p, links));

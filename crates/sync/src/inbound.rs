@@ -78,7 +78,7 @@ async fn confirm_at_configured_endpoint(
         .store()
         .read(move |c| -> Result<bool, SyncError> {
             Ok(sync_state::peer_by_endpoint(c, &ep)?
-                .is_some_and(|p| p.source != sync_state::SOURCE_HANDSHAKE))
+                .is_some_and(|p| p.source != sync_state::PeerSource::Handshake))
         })
         .await?;
     if !configured {
@@ -134,7 +134,7 @@ pub async fn handshake(
             let now = now_ms();
             if !secret_ok {
                 let configured = sync_state::peer_by_endpoint(tx, &hl.endpoint)?
-                    .is_some_and(|p| p.source != sync_state::SOURCE_HANDSHAKE);
+                    .is_some_and(|p| p.source != sync_state::PeerSource::Handshake);
                 if !configured {
                     return Err(SyncError::Forbidden(
                         "Invalid or missing handshake secret, and the endpoint is not a configured peer"

@@ -186,7 +186,7 @@ async fn step(
     else {
         return Ok(Step::Stop);
     };
-    if link.state == sync_state::STATE_LEFT {
+    if link.state == sync_state::LinkState::Left {
         return Ok(Step::Stop);
     }
     let label = peer_label(&peer);
@@ -322,7 +322,8 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
         .write(move |tx| -> Result<_, StoreError> {
             // We only complete a link that is still there: the admin may have deleted the
             // peer or the group, or the peer may have left, while the request was in flight.
-            if sync_state::link(tx, &p, &hv)?.is_none_or(|l| l.state == sync_state::STATE_LEFT) {
+            if sync_state::link(tx, &p, &hv)?.is_none_or(|l| l.state == sync_state::LinkState::Left)
+            {
                 return Ok(None);
             }
             accept::accept(tx, &hv, &hl, Role::Initiator { peer_id: &p }, now_ms()).map(Some)
@@ -418,7 +419,7 @@ async fn pull_all(
                 sync_state::count_events(tx, &p, &hv, r.accepted as i64, r.rejected as i64)?;
                 sync_state::record_contact(tx, &p, now)?;
                 if !has_more {
-                    sync_state::set_link_state(tx, &p, &hv, sync_state::STATE_ACTIVE)?;
+                    sync_state::set_link_state(tx, &p, &hv, sync_state::LinkState::Active)?;
                     sync_state::set_link_error(tx, &p, &hv, None)?;
                 }
                 Ok(r)

@@ -76,11 +76,11 @@ pub(crate) fn forget_refused(
     let Some(link) = sync_state::link(tx, peer_id, hive_id)? else {
         return Ok(false);
     };
-    if link.state == sync_state::STATE_LEFT || link.token_out.as_deref() != Some(refused) {
+    if link.state == sync_state::LinkState::Left || link.token_out.as_deref() != Some(refused) {
         return Ok(false);
     }
     sync_state::set_token_out(tx, peer_id, hive_id, None)?;
-    sync_state::set_link_state(tx, peer_id, hive_id, sync_state::STATE_HANDSHAKING)?;
+    sync_state::set_link_state(tx, peer_id, hive_id, sync_state::LinkState::Handshaking)?;
     Ok(true)
 }
 

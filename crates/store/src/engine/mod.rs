@@ -412,6 +412,31 @@ impl<T: FromCol> FromCol for Option<T> {
     }
 }
 
+/// Binds and reads a closed vocabulary (`as_str` / `parse`, e.g. one declared with
+/// `openhive_core::closed_vocabulary!`) as its text; a stored value outside it fails to
+/// decode (which the store reports as corruption).
+#[macro_export]
+macro_rules! text_column {
+    ($($t:ty),+ $(,)?) => {$(
+        impl $crate::engine::ToParam for $t {
+            fn to_param(&self) -> $crate::engine::Param<'_> {
+                $crate::engine::Param::Text(self.as_str())
+            }
+        }
+
+        impl $crate::engine::FromCol for $t {
+            fn from_col(
+                v: $crate::engine::ColRef<'_>,
+                index: usize,
+            ) -> $crate::engine::DbResult<Self> {
+                let s = <String as $crate::engine::FromCol>::from_col(v, index)?;
+                <$t>::parse(&s).map_err(|e| $crate::engine::DbError::decode(index, e.to_string()))
+            }
+        }
+    )+};
+}
+pub use crate::text_column;
+
 /// A column index (kept generic so `r.get::<_, T>(i)` reads as it does in rusqlite).
 pub trait ColIndex {
     fn index(&self) -> usize;
