@@ -532,22 +532,6 @@ impl Backend for PgBackend {
         }
         Ok(())
     }
-
-    fn release(&self, name: &str) -> Result<(), StoreError> {
-        let key = lease_key(name);
-        let mut l = self
-            .leases
-            .lock()
-            .map_err(|_| StoreError::Task("lease lock poisoned".into()))?;
-        if l.held.remove(&key)
-            && let Some(client) = l.client.as_mut()
-        {
-            client
-                .execute("SELECT pg_advisory_unlock($1)", &[&key])
-                .map_err(store_err)?;
-        }
-        Ok(())
-    }
 }
 
 /// Forwards notifications of `channel` until the receiver is dropped; reconnects (after a

@@ -113,10 +113,6 @@ impl DbError {
     pub fn is_unique_violation(&self) -> bool {
         self.kind == DbErrorKind::UniqueViolation
     }
-
-    pub fn is_connection_lost(&self) -> bool {
-        self.kind == DbErrorKind::ConnectionLost
-    }
 }
 
 pub type DbResult<T> = std::result::Result<T, DbError>;
@@ -505,14 +501,10 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
     /// Tries to take the lease `key` for this process: true if this process holds it now.
-    /// A lease is held until [`Backend::release`] or until the process dies. Where one
+    /// A lease is held until [`Backend::release_all`] or until the process dies. Where one
     /// process owns the data, every lease is granted.
     fn try_lease(&self, _key: &str) -> Result<bool, crate::StoreError> {
         Ok(true)
-    }
-    /// Gives a lease back.
-    fn release(&self, _key: &str) -> Result<(), crate::StoreError> {
-        Ok(())
     }
     /// Gives every lease of this process back (graceful shutdown: another process takes
     /// over at once instead of when this one exits).
