@@ -2,7 +2,7 @@
 //! the JSON error shape, are counted, and nothing half-applied remains.
 
 use crate::harness::{Opts, assert_error, json, spawn};
-use crate::sync_util::{create_hive, get};
+use crate::sync_util::{get, post};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -14,7 +14,19 @@ async fn a_full_write_queue_answers_503_with_retry_after() {
         ..Opts::local()
     })
     .await;
-    create_hive(&s, "busy").await;
+    // With one slot, a background write at start-up (e.g. the local admin) may hold it, so
+    // even the hive creation may be refused; retry it until it lands.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, b) = post(&s, "/hives", json!({"name": "busy", "description": "d"})).await;
+        match st {
+            StatusCode::CREATED => break,
+            StatusCode::SERVICE_UNAVAILABLE if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            _ => panic!("{st} {b}"),
+        }
+    }
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut created, mut refused) = (0u64, 0u64);
