@@ -12,7 +12,9 @@
 //! - [`hive`]: the closed vocabularies of a hive's state (setting keys and values, post
 //!   permissions, membership states).
 //! - [`order`]: versions and the conflict-resolution orderings (LWW, owner-preferring).
-//! - [`validate`]: names and limits shared by the API and the materializer.
+//! - [`validate`]: names, limits and the control-character rule, shared by the API and the
+//!   materializer.
+//! - [`seal`]: sealing of secrets the database holds (XChaCha20-Poly1305).
 //! - [`time`]: milliseconds since the epoch and their RFC 3339 rendering.
 
 pub mod event;
@@ -20,6 +22,7 @@ pub mod hive;
 pub mod ids;
 pub mod order;
 pub mod payload;
+pub mod seal;
 pub mod signing;
 pub mod time;
 pub mod validate;

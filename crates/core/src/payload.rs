@@ -328,7 +328,11 @@ impl Payload {
                 let p: PostCreated = parse(s)?;
                 own_id(&p.post_id, Kind::Post, ev, "post_id")?;
                 speaks_for(&p.author.instance_id, ev, "author")?;
+                validate::text(&p.author.name, "author name").map_err(|e| bad(&e))?;
                 validate::post_title(&p.title).map_err(|e| bad(&e))?;
+                if let Some(c) = &p.content {
+                    validate::post_content(c).map_err(|e| bad(&e))?;
+                }
                 Payload::PostCreated(p)
             }
             EventType::PostUpdated => {
@@ -338,6 +342,9 @@ impl Payload {
                 speaks_for(&p.updated_by.instance_id, ev, "updated_by")?;
                 if let Some(t) = &p.title {
                     validate::post_title(t).map_err(|e| bad(&e))?;
+                }
+                if let Some(c) = &p.content {
+                    validate::post_content(c).map_err(|e| bad(&e))?;
                 }
                 Payload::PostUpdated(p)
             }
@@ -355,6 +362,7 @@ impl Payload {
                 let p: CommentCreated = parse(s)?;
                 own_id(&p.comment_id, Kind::Comment, ev, "comment_id")?;
                 speaks_for(&p.author.instance_id, ev, "author")?;
+                validate::text(&p.author.name, "author name").map_err(|e| bad(&e))?;
                 validate::comment_content(&p.content).map_err(|e| bad(&e))?;
                 if p.parent_comment_id.as_deref() == Some(p.comment_id.as_str()) {
                     return Err(bad("a comment cannot be its own parent"));

@@ -23,6 +23,10 @@ const SPKI_PREFIX: [u8; 12] = [
 pub enum KeyError {
     #[error("public key is not base64 of a 44-byte Ed25519 SPKI")]
     BadPublicKey,
+    #[error("public key is a small-order (weak) Ed25519 point")]
+    WeakPublicKey,
+    #[error("public key is not canonically encoded")]
+    NonCanonicalPublicKey,
     #[error("signature is not base64 of 64 bytes")]
     BadSignatureEncoding,
     #[error("signature does not verify")]
@@ -70,6 +74,19 @@ impl InstanceKey {
         PublicKey(self.key.verifying_key())
     }
 
+    /// A 32-byte secret for `purpose`, derived from the seed (SHA-256 of a domain label, the
+    /// purpose and the seed): keys for local use (sealing stored secrets) that live only
+    /// where the instance key lives, the 0600 key file.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"openhive derived secret v1\0");
+        h.update(purpose.as_bytes());
+        h.update(b"\0");
+        h.update(self.key.to_bytes());
+        h.finalize().into()
+    }
+
     /// Signs `msg` and returns the base64 signature.
     pub fn sign_b64(&self, msg: &[u8]) -> String {
         B64.encode(self.key.sign(msg).to_bytes())
@@ -94,15 +111,31 @@ impl PublicKey {
         B64.encode(der)
     }
 
+    /// Parses a peer's key. The one place every key from outside is parsed (handshakes,
+    /// rosters, stored keys), so it refuses, besides malformed input:
+    /// - small-order ("weak") points, such as the all-zero key: a signature can verify
+    ///   under them for almost any message, and since the first key learned for an instance
+    ///   wins, accepting one would pin that instance to a key nothing meaningfully verifies
+    ///   against;
+    /// - non-canonical encodings (a y coordinate ≥ p, a sign bit on x = 0, a base64 text
+    ///   other than the standard one): one key, one text, so keys compare as strings.
     pub fn from_base64(s: &str) -> Result<Self, KeyError> {
         let der = B64.decode(s).map_err(|_| KeyError::BadPublicKey)?;
         if der.len() != 44 || der[..12] != SPKI_PREFIX {
             return Err(KeyError::BadPublicKey);
         }
+        if B64.encode(&der) != s {
+            return Err(KeyError::NonCanonicalPublicKey);
+        }
         let raw: [u8; 32] = der[12..].try_into().map_err(|_| KeyError::BadPublicKey)?;
-        VerifyingKey::from_bytes(&raw)
-            .map(PublicKey)
-            .map_err(|_| KeyError::BadPublicKey)
+        let key = VerifyingKey::from_bytes(&raw).map_err(|_| KeyError::BadPublicKey)?;
+        if key.to_edwards().compress().to_bytes() != raw {
+            return Err(KeyError::NonCanonicalPublicKey);
+        }
+        if key.is_weak() {
+            return Err(KeyError::WeakPublicKey);
+        }
+        Ok(PublicKey(key))
     }
 
     /// Strict verification of a base64 signature over `msg`.
@@ -176,6 +209,50 @@ mod tests {
         assert_eq!(PublicKey::from_base64(&k.to_base64()), Ok(k));
         assert!(PublicKey::from_base64("AAAA").is_err());
         assert!(PublicKey::from_base64("not base64!").is_err());
+    }
+
+    fn spki(raw: [u8; 32]) -> String {
+        let mut der = SPKI_PREFIX.to_vec();
+        der.extend_from_slice(&raw);
+        B64.encode(der)
+    }
+
+    #[test]
+    fn weak_and_non_canonical_keys_are_refused() {
+        // The all-zero key decodes to a point of order 4; the identity (y = 1) has order 1.
+        assert_eq!(
+            PublicKey::from_base64(&spki([0; 32])),
+            Err(KeyError::WeakPublicKey)
+        );
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(
+            PublicKey::from_base64(&spki(identity)),
+            Err(KeyError::WeakPublicKey)
+        );
+        // y = p + 1 encodes the identity again, non-canonically (y >= p).
+        let mut y_over_p = [0xffu8; 32];
+        y_over_p[0] = 0xee;
+        y_over_p[31] = 0x7f;
+        assert_eq!(
+            PublicKey::from_base64(&spki(y_over_p)),
+            Err(KeyError::NonCanonicalPublicKey)
+        );
+        // A real key with its x sign bit flipped is another (valid) point, but the key with
+        // y = 1 and the sign bit set (x = 0 cannot be negative) is not canonical.
+        let mut neg_zero = identity;
+        neg_zero[31] |= 0x80;
+        assert!(PublicKey::from_base64(&spki(neg_zero)).is_err());
+        // Base64 with non-zero padding bits decodes to the same bytes: refused too.
+        let good = InstanceKey::generate().public().to_base64();
+        assert!(PublicKey::from_base64(&good).is_ok());
+        let last = good.len() - 2; // the character before the single '='
+        let mut alt = good.clone().into_bytes();
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let idx = alphabet.iter().position(|c| *c == alt[last]).unwrap_or(0);
+        alt[last] = alphabet[idx ^ 1];
+        let alt = String::from_utf8(alt).unwrap_or_default();
+        assert!(PublicKey::from_base64(&alt).is_err(), "{alt}");
     }
 
     #[test]

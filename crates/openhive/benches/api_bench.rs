@@ -87,6 +87,7 @@ async fn latency(http: &reqwest::Client, url: &str, n: usize) -> (f64, f64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    openhive_sync::client::install_crypto_provider();
     let big: usize = std::env::var("OPENHIVE_BENCH_POSTS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -189,6 +189,7 @@ fn table(rows: &[Results], clients: usize, secs: u64, samples: usize, n: usize) 
 }
 
 fn main() {
+    openhive_sync::client::install_crypto_provider();
     let clients: usize = env_or("OPENHIVE_BENCH_CLIENTS", 16).max(1);
     let secs: u64 = env_or("OPENHIVE_BENCH_WRITE_SECS", 10).max(1);
     let samples: usize = env_or("OPENHIVE_BENCH_PROPAGATION", 300).max(1);

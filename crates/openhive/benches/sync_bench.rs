@@ -131,6 +131,7 @@ async fn convergence(http: &reqwest::Client, per_writer: usize) {
 }
 
 fn main() {
+    openhive_sync::client::install_crypto_provider();
     let n: usize = std::env::var("OPENHIVE_BENCH_BACKFILL")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -4,6 +4,8 @@ use openhive_server::cli::{Cli, Command};
 use openhive_server::config::Config;
 
 fn main() -> anyhow::Result<()> {
+    // Before any HTTP client is built (reqwest's TLS needs a process-wide crypto provider).
+    openhive_sync::client::install_crypto_provider();
     let cli = Cli::parse();
     // The demo draws a live status line: keep its logs to warnings unless RUST_LOG says more,
     // and leave out the retried handshakes of its own staggered setup.

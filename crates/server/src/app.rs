@@ -144,9 +144,11 @@ pub type OpenStore = fn(&Config) -> anyhow::Result<Store>;
 /// Opens everything and starts serving. See the module docs.
 pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<RunningServer> {
     config.validate().context("invalid configuration")?;
+    openhive_sync::client::install_crypto_provider();
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    crate::identity::restrict_data_dir(&data_dir)?;
 
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
@@ -167,6 +169,7 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         let store = open_store(&cfg).context("opening the database")?;
         let identity =
             Identity::load_or_create(&cfg, &store).context("loading the instance identity")?;
+        configure_store(&store, &cfg, &identity)?;
         Ok((store, identity))
     })
     .await
@@ -213,16 +216,9 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
     }
     let app = crate::http::router(state.clone());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let join = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = shutdown_rx.await;
-        })
-        .await
-    });
+    let join = tokio::spawn(crate::http::serve::serve(listener, app, async {
+        let _ = shutdown_rx.await;
+    }));
     Ok(RunningServer {
         addr,
         state,
@@ -231,6 +227,42 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         background,
     })
 }
+
+/// Gives the store what its SQL needs besides the database: the bounds of the queue of
+/// events waiting for a key (`[sync] max_waiting_*`), and the key sealing the tokens we
+/// present to peers (derived from the instance key, so it lives only in the 0600 key file).
+/// Tokens an older version stored in clear are sealed now, and keys it learned that are no
+/// keys (weak, non-canonical) are forgotten.
+fn configure_store(store: &Store, config: &Config, identity: &Identity) -> anyhow::Result<()> {
+    let seal = openhive_core::seal::SealKey::new(&identity.key.derive_secret(TOKEN_SEAL_PURPOSE));
+    let waiting = openhive_store::WaitingLimits {
+        per_peer: config.sync.max_waiting_per_peer,
+        total: config.sync.max_waiting_total,
+    };
+    store.configure(|c| {
+        c.seal_key = Some(seal);
+        c.waiting = waiting;
+    });
+    let sealed = store
+        .write_blocking(openhive_store::sync_state::reseal_tokens)
+        .context("sealing stored peer tokens")?;
+    if sealed > 0 {
+        tracing::info!(
+            tokens = sealed,
+            "sealed peer tokens stored in clear by an older version"
+        );
+    }
+    let forgotten = store
+        .write_blocking(openhive_store::keys::forget_invalid)
+        .context("checking stored instance keys")?;
+    for instance in forgotten {
+        tracing::warn!(%instance, "forgot a stored weak or non-canonical signing key");
+    }
+    Ok(())
+}
+
+/// What the token sealing key is derived for (see [`configure_store`]).
+const TOKEN_SEAL_PURPOSE: &str = "peer-token-sealing";
 
 /// Feeds the commit notices of other app processes to the fan-out, in commit order.
 fn spawn_commit_listener(
@@ -307,7 +339,11 @@ async fn start_sync(
     // engine wakes its own outboxes for relay).
     let fan = fanout.clone();
     let on_changes: openhive_sync::OnChanges = Arc::new(move |changes| fan.publish(changes));
-    let sync = SyncEngine::start(store.clone(), me, settings, on_changes)
+    let client = openhive_sync::client::ClientOptions {
+        ca_file: c.ca_file.clone(),
+    };
+    let sync = client
+        .scope(SyncEngine::start(store.clone(), me, settings, on_changes))
         .await
         .context("starting hive sync")?;
     let notify = sync.clone();

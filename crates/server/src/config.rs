@@ -171,6 +171,15 @@ pub struct SyncConfig {
     pub backoff_initial_ms: u64,
     /// Cap of the retry delay.
     pub backoff_max_secs: u64,
+    /// Most events one peer may have delivered that wait for an unknown origin key; beyond
+    /// it that peer's further such events are refused (reported rejected, counted).
+    pub max_waiting_per_peer: i64,
+    /// Most events waiting for an unknown origin key, in all.
+    pub max_waiting_total: i64,
+    /// PEM file of extra CA certificates trusted for `https://` peer endpoints (besides
+    /// the system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -186,6 +195,9 @@ impl Default for SyncConfig {
             rate_limit_burst: 100_000,
             backoff_initial_ms: 1000,
             backoff_max_secs: 60,
+            max_waiting_per_peer: 10_000,
+            max_waiting_total: 100_000,
+            ca_file: None,
             peers: Vec::new(),
         }
     }
@@ -263,6 +275,10 @@ impl Config {
         {
             return bad("storage.url is required when storage.engine = \"postgres\"".into());
         }
+        if let Err(e) = openhive_core::validate::display_name(&self.instance.name, "instance.name")
+        {
+            return bad(e);
+        }
         if self.storage.write_queue == 0 {
             return bad("storage.write_queue must be greater than 0".into());
         }
@@ -289,6 +305,14 @@ impl Config {
                 "sync.rate_limit_events_per_sec and sync.rate_limit_burst must be > 0".into(),
             );
         }
+        if self.sync.max_waiting_per_peer < 1 || self.sync.max_waiting_total < 1 {
+            return bad("sync.max_waiting_per_peer and sync.max_waiting_total must be > 0".into());
+        }
+        if let Some(f) = &self.sync.ca_file
+            && !f.is_file()
+        {
+            return bad(format!("sync.ca_file {} is not a file", f.display()));
+        }
         for cidr in &self.sync.allowed_cidrs {
             if !valid_cidr(cidr) {
                 return bad(format!(
@@ -299,6 +323,9 @@ impl Config {
         for p in &self.sync.peers {
             if p.name.trim().is_empty() {
                 return bad("sync.peers: name must not be empty".into());
+            }
+            if let Err(e) = openhive_core::validate::display_name(&p.name, "name") {
+                return bad(format!("sync.peers: {e}"));
             }
             if openhive_core::validate::url(&p.sync_endpoint).is_err() {
                 return bad(format!(

@@ -48,6 +48,7 @@ async fn call(
 
 /// Runs the demo until Ctrl-C.
 pub async fn run(open_store: crate::app::OpenStore) -> anyhow::Result<()> {
+    openhive_sync::client::install_crypto_provider();
     let http = reqwest::Client::new();
     let mut nodes = Vec::new();
     for name in NAMES {

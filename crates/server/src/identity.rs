@@ -6,7 +6,9 @@
 //! - `<data_dir>/admin.key` (0600): the admin key accepted in `X-Admin-Key`. Only its path is
 //!   ever printed; the process keeps only its hash;
 //! - the built-in admin agent `local` (no API key), used by local auth mode; its id is in
-//!   `instance_meta.local_agent_id`.
+//!   `instance_meta.local_agent_id`;
+//! - the data directory itself is 0700 ([`restrict_data_dir`]); key files found readable by
+//!   others are made 0600 when read.
 
 use crate::config::Config;
 use openhive_core::ids::{self, Kind};
@@ -197,7 +199,36 @@ fn ensure_local_agent(
     Ok(row.id)
 }
 
+/// Makes the data directory the owner's only (0700): it holds the keys and, on SQLite, the
+/// database. Files in it are created 0600 (keys here, the database by its engine).
+pub fn restrict_data_dir(dir: &Path) -> Result<(), IdentityError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir)
+            .map_err(io_err("reading", dir))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err("restricting the permissions of", dir))?;
+        }
+    }
+    Ok(())
+}
+
 fn read_secret_file(path: &Path) -> Result<Option<String>, IdentityError> {
+    #[cfg(unix)]
+    {
+        // A key file left readable by others (copied in, or by hand) is made private.
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err("restricting the permissions of", path))?;
+        }
+    }
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s.trim().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -11,6 +11,7 @@
 //!   (API writes) fails fast with [`StoreError::Overloaded`] instead of queueing more;
 //! - reads run on tokio's blocking pool, one hop per closure, never per statement.
 
+use crate::context::StoreContext;
 use crate::engine::{Backend, Conn, Engine, WriterSession};
 use crate::error::{Result, StoreError};
 use crate::params;
@@ -47,7 +48,20 @@ struct Inner {
     room: Arc<tokio::sync::Semaphore>,
     capacity: usize,
     refused: AtomicU64,
+    /// One permit per pooled reader: an async read waits here, not on a blocking thread, so
+    /// the blocking threads reads use stay bounded by the pool whatever the concurrency.
+    reads: Arc<tokio::sync::Semaphore>,
     backend: Arc<dyn Backend>,
+    /// Settings and secrets the connections carry (see [`crate::context`]); shared with the
+    /// writer thread, which takes the current one per transaction.
+    ctx: SharedContext,
+}
+
+type SharedContext = Arc<std::sync::RwLock<Arc<StoreContext>>>;
+
+fn current(ctx: &SharedContext) -> Arc<StoreContext> {
+    ctx.read()
+        .map_or_else(|e| e.into_inner().clone(), |g| g.clone())
 }
 
 /// Most write closures committed together in one transaction (group commit).
@@ -110,7 +124,11 @@ where
 /// The writer thread: takes every queued write (up to [`MAX_BATCH`]), runs each in its own
 /// savepoint inside one transaction, commits once, then answers each caller. A failing
 /// closure rolls back only its own savepoint. Nobody is answered before the commit.
-fn writer_loop(mut wc: Box<dyn WriterSession>, rx: std::sync::mpsc::Receiver<Command>) {
+fn writer_loop(
+    mut wc: Box<dyn WriterSession>,
+    rx: std::sync::mpsc::Receiver<Command>,
+    ctx: SharedContext,
+) {
     let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
@@ -118,7 +136,7 @@ fn writer_loop(mut wc: Box<dyn WriterSession>, rx: std::sync::mpsc::Receiver<Com
             match cmd {
                 Command::Write(j) => jobs.push(j),
                 Command::Checkpoint(reply) => {
-                    run_batch(wc.as_mut(), std::mem::take(&mut jobs));
+                    run_batch(wc.as_mut(), std::mem::take(&mut jobs), &current(&ctx));
                     let _ = reply.send(wc.checkpoint().map_err(StoreError::from));
                 }
             }
@@ -126,11 +144,11 @@ fn writer_loop(mut wc: Box<dyn WriterSession>, rx: std::sync::mpsc::Receiver<Com
                 next = rx.try_recv().ok();
             }
         }
-        run_batch(wc.as_mut(), std::mem::take(&mut jobs));
+        run_batch(wc.as_mut(), std::mem::take(&mut jobs), &current(&ctx));
     }
 }
 
-fn run_batch(wc: &mut dyn WriterSession, mut jobs: Vec<Box<dyn Job>>) {
+fn run_batch(wc: &mut dyn WriterSession, mut jobs: Vec<Box<dyn Job>>, ctx: &StoreContext) {
     if jobs.is_empty() {
         return;
     }
@@ -142,7 +160,7 @@ fn run_batch(wc: &mut dyn WriterSession, mut jobs: Vec<Box<dyn Job>>) {
         }
         return;
     }
-    let conn = Conn::new(wc.session());
+    let conn = Conn::with_context(wc.session(), ctx);
     let end_tx = |conn: &Conn<'_>| {
         conn.execute_batch("COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
@@ -205,9 +223,11 @@ impl Store {
     pub fn new(backend: Arc<dyn Backend>, opts: &StoreOptions) -> Result<Store> {
         let writer = backend.writer()?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let ctx: SharedContext = Arc::default();
+        let writer_ctx = ctx.clone();
         std::thread::Builder::new()
             .name("openhive-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, rx, writer_ctx))
             .map_err(|e| StoreError::Task(format!("starting the writer thread: {e}")))?;
         let capacity = opts.write_queue.max(1);
         Ok(Store {
@@ -216,9 +236,29 @@ impl Store {
                 room: Arc::new(tokio::sync::Semaphore::new(capacity)),
                 capacity,
                 refused: AtomicU64::new(0),
+                reads: Arc::new(tokio::sync::Semaphore::new(opts.readers.max(1) as usize)),
                 backend,
+                ctx,
             }),
         })
+    }
+
+    /// The context the store's connections carry.
+    pub fn context(&self) -> Arc<StoreContext> {
+        current(&self.inner.ctx)
+    }
+
+    /// Changes the context of every connection lent from now on (call at start-up, before
+    /// serving: a write already queued may still see the previous one).
+    pub fn configure(&self, f: impl FnOnce(&mut StoreContext)) {
+        let mut next = (*self.context()).clone();
+        f(&mut next);
+        let mut slot = self
+            .inner
+            .ctx
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Arc::new(next);
     }
 
     /// The SQLite file, if this store is SQLite.
@@ -320,17 +360,28 @@ impl Store {
             .unwrap_or_else(|_| Err(E::from(StoreError::Task("writer dropped the reply".into()))))
     }
 
-    /// Runs `f` on a pooled read-only connection on the blocking pool.
+    /// Runs `f` on a pooled read-only connection on the blocking pool. At most one blocking
+    /// thread per pooled reader is used: further reads wait (asynchronously) for a turn.
     pub async fn read<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.read_blocking(f))
+        let permit = self
+            .inner
+            .reads
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| E::from(StoreError::Task(e.to_string())))?
+            .map_err(|_| E::from(StoreError::Task("the reader pool is closed".into())))?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            store.read_blocking(f)
+        })
+        .await
+        .map_err(|e| E::from(StoreError::Task(e.to_string())))?
     }
 
     /// [`Store::read`] for code already off the async runtime.
@@ -341,9 +392,10 @@ impl Store {
     {
         let mut f = Some(f);
         let mut out = None;
+        let ctx = self.context();
         self.inner.backend.read(&mut |s| {
             if let Some(f) = f.take() {
-                out = Some(f(&Conn::new(s)));
+                out = Some(f(&Conn::with_context(s, &ctx)));
             }
         })?;
         out.unwrap_or_else(|| Err(E::from(StoreError::Task("the read did not run".into()))))

@@ -6,6 +6,9 @@
 //! Invariants:
 //! - nothing from a peer is logged before its signature verifies against the origin's key;
 //!   events from an origin whose key is unknown wait in `unverified_events`, outside the log;
+//! - that queue is bounded per delivering peer and in total ([`crate::WaitingLimits`], from
+//!   the connection's context): beyond either bound an event is rejected with its reason and
+//!   counted ([`WAITING_REFUSED`]), never stored;
 //! - an event whose target is unknown is logged and parked in `pending_events`, then applied
 //!   as soon as its dependency is applied;
 //! - duplicates (same event id) are dropped before anything else happens.
@@ -25,6 +28,8 @@ use std::collections::{HashMap, VecDeque};
 pub const REJECTED: &str = "events_rejected";
 pub const IGNORED: &str = "events_ignored";
 pub const PENDING_DROPPED: &str = "pending_dropped";
+/// Events refused because the queue of events waiting for a key was full.
+pub const WAITING_REFUSED: &str = "waiting_refused";
 
 /// How long an event may wait for a dependency or a key before it is dropped.
 pub const PENDING_TTL_MS: i64 = 24 * 60 * 60 * 1000;
@@ -181,6 +186,9 @@ pub struct BatchReport {
     pub duplicates: usize,
     pub rejected: usize,
     pub waiting_for_key: usize,
+    /// Of `rejected`: events from an unknown origin refused because the waiting queue was
+    /// full (for the delivering peer, or in total; see [`crate::WaitingLimits`]).
+    pub waiting_refused: usize,
     /// The first few rejections, `(event id, reason)`, for the response and the logs.
     pub rejections: Vec<(String, String)>,
     pub changes: Vec<Change>,
@@ -242,6 +250,9 @@ pub fn ingest_remote_checked(
 ) -> Result<BatchReport> {
     let mut report = BatchReport::default();
     let mut key_cache: HashMap<String, Option<PublicKey>> = HashMap::new();
+    // How many events wait for a key (delivered by `from`, in all): read at the first event
+    // that would wait, then kept up to date as this batch parks more.
+    let mut waiting: Option<(i64, i64)> = None;
     for (i, ev) in events.iter().enumerate() {
         if ev.hive != hive_name {
             report.reject(&ev.id, "event belongs to another hive".into());
@@ -264,7 +275,18 @@ pub fn ingest_remote_checked(
             }
         };
         let Some(key) = key else {
-            park_unverified(conn, hive_id, ev, from, now)?;
+            let (by_peer, total) = match waiting {
+                Some(w) => w,
+                None => waiting_by(conn, from)?,
+            };
+            if let Some(reason) = queue_full(conn.context().waiting, from, by_peer, total) {
+                report.reject(&ev.id, reason);
+                report.waiting_refused += 1;
+                waiting = Some((by_peer, total));
+                continue;
+            }
+            let added = park_unverified(conn, hive_id, ev, from, now)? as i64;
+            waiting = Some((by_peer + added, total + added));
             report.waiting_for_key += 1;
             continue;
         };
@@ -292,6 +314,14 @@ pub fn ingest_remote_checked(
     if report.rejected > 0 {
         counter_add(conn, REJECTED, report.rejected as i64)?;
     }
+    if report.waiting_refused > 0 {
+        tracing::warn!(
+            peer = from,
+            refused = report.waiting_refused,
+            "waiting queue full; events from unknown origins refused"
+        );
+        counter_add(conn, WAITING_REFUSED, report.waiting_refused as i64)?;
+    }
     if report.accepted > 0 {
         // One notice per batch (in chunks), not one per event.
         crate::notify::publish_batch(conn, hive_id, &report.changes)?;
@@ -299,22 +329,66 @@ pub fn ingest_remote_checked(
     Ok(report)
 }
 
-fn park_unverified(conn: &Conn<'_>, hive_id: &str, ev: &Event, from: &str, now: i64) -> Result<()> {
+/// How many events wait for a key: delivered by `from`, and in all.
+fn waiting_by(conn: &Conn<'_>, from: &str) -> Result<(i64, i64)> {
+    let by_peer = conn.query_row(
+        "SELECT COUNT(*) FROM unverified_events WHERE received_from = ?1",
+        [from],
+        |r| r.get(0),
+    )?;
+    let total = conn.query_row("SELECT COUNT(*) FROM unverified_events", (), |r| r.get(0))?;
+    Ok((by_peer, total))
+}
+
+/// Why one more event delivered by `from` may not wait, if the queue is full.
+fn queue_full(
+    limits: crate::WaitingLimits,
+    from: &str,
+    by_peer: i64,
+    total: i64,
+) -> Option<String> {
+    if by_peer >= limits.per_peer {
+        Some(format!(
+            "waiting queue full: {by_peer} events delivered by {from} already wait for their \
+             origin's key (max_waiting_per_peer = {})",
+            limits.per_peer
+        ))
+    } else if total >= limits.total {
+        Some(format!(
+            "waiting queue full: {total} events already wait for their origin's key \
+             (max_waiting_total = {})",
+            limits.total
+        ))
+    } else {
+        None
+    }
+}
+
+/// Parks an event whose origin key is unknown. Returns 1 if it was added, 0 if it was
+/// already waiting.
+fn park_unverified(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    ev: &Event,
+    from: &str,
+    now: i64,
+) -> Result<usize> {
     let json = serde_json::to_string(ev).map_err(|e| crate::StoreError::Invalid(e.to_string()))?;
-    conn.prepare_cached(
-        "INSERT INTO unverified_events
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO unverified_events
            (id, hive_id, origin_instance_id, event_json, received_from, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-    )?
-    .execute(params![
-        ev.id,
-        hive_id,
-        ev.origin_instance_id,
-        json,
-        from,
-        now
-    ])?;
-    Ok(())
+        )?
+        .execute(params![
+            ev.id,
+            hive_id,
+            ev.origin_instance_id,
+            json,
+            from,
+            now
+        ])?;
+    Ok(n)
 }
 
 /// Verifies and ingests the events that waited for `instance_id`'s key (call after the key
@@ -385,9 +459,24 @@ pub fn expire_waiting(conn: &Conn<'_>, now: i64) -> Result<usize> {
     Ok(n)
 }
 
-/// Number of events waiting for a dependency and for a key.
+/// Number of events waiting for a dependency and for a key, instance-wide.
 pub fn waiting_counts(conn: &Conn<'_>) -> Result<(i64, i64)> {
     let p = conn.query_row("SELECT COUNT(*) FROM pending_events", (), |r| r.get(0))?;
     let u = conn.query_row("SELECT COUNT(*) FROM unverified_events", (), |r| r.get(0))?;
+    Ok((p, u))
+}
+
+/// Number of events of the hive `hive_id` waiting for a dependency and for a key.
+pub fn waiting_counts_for(conn: &Conn<'_>, hive_id: &str) -> Result<(i64, i64)> {
+    let p = conn.query_row(
+        "SELECT COUNT(*) FROM pending_events WHERE hive_id = ?1",
+        [hive_id],
+        |r| r.get(0),
+    )?;
+    let u = conn.query_row(
+        "SELECT COUNT(*) FROM unverified_events WHERE hive_id = ?1",
+        [hive_id],
+        |r| r.get(0),
+    )?;
     Ok((p, u))
 }

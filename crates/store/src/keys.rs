@@ -1,7 +1,10 @@
 //! Signing keys of instances, as learned from handshakes and rosters.
 //!
 //! Invariant: the first key learned for an instance id is kept; a different key claimed
-//! later is refused (and logged by the caller), never silently swapped.
+//! later is refused (and logged by the caller), never silently swapped. Only keys
+//! [`PublicKey::from_base64`] accepts are kept: a stored key it refuses (a weak key learned
+//! by a version that did not check) is forgotten at start ([`forget_invalid`]), so it pins
+//! nothing.
 
 use crate::engine::{Conn, OptionalExtension};
 use crate::error::Result;
@@ -50,4 +53,26 @@ pub fn learn(
             Ok(Learned::New)
         }
     }
+}
+
+/// Forgets every stored key that [`PublicKey::from_base64`] refuses (small-order or
+/// non-canonical keys learned before they were checked): such a key verifies nothing, and
+/// while it is stored the instance's real key would be refused as a conflict. Returns the
+/// instance ids whose key was forgotten.
+pub fn forget_invalid(conn: &Conn<'_>) -> Result<Vec<String>> {
+    let rows: Vec<(String, String)> = conn
+        .prepare("SELECT instance_id, signing_key FROM instance_keys")?
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<crate::engine::DbResult<_>>()?;
+    let mut forgotten = Vec::new();
+    for (instance_id, key) in rows {
+        if PublicKey::from_base64(&key).is_err() {
+            conn.execute(
+                "DELETE FROM instance_keys WHERE instance_id = ?1",
+                [&instance_id],
+            )?;
+            forgotten.push(instance_id);
+        }
+    }
+    Ok(forgotten)
 }

@@ -10,6 +10,8 @@
 //!
 //! # Layout
 //! - [`db`]: opening, pragmas, migrations, the writer/reader split.
+//! - [`context`]: settings and secrets (waiting-queue bounds, the token sealing key) the
+//!   connections of a store carry.
 //! - [`log`]: the append-only event log (its header `hive_logs`, seq assignment, dedup,
 //!   paging).
 //! - [`consumers`]: the readers of each log, their cursors and the low-water mark.
@@ -22,6 +24,7 @@ pub mod agents;
 pub mod check;
 pub mod comments;
 pub mod consumers;
+pub mod context;
 pub mod db;
 pub mod engine;
 pub mod error;
@@ -36,6 +39,7 @@ pub mod schema;
 pub mod search;
 pub mod sync_state;
 
+pub use context::{StoreContext, WaitingLimits};
 pub use db::{QueueStats, Store, StoreOptions};
 pub use engine::{Conn, DbError, Engine};
 pub use error::StoreError;

@@ -17,15 +17,23 @@ pub const SQLITE: &[Migration] = &[
         4,
         include_str!("../migrations/sqlite/0004_log_and_consumers.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_waiting_bounds.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
-/// 1 is the whole of SQLite's versions 1-3; version 2 is SQLite's 4.
+/// 1 is the whole of SQLite's versions 1-3; version 2 is SQLite's 4, version 3 SQLite's 5.
 pub const POSTGRES: &[Migration] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (
         2,
         include_str!("../migrations/postgres/0002_log_and_consumers.sql"),
+    ),
+    (
+        3,
+        include_str!("../migrations/postgres/0003_waiting_bounds.sql"),
     ),
 ];
 

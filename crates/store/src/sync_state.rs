@@ -11,13 +11,14 @@
 //! - tokens peers present to us are stored only as SHA-256 hashes, each bound to one peer and
 //!   one hive; at most [`TOKENS_KEPT`] per link survive (the newest);
 //! - `token_out` (the secret we present to a peer) never leaves this module except to the
-//!   HTTP client that sends it.
+//!   HTTP client that sends it, and is stored sealed when the store has a sealing key
+//!   ([`crate::context`]): a copied database alone does not reveal it.
 
 use crate::consumers::{self, ConsumerId, ConsumerKind};
 use crate::engine::{Conn, DbResult, OptionalExtension, Row, params_from_iter};
 use crate::error::Result;
 use crate::params;
-use openhive_core::ids;
+use openhive_core::{ids, seal};
 
 /// How many issued tokens are kept per (peer, hive): two, so that a double handshake (both
 /// sides initiating at once) leaves each side holding a valid token.
@@ -109,6 +110,17 @@ pub fn group_by_hive_id(conn: &Conn<'_>, hive_id: &str) -> Result<Option<GroupRo
         )?
         .query_row([hive_id], group_row)
         .optional()?)
+}
+
+/// Up to `limit` groups whose hive name sorts after `after`, by name (a page).
+pub fn groups_after(conn: &Conn<'_>, after: &str, limit: usize) -> Result<Vec<GroupRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT hive_id, hive_name, created_at FROM sync_groups WHERE hive_name > ?1
+             ORDER BY hive_name LIMIT ?2",
+        )?
+        .query_map(params![after, limit as i64], group_row)?
+        .collect::<DbResult<_>>()?)
 }
 
 pub fn list_groups(conn: &Conn<'_>) -> Result<Vec<GroupRow>> {
@@ -213,6 +225,16 @@ pub fn list_peers(conn: &Conn<'_>) -> Result<Vec<PeerRow>> {
             "SELECT {PEER_COLS} FROM peers ORDER BY created_at, id"
         ))?
         .query_map((), peer_row)?
+        .collect::<DbResult<_>>()?)
+}
+
+/// Up to `limit` peers whose id sorts after `after`, by id (a page).
+pub fn peers_after(conn: &Conn<'_>, after: &str, limit: usize) -> Result<Vec<PeerRow>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {PEER_COLS} FROM peers WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))?
+        .query_map(params![after, limit as i64], peer_row)?
         .collect::<DbResult<_>>()?)
 }
 
@@ -463,10 +485,66 @@ fn links_where(conn: &Conn<'_>, cond: &str, args: &[&str]) -> Result<Vec<LinkRow
         "SELECT {LINK_COLS} FROM peer_groups l JOIN sync_groups g ON g.hive_id = l.hive_id
          WHERE {cond} ORDER BY g.hive_name, l.peer_id"
     );
-    Ok(conn
+    let mut rows: Vec<LinkRow> = conn
         .prepare_cached(&sql)?
         .query_map(params_from_iter(args.iter()), link_row)?
-        .collect::<DbResult<_>>()?)
+        .collect::<DbResult<_>>()?;
+    for l in &mut rows {
+        l.token_out = l
+            .token_out
+            .take()
+            .and_then(|t| open_token(conn, t, &l.peer_id, &l.hive_id));
+    }
+    Ok(rows)
+}
+
+/// What is stored for an outbound token: sealed with the store's key when it has one.
+fn seal_token(conn: &Conn<'_>, token: &str) -> Result<String> {
+    match &conn.context().seal_key {
+        Some(k) => k
+            .seal(token)
+            .map_err(|e| crate::StoreError::Task(format!("sealing a peer token: {e}"))),
+        None => Ok(token.to_string()),
+    }
+}
+
+/// The outbound token a stored value holds. A value in clear (stored by an older version,
+/// or by a store without a key) is used as is; a sealed value that does not open (no key,
+/// another key) counts as no token, so the link handshakes again for a fresh one.
+fn open_token(conn: &Conn<'_>, stored: String, peer_id: &str, hive_id: &str) -> Option<String> {
+    if !seal::is_sealed(&stored) {
+        return Some(stored);
+    }
+    let opened = match &conn.context().seal_key {
+        Some(k) => k.open(&stored).map_err(|e| e.to_string()),
+        None => Err("no sealing key configured".to_string()),
+    };
+    match opened {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(peer = peer_id, hive = hive_id, error = %e, "stored peer token does not open; a new handshake will replace it");
+            None
+        }
+    }
+}
+
+/// Seals every outbound token still stored in clear (by a version before sealing). A no-op
+/// without a sealing key. Returns how many were sealed.
+pub fn reseal_tokens(conn: &Conn<'_>) -> Result<usize> {
+    if conn.context().seal_key.is_none() {
+        return Ok(0);
+    }
+    let plain: Vec<(String, String, String)> = conn
+        .prepare("SELECT peer_id, hive_id, token_out FROM peer_groups WHERE token_out IS NOT NULL")?
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<DbResult<Vec<_>>>()?
+        .into_iter()
+        .filter(|(_, _, t): &(String, String, String)| !seal::is_sealed(t))
+        .collect();
+    for (peer_id, hive_id, token) in &plain {
+        set_token_out(conn, peer_id, hive_id, Some(token))?;
+    }
+    Ok(plain.len())
 }
 
 /// Creates the link if missing (in `state`); a `left` link is reopened in `state`.
@@ -503,6 +581,30 @@ pub fn link(conn: &Conn<'_>, peer_id: &str, hive_id: &str) -> Result<Option<Link
     .next())
 }
 
+/// The link with `peer_id` for the hive named `hive_name`.
+pub fn link_by_name(conn: &Conn<'_>, peer_id: &str, hive_name: &str) -> Result<Option<LinkRow>> {
+    Ok(links_where(
+        conn,
+        "l.peer_id = ?1 AND g.hive_name = ?2",
+        &[peer_id, hive_name],
+    )?
+    .into_iter()
+    .next())
+}
+
+/// One live link with `peer_id` that holds a token (any token of ours authenticates a
+/// heartbeat); `None` if there is none.
+pub fn heartbeat_link(conn: &Conn<'_>, peer_id: &str) -> Result<Option<LinkRow>> {
+    Ok(links_where(
+        conn,
+        "l.peer_id = ?1 AND l.hive_id = (SELECT MIN(x.hive_id) FROM peer_groups x
+           WHERE x.peer_id = ?1 AND x.state <> 'left' AND x.token_out IS NOT NULL)",
+        &[peer_id],
+    )?
+    .into_iter()
+    .next())
+}
+
 pub fn links_for_peer(conn: &Conn<'_>, peer_id: &str) -> Result<Vec<LinkRow>> {
     links_where(conn, "l.peer_id = ?1", &[peer_id])
 }
@@ -514,6 +616,28 @@ pub fn links_for_hive(conn: &Conn<'_>, hive_id: &str) -> Result<Vec<LinkRow>> {
 /// Every link that is not `left` (the links the engine runs workers for).
 pub fn live_links(conn: &Conn<'_>) -> Result<Vec<LinkRow>> {
     links_where(conn, "l.state <> 'left'", &[])
+}
+
+/// The (peer id, hive id) of every link that is not `left`, without the rest of the row.
+pub fn live_link_keys(conn: &Conn<'_>) -> Result<Vec<(String, String)>> {
+    Ok(conn
+        .prepare_cached("SELECT peer_id, hive_id FROM peer_groups WHERE state <> 'left'")?
+        .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<DbResult<_>>()?)
+}
+
+/// Live links whose outbox cursor is behind their hive's log head (work a missed wake-up
+/// would otherwise leave undone until the next commit).
+pub fn links_behind(conn: &Conn<'_>) -> Result<Vec<(String, String)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT l.peer_id, l.hive_id FROM peer_groups l
+             JOIN hive_logs g ON g.hive_id = l.hive_id
+             LEFT JOIN consumers k ON k.id = 'peer:' || l.peer_id AND k.hive_id = l.hive_id
+             WHERE l.state <> 'left' AND COALESCE(k.cursor_seq, 0) < g.head_seq",
+        )?
+        .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<DbResult<_>>()?)
 }
 
 pub fn set_link_state(
@@ -534,17 +658,19 @@ pub fn set_link_state(
 }
 
 /// Stores the token we present to the peer for this hive (None forgets it, forcing a new
-/// handshake).
+/// handshake), sealed with the store's key (see [`crate::context`]): a copy of the
+/// database alone does not reveal it.
 pub fn set_token_out(
     conn: &Conn<'_>,
     peer_id: &str,
     hive_id: &str,
     token: Option<&str>,
 ) -> Result<()> {
+    let stored = token.map(|t| seal_token(conn, t)).transpose()?;
     conn.prepare_cached(
         "UPDATE peer_groups SET token_out = ?3 WHERE peer_id = ?1 AND hive_id = ?2",
     )?
-    .execute(params![peer_id, hive_id, token])?;
+    .execute(params![peer_id, hive_id, stored])?;
     Ok(())
 }
 
@@ -558,6 +684,11 @@ pub fn advance_sent(
     now: i64,
 ) -> Result<()> {
     consumers::advance(conn, &ConsumerId::peer(peer_id), hive_id, seq, now)?;
+    touch_link(conn, peer_id, hive_id, now)
+}
+
+/// Records that the link's outbox moved (its `last_sync_at`).
+pub fn touch_link(conn: &Conn<'_>, peer_id: &str, hive_id: &str, now: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE peer_groups SET last_sync_at = ?3 WHERE peer_id = ?1 AND hive_id = ?2",
     )?

@@ -187,3 +187,83 @@ fn link_states_peer_statuses_and_sources_are_closed_vocabularies() {
     });
     assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
 }
+
+#[test]
+fn outbound_tokens_are_sealed_at_rest_and_clear_ones_are_resealed() {
+    let (_d, s) = store();
+    let raw = |s: &Store| {
+        s.read_blocking(|c| {
+            c.query_row("SELECT token_out FROM peer_groups", (), |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .map_err(StoreError::from)
+        })
+        .unwrap()
+    };
+    // An older version (no sealing key) stored the token in clear.
+    let (hive, peer) = s
+        .write_blocking(|c| {
+            let (hive, peer) = setup(c);
+            set_token_out(c, &peer, &hive, Some("ohs_legacy_clear"))?;
+            Ok::<_, StoreError>((hive, peer))
+        })
+        .unwrap();
+    assert_eq!(raw(&s).as_deref(), Some("ohs_legacy_clear"));
+    s.configure(|c| c.seal_key = Some(openhive_core::seal::SealKey::new(&[9; 32])));
+    // Still readable before the migration, sealed by it, and the same token after.
+    let (p, h) = (peer.clone(), hive.clone());
+    let before = s.read_blocking(move |c| link(c, &p, &h)).unwrap().unwrap();
+    assert_eq!(before.token_out.as_deref(), Some("ohs_legacy_clear"));
+    assert_eq!(s.write_blocking(reseal_tokens).unwrap(), 1);
+    assert_eq!(s.write_blocking(reseal_tokens).unwrap(), 0);
+    let stored = raw(&s).unwrap();
+    assert!(stored.starts_with("sealed:v1:"), "{stored}");
+    assert!(!stored.contains("ohs_legacy_clear"));
+    let (p, h) = (peer.clone(), hive.clone());
+    let after = s.read_blocking(move |c| link(c, &p, &h)).unwrap().unwrap();
+    assert_eq!(after.token_out.as_deref(), Some("ohs_legacy_clear"));
+    // New tokens are sealed as they are stored.
+    let (p, h) = (peer.clone(), hive.clone());
+    s.write_blocking(move |c| set_token_out(c, &p, &h, Some("ohs_fresh")))
+        .unwrap();
+    assert!(!raw(&s).unwrap().contains("ohs_fresh"));
+    // With another key (a copied database without its key file) the token does not open:
+    // the link has no token (it will handshake again), nothing leaks.
+    s.configure(|c| c.seal_key = Some(openhive_core::seal::SealKey::new(&[1; 32])));
+    let (p, h) = (peer.clone(), hive.clone());
+    let other = s.read_blocking(move |c| link(c, &p, &h)).unwrap().unwrap();
+    assert_eq!(other.token_out, None);
+}
+
+#[test]
+fn weak_keys_learned_before_they_were_checked_are_forgotten() {
+    let (_d, s) = store();
+    // The all-zero key, as SPKI base64.
+    let zero = "MCowBQYDK2VwAyEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_string();
+    let real = openhive_core::InstanceKey::generate().public();
+    let good = openhive_core::InstanceKey::generate().public();
+    s.write_blocking(move |c| {
+        // As an older version stored it: the all-zero key pins inst_victim.
+        c.execute(
+            "INSERT INTO instance_keys (instance_id, signing_key, learned_from, learned_at)
+             VALUES ('inst_victim', ?1, NULL, 1)",
+            [&zero],
+        )?;
+        openhive_store::keys::learn(c, "inst_good", &good, None, 1)?;
+        assert_eq!(
+            openhive_store::keys::learn(c, "inst_victim", &real, None, 2)?,
+            openhive_store::keys::Learned::Conflict
+        );
+        assert_eq!(
+            openhive_store::keys::forget_invalid(c)?,
+            vec!["inst_victim".to_string()]
+        );
+        assert_eq!(
+            openhive_store::keys::learn(c, "inst_victim", &real, None, 3)?,
+            openhive_store::keys::Learned::New
+        );
+        assert_eq!(openhive_store::keys::get(c, "inst_good")?, Some(good));
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}

@@ -253,3 +253,93 @@ fn only_checked_events_become_verified() {
     let stranger = InstanceKey::generate().public();
     assert!(ingest::Verified::check(ev, &stranger).is_err());
 }
+
+/// A post by `w`'s origin with a fresh id (its key unknown to the store until learned).
+fn unknown_origin_post(w: &World, title: &str) -> Event {
+    w.sign(
+        1,
+        Payload::PostCreated(PostCreated {
+            post_id: ids::new_id(Kind::Post, &w.inst),
+            title: title.into(),
+            content: None,
+            url: None,
+            author: w.author.clone(),
+        }),
+    )
+}
+
+#[test]
+fn the_queue_of_events_waiting_for_a_key_is_bounded_per_peer_and_in_total() {
+    let w = world();
+    w.store.configure(|c| {
+        c.waiting = openhive_store::WaitingLimits {
+            per_peer: 3,
+            total: 5,
+        }
+    });
+    let hive = w.hive_id.clone();
+    let push_from = |from: &'static str, n: usize| {
+        let events: Vec<Event> = (0..n)
+            .map(|i| unknown_origin_post(&w, &format!("p{i}")))
+            .collect();
+        let hive = hive.clone();
+        w.store
+            .write_blocking(move |tx| ingest::ingest_remote(tx, &hive, "general", &events, from, 0))
+            .unwrap()
+    };
+    // Peer 1 may park 3; the 4th and 5th are refused with the reason.
+    let r = push_from("inst_peer1", 5);
+    assert_eq!(
+        (r.waiting_for_key, r.rejected, r.waiting_refused),
+        (3, 2, 2)
+    );
+    assert!(
+        r.rejections[0].1.contains("max_waiting_per_peer = 3"),
+        "{:?}",
+        r.rejections
+    );
+    // Peer 2 may park 2 more: then the total bound (5) refuses the rest.
+    let r = push_from("inst_peer2", 4);
+    assert_eq!(
+        (r.waiting_for_key, r.rejected, r.waiting_refused),
+        (2, 2, 2)
+    );
+    assert!(r.rejections[0].1.contains("max_waiting_total = 5"));
+    assert_eq!(
+        w.store.read_blocking(ingest::waiting_counts).unwrap(),
+        (0, 5)
+    );
+    let refused = w
+        .store
+        .read_blocking(|c| counter_get(c, ingest::WAITING_REFUSED))
+        .unwrap();
+    assert_eq!(refused, 4);
+    // Once the key arrives the queue drains and takes events again.
+    assert_eq!(w.learn_key().accepted, 5);
+    let r = push_from("inst_peer1", 1);
+    assert_eq!(r.accepted, 1, "the key is known now");
+}
+
+#[test]
+fn waiting_counts_are_per_hive() {
+    let w = world();
+    let other = w
+        .store
+        .write_blocking(|tx| hives::ensure_log(tx, "other"))
+        .unwrap();
+    let ev = unknown_origin_post(&w, "t");
+    w.push(vec![ev], 0);
+    let h = w.hive_id.clone();
+    assert_eq!(
+        w.store
+            .read_blocking(move |c| ingest::waiting_counts_for(c, &h))
+            .unwrap(),
+        (0, 1)
+    );
+    assert_eq!(
+        w.store
+            .read_blocking(move |c| ingest::waiting_counts_for(c, &other))
+            .unwrap(),
+        (0, 0)
+    );
+}

@@ -132,6 +132,10 @@ fn check(role: Role<'_>, me: &str, endpoint: &str, raw: Raw) -> Result<Hello, Pe
     if openhive_core::validate::url(endpoint).is_err() {
         return Err(Malformed("sync_endpoint must be an http(s) URL".into()));
     }
+    openhive_core::validate::display_name(&instance_name, "instance_name").map_err(Malformed)?;
+    if current_seq < 0 {
+        return Err(Malformed("current_seq must be >= 0".into()));
+    }
     if !TOKEN_LEN.contains(&token.len()) {
         return Err(Malformed(format!(
             "token must be {}-{} characters",
@@ -255,7 +259,7 @@ pub(crate) fn accept(
     sync_state::set_token_out(tx, &peer_id, hive_id, Some(&hello.token))?;
     sync_state::add_member(tx, hive_id, inst)?;
     let mut released = ingest::release_unverified(tx, inst, now)?;
-    let r = trust::learn_roster(tx, hive_id, &hello.roster, inst, now)?;
+    let r = trust::learn_roster(tx, hive_id, &hello.roster, inst, now)?.released;
     released.accepted += r.accepted;
     released.duplicates += r.duplicates;
     released.rejected += r.rejected;
@@ -293,9 +297,13 @@ pub(crate) async fn after_commit(
     );
     let relay = accepted.released.accepted > 0;
     h.emit(accepted.released.changes);
+    // The roster may have grown: the hive's other peers hear of it at their next heartbeat.
+    h.mark_news(hive_id);
     match role {
         Role::Responder => {
-            h.reconcile().await?;
+            // The handshake created or reopened exactly this link: schedule it (a full
+            // reconcile per handshake would make pairing N hives cost N²).
+            h.schedule_link(&accepted.peer_id, hive_id).await?;
             if relay {
                 h.notify(hive_id);
             }

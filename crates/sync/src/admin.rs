@@ -7,6 +7,7 @@
 use crate::engine::SyncHandle;
 use crate::error::SyncError;
 use crate::inbound::group_status;
+use crate::paging::{self, ListQuery, Page, StateFilter};
 use crate::protocol::*;
 use openhive_core::time::{now_ms, rfc3339};
 use openhive_core::validate;
@@ -60,11 +61,16 @@ pub struct PeerView {
     pub last_error: Option<String>,
     pub shared_hives: Vec<String>,
     pub groups: Vec<PeerGroupView>,
+    /// Links with this peer that are not `left`. A listing shows at most
+    /// [`LISTED_GROUPS_PER_PEER`] of them in `shared_hives` and `groups` (filter by `hive`,
+    /// or get the peer, for the rest).
+    pub group_count: usize,
     pub created_at: String,
     pub updated_at: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddPeer {
     pub name: String,
     pub sync_endpoint: String,
@@ -73,6 +79,7 @@ pub struct AddPeer {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PatchPeer {
     pub name: Option<String>,
     pub sync_endpoint: Option<String>,
@@ -109,6 +116,20 @@ pub struct Counters {
     pub pending_dropped: i64,
     pub rate_limited: i64,
     pub key_conflicts: i64,
+    /// Events from unknown origins refused because the waiting queue was full.
+    pub waiting_refused: i64,
+}
+
+/// The queues of waiting events, instance-wide (each group's status shows its own hive's).
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitingView {
+    /// Events logged but waiting for a dependency.
+    pub pending: i64,
+    /// Events waiting for their origin's key.
+    pub unverified: i64,
+    /// Bounds of `unverified` (`[sync] max_waiting_per_peer`, `max_waiting_total`).
+    pub max_per_peer: i64,
+    pub max_total: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,8 +139,15 @@ pub struct StatusView {
     pub sync_endpoint: String,
     pub groups: Vec<GroupStatus>,
     pub counters: Counters,
+    pub waiting: WaitingView,
     /// The storage engine and its write queue (depth, capacity, API writes refused with 503).
     pub storage: StorageStatus,
+    /// Give it as `cursor` for the next page of `groups`; `null` on the last page.
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+    /// The link scheduler: links known, and how many are queued, running or waiting (a
+    /// retry or a pause); the rest are idle and cost nothing.
+    pub links: crate::scheduler::SchedulerStats,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,10 +189,30 @@ fn peer_not_found() -> SyncError {
     SyncError::NotFound("peer not found".into())
 }
 
+/// How many of a peer's groups a listing shows.
+pub const LISTED_GROUPS_PER_PEER: usize = 50;
+
 fn peer_view(c: &openhive_store::Conn<'_>, p: PeerRow) -> Result<PeerView, StoreError> {
+    peer_view_of(c, p, usize::MAX, None)
+}
+
+/// A peer's view showing at most `max_groups` of its groups (only `hive`'s, if given).
+fn peer_view_of(
+    c: &openhive_store::Conn<'_>,
+    p: PeerRow,
+    max_groups: usize,
+    hive: Option<&str>,
+) -> Result<PeerView, StoreError> {
     let mut groups = Vec::new();
     let mut shared = Vec::new();
+    let mut group_count = 0;
     for l in sync_state::links_for_peer(c, &p.id)? {
+        if l.state != sync_state::LinkState::Left {
+            group_count += 1;
+        }
+        if groups.len() >= max_groups || hive.is_some_and(|h| h != l.hive_name) {
+            continue;
+        }
         let head = log::head(c, &l.hive_id)?;
         if l.state != sync_state::LinkState::Left {
             shared.push(l.hive_name.clone());
@@ -192,6 +240,7 @@ fn peer_view(c: &openhive_store::Conn<'_>, p: PeerRow) -> Result<PeerView, Store
         last_error: p.last_error,
         shared_hives: shared,
         groups,
+        group_count,
         created_at: rfc3339(p.created_at),
         updated_at: rfc3339(p.updated_at),
     })
@@ -232,13 +281,28 @@ pub async fn create_group(h: &SyncHandle, hive_name: &str) -> Result<(GroupView,
         .await
 }
 
-pub async fn list_groups(h: &SyncHandle) -> Result<Vec<GroupView>, SyncError> {
+/// `GET /api/v1/sync/groups`: a page of groups by hive name ([`crate::paging`]).
+pub async fn list_groups(h: &SyncHandle, q: &ListQuery) -> Result<Page<GroupView>, SyncError> {
+    let f = q.check()?;
     Ok(h.store()
-        .read(|c| -> Result<_, StoreError> {
-            sync_state::list_groups(c)?
-                .into_iter()
-                .map(|g| group_view(c, g))
-                .collect()
+        .read(move |c| -> Result<_, StoreError> {
+            paging::scan(
+                &f,
+                |after, n| sync_state::groups_after(c, after, n),
+                |g| g.hive_name.clone(),
+                |g| {
+                    if f.hive.as_ref().is_some_and(|h| *h != g.hive_name) {
+                        return Ok(None);
+                    }
+                    if f.narrows_links() {
+                        let st = group_status(c, &g.hive_id, &g.hive_name)?;
+                        if !st.peers.iter().any(|l| f.link_matches(l)) {
+                            return Ok(None);
+                        }
+                    }
+                    group_view(c, g).map(Some)
+                },
+            )
         })
         .await?)
 }
@@ -366,10 +430,8 @@ fn validate_peer_input(
     endpoint: Option<&str>,
     hives: Option<&[String]>,
 ) -> Result<(), SyncError> {
-    if let Some(n) = name
-        && (n.trim().is_empty() || n.chars().count() > 100)
-    {
-        return Err(bad("name must be 1-100 characters"));
+    if let Some(n) = name {
+        validate::display_name(n, "name").map_err(bad)?;
     }
     if let Some(e) = endpoint {
         validate::url(e).map_err(|_| bad("sync_endpoint must be an http(s) URL"))?;
@@ -444,13 +506,36 @@ pub async fn seed_config_peers(h: &SyncHandle, peers: Vec<AddPeer>) -> Result<()
     Ok(())
 }
 
-pub async fn list_peers(h: &SyncHandle) -> Result<Vec<PeerView>, SyncError> {
+/// `GET /api/v1/sync/peers`: a page of peers by id ([`crate::paging`]); each shows at most
+/// [`LISTED_GROUPS_PER_PEER`] of its groups.
+pub async fn list_peers(h: &SyncHandle, q: &ListQuery) -> Result<Page<PeerView>, SyncError> {
+    let f = q.check()?;
     Ok(h.store()
-        .read(|c| -> Result<_, StoreError> {
-            sync_state::list_peers(c)?
-                .into_iter()
-                .map(|p| peer_view(c, p))
-                .collect()
+        .read(move |c| -> Result<_, StoreError> {
+            paging::scan(
+                &f,
+                |after, n| sync_state::peers_after(c, after, n),
+                |p| p.id.clone(),
+                |p| {
+                    if !f.peer_matches(&p.id, &p.name, p.instance_id.as_deref()) {
+                        return Ok(None);
+                    }
+                    let v = peer_view_of(c, p, LISTED_GROUPS_PER_PEER, f.hive.as_deref())?;
+                    if f.hive.is_some() && v.groups.is_empty() {
+                        return Ok(None);
+                    }
+                    let keep = match f.state {
+                        None => true,
+                        Some(StateFilter::Peer(s)) => v.status == s,
+                        Some(StateFilter::Link(s)) => v.groups.iter().any(|g| g.state == s),
+                        Some(StateFilter::Lagging) => {
+                            paging::lagging(0, v.status.as_str())
+                                || v.groups.iter().any(|g| g.lag > 0)
+                        }
+                    };
+                    Ok(keep.then_some(v))
+                },
+            )
         })
         .await?)
 }
@@ -524,6 +609,7 @@ pub async fn update_peer(
 /// `DELETE /api/v1/sync/peers/:id`: tells the peer we left each group, then forgets it.
 pub async fn delete_peer(h: &SyncHandle, id: &str) -> Result<(), SyncError> {
     let id = id.to_string();
+    h.inner.news.forget(&id);
     let leaves = h
         .store()
         .write(move |tx| -> Result<_, SyncError> {
@@ -606,41 +692,78 @@ pub async fn test_peer(h: &SyncHandle, id: &str) -> Result<TestResult, SyncError
     })
 }
 
-/// `GET /api/v1/sync/status`.
-pub async fn status(h: &SyncHandle) -> Result<StatusView, SyncError> {
+/// `GET /api/v1/sync/status`: instance-wide figures and a page of groups with their links
+/// ([`crate::paging`]: by hive name; `peer` and `state` filter the links, and drop groups
+/// left with none).
+pub async fn status(h: &SyncHandle, q: &ListQuery) -> Result<StatusView, SyncError> {
+    let f = q.check()?;
     let groups = h
         .store()
-        .read(|c| -> Result<_, StoreError> {
-            let mut out = Vec::new();
-            for g in sync_state::list_groups(c)? {
-                out.push(group_status(c, &g.hive_id, &g.hive_name)?);
-            }
+        .read(move |c| -> Result<_, StoreError> {
+            let out = paging::scan(
+                &f,
+                |after, n| sync_state::groups_after(c, after, n),
+                |g| g.hive_name.clone(),
+                |g| {
+                    if f.hive.as_ref().is_some_and(|h| *h != g.hive_name) {
+                        return Ok(None);
+                    }
+                    let mut st = group_status(c, &g.hive_id, &g.hive_name)?;
+                    if f.narrows_links() {
+                        st.peers.retain(|l| f.link_matches(l));
+                        if st.peers.is_empty() {
+                            return Ok(None);
+                        }
+                    }
+                    Ok(Some(st))
+                },
+            )?;
             let counters = Counters {
                 events_rejected: db::counter_get(c, ingest::REJECTED)?,
                 events_ignored: db::counter_get(c, ingest::IGNORED)?,
                 pending_dropped: db::counter_get(c, ingest::PENDING_DROPPED)?,
                 rate_limited: db::counter_get(c, sync_state::RATE_LIMITED)?,
                 key_conflicts: db::counter_get(c, sync_state::KEY_CONFLICTS)?,
+                waiting_refused: db::counter_get(c, ingest::WAITING_REFUSED)?,
             };
-            Ok((out, counters))
+            let (pending, unverified) = ingest::waiting_counts(c)?;
+            let limits = c.context().waiting;
+            let waiting = WaitingView {
+                pending,
+                unverified,
+                max_per_peer: limits.per_peer,
+                max_total: limits.total,
+            };
+            Ok((out, counters, waiting))
         })
         .await?;
     Ok(StatusView {
         enabled: h.enabled(),
         instance_id: h.me().instance_id.clone(),
         sync_endpoint: h.me().sync_endpoint.clone(),
-        groups: groups.0,
+        next_cursor: groups.0.next_cursor,
+        has_more: groups.0.has_more,
+        groups: groups.0.data,
         counters: groups.1,
+        waiting: groups.2,
         storage: StorageStatus {
             engine: h.store().engine().as_str(),
             write_queue: h.store().queue_stats(),
         },
+        links: h.scheduler_stats(),
     })
 }
 
 /// The `sync` section of `GET /api/v1/federation/status`.
 pub async fn federation_section(h: &SyncHandle) -> Result<FederationSync, SyncError> {
-    let s = status(h).await?;
+    let s = status(
+        h,
+        &ListQuery {
+            limit: Some(paging::MAX_LIMIT),
+            ..ListQuery::default()
+        },
+    )
+    .await?;
     Ok(FederationSync {
         groups: s
             .groups

@@ -3,8 +3,13 @@
 //! handshake 10 s, push 10 s, pull 30 s, heartbeat 5 s.
 //!
 //! Tokens travel only in the `Authorization` header and are never logged.
+//!
+//! TLS: `https://` peer endpoints are reached over rustls (on ring), certificates verified
+//! against the system's roots plus, if configured, the CA certificates of
+//! [`ClientOptions::ca_file`] (`[sync] ca_file`). Verification cannot be turned off.
 
 use crate::protocol::*;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +46,40 @@ impl ClientError {
     }
 }
 
+/// How the client reaches peers, besides the handshake secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// PEM file of CA certificates trusted for `https://` endpoints, besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+tokio::task_local! {
+    static OPTIONS: ClientOptions;
+}
+
+impl ClientOptions {
+    /// Runs `f` (the engine's start) with `self` as the options every [`SyncClient::new`]
+    /// inside it uses.
+    pub async fn scope<F: std::future::Future>(self, f: F) -> F::Output {
+        OPTIONS.scope(self, f).await
+    }
+
+    /// The options of the enclosing [`ClientOptions::scope`], or the defaults.
+    fn current() -> ClientOptions {
+        OPTIONS.try_with(Clone::clone).unwrap_or_default()
+    }
+}
+
+/// Installs ring as the process's rustls crypto provider (once; a provider installed
+/// before stays). Every reqwest client of the process needs one before it is built: the
+/// binary calls this first thing, and so does [`SyncClient::new`].
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 #[derive(Clone)]
 pub struct SyncClient {
     http: reqwest::Client,
@@ -53,6 +92,31 @@ impl std::fmt::Debug for SyncClient {
     }
 }
 
+/// Checks the cursor a pulled page claims: the pull cursor moves to `next_seq`, so it must
+/// not go back, nor further than one page of the peer's gap-free log can cover (at most
+/// `limit` seqs after `since`), and every event must lie in the range it covers. A page
+/// that claims more is refused, like an unreadable one.
+pub fn check_page(since: i64, limit: i64, page: &EventsPage) -> Result<(), ClientError> {
+    let max = since.saturating_add(limit.clamp(1, MAX_PULL_LIMIT));
+    if page.next_seq < since || page.next_seq > max {
+        return Err(ClientError::Decode(format!(
+            "page claims next_seq {} for since={since}, limit={limit}",
+            page.next_seq
+        )));
+    }
+    if let Some(e) = page
+        .events
+        .iter()
+        .find(|e| e.seq <= since || e.seq > page.next_seq)
+    {
+        return Err(ClientError::Decode(format!(
+            "page holds seq {} outside {since}..={}",
+            e.seq, page.next_seq
+        )));
+    }
+    Ok(())
+}
+
 fn transport(e: reqwest::Error) -> ClientError {
     // reqwest's Display includes the URL but never headers, so tokens cannot leak here.
     let kind = if e.is_timeout() {
@@ -62,17 +126,50 @@ fn transport(e: reqwest::Error) -> ClientError {
     } else {
         "request"
     };
-    ClientError::Transport(format!("{kind}: {}", e.without_url()))
+    // The causes say why (refused, reset, certificate not trusted...).
+    let e = e.without_url();
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    ClientError::Transport(text)
 }
 
 impl SyncClient {
+    /// A client with the options of the enclosing [`ClientOptions::scope`] (the defaults
+    /// outside one).
     pub fn new(handshake_secret: Option<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        Self::with_options(handshake_secret, &ClientOptions::current())
+    }
+
+    pub fn with_options(
+        handshake_secret: Option<String>,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(8)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("openhive-sync/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("openhive-sync/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &options.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                ClientError::Transport(format!("reading CA file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ClientError::Transport(format!("CA file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(ClientError::Transport(format!(
+                    "CA file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         Ok(SyncClient {
@@ -153,7 +250,9 @@ impl SyncClient {
             ))
             .bearer_auth(token)
             .timeout(PULL_TIMEOUT);
-        self.send(req).await
+        let page: EventsPage = self.send(req).await?;
+        check_page(since, limit, &page)?;
+        Ok(page)
     }
 
     pub async fn push(
@@ -201,5 +300,47 @@ impl SyncClient {
             .bearer_auth(token)
             .timeout(LEAVE_TIMEOUT);
         self.send(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(next_seq: i64, seqs: &[i64]) -> EventsPage {
+        let key = openhive_core::InstanceKey::generate();
+        let inst = openhive_core::ids::new_instance_id();
+        EventsPage {
+            events: seqs
+                .iter()
+                .map(|s| WireEvent {
+                    seq: *s,
+                    event: openhive_core::Event::sign_new(
+                        &key,
+                        &inst,
+                        "general",
+                        openhive_core::EventType::PostCreated,
+                        1,
+                        "{}".into(),
+                    ),
+                })
+                .collect(),
+            next_seq,
+            has_more: false,
+        }
+    }
+
+    #[test]
+    fn pulled_pages_cannot_claim_an_absurd_cursor() {
+        assert!(check_page(10, 500, &page(12, &[11, 12])).is_ok());
+        assert!(check_page(10, 500, &page(510, &[])).is_ok());
+        assert!(check_page(10, 500, &page(10, &[])).is_ok());
+        assert!(check_page(10, 500, &page(i64::MAX, &[11])).is_err());
+        assert!(check_page(10, 500, &page(511, &[])).is_err());
+        assert!(check_page(10, 500, &page(9, &[])).is_err());
+        assert!(check_page(10, 500, &page(12, &[13])).is_err());
+        assert!(check_page(10, 500, &page(12, &[10])).is_err());
+        // A limit above the protocol's maximum is served as the maximum.
+        assert!(check_page(0, 1_000_000, &page(MAX_PULL_LIMIT + 1, &[])).is_err());
     }
 }

@@ -1,6 +1,9 @@
 //! The sync engine: owns the outbound workers and the state the inbound handlers share.
 //!
-//! - One worker per live (peer, hive) link ([`crate::link`]): handshake, pull, push.
+//! - A fixed pool of workers runs the steps of every live (peer, hive) link
+//!   ([`crate::scheduler`] decides which link runs when; [`crate::link`] is one step:
+//!   handshake, pull, push through the generic [`crate::outbox`]). An idle link costs no
+//!   task, no timer and no wake-up.
 //! - One heartbeat task ([`crate::heartbeat`]): liveness, lag checks, roster exchange,
 //!   `unreachable` marking, expiry of events that waited too long.
 //! - [`SyncHandle::notify`] wakes the links of a hive after a local commit or a received
@@ -8,22 +11,23 @@
 //! - [`SyncHandle::reconcile`] starts workers for new links and stops those of links that
 //!   were deleted or left; admin and handshake paths call it after changing links.
 //!
-//! Bounded in-flight: one request per link at a time, and a global semaphore over all
-//! outbound requests.
+//! Bounded: one step per link at a time, `max_in_flight` workers, and a global semaphore over
+//! all outbound requests; the number of tasks does not depend on the number of links.
 
 use crate::backoff::BackoffPolicy;
 use crate::client::SyncClient;
 use crate::error::SyncError;
+use crate::news::News;
 use crate::ratelimit::RateLimiter;
+use crate::scheduler::{After, Scheduler, SchedulerStats};
 use openhive_core::InstanceKey;
 use openhive_core::time::now_ms;
 use openhive_store::materialize::Change;
 use openhive_store::{Store, StoreError, keys, sync_state};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 /// Who this instance is, as peers see it.
@@ -90,13 +94,8 @@ impl Default for SyncSettings {
 /// Receives the materialized changes of every batch the engine commits (realtime fan-out).
 pub type OnChanges = Arc<dyn Fn(Vec<Change>) + Send + Sync>;
 
+/// A link: (peer id, hive id).
 pub(crate) type LinkKey = (String, String);
-
-pub(crate) struct LinkCtl {
-    pub wake: Arc<Notify>,
-    pub pull: Arc<AtomicBool>,
-    pub join: JoinHandle<()>,
-}
 
 pub(crate) struct Inner {
     pub store: Store,
@@ -106,7 +105,9 @@ pub(crate) struct Inner {
     pub on_changes: OnChanges,
     pub limiter: RateLimiter,
     pub in_flight: Arc<Semaphore>,
-    pub links: Mutex<HashMap<LinkKey, LinkCtl>>,
+    pub sched: Scheduler,
+    /// Per peer, the shared hives it has not heard about yet (what heartbeats carry).
+    pub news: News,
     pub reconcile_lock: tokio::sync::Mutex<()>,
     pub shutdown_tx: watch::Sender<bool>,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -154,7 +155,8 @@ impl SyncEngine {
                 settings,
                 client,
                 on_changes,
-                links: Mutex::new(HashMap::new()),
+                sched: Scheduler::default(),
+                news: News::default(),
                 reconcile_lock: tokio::sync::Mutex::new(()),
                 shutdown_tx,
                 tasks: Mutex::new(Vec::new()),
@@ -185,6 +187,16 @@ impl SyncEngine {
         }
         let hb = tokio::spawn(crate::heartbeat::run(handle.clone(), handle.shutdown_rx()));
         handle.lock_tasks().push(hb);
+        let timers = {
+            let h = handle.clone();
+            let rx = handle.shutdown_rx();
+            tokio::spawn(async move { h.inner.sched.run_timers(rx).await })
+        };
+        handle.lock_tasks().push(timers);
+        for _ in 0..handle.inner.settings.max_in_flight.max(1) {
+            let w = tokio::spawn(link_worker(handle.clone(), handle.shutdown_rx()));
+            handle.lock_tasks().push(w);
+        }
         handle.reconcile().await?;
         tracing::info!(
             instance_id = %handle.inner.me.instance_id,
@@ -224,10 +236,6 @@ impl SyncHandle {
         *self.inner.shutdown_tx.borrow()
     }
 
-    fn lock_links(&self) -> std::sync::MutexGuard<'_, HashMap<LinkKey, LinkCtl>> {
-        self.inner.links.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
         self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -241,35 +249,62 @@ impl SyncHandle {
 
     /// Wakes the outbound links of `hive_id`: call after a commit appended to its log.
     pub fn notify(&self, hive_id: &str) {
-        for ((_, h), ctl) in self.lock_links().iter() {
-            if h == hive_id {
-                ctl.wake.notify_one();
-            }
+        let peers = self.inner.sched.peers_of(hive_id);
+        self.inner.news.mark(hive_id, &peers);
+        for p in peers {
+            self.inner.sched.wake(&(p, hive_id.to_string()));
         }
     }
 
-    /// Wakes the worker of the link (peer, hive) only (e.g. to handshake again at once).
+    /// Something changed in `hive_id` that its peers should hear of at their next heartbeat
+    /// (a roster that grew), without waking the outboxes.
+    pub(crate) fn mark_news(&self, hive_id: &str) {
+        let peers = self.inner.sched.peers_of(hive_id);
+        self.inner.news.mark(hive_id, &peers);
+    }
+
+    /// Wakes the link (peer, hive) only (e.g. to handshake again at once).
     pub(crate) fn wake_link(&self, peer_id: &str, hive_id: &str) {
-        if let Some(ctl) = self
-            .lock_links()
-            .get(&(peer_id.to_string(), hive_id.to_string()))
-        {
-            ctl.wake.notify_one();
-        }
+        self.inner
+            .sched
+            .wake(&(peer_id.to_string(), hive_id.to_string()));
     }
 
     /// Asks the link (peer, hive) to pull from the peer as soon as possible.
     pub fn request_pull(&self, peer_id: &str, hive_id: &str) {
-        if let Some(ctl) = self
-            .lock_links()
-            .get(&(peer_id.to_string(), hive_id.to_string()))
-        {
-            ctl.pull.store(true, Ordering::SeqCst);
-            ctl.wake.notify_one();
-        }
+        self.inner
+            .sched
+            .request_pull(&(peer_id.to_string(), hive_id.to_string()));
     }
 
-    /// Starts workers for live links that have none, stops workers whose link is gone.
+    /// Schedules the link (peer, hive) if it is live and not scheduled yet.
+    pub(crate) async fn schedule_link(
+        &self,
+        peer_id: &str,
+        hive_id: &str,
+    ) -> Result<(), SyncError> {
+        if !self.enabled() || self.is_shutting_down() {
+            return Ok(());
+        }
+        let (p, hv) = (peer_id.to_string(), hive_id.to_string());
+        let live = self
+            .inner
+            .store
+            .read(move |c| sync_state::link(c, &p, &hv))
+            .await?
+            .is_some_and(|l| l.state != sync_state::LinkState::Left);
+        if live
+            && self
+                .inner
+                .sched
+                .insert((peer_id.to_string(), hive_id.to_string()))
+        {
+            self.inner.news.mark(hive_id, [&peer_id.to_string()]);
+        }
+        Ok(())
+    }
+
+    /// Schedules live links that are not scheduled yet, forgets links that are gone.
     pub fn reconcile(&self) -> futures::future::BoxFuture<'static, Result<(), SyncError>> {
         let h = self.clone();
         Box::pin(async move { h.reconcile_inner().await })
@@ -280,35 +315,20 @@ impl SyncHandle {
             return Ok(());
         }
         let _guard = self.inner.reconcile_lock.lock().await;
-        let live = self.inner.store.read(sync_state::live_links).await?;
-        let mut links = self.lock_links();
-        let wanted: std::collections::HashSet<LinkKey> = live
-            .iter()
-            .map(|l| (l.peer_id.clone(), l.hive_id.clone()))
+        let wanted: std::collections::HashSet<LinkKey> = self
+            .inner
+            .store
+            .read(sync_state::live_link_keys)
+            .await?
+            .into_iter()
             .collect();
-        links.retain(|k, ctl| {
-            let keep = wanted.contains(k) && !ctl.join.is_finished();
-            if !keep {
-                ctl.join.abort();
+        let sched = &self.inner.sched;
+        sched.retain(|k| wanted.contains(k));
+        for key in wanted {
+            let (peer, hive) = (key.0.clone(), key.1.clone());
+            if sched.insert(key) {
+                self.inner.news.mark(&hive, [&peer]);
             }
-            keep
-        });
-        for l in live {
-            let key = (l.peer_id.clone(), l.hive_id.clone());
-            if links.contains_key(&key) {
-                continue;
-            }
-            let wake = Arc::new(Notify::new());
-            let pull = Arc::new(AtomicBool::new(false));
-            let join = tokio::spawn(crate::link::run(
-                self.clone(),
-                l.peer_id.clone(),
-                l.hive_id.clone(),
-                wake.clone(),
-                pull.clone(),
-                self.shutdown_rx(),
-            ));
-            links.insert(key, LinkCtl { wake, pull, join });
         }
         Ok(())
     }
@@ -316,8 +336,7 @@ impl SyncHandle {
     /// Stops every worker: signals them, waits up to `grace`, then aborts the rest.
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.inner.shutdown_tx.send(true);
-        let mut joins: Vec<JoinHandle<()>> = self.lock_tasks().drain(..).collect();
-        joins.extend(self.lock_links().drain().map(|(_, ctl)| ctl.join));
+        let joins: Vec<JoinHandle<()>> = self.lock_tasks().drain(..).collect();
         let aborts: Vec<_> = joins.iter().map(|j| j.abort_handle()).collect();
         if tokio::time::timeout(grace, futures::future::join_all(joins))
             .await
@@ -376,9 +395,33 @@ impl SyncHandle {
         }
     }
 
-    /// Number of link workers running (for tests and status).
+    /// Number of links scheduled (for tests and status).
     pub fn worker_count(&self) -> usize {
-        self.lock_links().len()
+        self.inner.sched.stats().links
+    }
+
+    /// The scheduler's figures (links, queued, running, waiting).
+    pub fn scheduler_stats(&self) -> SchedulerStats {
+        self.inner.sched.stats()
+    }
+}
+
+/// One worker of the pool: runs link steps as the scheduler hands them out. A step that
+/// panics is contained: its link backs off and runs again.
+async fn link_worker(h: SyncHandle, mut shutdown: watch::Receiver<bool>) {
+    use futures::FutureExt as _;
+    while let Some((key, job)) = h.inner.sched.next(&mut shutdown).await {
+        let mut work = job.clone();
+        let run = std::panic::AssertUnwindSafe(crate::link::run_step(&h, &key, &mut work));
+        let after = match run.catch_unwind().await {
+            Ok(after) => after,
+            Err(_) => {
+                tracing::error!(peer = %key.0, hive = %key.1, "a sync link step panicked");
+                work = job;
+                After::Backoff(h.settings().backoff.max)
+            }
+        };
+        h.inner.sched.done(key, work, after);
     }
 }
 

@@ -23,11 +23,12 @@
 //! - no effect outside the transaction before it commits.
 
 use crate::engine::SyncHandle;
+use crate::news::Due;
 use crate::protocol::{HeartbeatGroup, normalize_endpoint};
 use crate::trust;
 use openhive_store::materialize::Change;
 use openhive_store::sync_state::{self, LinkRow};
-use openhive_store::{Conn, StoreError};
+use openhive_store::{Conn, StoreError, log};
 use std::collections::BTreeMap;
 
 /// Which way the heartbeat went.
@@ -57,8 +58,8 @@ impl Direction {
 /// What [`apply`] found.
 #[derive(Debug, Default)]
 pub(crate) struct Applied {
-    /// Our links with the peer that are not `left` (the groups we share with it).
-    pub links: Vec<LinkRow>,
+    /// Hives whose roster grew (news for their other peers).
+    grew: Vec<String>,
     /// Hives where the peer is ahead of our pull cursor.
     pulls: Vec<String>,
     /// Hives where a learned key released waiting events.
@@ -85,17 +86,16 @@ pub(crate) fn apply(
         tracing::info!(peer = %peer_instance_id, endpoint = %e, "peer moved to a new sync endpoint");
         sync_state::update_peer(tx, peer_id, None, Some(e), now)?;
     }
-    let mut out = Applied {
-        links: sync_state::links_for_peer(tx, peer_id)?
-            .into_iter()
-            .filter(|l| l.state != sync_state::LinkState::Left)
-            .collect(),
-        ..Applied::default()
-    };
-    for l in &out.links {
-        let Some(g) = groups.get(&l.hive_name) else {
+    let mut out = Applied::default();
+    // Only the groups the message carries are looked at (a heartbeat carries the hives that
+    // changed, not every shared one: see `crate::news`).
+    for (name, g) in groups {
+        let Some(l) = sync_state::link_by_name(tx, peer_id, name)? else {
             continue;
         };
+        if l.state == sync_state::LinkState::Left {
+            continue;
+        }
         let _span = tracing::info_span!(
             "sync.heartbeat.group",
             peer = %peer_instance_id,
@@ -103,7 +103,11 @@ pub(crate) fn apply(
             seq = g.seq
         )
         .entered();
-        let r = trust::learn_roster(tx, &l.hive_id, &g.roster, peer_instance_id, now)?;
+        let learned = trust::learn_roster(tx, &l.hive_id, &g.roster, peer_instance_id, now)?;
+        if learned.grew {
+            out.grew.push(l.hive_id.clone());
+        }
+        let r = learned.released;
         if r.accepted > 0 {
             out.released.push(l.hive_id.clone());
         }
@@ -124,12 +128,46 @@ pub(crate) fn apply(
 /// events to the hives' links, pulls where the peer is ahead.
 pub(crate) fn after_commit(h: &SyncHandle, peer_id: &str, applied: Applied) {
     h.emit(applied.changes);
+    for hive in &applied.grew {
+        h.mark_news(hive);
+    }
     for hive in &applied.released {
         h.notify(hive);
     }
     for hive in &applied.pulls {
         h.request_pull(peer_id, hive);
     }
+}
+
+/// Our side of a heartbeat message to `peer_id` (sent, or answered): head and roster of the
+/// hives shared with it that `due` names (every shared hive for [`Due::All`]).
+pub(crate) fn ours(
+    c: &Conn<'_>,
+    peer_id: &str,
+    due: &Due,
+) -> Result<BTreeMap<String, HeartbeatGroup>, StoreError> {
+    let links: Vec<LinkRow> = match due {
+        Due::All => sync_state::links_for_peer(c, peer_id)?,
+        Due::Some(hives) => {
+            let mut v = Vec::with_capacity(hives.len());
+            for h in hives {
+                v.extend(sync_state::link(c, peer_id, h)?);
+            }
+            v
+        }
+    };
+    let mut out = BTreeMap::new();
+    for l in links
+        .into_iter()
+        .filter(|l| l.state != sync_state::LinkState::Left)
+    {
+        let group = HeartbeatGroup {
+            seq: log::head(c, &l.hive_id)?,
+            roster: trust::roster(c, &l.hive_id)?,
+        };
+        out.insert(l.hive_name, group);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The heartbeat task: every `heartbeat_interval`, POST `/sync/v1/heartbeat` to each peer
-//! we hold a token for, with our head seq and roster per shared group; apply the answer's
+//! we hold a token for: one message per peer, carrying head seq and roster of only the shared
+//! groups that changed since the peer last heard from us ([`crate::news`]; an idle mesh
+//! exchanges bare contacts whatever the number of hives); apply the answer's
 //! groups ([`crate::groups`], shared with the receiving side: contact, rosters, pulls where
 //! the peer is ahead of our cursor), or record the failure (a refused token is forgotten
 //! through [`crate::tokens`]). Then mark peers silent for `peer_timeout` as `unreachable`.
@@ -9,11 +11,10 @@ use crate::engine::{SyncHandle, sleep_or_shutdown};
 use crate::error::LinkError;
 use crate::groups::{self, Direction};
 use crate::protocol::*;
-use crate::{tokens, trust};
+use crate::tokens;
 use openhive_core::time::now_ms;
+use openhive_store::StoreError;
 use openhive_store::sync_state::{self, LinkRow, PeerRow};
-use openhive_store::{StoreError, log};
-use std::collections::BTreeMap;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -39,30 +40,40 @@ pub(crate) async fn run(h: SyncHandle, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = round(&h).await {
             tracing::warn!(error = %e, "heartbeat round failed");
         }
+        // The safety net under commit wake-ups: links left behind their log run now (one
+        // query, whatever the number of links).
+        match h.store().read(sync_state::links_behind).await {
+            Ok(behind) => {
+                for (peer, hive) in behind {
+                    h.wake_link(&peer, &hive);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "looking for links behind their log"),
+        }
     }
 }
 
 async fn round(h: &SyncHandle) -> Result<(), StoreError> {
+    // One cheap lookup per peer (not per link): the peer and one token of ours for it.
     let targets = h
         .store()
-        .read(|c| -> Result<Vec<(PeerRow, Vec<LinkRow>)>, StoreError> {
+        .read(|c| -> Result<Vec<(PeerRow, LinkRow)>, StoreError> {
             let mut out = Vec::new();
             for p in sync_state::list_peers(c)? {
-                let links: Vec<LinkRow> = sync_state::links_for_peer(c, &p.id)?
-                    .into_iter()
-                    .filter(|l| l.state != sync_state::LinkState::Left && l.token_out.is_some())
-                    .collect();
-                if !links.is_empty() && p.instance_id.is_some() {
-                    out.push((p, links));
+                if p.instance_id.is_none() {
+                    continue;
+                }
+                if let Some(l) = sync_state::heartbeat_link(c, &p.id)? {
+                    out.push((p, l));
                 }
             }
             Ok(out)
         })
         .await?;
-    let beats = targets.into_iter().map(|(p, links)| {
+    let beats = targets.into_iter().map(|(p, link)| {
         let label = p.instance_id.clone().unwrap_or_default();
         let span = tracing::info_span!("sync.heartbeat", peer = %label);
-        beat(h.clone(), p, links).instrument(span)
+        beat(h.clone(), p, link).instrument(span)
     });
     futures::future::join_all(beats).await;
     let timeout_ms = h.settings().peer_timeout.as_millis() as i64;
@@ -79,42 +90,21 @@ async fn round(h: &SyncHandle) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn beat(h: SyncHandle, peer: PeerRow, links: Vec<LinkRow>) {
-    let hive_ids: Vec<(String, String)> = links
-        .iter()
-        .map(|l| (l.hive_id.clone(), l.hive_name.clone()))
-        .collect();
-    let body = h
-        .store()
-        .read(
-            move |c| -> Result<BTreeMap<String, HeartbeatGroup>, StoreError> {
-                let mut groups = BTreeMap::new();
-                for (id, name) in &hive_ids {
-                    groups.insert(
-                        name.clone(),
-                        HeartbeatGroup {
-                            seq: log::head(c, id)?,
-                            roster: trust::roster(c, id)?,
-                        },
-                    );
-                }
-                Ok(groups)
-            },
-        )
-        .await;
-    let ours = match body {
+/// One heartbeat to `peer`, authenticated with `link`'s token, carrying the peer's news
+/// (the shared hives that changed since it last heard from us: [`crate::news`]).
+async fn beat(h: SyncHandle, peer: PeerRow, link: LinkRow) {
+    let Some(token) = link.token_out.clone() else {
+        return;
+    };
+    let due = h.inner.news.take(&peer.id);
+    let (pid, d) = (peer.id.clone(), due.clone());
+    let ours = match h.store().read(move |c| groups::ours(c, &pid, &d)).await {
         Ok(g) => g,
         Err(e) => {
+            h.inner.news.give_back(&peer.id, due);
             tracing::warn!(error = %e, "building heartbeat");
             return;
         }
-    };
-    // Any token of ours authenticates the heartbeat; the first link's is used.
-    let Some((first, token)) = links
-        .iter()
-        .find_map(|l| l.token_out.clone().map(|t| (l, t)))
-    else {
-        return;
     };
     let req = Heartbeat {
         instance_id: h.me().instance_id.clone(),
@@ -127,15 +117,24 @@ async fn beat(h: SyncHandle, peer: PeerRow, links: Vec<LinkRow>) {
                 .heartbeat(&peer.endpoint, Some(&token), &req)
                 .await
         }
-        Err(_) => return,
+        Err(_) => {
+            h.inner.news.give_back(&peer.id, due);
+            return;
+        }
     };
     let peer_id = peer.id.clone();
     match res {
         Ok(resp) => {
             if peer.instance_id.as_deref() != Some(resp.instance_id.as_str()) {
+                h.inner.news.give_back(&peer.id, due);
                 tracing::warn!(answered_as = %resp.instance_id, "heartbeat answered by another instance");
                 return;
             }
+            tracing::debug!(
+                sent = req.groups.len(),
+                answered = resp.groups.len(),
+                "heartbeat"
+            );
             let from = resp.instance_id.clone();
             let r = h
                 .store()
@@ -155,7 +154,10 @@ async fn beat(h: SyncHandle, peer: PeerRow, links: Vec<LinkRow>) {
                 Err(e) => tracing::warn!(error = %e, "recording heartbeat"),
             }
         }
-        Err(e) => failed(&h, &peer, first, &token, e).await,
+        Err(e) => {
+            h.inner.news.give_back(&peer.id, due);
+            failed(&h, &peer, &link, &token, e).await
+        }
     }
 }
 

@@ -23,7 +23,6 @@ use crate::trust;
 use openhive_core::time::{now_ms, rfc3339};
 use openhive_store::sync_state;
 use openhive_store::{StoreError, ingest, log};
-use std::collections::BTreeMap;
 
 pub use crate::tokens::{PeerAuth, authenticate};
 
@@ -252,16 +251,7 @@ pub async fn push_events(
     req: PushRequest,
 ) -> Result<PushResponse, SyncError> {
     let hive_id = bound_group(h, auth, hive).await?;
-    if req.first_seq < 1 || req.last_seq < req.first_seq {
-        return Err(SyncError::BadRequest(
-            "first_seq and last_seq must satisfy 1 <= first_seq <= last_seq".into(),
-        ));
-    }
-    if req.events.len() > MAX_PULL_LIMIT as usize {
-        return Err(SyncError::BadRequest(format!(
-            "at most {MAX_PULL_LIMIT} events per batch"
-        )));
-    }
+    check_push_claim(&req)?;
     let n = u32::try_from(req.events.len()).unwrap_or(u32::MAX);
     if let Err(wait) = h.inner.limiter.check(&auth.peer_id, n) {
         let peer_id = auth.peer_id.clone();
@@ -284,19 +274,30 @@ pub async fn push_events(
     let ev2 = events.clone();
     // Signatures are checked on a reader thread, in parallel with the writer.
     let verified = h.store().read(move |c| ingest::preverify(c, &ev2)).await?;
-    let (report, received_seq) = h
+    let (report, received_seq, gap) = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
             let r = ingest::ingest_remote_checked(tx, &hv, &hname, &events, &verified, &from, now)?;
-            sync_state::advance_received_contiguous(tx, &peer_id, &hv, first, last, now)?;
+            let before = sync_state::link(tx, &peer_id, &hv)?.map_or(0, |l| l.last_seq_received);
+            // The cursor moves only over a range that starts where it stands (or overlaps
+            // it); a batch that leaves a gap is applied, but what it claims to cover is not
+            // trusted: the gap (and the claim) are checked by pulling.
+            let moved =
+                sync_state::advance_received_contiguous(tx, &peer_id, &hv, first, last, now)?;
+            if moved {
+                sync_state::set_remote_seq(tx, &peer_id, &hv, last)?;
+            }
             sync_state::count_events(tx, &peer_id, &hv, r.accepted as i64, r.rejected as i64)?;
-            sync_state::set_remote_seq(tx, &peer_id, &hv, last)?;
             sync_state::record_contact(tx, &peer_id, now)?;
             let received = sync_state::link(tx, &peer_id, &hv)?.map_or(0, |l| l.last_seq_received);
-            Ok((r, received))
+            Ok((r, received, first > before.saturating_add(1)))
         })
         .await?;
+    if gap {
+        tracing::info!(peer = %auth.peer_instance_id, hive, seq = last, first, received = received_seq, "pushed batch leaves a gap after our cursor; pulling instead");
+        h.request_pull(&auth.peer_id, &hive_id);
+    }
     if report.rejected > 0 {
         tracing::warn!(peer = %auth.peer_instance_id, hive, seq = last, rejected = report.rejected, first = ?report.rejections.first(), "pushed events rejected");
     }
@@ -311,7 +312,45 @@ pub async fn push_events(
         duplicates: report.duplicates,
         rejected: report.rejected,
         waiting_for_key: report.waiting_for_key,
+        rejections: report
+            .rejections
+            .into_iter()
+            .map(|(id, reason)| Rejection { id, reason })
+            .collect(),
     })
+}
+
+/// Checks what a pushed batch claims to cover (the sender's seqs `first_seq..=last_seq`)
+/// before anything is applied: a range that starts at 1 or later and is not reversed, no
+/// wider than one push may be (a sender covers at most [`MAX_PULL_LIMIT`] of its seqs per
+/// batch: it reads its gap-free log in pages of that size), and holding no more events than
+/// seqs. Anything else is refused (400); in particular no batch can move our cursor for the
+/// sender by more than one push's width.
+pub fn check_push_claim(req: &PushRequest) -> Result<(), SyncError> {
+    if req.first_seq < 1 || req.last_seq < req.first_seq {
+        return Err(SyncError::BadRequest(
+            "first_seq and last_seq must satisfy 1 <= first_seq <= last_seq".into(),
+        ));
+    }
+    if req.events.len() > MAX_PULL_LIMIT as usize {
+        return Err(SyncError::BadRequest(format!(
+            "at most {MAX_PULL_LIMIT} events per batch"
+        )));
+    }
+    // Both are >= 1 here: no overflow.
+    let span = req.last_seq - req.first_seq + 1;
+    if span > MAX_PULL_LIMIT {
+        return Err(SyncError::BadRequest(format!(
+            "a batch covers at most {MAX_PULL_LIMIT} seqs; first_seq..=last_seq spans {span}"
+        )));
+    }
+    if req.events.len() as i64 > span {
+        return Err(SyncError::BadRequest(format!(
+            "{} events cannot fit in the {span} seqs first_seq..=last_seq covers",
+            req.events.len()
+        )));
+    }
+    Ok(())
 }
 
 /// `POST /sync/v1/heartbeat`: the receiving side. The check that the heartbeat comes from
@@ -330,23 +369,24 @@ pub async fn heartbeat(
     let peer_id = auth.peer_id.clone();
     let from = auth.peer_instance_id.clone();
     let direction = Direction::received(req.sync_endpoint.as_deref());
-    let (answer, applied) = h
+    // The answer carries our news for this peer (the shared hives that changed since it
+    // last heard from us), like our own heartbeats do.
+    let due = h.inner.news.take(&auth.peer_id);
+    let due2 = due.clone();
+    let r = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let applied = groups::apply(tx, &peer_id, &from, &req.groups, &direction, now_ms())?;
-            let mut answer = BTreeMap::new();
-            for l in &applied.links {
-                answer.insert(
-                    l.hive_name.clone(),
-                    HeartbeatGroup {
-                        seq: log::head(tx, &l.hive_id)?,
-                        roster: trust::roster(tx, &l.hive_id)?,
-                    },
-                );
-            }
-            Ok((answer, applied))
+            Ok((groups::ours(tx, &peer_id, &due2)?, applied))
         })
-        .await?;
+        .await;
+    let (answer, applied) = match r {
+        Ok(v) => v,
+        Err(e) => {
+            h.inner.news.give_back(&auth.peer_id, due);
+            return Err(e.into());
+        }
+    };
     groups::after_commit(h, &auth.peer_id, applied);
     Ok(Heartbeat {
         instance_id: h.me().instance_id.clone(),
@@ -362,7 +402,7 @@ pub(crate) fn group_status(
     hive_name: &str,
 ) -> Result<GroupStatus, StoreError> {
     let head = log::head(c, hive_id)?;
-    let (pending, unverified) = ingest::waiting_counts(c)?;
+    let (pending, unverified) = ingest::waiting_counts_for(c, hive_id)?;
     let mut peers = Vec::new();
     for l in sync_state::links_for_hive(c, hive_id)? {
         let Some(p) = sync_state::peer_by_id(c, &l.peer_id)? else {

@@ -8,7 +8,13 @@
 //! - [`protocol`]: the wire messages (docs/PROTOCOL-sync.md).
 //! - [`client`]: outbound calls (pooled reqwest, per-call timeouts).
 //! - [`engine`]: [`SyncEngine::start`] and the [`SyncHandle`] the server keeps.
-//! - `link`: the worker of one (peer, hive) link: handshake, pull, push.
+//! - [`scheduler`]: which link runs when, on a fixed pool of workers (idle links cost
+//!   nothing).
+//! - `link`: one step of a (peer, hive) link: handshake, pull, or push.
+//! - `outbox`: the generic delivery of a hive's log to one consumer after its cursor (a
+//!   link's push is one sink; later consumers reuse it).
+//! - `news`: per peer, the shared hives that changed since it last heard from us (what a
+//!   heartbeat carries).
 //! - `heartbeat`: liveness, lag detection, roster exchange, `unreachable` marking.
 //! - [`inbound`]: the server side of each `/sync/v1` endpoint.
 //! - `accept`: handshake acceptance, both roles (responder in `inbound`, initiator in `link`).
@@ -17,7 +23,8 @@
 //! - `tokens`: token refusal, both directions (401 to unknown tokens; forgetting ours when a
 //!   peer refuses it, so the link handshakes again).
 //! - [`error`]: [`SyncError`] at the boundary, peer-input and link-step errors inside.
-//! - [`admin`]: the local `/api/v1/sync/*` admin operations.
+//! - [`admin`]: the local `/api/v1/sync/*` admin operations; [`paging`]: their pages and
+//!   filters.
 //! - [`backoff`], [`ratelimit`]: retry delays and the per-peer event token bucket.
 //! - [`trust`]: roster-based key trust (first key wins).
 
@@ -31,8 +38,12 @@ mod groups;
 mod heartbeat;
 pub mod inbound;
 mod link;
+mod news;
+mod outbox;
+pub mod paging;
 pub mod protocol;
 pub mod ratelimit;
+pub mod scheduler;
 mod tokens;
 pub mod trust;
 

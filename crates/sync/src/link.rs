@@ -17,18 +17,18 @@
 //! The handshake's answer is applied by [`crate::accept`], shared with the responder side.
 
 use crate::accept::{self, Hello, Outcome, Role};
-use crate::backoff::Backoff;
-use crate::engine::{SyncHandle, sleep_or_shutdown};
+use crate::engine::{LinkKey, SyncHandle};
 use crate::error::LinkError;
+use crate::outbox::{self, Progress};
 use crate::protocol::*;
+use crate::scheduler::{After, Job};
 use crate::{tokens, trust};
 use openhive_core::time::now_ms;
+use openhive_store::consumers::ConsumerId;
+use openhive_store::log::LoggedEvent;
 use openhive_store::sync_state::{self, LinkRow, PeerRow};
 use openhive_store::{Store, StoreError, ingest, log};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
 /// How often a link whose lease another process holds checks whether it is free.
@@ -69,83 +69,46 @@ impl Failed {
     }
 }
 
-pub(crate) async fn run(
-    h: SyncHandle,
-    peer_id: String,
-    hive_id: String,
-    wake: Arc<Notify>,
-    pull_flag: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut backoff = Backoff::default();
-    // Pull once when the worker starts (catch-up after a restart), then when asked.
-    let mut need_pull = true;
-    // Idle links still look for work now and then (a missed wake-up costs one interval).
-    let idle_tick = h
-        .settings()
-        .heartbeat_interval
-        .max(Duration::from_millis(200));
-    let lease = format!("link:{peer_id}:{hive_id}");
-    loop {
-        if *shutdown.borrow() {
-            return;
+/// Runs one step of the link `key` for the scheduler ([`crate::scheduler`]): checks the
+/// lease, steps, records a failure (with the backoff it earns), and says what comes next.
+pub(crate) async fn run_step(h: &SyncHandle, key: &LinkKey, job: &mut Job) -> After {
+    let (peer_id, hive_id) = key;
+    // Another app process of this instance may run this link: wait until it is ours.
+    if !h.holds_lease(format!("link:{peer_id}:{hive_id}")).await {
+        job.need_pull = true;
+        return After::Pause(LEASE_RETRY);
+    }
+    match step(h, peer_id, hive_id, job).await {
+        Ok(Step::More) => {
+            job.backoff.reset();
+            After::Again
         }
-        // Another app process of this instance may run this link: wait until it is ours.
-        if !h.holds_lease(lease.clone()).await {
-            need_pull = true;
-            if sleep_or_shutdown(LEASE_RETRY, &mut shutdown).await {
-                return;
-            }
-            continue;
+        Ok(Step::Idle) => {
+            job.backoff.reset();
+            After::Idle
         }
-        let step = step(&h, &peer_id, &hive_id, &pull_flag, &mut need_pull).await;
-        match step {
-            Ok(Step::More) => backoff.reset(),
-            Ok(Step::Idle) => {
-                backoff.reset();
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(idle_tick) => {}
-                    r = shutdown.wait_for(|v| *v) => { let _ = r; return; }
-                }
+        Ok(Step::Stop) => After::Stop,
+        Ok(Step::RetryAfter(d)) => After::Pause(d),
+        Err(failed) => {
+            let delay = job.backoff.fail(&h.settings().backoff);
+            let msg = failed.message();
+            tracing::warn!(peer = %peer_id, hive = %hive_id, error = %msg, retry_in_ms = delay.as_millis() as u64, failures = job.backoff.failures(), "sync link failed");
+            let (p, hv) = (peer_id.clone(), hive_id.clone());
+            let after = h.settings().error_after_failures;
+            let r = h
+                .store()
+                .write(move |tx| -> Result<(), StoreError> {
+                    let now = now_ms();
+                    sync_state::record_failure(tx, &p, &msg, after, now)?;
+                    sync_state::set_link_error(tx, &p, &hv, Some(&msg))?;
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "recording a sync failure");
             }
-            Ok(Step::Stop) => return,
-            Ok(Step::RetryAfter(d)) => {
-                if sleep_or_shutdown(d, &mut shutdown).await {
-                    return;
-                }
-            }
-            Err(failed) => {
-                let delay = backoff.fail(&h.settings().backoff);
-                let msg = failed.message();
-                tracing::warn!(peer = %peer_id, hive = %hive_id, error = %msg, retry_in_ms = delay.as_millis() as u64, failures = backoff.failures(), "sync link failed");
-                let (p, hv) = (peer_id.clone(), hive_id.clone());
-                let after = h.settings().error_after_failures;
-                let r = h
-                    .store()
-                    .write(move |tx| -> Result<(), StoreError> {
-                        let now = now_ms();
-                        sync_state::record_failure(tx, &p, &msg, after, now)?;
-                        sync_state::set_link_error(tx, &p, &hv, Some(&msg))?;
-                        Ok(())
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "recording a sync failure");
-                }
-                // Back off, but a handshake from the peer (which sets the pull flag) ends
-                // the wait early: the peer is evidently reachable again.
-                let deadline = tokio::time::Instant::now() + delay;
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline) => break,
-                        _ = wake.notified() => {
-                            if pull_flag.load(Ordering::SeqCst) { break; }
-                        }
-                        r = shutdown.wait_for(|v| *v) => { let _ = r; return; }
-                    }
-                }
-            }
+            // A pull request from the peer (it handshook again) ends the backoff early.
+            After::Backoff(delay)
         }
     }
 }
@@ -173,13 +136,7 @@ fn peer_label(peer: &PeerRow) -> String {
         .unwrap_or_else(|| peer.endpoint.clone())
 }
 
-async fn step(
-    h: &SyncHandle,
-    peer_id: &str,
-    hive_id: &str,
-    pull_flag: &AtomicBool,
-    need_pull: &mut bool,
-) -> Result<Step, Failed> {
+async fn step(h: &SyncHandle, peer_id: &str, hive_id: &str, job: &mut Job) -> Result<Step, Failed> {
     let Some((peer, link)) = load(h.store(), peer_id, hive_id)
         .await
         .map_err(Failed::of("loading the link"))?
@@ -199,18 +156,18 @@ async fn step(
             .await
             .map_err(Failed::of("handshake"))?;
         if let Step::More = r {
-            *need_pull = true;
+            job.need_pull = true;
         }
         return Ok(r);
     };
-    if pull_flag.swap(false, Ordering::SeqCst) || *need_pull {
-        *need_pull = false;
+    if std::mem::take(&mut job.pull) || job.need_pull {
+        job.need_pull = false;
         let span = tracing::info_span!("sync.pull", peer = %label, hive = %link.hive_name, seq = link.last_seq_received);
         let r = pull_all(h, &peer, &link, &token)
             .instrument(span.clone())
             .await;
         if r.is_err() {
-            *need_pull = true;
+            job.need_pull = true;
         }
         return settle(h, &peer, &link, Some(&token), r.map(|()| Step::More))
             .instrument(span)
@@ -451,14 +408,78 @@ async fn pull_all(
     Ok(())
 }
 
-/// Sends one outbox batch (or advances over skipped events).
+/// A peer link's outbox sink: pushes batches to the peer with the link's token; events the
+/// peer originated or delivered to us are not sent back to it (no echo).
+struct PeerSink<'a> {
+    h: &'a SyncHandle,
+    consumer: ConsumerId,
+    peer: &'a PeerRow,
+    peer_instance: String,
+    link: &'a LinkRow,
+    token: &'a str,
+}
+
+impl outbox::Sink for PeerSink<'_> {
+    type Error = LinkError;
+
+    fn consumer(&self) -> (&ConsumerId, &str) {
+        (&self.consumer, &self.link.hive_id)
+    }
+
+    fn wants(&self, e: &LoggedEvent) -> bool {
+        e.event.origin_instance_id != self.peer_instance
+            && e.received_from.as_deref() != Some(self.peer_instance.as_str())
+    }
+
+    async fn deliver(&self, batch: outbox::Batch) -> Result<(), LinkError> {
+        let n = batch.events.len();
+        let (seq, body) = (
+            batch.last_seq,
+            PushRequest {
+                events: batch.events,
+                first_seq: batch.first_seq,
+                last_seq: batch.last_seq,
+            },
+        );
+        let resp = {
+            let _permit = permit(self.h).await?;
+            self.h
+                .client()
+                .push(&self.peer.endpoint, self.token, &self.link.hive_name, &body)
+                .await?
+        };
+        tracing::debug!(events = n, seq, accepted = resp.accepted, "pushed batch");
+        if resp.rejected > 0 {
+            tracing::warn!(rejected = resp.rejected, seq, "peer rejected pushed events");
+        }
+        Ok(())
+    }
+
+    fn on_acked(&self, delivered: bool) -> Option<outbox::OnAcked> {
+        let (p, hv) = (self.peer.id.clone(), self.link.hive_id.clone());
+        Some(Box::new(move |tx, _through, now| {
+            sync_state::touch_link(tx, &p, &hv, now)?;
+            if delivered {
+                // An acknowledged push is a contact, and clears the link's error.
+                sync_state::record_contact(tx, &p, now)?;
+                sync_state::set_link_error(tx, &p, &hv, None)?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn store_error(op: &'static str, e: StoreError) -> LinkError {
+        LinkError::store(op)(e)
+    }
+}
+
+/// One outbox step of the link: sends one batch, or advances over skipped events.
 async fn push_once(
     h: &SyncHandle,
     peer: &PeerRow,
     link: &LinkRow,
     token: &str,
 ) -> Result<Step, LinkError> {
-    let after = link.last_seq_sent;
     let limit = h.settings().push_batch;
     // Far behind and pulling from us right now: let its pull carry the backlog (each page
     // it fetches acknowledges our push cursor); push resumes when it is within two batches
@@ -470,82 +491,24 @@ async fn push_once(
             .read(move |c| log::head(c, &hv))
             .await
             .map_err(LinkError::store("reading the log head"))?;
-        if head - after > 2 * limit {
+        if head - link.last_seq_sent > 2 * limit {
             return Ok(Step::RetryAfter(Duration::from_millis(250)));
         }
     }
-    let peer_inst = peer.instance_id.clone().unwrap_or_default();
-    let hv = link.hive_id.clone();
-    let (events, covered) = h
-        .store()
-        .read(move |c| -> Result<_, StoreError> {
-            let raw = log::since(c, &hv, after, limit)?;
-            let mut covered = after;
-            let mut bytes = 0usize;
-            let mut events = Vec::new();
-            for e in raw {
-                // Cap the request body (the receiver accepts 16 MiB).
-                if bytes > PUSH_MAX_BYTES {
-                    break;
-                }
-                covered = e.seq;
-                if e.event.origin_instance_id == peer_inst
-                    || e.received_from.as_deref() == Some(peer_inst.as_str())
-                {
-                    continue;
-                }
-                bytes += e.event.payload.len() + e.event.signature.len() + 256;
-                events.push(e.event);
-            }
-            Ok((events, covered))
-        })
-        .await
-        .map_err(LinkError::store("reading the outbox"))?;
-    if covered == after {
-        return Ok(Step::Idle);
-    }
-    let (p, hv) = (peer.id.clone(), link.hive_id.clone());
-    if events.is_empty() {
-        h.store()
-            .write(move |tx| sync_state::advance_sent(tx, &p, &hv, covered, now_ms()))
-            .await
-            .map_err(LinkError::store("advancing over skipped events"))?;
-        return Ok(Step::More);
-    }
-    let n = events.len();
-    let body = PushRequest {
-        events,
-        first_seq: after + 1,
-        last_seq: covered,
+    let sink = PeerSink {
+        h,
+        consumer: ConsumerId::peer(&peer.id),
+        peer,
+        peer_instance: peer.instance_id.clone().unwrap_or_default(),
+        link,
+        token,
     };
-    let res = {
-        let _permit = permit(h).await?;
-        h.client()
-            .push(&peer.endpoint, token, &link.hive_name, &body)
-            .await
+    let limits = outbox::Limits {
+        events: limit,
+        bytes: PUSH_MAX_BYTES,
     };
-    let resp = res?;
-    h.store()
-        .write(move |tx| -> Result<(), StoreError> {
-            let now = now_ms();
-            sync_state::advance_sent(tx, &p, &hv, covered, now)?;
-            sync_state::record_contact(tx, &p, now)?;
-            sync_state::set_link_error(tx, &p, &hv, None)
-        })
-        .await
-        .map_err(LinkError::store("recording a push"))?;
-    tracing::debug!(
-        events = n,
-        seq = covered,
-        accepted = resp.accepted,
-        "pushed batch"
-    );
-    if resp.rejected > 0 {
-        tracing::warn!(
-            rejected = resp.rejected,
-            seq = covered,
-            "peer rejected pushed events"
-        );
-    }
-    Ok(Step::More)
+    Ok(match outbox::step(h.store(), &sink, limits).await? {
+        Progress::UpToDate => Step::Idle,
+        Progress::Skipped { .. } | Progress::Delivered { .. } => Step::More,
+    })
 }

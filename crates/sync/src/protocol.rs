@@ -128,6 +128,17 @@ pub struct PushResponse {
     pub duplicates: usize,
     pub rejected: usize,
     pub waiting_for_key: usize,
+    /// The first few rejected events with the reason (at most 20; `rejected` counts them
+    /// all), e.g. a bad signature, or a full queue of events waiting for an unknown key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejections: Vec<Rejection>,
+}
+
+/// One rejected event of a pushed batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub id: String,
+    pub reason: String,
 }
 
 /// Per-group part of a heartbeat.
@@ -175,9 +186,9 @@ pub struct PeerLinkStatus {
 pub struct GroupStatus {
     pub hive: String,
     pub local_seq: i64,
-    /// Events logged but waiting for a dependency (instance-wide).
+    /// Events of this hive logged but waiting for a dependency.
     pub pending: i64,
-    /// Events waiting for their origin's key (instance-wide).
+    /// Events of this hive waiting for their origin's key.
     pub unverified: i64,
     /// The lowest cursor of the log's live consumers (peer outboxes...): every event at or
     /// below it has been taken by every reader. `null` if nothing reads the log.

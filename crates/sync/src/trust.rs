@@ -12,16 +12,26 @@ use openhive_store::error::Result;
 use openhive_store::ingest::{self, BatchReport};
 use openhive_store::{db, keys, sync_state};
 
+/// What [`learn_roster`] did.
+#[derive(Debug, Default)]
+pub struct RosterLearned {
+    /// What releasing the events that waited for a newly learned key changed.
+    pub released: BatchReport,
+    /// The group's roster gained a member (news for the hive's other peers).
+    pub grew: bool,
+}
+
 /// Learns the keys of `roster` (vouched for by `from`), adds them to the group's roster and
-/// releases events that waited for a newly learned key. Returns what the release changed.
+/// releases events that waited for a newly learned key.
 pub fn learn_roster(
     conn: &Conn<'_>,
     hive_id: &str,
     roster: &[RosterEntry],
     from: &str,
     now: i64,
-) -> Result<BatchReport> {
+) -> Result<RosterLearned> {
     let mut total = BatchReport::default();
+    let mut grew = false;
     for e in roster {
         if openhive_core::ids::instance_suffix(&e.instance_id).is_none() {
             continue;
@@ -32,7 +42,7 @@ pub fn learn_roster(
         };
         match keys::learn(conn, &e.instance_id, &key, Some(from), now)? {
             keys::Learned::New => {
-                sync_state::add_member(conn, hive_id, &e.instance_id)?;
+                grew |= sync_state::add_member(conn, hive_id, &e.instance_id)?;
                 tracing::info!(peer = from, instance = %e.instance_id, "learned instance key from roster");
                 let r = ingest::release_unverified(conn, &e.instance_id, now)?;
                 total.accepted += r.accepted;
@@ -41,7 +51,7 @@ pub fn learn_roster(
                 total.changes.extend(r.changes);
             }
             keys::Learned::AlreadyKnown => {
-                sync_state::add_member(conn, hive_id, &e.instance_id)?;
+                grew |= sync_state::add_member(conn, hive_id, &e.instance_id)?;
             }
             keys::Learned::Conflict => {
                 tracing::warn!(
@@ -53,7 +63,10 @@ pub fn learn_roster(
             }
         }
     }
-    Ok(total)
+    Ok(RosterLearned {
+        released: total,
+        grew,
+    })
 }
 
 /// The roster of a group as sent on the wire.

@@ -1,6 +1,13 @@
 //! Black-box integration tests: real servers on 127.0.0.1:0, driven over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// reqwest's TLS needs a process-wide crypto provider before any client is built; tests
+/// build clients before (or without) starting a server, which would install it.
+#[ctor::ctor]
+fn install_crypto_provider() {
+    openhive_sync::client::install_crypto_provider();
+}
+
 mod admin;
 mod agents;
 mod backpressure;
@@ -10,6 +17,7 @@ mod config;
 mod crash;
 mod demo;
 mod feeds;
+mod hardening;
 mod harness;
 mod hives;
 mod meta;
@@ -22,5 +30,6 @@ mod sync_fake_peer;
 mod sync_pairing;
 mod sync_realtime;
 mod sync_security;
+mod sync_tls;
 mod sync_util;
 mod ws;

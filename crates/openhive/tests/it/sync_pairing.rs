@@ -324,3 +324,113 @@ async fn sync_admin_routes_require_admin_and_validate() {
     .await;
     assert_error(st, &b, StatusCode::NOT_FOUND);
 }
+
+/// Idle links cost no timer: with heartbeats an hour apart, a link idle for a while still
+/// delivers a new event as soon as it is committed (the commit wakes it), both ways.
+#[tokio::test]
+async fn sync_a_long_idle_link_delivers_a_new_event_at_once() {
+    let slow = |c: &mut openhive_server::config::Config| c.sync.heartbeat_interval_secs = 3600;
+    let a = instance_with(slow).await;
+    let b = instance_with(slow).await;
+    create_hive(&a, "idle").await;
+    enable_group(&a, "idle").await;
+    add_peer(&a, "B", &b, &["idle"]).await;
+    add_peer(&b, "A", &a, &["idle"]).await;
+    let first = new_post(&a, "idle", "before the pause").await;
+    wait_visible(&b, &format!("/posts/{first}")).await;
+    // Every link idle, nothing queued or waiting.
+    wait_for(T, "links idle", || async {
+        let s = get(&a, "/sync/status").await;
+        let l = &s["links"];
+        (l["links"] == 1 && l["queued"] == 0 && l["running"] == 0 && l["waiting"] == 0)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // No heartbeat will come for an hour: only the commit can wake the links.
+    let p = new_post(&a, "idle", "after the pause").await;
+    wait_visible(&b, &format!("/posts/{p}")).await;
+    let q = new_post(&b, "idle", "and back").await;
+    wait_visible(&a, &format!("/posts/{q}")).await;
+}
+
+/// The admin listings page by a cursor and filter by hive, peer and state; a page holds
+/// every row once, in order, whatever the page size.
+#[tokio::test]
+async fn sync_status_groups_and_peers_page_and_filter() {
+    let a = instance().await;
+    let b = instance().await;
+    let names: Vec<String> = (0..23).map(|i| format!("team-{i:02}")).collect();
+    for n in &names {
+        create_hive(&a, n).await;
+        enable_group(&a, n).await;
+    }
+    let shared: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    add_peer(&a, "B", &b, &shared).await;
+
+    for path in ["/sync/status", "/sync/groups"] {
+        let key = if path == "/sync/status" {
+            "groups"
+        } else {
+            "data"
+        };
+        let field = if path == "/sync/status" {
+            "hive"
+        } else {
+            "name"
+        };
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let q = match &cursor {
+                Some(c) => format!("{path}?limit=10&cursor={c}"),
+                None => format!("{path}?limit=10"),
+            };
+            let page = get(&a, &q).await;
+            let rows = page[key].as_array().unwrap();
+            assert!(rows.len() <= 10, "{page}");
+            seen.extend(rows.iter().map(|g| g[field].as_str().unwrap().to_string()));
+            match page["next_cursor"].as_str() {
+                Some(c) => {
+                    assert_eq!(page["has_more"], true);
+                    cursor = Some(c.to_string());
+                }
+                None => {
+                    assert_eq!(page["has_more"], false);
+                    break;
+                }
+            }
+        }
+        assert_eq!(seen, names, "{path}");
+    }
+    // Filters: one hive; only the groups linked with B; nothing lagging in a fresh mesh
+    // except what B has not acknowledged yet, which is only ever among B's hives.
+    let one = get(&a, "/sync/status?hive=team-07").await;
+    assert_eq!(one["groups"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one["groups"][0]["hive"], "team-07");
+    let with_b = get(&a, "/sync/status?peer=B&limit=100").await;
+    let hives: Vec<&str> = with_b["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["hive"].as_str().unwrap())
+        .collect();
+    assert_eq!(hives, shared, "{with_b}");
+    let groups_with_b = get(&a, "/sync/groups?peer=B&limit=100").await;
+    assert_eq!(groups_with_b["data"].as_array().unwrap().len(), 5);
+    let peers = get(&a, "/sync/peers?hive=team-03").await;
+    assert_eq!(peers["data"].as_array().unwrap().len(), 1, "{peers}");
+    assert_eq!(peers["data"][0]["group_count"], 5);
+    let none = get(&a, "/sync/peers?hive=team-20").await;
+    assert!(none["data"].as_array().unwrap().is_empty(), "{none}");
+    // Bad queries are 400s in the error shape.
+    for q in [
+        "/sync/status?state=sleepy",
+        "/sync/peers?limit=0",
+        "/sync/groups?bogus=1",
+    ] {
+        let (st, body) = call(&a, Method::GET, q, None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {body}");
+        assert!(body["error"].is_string(), "{q}: {body}");
+    }
+}

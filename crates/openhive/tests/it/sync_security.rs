@@ -56,7 +56,8 @@ impl Fake {
                 "instance_id": self.id,
                 "instance_name": "fake",
                 "signing_key": key.public().to_base64(),
-                "sync_endpoint": "http://127.0.0.1:9/sync/v1",
+                // One endpoint per fake: two fakes are two peers.
+                "sync_endpoint": format!("http://127.0.0.1:9/{}/sync/v1", self.id),
                 "current_seq": 0,
                 "roster": [],
                 "token": ids::new_secret_token("ohs_"),
@@ -400,4 +401,319 @@ async fn sync_impostor_claiming_a_configured_endpoint_is_refused() {
     let p = new_post(&b, "eng", "for the real A").await;
     add_peer(&a, "B", &b, &["eng"]).await;
     wait_visible(&a, &format!("/posts/{p}")).await;
+}
+
+/// A handshake of M for `hive` announcing `signing_key` (any text).
+async fn handshake_with_key(
+    m: &Fake,
+    s: &TestServer,
+    hive: &str,
+    signing_key: &str,
+    roster: Value,
+) -> (StatusCode, Value) {
+    let resp = m
+        .http
+        .post(s.url("/sync/v1/handshake"))
+        .header("X-Handshake-Secret", SECRET)
+        .json(&json!({
+            "protocol_version": 1,
+            "hive": hive,
+            "instance_id": m.id,
+            "instance_name": "fake",
+            "signing_key": signing_key,
+            "sync_endpoint": format!("http://127.0.0.1:9/{}/sync/v1", m.id),
+            "current_seq": 0,
+            "roster": roster,
+            "token": ids::new_secret_token("ohs_"),
+        }))
+        .send()
+        .await
+        .unwrap();
+    body_of(resp).await
+}
+
+/// The SPKI base64 text of 32 raw key bytes.
+fn spki(raw: [u8; 32]) -> String {
+    use base64::Engine as _;
+    let mut der = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    der.extend_from_slice(&raw);
+    base64::engine::general_purpose::STANDARD.encode(der)
+}
+
+#[tokio::test]
+async fn sync_weak_and_non_canonical_keys_are_refused_at_handshake() {
+    let a = secured().await;
+    create_hive(&a, "keys").await;
+    enable_group(&a, "keys").await;
+    let m = Fake::new();
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut y_over_p = [0xffu8; 32];
+    y_over_p[0] = 0xee;
+    y_over_p[31] = 0x7f;
+    let good = m.key.public().to_base64();
+    // The same key bytes with a non-zero padding bit in the base64 text (the character
+    // before the `=` carries 4 data bits and 2 padding bits: flip the lowest).
+    let alt_padding = {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut b = good.clone().into_bytes();
+        let i = b.len() - 2;
+        let idx = ALPHABET.iter().position(|c| *c == b[i]).unwrap();
+        b[i] = ALPHABET[idx ^ 1];
+        String::from_utf8(b).unwrap()
+    };
+    for key in [spki([0; 32]), spki(identity), spki(y_over_p), alt_padding] {
+        let (st, b) = handshake_with_key(&m, &a, "keys", &key, json!([])).await;
+        assert_error_shape(st, &b, StatusCode::BAD_REQUEST);
+    }
+    // A peer name with control characters (a bidi override) is refused like a bad key.
+    let resp = m
+        .http
+        .post(a.url("/sync/v1/handshake"))
+        .header("X-Handshake-Secret", SECRET)
+        .json(&json!({
+            "protocol_version": 1, "hive": "keys", "instance_id": m.id,
+            "instance_name": "trusted\u{202e}evil", "signing_key": good,
+            "sync_endpoint": format!("http://127.0.0.1:9/{}/sync/v1", m.id),
+            "current_seq": 0, "roster": [], "token": ids::new_secret_token("ohs_"),
+        }))
+        .send()
+        .await
+        .unwrap();
+    let (st, b) = body_of(resp).await;
+    assert_error_shape(st, &b, StatusCode::BAD_REQUEST);
+    // Nothing was pinned: M's real key is still accepted for its id. A roster entry with a
+    // weak key is ignored (never learned, never in the group's roster).
+    let weak_member = ids::new_instance_id();
+    let (st, b) = handshake_with_key(
+        &m,
+        &a,
+        "keys",
+        &good,
+        json!([{ "instance_id": weak_member, "signing_key": spki([0; 32]) }]),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let g = get(&a, "/sync/groups/keys").await;
+    let roster: Vec<&str> = g["roster"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(roster.contains(&m.id.as_str()), "{g}");
+    assert!(!roster.contains(&weak_member.as_str()), "{g}");
+}
+
+fn assert_error_shape(st: StatusCode, b: &Value, want: StatusCode) {
+    crate::harness::assert_error(st, b, want);
+}
+
+#[tokio::test]
+async fn sync_push_cursor_claims_are_checked() {
+    let a = secured().await;
+    create_hive(&a, "cursor").await;
+    enable_group(&a, "cursor").await;
+    let m = Fake::new();
+    let token = m.token(&a, "cursor").await;
+    let push = |events: Vec<Event>, first: i64, last: i64| {
+        let (m, url, token) = (&m, a.url("/sync/v1/groups/cursor/events"), token.clone());
+        async move {
+            let (st, b, _) = m
+                .req(
+                    reqwest::Method::POST,
+                    url,
+                    Some(&token),
+                    Some(json!({ "events": events, "first_seq": first, "last_seq": last })),
+                )
+                .await;
+            (st, b)
+        }
+    };
+    let ev = || m.post_event("cursor", m.agent(), &m.id, &m.key);
+    // Absurd claims: refused, nothing applied, the cursor untouched.
+    for (events, first, last) in [
+        (vec![ev()], 1, i64::MAX),
+        (vec![ev()], 0, 1),
+        (vec![ev()], 5, 4),
+        (vec![ev()], 1, 1001),
+        (vec![ev(), ev()], 1, 1),
+    ] {
+        let (st, b) = push(events, first, last).await;
+        assert_error_shape(st, &b, StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(post_total(&a, "cursor").await, 0);
+    let link = |st: &Value| {
+        st["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["hive"] == "cursor")
+            .and_then(|g| {
+                g["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["instance_id"] == m.id.as_str())
+                    .cloned()
+            })
+            .unwrap()
+    };
+    // A contiguous batch moves the cursor.
+    let (st, b) = push(vec![ev()], 1, 1).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["received_seq"], 1, "{b}");
+    // One that leaves a gap is applied, but the cursor (and the peer's advertised head)
+    // stay: the gap is for a pull to fill.
+    let (st, b) = push(vec![ev()], 5000, 5000).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["accepted"], 1, "{b}");
+    assert_eq!(b["received_seq"], 1, "{b}");
+    let l = link(&get(&a, "/sync/status").await);
+    assert_eq!(l["last_seq_received"], 1, "{l}");
+    assert!(l["remote_seq"].as_i64().unwrap() < 5000, "{l}");
+    // The widest batch one push may cover moves it by that much, no more.
+    let (st, b) = push(vec![], 2, 1001).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["received_seq"], 1001, "{b}");
+    let (st, b) = push(vec![], 1002, 2002).await;
+    assert_error_shape(st, &b, StatusCode::BAD_REQUEST);
+    assert_eq!(post_total(&a, "cursor").await, 2);
+}
+
+/// Events of `hive` from an origin A does not know (a fresh instance id and key).
+fn unknown_origin_events(m: &Fake, hive: &str, n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|_| {
+            let origin = ids::new_instance_id();
+            let author = AgentRef {
+                instance_id: origin.clone(),
+                agent_id: ids::new_id(Kind::Agent, &origin),
+                name: "ghost".into(),
+                avatar_url: None,
+            };
+            m.post_event(hive, author, &origin, &InstanceKey::generate())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sync_waiting_queue_is_bounded_counted_and_reported_per_hive() {
+    let a = instance_with(|c| {
+        c.sync.handshake_secret = Some(SECRET.into());
+        c.sync.max_waiting_per_peer = 3;
+        c.sync.max_waiting_total = 4;
+    })
+    .await;
+    for h in ["wa", "wb"] {
+        create_hive(&a, h).await;
+        enable_group(&a, h).await;
+    }
+    let (m1, m2) = (Fake::new(), Fake::new());
+    let t1 = m1.token(&a, "wa").await;
+    let t2 = m2.token(&a, "wb").await;
+    // M1 parks 3 events for unknown keys; the 4th and 5th are refused, with the reason.
+    let (st, b, _) = m1
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/groups/wa/events"),
+            Some(&t1),
+            Some(json!({ "events": unknown_origin_events(&m1, "wa", 5), "first_seq": 1, "last_seq": 5 })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["waiting_for_key"], 3, "{b}");
+    assert_eq!(b["rejected"], 2, "{b}");
+    assert!(
+        b["rejections"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waiting queue full") && r.contains("max_waiting_per_peer")),
+        "{b}"
+    );
+    // M2 (another peer, another hive) may park one more before the total bound.
+    let (st, b, _) = m2
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/groups/wb/events"),
+            Some(&t2),
+            Some(json!({ "events": unknown_origin_events(&m2, "wb", 3), "first_seq": 1, "last_seq": 3 })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["waiting_for_key"], 1, "{b}");
+    assert_eq!(b["rejected"], 2, "{b}");
+    assert!(
+        b["rejections"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("max_waiting_total")),
+        "{b}"
+    );
+    // Counts per hive, to the peers of that hive and to the admin; the instance-wide queue
+    // and the refusals in the admin's status.
+    let (st, b, _) = m1
+        .req(
+            reqwest::Method::GET,
+            a.url("/sync/v1/groups/wa/status"),
+            Some(&t1),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["unverified"], 3, "{b}");
+    assert_eq!(get(&a, "/sync/groups/wb").await["unverified"], 1);
+    let st = get(&a, "/sync/status").await;
+    let per_hive: Vec<(String, i64)> = st["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["hive"].as_str().unwrap().to_string(),
+                g["unverified"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per_hive,
+        vec![("wa".to_string(), 3), ("wb".to_string(), 1)],
+        "{st}"
+    );
+    assert_eq!(st["waiting"]["unverified"], 4, "{st}");
+    assert_eq!(st["waiting"]["max_per_peer"], 3, "{st}");
+    assert_eq!(st["waiting"]["max_total"], 4, "{st}");
+    assert_eq!(st["counters"]["waiting_refused"], 4, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_outbound_tokens_are_sealed_at_rest() {
+    let a = instance().await;
+    let b = instance().await;
+    create_hive(&b, "sealed").await;
+    enable_group(&b, "sealed").await;
+    add_peer(&a, "B", &b, &["sealed"]).await;
+    add_peer(&b, "A", &a, &["sealed"]).await;
+    let p = new_post(&b, "sealed", "through sealed tokens").await;
+    wait_visible(&a, &format!("/posts/{p}")).await;
+    for s in [&a, &b] {
+        let stored: Vec<String> = s
+            .running
+            .state
+            .store
+            .read(|c| -> Result<Vec<String>, openhive_store::StoreError> {
+                Ok(
+                    c.prepare("SELECT token_out FROM peer_groups WHERE token_out IS NOT NULL")?
+                        .query_map((), |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()?,
+                )
+            })
+            .await
+            .unwrap();
+        assert!(!stored.is_empty());
+        for t in &stored {
+            assert!(t.starts_with("sealed:v1:"), "stored in clear: {t}");
+            assert!(!t.contains("ohs_"), "{t}");
+        }
+    }
 }

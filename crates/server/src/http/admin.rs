@@ -137,6 +137,7 @@ async fn reject(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SetAdminBody {
     is_admin: bool,
 }

@@ -61,6 +61,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RegisterBody {
     name: String,
     #[serde(default)]
@@ -154,6 +155,7 @@ async fn get_me(State(state): State<AppState>, Caller(me): Caller) -> ApiResult<
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PatchMeBody {
     #[serde(default)]
     description: Option<String>,

@@ -8,9 +8,23 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// JSON body extractor and response type. A bad body is a 400, a too large one a 413.
+/// JSON body extractor and response type. A bad body is a 400, a too large one a 413
+/// (whatever else is wrong with the request: a body over the limit without a JSON content
+/// type is still a 413).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+/// True if the request says its body is JSON (`application/json`, `application/*+json`).
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
 
 impl<T, S> FromRequest<S> for Json<T>
 where
@@ -20,6 +34,23 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(&req) {
+            // Refused for its content type; but an oversized body is a 413 first (read up to
+            // the limit, no further).
+            if let Err(r) = axum::body::Bytes::from_request(req, state).await
+                && r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+            {
+                return Err(ApiError::PayloadTooLarge(
+                    "request body is too large".into(),
+                ));
+            }
+            return Err(ApiError::BadRequest {
+                message: "expected a request with Content-Type: application/json".into(),
+                details: Some(serde_json::json!({
+                    "reason": "Expected request with `Content-Type: application/json`"
+                })),
+            });
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
             Err(r) => Err(r.into()),

@@ -18,6 +18,7 @@ pub mod hives;
 pub mod meta;
 pub mod posts;
 pub mod search;
+pub mod serve;
 pub mod sync_admin;
 pub mod sync_protocol;
 pub mod ws;
@@ -65,6 +66,10 @@ pub fn router(state: AppState) -> Router {
 
     app.fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            request_limits,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -79,6 +84,74 @@ pub(crate) fn actor(a: &openhive_store::agents::AgentRow) -> crate::service::Act
         is_admin: a.is_admin,
         is_verified: a.is_verified(),
     }
+}
+
+/// Longest accepted request target (path and query), in bytes: beyond it, 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest accepted request header section (names, values and separators), in bytes:
+/// beyond it, 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most header fields accepted: beyond it, 431.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// Limits of the request head and of a declared body size, answered in the API's error
+/// shape before routing: 414 for a long URI, 431 for large headers, 413 for a
+/// `Content-Length` over the route's body limit (bodies without a length are cut at the
+/// limit as they are read: 413 too, see [`extract::Json`]).
+///
+/// hyper answers some malformed or oversized requests itself, before any of our code runs,
+/// with an empty body, and offers no hook to shape that answer: a request line it cannot
+/// parse (400), a URI over 65,534 bytes (414), more than [`serve::HYPER_MAX_HEADERS`]
+/// header fields or a request head over its read buffer (~400 KiB) (431). The limits here
+/// are well inside those (our server loop raises hyper's field count, see [`serve`]), so
+/// every request hyper lets through and that breaks one of ours gets the JSON shape.
+async fn request_limits(
+    axum::extract::State(body_limit): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri_len = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path().len(), |pq| pq.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return ApiError::Other {
+            status: StatusCode::URI_TOO_LONG,
+            message: format!("the request URI is longer than {MAX_URI_BYTES} bytes"),
+        }
+        .into_response();
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES || req.headers().len() > MAX_HEADER_FIELDS {
+        return ApiError::Other {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            message: format!(
+                "the request headers exceed {MAX_HEADER_BYTES} bytes or {MAX_HEADER_FIELDS} fields"
+            ),
+        }
+        .into_response();
+    }
+    let limit = if req.uri().path().starts_with("/sync/v1/") {
+        sync_protocol::SYNC_BODY_LIMIT.max(body_limit)
+    } else {
+        body_limit
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::PayloadTooLarge(format!(
+            "request body is too large (at most {limit} bytes)"
+        ))
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use openhive_sync::admin::{self, AddPeer, PatchPeer};
+use openhive_sync::paging::{ListQuery, Page};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -32,6 +33,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateGroup {
     hive_name: String,
 }
@@ -50,9 +52,12 @@ async fn create_group(
     Ok((code, Json(view)).into_response())
 }
 
-async fn list_groups(_admin: AdminCaller, State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let data = admin::list_groups(&state.sync).await?;
-    Ok(Json(json!({ "data": data })))
+async fn list_groups(
+    _admin: AdminCaller,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Page<admin::GroupView>>> {
+    Ok(Json(admin::list_groups(&state.sync, &q).await?))
 }
 
 async fn get_group(
@@ -112,9 +117,12 @@ async fn add_peer(
     Ok((code, Json(view)).into_response())
 }
 
-async fn list_peers(_admin: AdminCaller, State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let data = admin::list_peers(&state.sync).await?;
-    Ok(Json(json!({ "data": data })))
+async fn list_peers(
+    _admin: AdminCaller,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Page<admin::PeerView>>> {
+    Ok(Json(admin::list_peers(&state.sync, &q).await?))
 }
 
 async fn get_peer(
@@ -154,8 +162,9 @@ async fn test_peer(
 async fn status(
     _admin: AdminCaller,
     State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<admin::StatusView>> {
-    Ok(Json(admin::status(&state.sync).await?))
+    Ok(Json(admin::status(&state.sync, &q).await?))
 }
 
 async fn federation_status(

@@ -2,14 +2,16 @@
 //! handler extracts the token / secret / body and calls `openhive_sync::inbound`.
 //!
 //! Access: optional `sync.allowed_cidrs` check on the source address (every route), then a
-//! sync token on every route except the handshake. Sync tokens are not API keys: they are
+//! sync token on every route except the handshake, checked first ([`SyncPeer`] is the first
+//! extractor): an unauthenticated call is a 401 before its path, query or body is read. Sync tokens are not API keys: they are
 //! looked up only in `peer_tokens` and are bound to one peer and one hive.
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
 use crate::app::AppState;
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -22,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use tracing::Instrument as _;
 
 /// Pushed batches are capped by the sender at 4 MiB; leave room.
-const SYNC_BODY_LIMIT: usize = 16 * 1024 * 1024;
+pub const SYNC_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -123,9 +125,20 @@ fn bearer(headers: &HeaderMap) -> ApiResult<Option<String>> {
     Ok(Some(token.trim().to_string()))
 }
 
-async fn peer(state: &AppState, headers: &HeaderMap) -> ApiResult<PeerAuth> {
-    let token = bearer(headers)?;
-    Ok(inbound::authenticate(&state.sync, token.as_deref()).await?)
+/// The authenticated peer of a `/sync/v1` call. An extractor, and the first one of every
+/// handler that takes it: the token is checked before the path, the query or the body is
+/// read, so an unauthenticated call is a 401 whatever else is wrong with it.
+struct SyncPeer(PeerAuth);
+
+impl FromRequestParts<AppState> for SyncPeer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let token = bearer(&parts.headers)?;
+        Ok(SyncPeer(
+            inbound::authenticate(&state.sync, token.as_deref()).await?,
+        ))
+    }
 }
 
 async fn handshake(
@@ -152,12 +165,11 @@ struct PullQuery {
 }
 
 async fn pull_events(
+    SyncPeer(auth): SyncPeer,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(hive): Path<String>,
     Query(q): Query<PullQuery>,
 ) -> ApiResult<Json<EventsPage>> {
-    let auth = peer(&state, &headers).await?;
     let span = tracing::info_span!("sync.in.pull", peer = %auth.peer_instance_id, hive = %hive, seq = q.since.unwrap_or(0));
     Ok(Json(
         inbound::pull_events(&state.sync, &auth, &hive, q.since, q.limit)
@@ -167,12 +179,11 @@ async fn pull_events(
 }
 
 async fn push_events(
+    SyncPeer(auth): SyncPeer,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(hive): Path<String>,
     Json(req): Json<PushRequest>,
 ) -> ApiResult<Json<PushResponse>> {
-    let auth = peer(&state, &headers).await?;
     let span = tracing::info_span!("sync.in.push", peer = %auth.peer_instance_id, hive = %hive, seq = req.last_seq);
     Ok(Json(
         inbound::push_events(&state.sync, &auth, &hive, req)
@@ -182,11 +193,10 @@ async fn push_events(
 }
 
 async fn heartbeat(
+    SyncPeer(auth): SyncPeer,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Json(req): Json<Heartbeat>,
 ) -> ApiResult<Json<Heartbeat>> {
-    let auth = peer(&state, &headers).await?;
     let span = tracing::info_span!("sync.in.heartbeat", peer = %auth.peer_instance_id, groups = req.groups.len());
     Ok(Json(
         inbound::heartbeat(&state.sync, &auth, req)
@@ -196,20 +206,18 @@ async fn heartbeat(
 }
 
 async fn status(
+    SyncPeer(auth): SyncPeer,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(hive): Path<String>,
 ) -> ApiResult<Json<GroupStatus>> {
-    let auth = peer(&state, &headers).await?;
     Ok(Json(inbound::status(&state.sync, &auth, &hive).await?))
 }
 
 async fn leave(
+    SyncPeer(auth): SyncPeer,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(hive): Path<String>,
 ) -> ApiResult<Json<LeaveResponse>> {
-    let auth = peer(&state, &headers).await?;
     Ok(Json(inbound::leave(&state.sync, &auth, &hive).await?))
 }
 

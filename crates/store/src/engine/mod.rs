@@ -526,13 +526,25 @@ impl Row<'_> {
 
 // ── Connections ─────────────────────────────────────────────────────────────
 
-/// A connection (inside a write transaction, or a pooled reader) of any engine.
+/// A connection (inside a write transaction, or a pooled reader) of any engine, with the
+/// [`StoreContext`](crate::context::StoreContext) of the store that lent it.
 #[derive(Clone, Copy)]
-pub struct Conn<'a>(&'a dyn Session);
+pub struct Conn<'a>(&'a dyn Session, &'a crate::context::StoreContext);
 
 impl<'a> Conn<'a> {
+    /// A connection with the default context (no sealing key, default bounds).
     pub fn new(session: &'a dyn Session) -> Self {
-        Conn(session)
+        Conn(session, &crate::context::DEFAULT)
+    }
+
+    /// A connection carrying `ctx`.
+    pub fn with_context(session: &'a dyn Session, ctx: &'a crate::context::StoreContext) -> Self {
+        Conn(session, ctx)
+    }
+
+    /// The settings and secrets of the store this connection belongs to.
+    pub fn context(&self) -> &'a crate::context::StoreContext {
+        self.1
     }
 
     pub fn engine(&self) -> Engine {

@@ -1,0 +1,330 @@
+//! Cost per link: instances sharing many hives (issue: "cost that grows with activity, not
+//! with links"). Every instance is its own `openhive serve` process, so CPU, threads and RSS
+//! are each instance's own, read from /proc.
+//!
+//! For each size N (`LINKS_BENCH_HIVES`, default "2500,5000"): instance A holds N hives of
+//! one post each, then A and B pair for all of them in one admin call each; printed:
+//! - the time until B holds every hive and post (and the ratio between sizes: linear means
+//!   2× hives ≈ 2× time),
+//! - idle CPU of each instance over `LINKS_BENCH_IDLE_SECS` (default 30) with heartbeats
+//!   every 5 s, threads and RSS,
+//! - the size of a default `/api/v1/sync/status` page.
+//!
+//! Then, with `LINKS_BENCH_PEERS` (default 5) peers sharing the largest N with A, A's idle
+//! CPU, threads and RSS.
+//!
+//! Run: `cargo bench -p openhive --bench links_bench`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+async fn spawn(http: &reqwest::Client) -> Proc {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_openhive"))
+        .arg("serve")
+        .env("OPENHIVE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("OPENHIVE_SERVER__DATA_DIR", dir.path())
+        .env("OPENHIVE_AUTH__MODE", "local")
+        .env("OPENHIVE_SYNC__HEARTBEAT_INTERVAL_SECS", "5")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "instance did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Proc {
+        child,
+        base,
+        _dir: dir,
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn call(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut req = http.request(method, format!("{}/api/v1{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let st = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(st.is_success(), "{path}: {st} {v}");
+        v
+    }
+
+    async fn post(&self, http: &reqwest::Client, path: &str, body: Value) -> Value {
+        self.call(http, reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
+    async fn get(&self, http: &reqwest::Client, path: &str) -> Value {
+        self.call(http, reqwest::Method::GET, path, None).await
+    }
+
+    fn endpoint(&self) -> String {
+        format!("{}/sync/v1", self.base)
+    }
+
+    /// (total CPU ticks, threads, RSS KiB) from /proc.
+    fn proc_figures(&self) -> (u64, u64, u64) {
+        let pid = self.pid();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ticks = fields
+            .get(11)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (ticks, field("Threads:"), field("VmRSS:"))
+    }
+}
+
+fn ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Creates `n` hives of one post each on `a` (8 requests in flight).
+async fn fill(http: &reqwest::Client, a: &Proc, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("h{i:05}")).collect();
+    let chunks: Vec<Vec<String>> = names
+        .chunks(n.div_ceil(8).max(1))
+        .map(<[String]>::to_vec)
+        .collect();
+    futures::future::join_all(chunks.into_iter().map(|chunk| async move {
+        for h in chunk {
+            a.post(http, "/hives", json!({"name": h, "description": "d"}))
+                .await;
+            a.post(http, "/sync/groups", json!({"hive_name": h})).await;
+            a.post(
+                http,
+                "/posts",
+                json!({"hive": h, "title": "one post", "content": "x"}),
+            )
+            .await;
+        }
+    }))
+    .await;
+    names
+}
+
+async fn pair(http: &reqwest::Client, a: &Proc, b: &Proc, names: &[String], name: &str) {
+    a.post(
+        http,
+        "/sync/peers",
+        json!({"name": name, "sync_endpoint": b.endpoint(), "shared_hives": names}),
+    )
+    .await;
+    b.post(
+        http,
+        "/sync/peers",
+        json!({"name": "A", "sync_endpoint": a.endpoint(), "shared_hives": names}),
+    )
+    .await;
+}
+
+async fn post_total(http: &reqwest::Client, p: &Proc) -> u64 {
+    p.get(http, "/posts?limit=1").await["total"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn wait_all_posts(http: &reqwest::Client, b: &Proc, n: usize) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if post_total(http, b).await >= n as u64 {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "pairing did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// % of one core used by each of `procs` over `secs` seconds.
+async fn idle_cpu(procs: &[&Proc], secs: u64) -> Vec<f64> {
+    let before: Vec<u64> = procs.iter().map(|p| p.proc_figures().0).collect();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let hz = ticks_per_sec();
+    procs
+        .iter()
+        .zip(before)
+        .map(|(p, b)| (p.proc_figures().0 - b) as f64 / hz / secs as f64 * 100.0)
+        .collect()
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("LINKS_BENCH_HIVES")
+        .unwrap_or_else(|_| "2500,5000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let idle_secs: u64 = env_or("LINKS_BENCH_IDLE_SECS", 30);
+    let peers: usize = env_or("LINKS_BENCH_PEERS", 5);
+    openhive_sync::client::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(16)
+        .build()
+        .unwrap();
+    println!("links_bench: two instances sharing N hives of one post each (heartbeat 5 s)");
+    println!(
+        "{:>7} | {:>10} | {:>8} | {:>13} | {:>9} | {:>9} | {:>10}",
+        "hives", "pair (s)", "ms/hive", "idle CPU A/B", "threads", "RSS MB", "status KB"
+    );
+    let mut times = Vec::new();
+    for &n in &sizes {
+        let a = spawn(&http).await;
+        let b = spawn(&http).await;
+        let names = fill(&http, &a, n).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pair(&http, &a, &b, &names, "B").await;
+        let took = wait_all_posts(&http, &b, n).await;
+        times.push(took);
+        // Let the last pushes, acknowledgements and the first full heartbeat settle.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let cpu = idle_cpu(&[&a, &b], idle_secs).await;
+        let (_, threads_b, rss_b) = b.proc_figures();
+        let (_, threads_a, rss_a) = a.proc_figures();
+        let page = http
+            .get(format!("{}/api/v1/sync/status", a.base))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len();
+        println!(
+            "{:>7} | {:>10.1} | {:>8.2} | {:>5.2}% {:>5.2}% | {:>4} {:>4} | {:>4} {:>4} | {:>10.1}",
+            n,
+            took.as_secs_f64(),
+            took.as_secs_f64() * 1000.0 / n as f64,
+            cpu[0],
+            cpu[1],
+            threads_a,
+            threads_b,
+            rss_a / 1024,
+            rss_b / 1024,
+            page as f64 / 1024.0
+        );
+    }
+    if times.len() >= 2 {
+        let (first, last) = (times[0], times[times.len() - 1]);
+        let (n0, n1) = (sizes[0], sizes[sizes.len() - 1]);
+        println!(
+            "time ratio {:.2} for {:.2}x the hives",
+            last.as_secs_f64() / first.as_secs_f64(),
+            n1 as f64 / n0 as f64
+        );
+    }
+    if peers == 0 {
+        return;
+    }
+    let n = sizes.iter().copied().max().unwrap_or(1000);
+    println!("\nA sharing {n} hives with {peers} peers (heartbeat 5 s):");
+    let a = spawn(&http).await;
+    let names = fill(&http, &a, n).await;
+    let mut others = Vec::new();
+    for i in 0..peers {
+        let p = spawn(&http).await;
+        pair(&http, &a, &p, &names, &format!("P{i}")).await;
+        let took = wait_all_posts(&http, &p, n).await;
+        println!(
+            "  peer {i} holds every hive after {:.1} s",
+            took.as_secs_f64()
+        );
+        others.push(p);
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let cpu = idle_cpu(&[&a], idle_secs).await;
+    let (_, threads, rss) = a.proc_figures();
+    println!(
+        "  A idle CPU {:.2}% of a core, {} threads, RSS {} MB ({} links)",
+        cpu[0],
+        threads,
+        rss / 1024,
+        n * peers
+    );
+    let per_peer = idle_cpu(&others.iter().collect::<Vec<_>>(), idle_secs.min(10)).await;
+    println!(
+        "  peers idle CPU: {}",
+        per_peer
+            .iter()
+            .map(|c| format!("{c:.2}%"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}

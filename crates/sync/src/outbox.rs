@@ -1,0 +1,238 @@
+//! The outbox: delivers a hive's log to one of its consumers, in log order, after the
+//! consumer's cursor.
+//!
+//! Generic over the [`Sink`], the place the events go: a peer link's push is one; pull
+//! subscriptions and federation delivery are further sinks over the same loop. One
+//! [`step`] reads up to a batch of entries after the cursor, leaves out those the sink does
+//! not want (they still count as covered: a peer is never sent its own events back), hands
+//! the rest to the sink, and only once the sink reports them acknowledged moves the cursor
+//! over everything covered, in one transaction with the sink's own bookkeeping.
+//!
+//! Invariants:
+//! - the cursor moves only after the acknowledgement, and only over entries read from the
+//!   committed log: never past durable data, never past an entry not yet delivered;
+//! - a step delivers at most one batch; when the next step runs is the scheduler's business
+//!   ([`crate::scheduler`]);
+//! - the outbox never talks to a peer itself: delivery is the sink's.
+
+use openhive_core::Event;
+use openhive_core::time::now_ms;
+use openhive_store::consumers::{self, ConsumerId};
+use openhive_store::engine::Conn;
+use openhive_store::log::{self, LoggedEvent};
+use openhive_store::{Store, StoreError};
+use std::future::Future;
+
+/// The bookkeeping a sink commits with a cursor move: `(tx, covered_through, now)`.
+pub(crate) type OnAcked = Box<dyn FnOnce(&Conn<'_>, i64, i64) -> Result<(), StoreError> + Send>;
+
+/// Where a consumer's events go.
+pub(crate) trait Sink: Sync {
+    type Error: Send;
+
+    /// The consumer whose cursor this sink's deliveries move, and the hive it reads.
+    fn consumer(&self) -> (&ConsumerId, &str);
+
+    /// False for entries this consumer must not receive (they are skipped, yet covered).
+    fn wants(&self, entry: &LoggedEvent) -> bool;
+
+    /// Delivers one batch; `Ok` means the receiver acknowledged it.
+    fn deliver(&self, batch: Batch) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// What to commit with the cursor move after a delivery (`delivered` false: only
+    /// skipped entries were covered).
+    fn on_acked(&self, delivered: bool) -> Option<OnAcked>;
+
+    /// Wraps a storage failure of the outbox in the sink's error type.
+    fn store_error(op: &'static str, e: StoreError) -> Self::Error;
+}
+
+/// One delivery: the events, and the log range `first_seq..=last_seq` they cover (events
+/// the sink did not want fall inside the range but are not in `events`).
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub events: Vec<Event>,
+    pub first_seq: i64,
+    pub last_seq: i64,
+}
+
+/// How much one step may read and send.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub events: i64,
+    /// Approximate cap of one batch's encoded size.
+    pub bytes: usize,
+}
+
+/// What a step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// The cursor is at the log's head: nothing to deliver.
+    UpToDate,
+    /// Only unwanted entries were found; the cursor moved over them.
+    Skipped { through: i64 },
+    /// A batch was delivered and acknowledged; the cursor moved to `through`.
+    Delivered { events: usize, through: i64 },
+}
+
+/// Reads the entries after the consumer's cursor (at most `limits.events`).
+async fn pending(
+    store: &Store,
+    id: &ConsumerId,
+    hive: &str,
+    limit: i64,
+) -> Result<(i64, Vec<LoggedEvent>), StoreError> {
+    let (id, hive) = (id.clone(), hive.to_string());
+    store
+        .read(move |c| -> Result<_, StoreError> {
+            let after = consumers::cursor(c, &id, &hive)?;
+            Ok((after, log::since(c, &hive, after, limit)?))
+        })
+        .await
+}
+
+/// Splits what was read into the batch to deliver: stops before the byte cap, skips what
+/// the sink does not want (covering it).
+fn select<S: Sink>(sink: &S, after: i64, raw: Vec<LoggedEvent>, max_bytes: usize) -> Batch {
+    let mut batch = Batch {
+        events: Vec::new(),
+        first_seq: after + 1,
+        last_seq: after,
+    };
+    let mut bytes = 0usize;
+    for e in raw {
+        if bytes > max_bytes {
+            break;
+        }
+        batch.last_seq = e.seq;
+        if !sink.wants(&e) {
+            continue;
+        }
+        bytes += e.event.payload.len() + e.event.signature.len() + 256;
+        batch.events.push(e.event);
+    }
+    batch
+}
+
+/// One outbox step for `sink`'s consumer: see the module documentation.
+pub(crate) async fn step<S: Sink>(
+    store: &Store,
+    sink: &S,
+    limits: Limits,
+) -> Result<Progress, S::Error> {
+    let (id, hive) = sink.consumer();
+    let (after, raw) = pending(store, id, hive, limits.events)
+        .await
+        .map_err(|e| S::store_error("reading the outbox", e))?;
+    let batch = select(sink, after, raw, limits.bytes);
+    let through = batch.last_seq;
+    if through == after {
+        return Ok(Progress::UpToDate);
+    }
+    let n = batch.events.len();
+    if n > 0 {
+        sink.deliver(batch).await?;
+    }
+    let then = sink.on_acked(n > 0);
+    let (id, hive) = (id.clone(), hive.to_string());
+    store
+        .write(move |tx| -> Result<(), StoreError> {
+            let now = now_ms();
+            consumers::advance(tx, &id, &hive, through, now)?;
+            match then {
+                Some(f) => f(tx, through, now),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| S::store_error("moving the outbox cursor", e))?;
+    Ok(if n > 0 {
+        Progress::Delivered { events: n, through }
+    } else {
+        Progress::Skipped { through }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A sink that records what it was given, refuses while `fail` is set, and skips one
+    /// origin.
+    struct Recorder {
+        id: ConsumerId,
+        hive: String,
+        skip_origin: String,
+        fail: Mutex<bool>,
+        got: Mutex<Vec<(i64, i64, usize)>>,
+    }
+
+    impl Sink for Recorder {
+        type Error = String;
+        fn consumer(&self) -> (&ConsumerId, &str) {
+            (&self.id, &self.hive)
+        }
+        fn wants(&self, e: &LoggedEvent) -> bool {
+            e.event.origin_instance_id != self.skip_origin
+        }
+        fn deliver(&self, b: Batch) -> impl Future<Output = Result<(), String>> + Send {
+            let r = if *self.fail.lock().unwrap() {
+                Err("refused".to_string())
+            } else {
+                self.got
+                    .lock()
+                    .unwrap()
+                    .push((b.first_seq, b.last_seq, b.events.len()));
+                Ok(())
+            };
+            async move { r }
+        }
+        fn on_acked(&self, _delivered: bool) -> Option<OnAcked> {
+            None
+        }
+        fn store_error(op: &'static str, e: StoreError) -> String {
+            format!("{op}: {e}")
+        }
+    }
+
+    #[test]
+    fn select_covers_unwanted_entries_and_caps_bytes() {
+        let sink = Recorder {
+            id: ConsumerId::peer("p"),
+            hive: "h".into(),
+            skip_origin: "them".into(),
+            fail: Mutex::new(false),
+            got: Mutex::new(Vec::new()),
+        };
+        let entry = |seq: i64, origin: &str, size: usize| LoggedEvent {
+            seq,
+            event: Event {
+                id: format!("e{seq}"),
+                hive: "h".into(),
+                event_type: openhive_core::EventType::PostCreated,
+                origin_instance_id: origin.into(),
+                origin_ts: 0,
+                payload: "x".repeat(size),
+                signature: String::new(),
+            },
+            received_from: None,
+            received_at: 0,
+        };
+        let raw = vec![entry(4, "us", 10), entry(5, "them", 10), entry(6, "us", 10)];
+        let b = select(&sink, 3, raw, 1 << 20);
+        assert_eq!((b.first_seq, b.last_seq, b.events.len()), (4, 6, 2));
+        // Only unwanted entries: covered, nothing to send.
+        let b = select(&sink, 4, vec![entry(5, "them", 10)], 1 << 20);
+        assert_eq!((b.first_seq, b.last_seq, b.events.len()), (5, 5, 0));
+        // The byte cap stops the batch after the entry that crossed it.
+        let raw = vec![
+            entry(1, "us", 600),
+            entry(2, "us", 600),
+            entry(3, "us", 600),
+        ];
+        let b = select(&sink, 0, raw, 500);
+        assert_eq!((b.last_seq, b.events.len()), (1, 1));
+    }
+}
