@@ -32,9 +32,134 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// Days since 1970-01-01 of a civil date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn digits(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses an ISO-8601 / RFC 3339 instant into ms since the epoch: `YYYY-MM-DD`, optionally
+/// followed by `T` (or a space, the reference's SQLite format) and `HH:MM[:SS[.fff]]`,
+/// optionally followed by `Z` or `±HH:MM` (no offset = UTC). `None` if it is not one.
+pub fn parse_iso8601(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, rest) = match s.find(['T', 't', ' ']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mut dp = date.split('-');
+    let (y, mo, d) = (dp.next()?, dp.next()?, dp.next()?);
+    if dp.next().is_some() || y.len() != 4 || mo.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let (y, mo, d) = (digits(y)?, digits(mo)?, digits(d)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] {
+        return None;
+    }
+    let mut ms = days_from_civil(y, mo, d) * 86_400_000;
+    let Some(rest) = rest else {
+        return Some(ms);
+    };
+    let (time, offset_ms) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
+        (t, 0)
+    } else if let Some(i) = rest.rfind(['+', '-']) {
+        let (t, off) = (&rest[..i], &rest[i + 1..]);
+        let (oh, om) = off.split_once(':').unwrap_or((off, "00"));
+        if oh.len() != 2 || om.len() != 2 {
+            return None;
+        }
+        let (oh, om) = (digits(oh)?, digits(om)?);
+        if oh > 23 || om > 59 {
+            return None;
+        }
+        let sign = if rest.as_bytes()[i] == b'+' { 1 } else { -1 };
+        (t, sign * (oh * 3_600_000 + om * 60_000))
+    } else {
+        (rest, 0)
+    };
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut tp = hms.split(':');
+    let (h, mi) = (tp.next()?, tp.next()?);
+    let sec = tp.next().unwrap_or("00");
+    if tp.next().is_some() || h.len() != 2 || mi.len() != 2 || sec.len() != 2 {
+        return None;
+    }
+    let (h, mi, sec) = (digits(h)?, digits(mi)?, digits(sec)?);
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let frac_ms = if frac.is_empty() {
+        if time.ends_with('.') {
+            return None;
+        }
+        0
+    } else {
+        digits(frac)?;
+        let mut f: String = frac.chars().take(3).collect();
+        while f.len() < 3 {
+            f.push('0');
+        }
+        digits(&f)?
+    };
+    ms += h * 3_600_000 + mi * 60_000 + sec * 1000 + frac_ms;
+    Some(ms - offset_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_iso8601() {
+        for ms in [0, 1_795_797_811_094, 951_782_400_000, -86_400_000] {
+            assert_eq!(parse_iso8601(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(parse_iso8601("1970-01-02"), Some(86_400_000));
+        assert_eq!(parse_iso8601("1970-01-01 00:00:01"), Some(1000));
+        assert_eq!(parse_iso8601("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(
+            parse_iso8601("1970-01-01T00:00:00.5-00:30"),
+            Some(1_800_500)
+        );
+        for bad in [
+            "",
+            "abc",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-01-01T25:00",
+            "12345",
+            "2026-01-01T",
+        ] {
+            assert_eq!(parse_iso8601(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn renders_known_instants() {

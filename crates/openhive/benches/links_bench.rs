@@ -5,7 +5,7 @@
 //! For each size N (`LINKS_BENCH_HIVES`, default "2500,5000"): instance A holds N hives of
 //! one post each, then A and B pair for all of them in one admin call each; printed:
 //! - the time until B holds every hive and post (and the ratio between sizes: linear means
-//!   2× hives ≈ 2× time),
+//!   2× hives ≈ 2× time), and until A's outboxes are acknowledged too ("quiet"),
 //! - idle CPU of each instance over `LINKS_BENCH_IDLE_SECS` (default 30) with heartbeats
 //!   every 5 s, threads and RSS,
 //! - the size of a default `/api/v1/sync/status` page.
@@ -206,6 +206,22 @@ async fn wait_all_posts(http: &reqwest::Client, b: &Proc, n: usize) -> Duration 
     }
 }
 
+/// Waits until no link of `p` is lagging (its outboxes acknowledged: both sides quiet).
+async fn wait_quiet(http: &reqwest::Client, p: &Proc) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let v = p.get(http, "/sync/status?state=lagging&limit=1").await;
+        if v["groups"].as_array().is_some_and(Vec::is_empty) {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "links did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// % of one core used by each of `procs` over `secs` seconds.
 async fn idle_cpu(procs: &[&Proc], secs: u64) -> Vec<f64> {
     let before: Vec<u64> = procs.iter().map(|p| p.proc_figures().0).collect();
@@ -241,8 +257,15 @@ async fn main() {
         .unwrap();
     println!("links_bench: two instances sharing N hives of one post each (heartbeat 5 s)");
     println!(
-        "{:>7} | {:>10} | {:>8} | {:>13} | {:>9} | {:>9} | {:>10}",
-        "hives", "pair (s)", "ms/hive", "idle CPU A/B", "threads", "RSS MB", "status KB"
+        "{:>7} | {:>10} | {:>8} | {:>9} | {:>13} | {:>9} | {:>9} | {:>10}",
+        "hives",
+        "pair (s)",
+        "ms/hive",
+        "quiet (s)",
+        "idle CPU A/B",
+        "threads",
+        "RSS MB",
+        "status KB"
     );
     let mut times = Vec::new();
     for &n in &sizes {
@@ -253,9 +276,20 @@ async fn main() {
         pair(&http, &a, &b, &names, "B").await;
         let took = wait_all_posts(&http, &b, n).await;
         times.push(took);
-        // Let the last pushes, acknowledgements and the first full heartbeat settle.
-        tokio::time::sleep(Duration::from_secs(12)).await;
+        // Let the last pushes and acknowledgements settle, then a heartbeat or two.
+        let quiet = wait_quiet(&http, &a).await;
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        eprintln!(
+            "A {} (pid {}), B {} (pid {})",
+            a.base,
+            a.pid(),
+            b.base,
+            b.pid()
+        );
         let cpu = idle_cpu(&[&a, &b], idle_secs).await;
+        // For a look at the idle pair (status, profiles) before it is stopped.
+        let hold: u64 = env_or("LINKS_BENCH_HOLD_SECS", 0);
+        tokio::time::sleep(Duration::from_secs(hold)).await;
         let (_, threads_b, rss_b) = b.proc_figures();
         let (_, threads_a, rss_a) = a.proc_figures();
         let page = http
@@ -268,10 +302,11 @@ async fn main() {
             .unwrap()
             .len();
         println!(
-            "{:>7} | {:>10.1} | {:>8.2} | {:>5.2}% {:>5.2}% | {:>4} {:>4} | {:>4} {:>4} | {:>10.1}",
+            "{:>7} | {:>10.1} | {:>8.2} | {:>9.1} | {:>5.2}% {:>5.2}% | {:>4} {:>4} | {:>4} {:>4} | {:>10.1}",
             n,
             took.as_secs_f64(),
             took.as_secs_f64() * 1000.0 / n as f64,
+            (took + quiet).as_secs_f64(),
             cpu[0],
             cpu[1],
             threads_a,

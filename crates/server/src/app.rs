@@ -38,6 +38,8 @@ pub struct AppState {
     pub fanout: Arc<FanOut>,
     /// Hive Sync engine (outbound workers; state shared with the `/sync/v1` handlers).
     pub sync: openhive_sync::SyncHandle,
+    /// HTTP request counts and latencies (`GET /metrics`).
+    pub http_metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 /// Callback run with a hive id after its log grew.
@@ -203,8 +205,17 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         realtime,
         fanout,
         sync,
+        http_metrics: Arc::default(),
     };
-    let mut background = vec![spawn_expiry(state.store.clone())];
+    let mut background = vec![
+        spawn_expiry(state.store.clone()),
+        // The check reads every link: once a minute, not every heartbeat (an idle instance
+        // with thousands of links must cost nothing; `lagging` in status is always live).
+        spawn_lag_watch(
+            state.store.clone(),
+            Duration::from_secs(state.config.sync.heartbeat_interval_secs.max(60)),
+        ),
+    ];
     // Commits made by the other app processes of this instance (PostgreSQL): the same
     // fan-out as our own (outbox wake-up, WebSocket messages).
     if let Some(rx) = state
@@ -239,9 +250,15 @@ fn configure_store(store: &Store, config: &Config, identity: &Identity) -> anyho
         per_peer: config.sync.max_waiting_per_peer,
         total: config.sync.max_waiting_total,
     };
+    let lag_alert = openhive_store::LagAlert {
+        events: config.sync.lag_alert_events,
+        silence_ms: i64::try_from(config.sync.lag_alert_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+    };
     store.configure(|c| {
         c.seal_key = Some(seal);
         c.waiting = waiting;
+        c.lag_alert = lag_alert;
     });
     let sealed = store
         .write_blocking(openhive_store::sync_state::reseal_tokens)
@@ -294,6 +311,55 @@ fn spawn_expiry(store: Store) -> JoinHandle<()> {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(dropped = n, "expired events that waited over 24 h"),
                 Err(e) => tracing::error!(error = %e, "expiring waiting events"),
+            }
+        }
+    })
+}
+
+/// Every heartbeat interval: the links that started lagging (`[sync] lag_alert_*`, the
+/// rule of the `lagging` flag in sync status) are logged once as a warning, those that
+/// recovered once as info. Runs in every app process of an instance (each logs).
+fn spawn_lag_watch(store: Store, every: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut watch = crate::metrics::LagWatch::default();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = openhive_core::time::now_ms();
+            let links = match store
+                .read(move |c| crate::http::metrics::link_figures(c, now))
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading sync links for the lag alert");
+                    continue;
+                }
+            };
+            let lagging = links
+                .iter()
+                .filter(|l| l.lagging)
+                .map(|l| (l.peer_id.clone(), l.hive.clone()))
+                .collect();
+            let (started, stopped) = watch.update(lagging);
+            for (peer_id, hive) in started {
+                if let Some(l) = links
+                    .iter()
+                    .find(|l| l.peer_id == peer_id && l.hive == hive)
+                {
+                    tracing::warn!(
+                        peer = %l.peer,
+                        %peer_id,
+                        %hive,
+                        lag_events = l.lag,
+                        silent_secs = l.silent_ms / 1000,
+                        "sync peer is lagging"
+                    );
+                }
+            }
+            for (peer_id, hive) in stopped {
+                tracing::info!(%peer_id, %hive, "sync peer no longer lagging");
             }
         }
     })

@@ -28,6 +28,26 @@ pub struct Config {
     pub auth: AuthConfig,
     pub storage: StorageConfig,
     pub sync: SyncConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Who may read `GET /metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Callers on a loopback address, and administrators (admin key or admin agent).
+    #[default]
+    Local,
+    /// Administrators only, wherever they call from.
+    Admin,
+    /// Anyone who can reach the server.
+    Public,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub access: MetricsAccess,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +200,11 @@ pub struct SyncConfig {
     /// the system's roots).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// A peer link more events behind than this shows `lagging` in sync status (and logs
+    /// one warning when it starts lagging).
+    pub lag_alert_events: i64,
+    /// A peer silent (no contact) for longer than this shows `lagging` too.
+    pub lag_alert_secs: u64,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -198,6 +223,8 @@ impl Default for SyncConfig {
             max_waiting_per_peer: 10_000,
             max_waiting_total: 100_000,
             ca_file: None,
+            lag_alert_events: 10_000,
+            lag_alert_secs: 300,
             peers: Vec::new(),
         }
     }
@@ -307,6 +334,12 @@ impl Config {
         }
         if self.sync.max_waiting_per_peer < 1 || self.sync.max_waiting_total < 1 {
             return bad("sync.max_waiting_per_peer and sync.max_waiting_total must be > 0".into());
+        }
+        if self.sync.lag_alert_events < 1 || self.sync.lag_alert_secs == 0 {
+            return bad("sync.lag_alert_events and sync.lag_alert_secs must be > 0".into());
+        }
+        if self.sync.lag_alert_secs > i64::MAX as u64 / 1000 {
+            return bad("sync.lag_alert_secs is too large".into());
         }
         if let Some(f) = &self.sync.ca_file
             && !f.is_file()
@@ -530,6 +563,34 @@ mod tests {
             assert!(err.contains("nope.toml"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn metrics_access_and_lag_alert_keys() {
+        Jail::expect_with(|jail| {
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.metrics.access, MetricsAccess::Local);
+            assert_eq!(c.sync.lag_alert_events, 10_000);
+            assert_eq!(c.sync.lag_alert_secs, 300);
+            jail.create_file(
+                "m.toml",
+                "[metrics]\naccess = \"admin\"\n[sync]\nlag_alert_events = 5\nlag_alert_secs = 7\n",
+            )?;
+            let file = jail.directory().join("m.toml");
+            let c = Config::load(Some(&file), &Overrides::default()).unwrap();
+            assert_eq!(c.metrics.access, MetricsAccess::Admin);
+            assert_eq!(c.sync.lag_alert_events, 5);
+            assert_eq!(c.sync.lag_alert_secs, 7);
+            jail.set_env("OPENHIVE_METRICS__ACCESS", "public");
+            let c = Config::load(Some(&file), &Overrides::default()).unwrap();
+            assert_eq!(c.metrics.access, MetricsAccess::Public);
+            jail.set_env("OPENHIVE_METRICS__ACCESS", "everyone");
+            assert!(Config::load(Some(&file), &Overrides::default()).is_err());
+            Ok(())
+        });
+        let mut c = Config::default();
+        c.sync.lag_alert_events = 0;
+        assert!(c.validate().is_err());
     }
 
     #[test]

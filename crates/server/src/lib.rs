@@ -6,6 +6,7 @@
 //! - [`identity`]: the instance id, signing key and admin key persisted in the data dir.
 //! - [`app`]: `AppState` and [`app::start`], which binds and serves until shut down.
 //! - [`http`]: the router and one module per API concern.
+//! - [`metrics`]: the Prometheus text encoder, HTTP request figures, the lag-alert memory.
 
 pub mod app;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod realtime;
 pub mod service;
 pub mod views;

@@ -316,7 +316,7 @@ pub fn set_admin(conn: &Conn<'_>, id: &str, is_admin: bool, now: i64) -> Result<
     Ok(())
 }
 
-/// Deletes a local agent and its follow edges. Content it wrote stays (it is part of hive
+/// Deletes a local agent, its follow edges and its ingest keys. Content it wrote stays (it is part of hive
 /// logs shared with peers).
 pub fn delete_local(conn: &Conn<'_>, id: &str) -> Result<()> {
     let n = conn.execute("DELETE FROM agents WHERE id = ?1 AND is_local = 1", [id])?;
@@ -327,6 +327,7 @@ pub fn delete_local(conn: &Conn<'_>, id: &str) -> Result<()> {
         "DELETE FROM follows WHERE follower_id = ?1 OR following_id = ?1",
         [id],
     )?;
+    crate::ingest_keys::delete_for_agent(conn, id)?;
     Ok(())
 }
 

@@ -466,6 +466,31 @@ pub fn waiting_counts(conn: &Conn<'_>) -> Result<(i64, i64)> {
     Ok((p, u))
 }
 
+/// Per hive id with waiting events: (events waiting for a dependency, events waiting for a
+/// key). Two grouped queries, for metrics.
+pub fn waiting_counts_by_hive(
+    conn: &Conn<'_>,
+) -> Result<std::collections::BTreeMap<String, (i64, i64)>> {
+    let mut out = std::collections::BTreeMap::<String, (i64, i64)>::new();
+    for (table, pending) in [("pending_events", true), ("unverified_events", false)] {
+        let rows = conn
+            .prepare_cached(&format!(
+                "SELECT hive_id, COUNT(*) FROM {table} GROUP BY hive_id"
+            ))?
+            .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<DbResult<Vec<(String, i64)>>>()?;
+        for (hive, n) in rows {
+            let e = out.entry(hive).or_default();
+            if pending {
+                e.0 = n;
+            } else {
+                e.1 = n;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Number of events of the hive `hive_id` waiting for a dependency and for a key.
 pub fn waiting_counts_for(conn: &Conn<'_>, hive_id: &str) -> Result<(i64, i64)> {
     let p = conn.query_row(

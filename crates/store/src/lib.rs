@@ -30,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod hives;
 pub mod ingest;
+pub mod ingest_keys;
 pub mod keys;
 pub mod log;
 pub mod materialize;
@@ -39,7 +40,7 @@ pub mod schema;
 pub mod search;
 pub mod sync_state;
 
-pub use context::{StoreContext, WaitingLimits};
+pub use context::{LagAlert, StoreContext, WaitingLimits};
 pub use db::{QueueStats, Store, StoreOptions};
 pub use engine::{Conn, DbError, Engine};
 pub use error::StoreError;

@@ -158,6 +158,19 @@ pub fn create(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// `(hive id, hive name, head seq)` of the first `limit` logs in hive-name order (the name
+/// is empty for a log whose hive row is missing). One query, for metrics.
+pub fn heads(conn: &Conn<'_>, limit: i64) -> Result<Vec<(String, String, i64)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT g.hive_id, COALESCE(h.name, ''), g.head_seq FROM hive_logs g
+             LEFT JOIN hives h ON h.id = g.hive_id
+             ORDER BY COALESCE(h.name, ''), g.hive_id LIMIT ?1",
+        )?
+        .query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<DbResult<_>>()?)
+}
+
 /// The last assigned seq of a hive (0 for an empty log).
 pub fn head(conn: &Conn<'_>, hive_id: &str) -> Result<i64> {
     Ok(conn

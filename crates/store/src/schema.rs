@@ -21,10 +21,11 @@ pub const SQLITE: &[Migration] = &[
         5,
         include_str!("../migrations/sqlite/0005_waiting_bounds.sql"),
     ),
+    (6, include_str!("../migrations/sqlite/0006_ingest_keys.sql")),
 ];
 
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
-/// 1 is the whole of SQLite's versions 1-3; version 2 is SQLite's 4, version 3 SQLite's 5.
+/// 1 is the whole of SQLite's versions 1-3; version 2 is SQLite's 4, version 3 SQLite's 5, version 4 SQLite's 6.
 pub const POSTGRES: &[Migration] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (
@@ -34,6 +35,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         3,
         include_str!("../migrations/postgres/0003_waiting_bounds.sql"),
+    ),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_ingest_keys.sql"),
     ),
 ];
 

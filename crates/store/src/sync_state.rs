@@ -595,14 +595,18 @@ pub fn link_by_name(conn: &Conn<'_>, peer_id: &str, hive_name: &str) -> Result<O
 /// One live link with `peer_id` that holds a token (any token of ours authenticates a
 /// heartbeat); `None` if there is none.
 pub fn heartbeat_link(conn: &Conn<'_>, peer_id: &str) -> Result<Option<LinkRow>> {
-    Ok(links_where(
-        conn,
-        "l.peer_id = ?1 AND l.hive_id = (SELECT MIN(x.hive_id) FROM peer_groups x
-           WHERE x.peer_id = ?1 AND x.state <> 'left' AND x.token_out IS NOT NULL)",
-        &[peer_id],
-    )?
-    .into_iter()
-    .next())
+    // The first such row found, not the least: no scan of the peer's every link.
+    let hive: Option<String> = conn
+        .prepare_cached(
+            "SELECT hive_id FROM peer_groups
+             WHERE peer_id = ?1 AND state <> 'left' AND token_out IS NOT NULL LIMIT 1",
+        )?
+        .query_row([peer_id], |r| r.get(0))
+        .optional()?;
+    match hive {
+        Some(h) => link(conn, peer_id, &h),
+        None => Ok(None),
+    }
 }
 
 pub fn links_for_peer(conn: &Conn<'_>, peer_id: &str) -> Result<Vec<LinkRow>> {

@@ -336,10 +336,26 @@ fn waiting_counts_are_per_hive() {
             .unwrap(),
         (0, 1)
     );
+    let o = other.clone();
     assert_eq!(
         w.store
-            .read_blocking(move |c| ingest::waiting_counts_for(c, &other))
+            .read_blocking(move |c| ingest::waiting_counts_for(c, &o))
             .unwrap(),
         (0, 0)
     );
+    // The grouped form (metrics) agrees and lists only hives with waiting events.
+    let by_hive = w
+        .store
+        .read_blocking(ingest::waiting_counts_by_hive)
+        .unwrap();
+    assert_eq!(by_hive.len(), 1, "{by_hive:?}");
+    assert_eq!(by_hive.get(&w.hive_id), Some(&(0, 1)));
+    // Log heads, in hive-name order, bounded by the limit.
+    let heads = w.store.read_blocking(|c| log::heads(c, 10)).unwrap();
+    assert!(heads.iter().any(|(id, _, _)| id == &other), "{heads:?}");
+    assert!(heads.iter().any(|(id, _, _)| id == &w.hive_id), "{heads:?}");
+    let names: Vec<&String> = heads.iter().map(|(_, n, _)| n).collect();
+    assert!(names.windows(2).all(|p| p[0] <= p[1]), "{names:?}");
+    let one = w.store.read_blocking(|c| log::heads(c, 1)).unwrap();
+    assert_eq!(one.len(), 1);
 }

@@ -16,19 +16,36 @@ use openhive_store::{StoreError, db, hives, ingest, log};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
+/// A sync group as listed. `id`, `hive_name`, `sync_group_name` and `seq` are the
+/// reference's fields: `id` is the hive id (a group is identified by its hive here, and
+/// `/sync/groups/:id` accepts it as well as the hive name), `sync_group_name` is the hive
+/// name (groups pair by hive name), `seq` the head of the hive's log (= `local_seq`).
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupView {
+    pub id: String,
+    pub hive_name: String,
+    pub sync_group_name: String,
+    pub seq: i64,
     pub name: String,
     pub hive_id: String,
     pub local_seq: i64,
     pub peer_count: usize,
+    /// True while the hive itself has not arrived yet (a group enabled for a hive this
+    /// instance does not have: it fills from the first peer that shares it).
+    pub awaiting_hive: bool,
     pub created_at: String,
 }
 
+/// One group in detail; the reference's fields as in [`GroupView`].
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupDetail {
+    pub id: String,
+    pub hive_name: String,
+    pub sync_group_name: String,
+    pub seq: i64,
     pub name: String,
     pub hive_id: String,
+    pub awaiting_hive: bool,
     pub created_at: String,
     pub event_count: i64,
     #[serde(flatten)]
@@ -250,35 +267,133 @@ fn group_view(
     c: &openhive_store::Conn<'_>,
     g: sync_state::GroupRow,
 ) -> Result<GroupView, StoreError> {
+    let seq = log::head(c, &g.hive_id)?;
     Ok(GroupView {
-        local_seq: log::head(c, &g.hive_id)?,
+        id: g.hive_id.clone(),
+        hive_name: g.hive_name.clone(),
+        sync_group_name: g.hive_name.clone(),
+        seq,
+        local_seq: seq,
         peer_count: sync_state::links_for_hive(c, &g.hive_id)?
             .iter()
             .filter(|l| l.state != sync_state::LinkState::Left)
             .count(),
+        awaiting_hive: hives::get_by_name(c, &g.hive_name)?.is_none(),
         name: g.hive_name,
         hive_id: g.hive_id,
         created_at: rfc3339(g.created_at),
     })
 }
 
-/// `POST /api/v1/sync/groups {hive_name}`: enables sync for an existing hive. Idempotent;
-/// the bool says whether the group was created by this call.
+/// A group by hive name, or else by id (the hive id).
+fn group_by_ref(
+    c: &openhive_store::Conn<'_>,
+    name_or_id: &str,
+) -> Result<sync_state::GroupRow, SyncError> {
+    if let Some(g) = sync_state::group_by_name(c, name_or_id)? {
+        return Ok(g);
+    }
+    sync_state::group_by_hive_id(c, name_or_id)?.ok_or_else(|| group_not_found(name_or_id))
+}
+
+/// `POST /api/v1/sync/groups {hive_name}`: enables sync for a hive. Idempotent; the bool
+/// says whether the group was created by this call. For a hive this instance does not have
+/// yet, the group is created pending, over an empty log, and fills from the first peer
+/// that shares the hive (the design's hubless walkthrough, §3.2 step 3).
 pub async fn create_group(h: &SyncHandle, hive_name: &str) -> Result<(GroupView, bool), SyncError> {
     validate::hive_name(hive_name).map_err(bad)?;
     let name = hive_name.to_string();
     let me = h.me().instance_id.clone();
     h.store()
         .write(move |tx| -> Result<_, SyncError> {
-            let Some(hive) = hives::get_by_name(tx, &name)? else {
-                return Err(SyncError::NotFound(format!("hive {name:?} not found")));
+            let hive_id = match hives::get_by_name(tx, &name)? {
+                Some(hive) => hive.id,
+                None => hives::ensure_log(tx, &name)?,
             };
-            let created = sync_state::ensure_group(tx, &hive.id, &name, &me, now_ms())?;
-            let g = sync_state::group_by_hive_id(tx, &hive.id)?
+            let created = sync_state::ensure_group(tx, &hive_id, &name, &me, now_ms())?;
+            let g = sync_state::group_by_hive_id(tx, &hive_id)?
                 .ok_or_else(|| group_not_found(&name))?;
             Ok((group_view(tx, g)?, created))
         })
         .await
+}
+
+/// `POST /api/v1/sync/groups/join` (design §3.3 step 4): enables the group for
+/// `hive_name` (as [`create_group`], pending if the hive is not here yet) and adds (or
+/// extends, by endpoint) the peer at `peer_endpoint` sharing that hive.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinGroup {
+    pub hive_name: String,
+    /// Accepted for compatibility and ignored: groups pair by hive name here.
+    #[serde(default)]
+    pub sync_group_name: Option<String>,
+    /// The peer's `/sync/v1` endpoint. Required: there is no MAP hub to resolve
+    /// `peer_swarm_id` through.
+    #[serde(default)]
+    pub peer_endpoint: Option<String>,
+    /// The design's hub-resolved peer id; accepted, but an endpoint is still required.
+    #[serde(default)]
+    pub peer_swarm_id: Option<String>,
+    /// The peer's display name (default: the endpoint's host).
+    #[serde(default)]
+    pub peer_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinView {
+    pub group: GroupView,
+    pub peer: PeerView,
+}
+
+/// See [`JoinGroup`]. The bool says whether the group or the peer was created.
+pub async fn join_group(h: &SyncHandle, input: JoinGroup) -> Result<(JoinView, bool), SyncError> {
+    validate::hive_name(&input.hive_name).map_err(bad)?;
+    if let Some(n) = &input.sync_group_name {
+        validate::display_name(n, "sync_group_name").map_err(bad)?;
+    }
+    let Some(endpoint) = input.peer_endpoint.filter(|e| !e.trim().is_empty()) else {
+        return Err(bad(
+            "peer_endpoint is required (the peer's /sync/v1 URL; there is no hub to resolve peer_swarm_id)",
+        ));
+    };
+    let endpoint = endpoint.trim().to_string();
+    validate::url(&endpoint).map_err(|_| bad("peer_endpoint must be an http(s) URL"))?;
+    let name = match input.peer_name {
+        Some(n) => n,
+        None => endpoint_host(&endpoint),
+    };
+    let (_, group_created) = create_group(h, &input.hive_name).await?;
+    let (peer, peer_created) = add_peer(
+        h,
+        AddPeer {
+            name,
+            sync_endpoint: endpoint,
+            shared_hives: vec![input.hive_name.clone()],
+        },
+    )
+    .await?;
+    let hive = input.hive_name;
+    let group = h
+        .store()
+        .read(move |c| -> Result<_, SyncError> {
+            let g = sync_state::group_by_name(c, &hive)?.ok_or_else(|| group_not_found(&hive))?;
+            Ok(group_view(c, g)?)
+        })
+        .await?;
+    Ok((JoinView { group, peer }, group_created || peer_created))
+}
+
+/// `host[:port]` of an endpoint URL (a default peer name).
+fn endpoint_host(endpoint: &str) -> String {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let host = rest.split('/').next().unwrap_or(rest);
+    let host: String = host.chars().take(100).collect();
+    if host.trim().is_empty() {
+        "peer".into()
+    } else {
+        host
+    }
 }
 
 /// `GET /api/v1/sync/groups`: a page of groups by hive name ([`crate::paging`]).
@@ -311,13 +426,18 @@ pub async fn get_group(h: &SyncHandle, name: &str) -> Result<GroupDetail, SyncEr
     let n = name.to_string();
     h.store()
         .read(move |c| -> Result<_, SyncError> {
-            let g = sync_state::group_by_name(c, &n)?.ok_or_else(|| group_not_found(&n))?;
+            let g = group_by_ref(c, &n)?;
             let status = group_status(c, &g.hive_id, &g.hive_name)?;
             let roster = sync_state::roster(c, &g.hive_id)?
                 .into_iter()
                 .map(|(i, _)| i)
                 .collect();
             Ok(GroupDetail {
+                id: g.hive_id.clone(),
+                hive_name: g.hive_name.clone(),
+                sync_group_name: g.hive_name.clone(),
+                seq: status.local_seq,
+                awaiting_hive: hives::get_by_name(c, &g.hive_name)?.is_none(),
                 name: g.hive_name,
                 event_count: status.local_seq,
                 hive_id: g.hive_id,
@@ -348,7 +468,7 @@ pub async fn delete_group(h: &SyncHandle, name: &str) -> Result<(), SyncError> {
     let leaves = h
         .store()
         .write(move |tx| -> Result<_, SyncError> {
-            let g = sync_state::group_by_name(tx, &n)?.ok_or_else(|| group_not_found(&n))?;
+            let g = group_by_ref(tx, &n)?;
             let mut leaves = Vec::new();
             for l in sync_state::links_for_hive(tx, &g.hive_id)? {
                 if let (Some(t), Some(p)) = (l.token_out, sync_state::peer_by_id(tx, &l.peer_id)?)
@@ -369,24 +489,24 @@ pub async fn delete_group(h: &SyncHandle, name: &str) -> Result<(), SyncError> {
 /// (idempotent: what we already have is skipped as duplicates). Returns at once.
 pub async fn resync(h: &SyncHandle, name: &str) -> Result<ResyncResult, SyncError> {
     let n = name.to_string();
-    let (hive_id, peers) = h
+    let (hive_id, hive_name, peers) = h
         .store()
         .write(move |tx| -> Result<_, SyncError> {
-            let g = sync_state::group_by_name(tx, &n)?.ok_or_else(|| group_not_found(&n))?;
+            let g = group_by_ref(tx, &n)?;
             sync_state::reset_received(tx, &g.hive_id)?;
             let peers: Vec<String> = sync_state::links_for_hive(tx, &g.hive_id)?
                 .into_iter()
                 .filter(|l| l.state != sync_state::LinkState::Left)
                 .map(|l| l.peer_id)
                 .collect();
-            Ok((g.hive_id, peers))
+            Ok((g.hive_id, g.hive_name, peers))
         })
         .await?;
     for p in &peers {
         h.request_pull(p, &hive_id);
     }
     Ok(ResyncResult {
-        hive: name.to_string(),
+        hive: hive_name,
         peers,
     })
 }
@@ -403,7 +523,7 @@ pub async fn group_events(
     let before = before.unwrap_or(i64::MAX);
     h.store()
         .read(move |c| -> Result<_, SyncError> {
-            let g = sync_state::group_by_name(c, &n)?.ok_or_else(|| group_not_found(&n))?;
+            let g = group_by_ref(c, &n)?;
             let rows = log::page_desc(c, &g.hive_id, before, limit)?;
             let next_before = if rows.len() as i64 == limit {
                 rows.last().map(|e| e.seq)
@@ -786,4 +906,17 @@ pub async fn federation_section(h: &SyncHandle) -> Result<FederationSync, SyncEr
             })
             .collect(),
     })
+}
+
+/// Every configured or learned peer, oldest first (the legacy `/api/v1/federation/peers`
+/// and the counts of `/api/v1/federation/status`).
+pub async fn all_peers(h: &SyncHandle) -> Result<Vec<PeerView>, SyncError> {
+    Ok(h.store()
+        .read(move |c| -> Result<_, StoreError> {
+            sync_state::list_peers(c)?
+                .into_iter()
+                .map(|p| peer_view_of(c, p, LISTED_GROUPS_PER_PEER, None))
+                .collect()
+        })
+        .await?)
 }

@@ -113,7 +113,13 @@ pub(crate) struct Inner {
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
     /// When each (peer, hive) last pulled from us, and up to which seq.
     pub pulled: Mutex<HashMap<LinkKey, (std::time::Instant, i64)>>,
+    /// Handshake initiators recently confirmed at their configured endpoint:
+    /// (endpoint, instance id, signing key) → when.
+    pub confirmed: Mutex<HashMap<(String, String, String), std::time::Instant>>,
 }
+
+/// How long a confirmation of an initiator at its configured endpoint is reused.
+const IDENTITY_CONFIRMATION_TTL: Duration = Duration::from_secs(30);
 
 /// Handle to the running engine; cheap to clone.
 #[derive(Clone)]
@@ -161,6 +167,7 @@ impl SyncEngine {
                 shutdown_tx,
                 tasks: Mutex::new(Vec::new()),
                 pulled: Mutex::new(HashMap::new()),
+                confirmed: Mutex::new(HashMap::new()),
             }),
         };
         let me_id = handle.inner.me.instance_id.clone();
@@ -346,6 +353,47 @@ impl SyncHandle {
                 a.abort();
             }
         }
+    }
+
+    fn lock_confirmed(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), std::time::Instant>> {
+        self.inner
+            .confirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True if `instance_id` with `signing_key` answered at `endpoint` within the last
+    /// [`IDENTITY_CONFIRMATION_TTL`].
+    pub(crate) fn identity_recently_confirmed(
+        &self,
+        endpoint: &str,
+        instance_id: &str,
+        signing_key: &str,
+    ) -> bool {
+        let key = (
+            endpoint.to_string(),
+            instance_id.to_string(),
+            signing_key.to_string(),
+        );
+        self.lock_confirmed()
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < IDENTITY_CONFIRMATION_TTL)
+    }
+
+    /// Records a confirmation (expired ones are dropped as new ones come).
+    pub(crate) fn identity_confirmed(&self, endpoint: &str, instance_id: &str, signing_key: &str) {
+        let mut m = self.lock_confirmed();
+        m.retain(|_, at| at.elapsed() < IDENTITY_CONFIRMATION_TTL);
+        m.insert(
+            (
+                endpoint.to_string(),
+                instance_id.to_string(),
+                signing_key.to_string(),
+            ),
+            std::time::Instant::now(),
+        );
     }
 
     /// Records that the peer pulled our log of `hive_id` from `since` (inbound GET).

@@ -18,10 +18,15 @@ use openhive_store::sync_state::{self, LinkRow, PeerRow};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
+/// Every how many rounds the heartbeat looks for links behind their log (a missed wake-up
+/// is repaired within this many intervals).
+const SAFETY_NET_EVERY: u64 = 12;
+
 pub(crate) async fn run(h: SyncHandle, mut shutdown: watch::Receiver<bool>) {
     // (Events waiting over 24 h for a key or dependency are expired by the server's hourly
     // task, not here.)
     let interval = h.settings().heartbeat_interval;
+    let mut rounds: u64 = 0;
     loop {
         if sleep_or_shutdown(interval, &mut shutdown).await {
             return;
@@ -40,8 +45,12 @@ pub(crate) async fn run(h: SyncHandle, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = round(&h).await {
             tracing::warn!(error = %e, "heartbeat round failed");
         }
-        // The safety net under commit wake-ups: links left behind their log run now (one
-        // query, whatever the number of links).
+        // The safety net under commit wake-ups, once a minute or so: links left behind
+        // their log run now (one query, but over every link: not every round).
+        rounds += 1;
+        if !rounds.is_multiple_of(SAFETY_NET_EVERY) {
+            continue;
+        }
         match h.store().read(sync_state::links_behind).await {
             Ok(behind) => {
                 for (peer, hive) in behind {

@@ -85,8 +85,16 @@ async fn confirm_at_configured_endpoint(
             "Invalid or missing handshake secret, and the endpoint is not a configured peer".into(),
         ));
     }
+    // One confirmation serves every hive of a pairing for a short while (pairing N hives is
+    // N handshakes, and the answer at the endpoint cannot differ between them).
+    if h.identity_recently_confirmed(endpoint, instance_id, signing_key) {
+        return Ok(());
+    }
     match h.client().identity(endpoint).await {
-        Ok(doc) if doc.instance_id == instance_id && doc.signing_key == signing_key => Ok(()),
+        Ok(doc) if doc.instance_id == instance_id && doc.signing_key == signing_key => {
+            h.identity_confirmed(endpoint, instance_id, signing_key);
+            Ok(())
+        }
         Ok(_) => {
             tracing::warn!(
                 endpoint,
@@ -404,10 +412,15 @@ pub(crate) fn group_status(
     let head = log::head(c, hive_id)?;
     let (pending, unverified) = ingest::waiting_counts_for(c, hive_id)?;
     let mut peers = Vec::new();
+    let now = openhive_core::time::now_ms();
     for l in sync_state::links_for_hive(c, hive_id)? {
         let Some(p) = sync_state::peer_by_id(c, &l.peer_id)? else {
             continue;
         };
+        let lag = (head - l.last_seq_sent).max(0);
+        let silent_ms = now - p.last_contact_at.unwrap_or(p.created_at);
+        let lagging =
+            l.state != sync_state::LinkState::Left && c.context().lag_alert.lagging(lag, silent_ms);
         peers.push(PeerLinkStatus {
             peer_id: p.id,
             instance_id: p.instance_id,
@@ -415,7 +428,7 @@ pub(crate) fn group_status(
             sync_endpoint: p.endpoint,
             status: p.status.as_str().to_string(),
             state: l.state.as_str().to_string(),
-            lag: (head - l.last_seq_sent).max(0),
+            lag,
             last_seq_sent: l.last_seq_sent,
             last_seq_received: l.last_seq_received,
             remote_seq: l.remote_seq,
@@ -425,6 +438,7 @@ pub(crate) fn group_status(
             last_contact_at: p.last_contact_at.map(rfc3339),
             last_sync_at: l.last_sync_at.map(rfc3339),
             last_error: l.last_error.or(p.last_error),
+            lagging,
         });
     }
     Ok(GroupStatus {

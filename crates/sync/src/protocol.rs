@@ -179,6 +179,10 @@ pub struct PeerLinkStatus {
     pub last_contact_at: Option<String>,
     pub last_sync_at: Option<String>,
     pub last_error: Option<String>,
+    /// `lag` passes `[sync] lag_alert_events`, or the peer has been silent (since its last
+    /// contact, or since it was added) longer than `[sync] lag_alert_secs`.
+    #[serde(default)]
+    pub lagging: bool,
 }
 
 /// `GET /sync/v1/groups/:hive/status` response (and the per-group part of admin status).

@@ -237,12 +237,16 @@ async fn sync_admin_routes_require_admin_and_validate() {
     .await;
     assert_error(st, &b, StatusCode::BAD_REQUEST);
     let (st, b) = body_of(
-        call_admin(Method::POST, "/sync/groups", json!({"hive_name": "nohive"}))
-            .await
-            .unwrap(),
+        call_admin(
+            Method::POST,
+            "/sync/groups",
+            json!({"hive_name": "Bad Name"}),
+        )
+        .await
+        .unwrap(),
     )
     .await;
-    assert_error(st, &b, StatusCode::NOT_FOUND);
+    assert_error(st, &b, StatusCode::BAD_REQUEST);
     for path in ["/sync/groups/nohive", "/sync/peers/peer_nope"] {
         let (st, b) = body_of(call_admin(Method::GET, path, json!({})).await.unwrap()).await;
         assert_error(st, &b, StatusCode::NOT_FOUND);

@@ -1,8 +1,9 @@
 //! `/api/v1/admin/*`: the public instance description, and admin-only agent management and
-//! statistics. Admin routes accept an admin agent or the `X-Admin-Key` header.
+//! statistics, and admin-issued scoped API keys (ingest keys). Admin routes accept an admin
+//! agent or the `X-Admin-Key` header.
 
 use super::agents::AgentPublic;
-use super::auth::AdminCaller;
+use super::auth::{AdminCaller, INGEST_KEY_PREFIX, INGEST_SCOPES};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
 use crate::app::AppState;
@@ -10,8 +11,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use openhive_core::time;
+use openhive_core::{ids, time, validate};
 use openhive_store::agents::{self, AgentRow};
+use openhive_store::ingest_keys;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -24,6 +26,12 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/agents/{id}/verify", post(verify))
         .route("/admin/agents/{id}/reject", post(reject))
         .route("/admin/agents/{id}/admin", post(set_admin))
+        .route(
+            "/admin/ingest-keys",
+            post(create_ingest_key).get(list_ingest_keys),
+        )
+        .route("/admin/ingest-keys/{id}", delete(delete_ingest_key))
+        .route("/admin/ingest-keys/{id}/revoke", post(revoke_ingest_key))
 }
 
 /// Public description of the instance.
@@ -174,5 +182,181 @@ async fn delete_agent(
         .store
         .write(move |tx| agents::delete_local(tx, &id))
         .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ── Ingest keys: admin-issued scoped API keys ──────────────────────────────────────────
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateIngestKey {
+    label: String,
+    agent_id: Option<String>,
+    agent_name: Option<String>,
+    /// Default `["map"]`, as in the reference.
+    scopes: Option<Vec<String>>,
+    expires_in_hours: Option<i64>,
+}
+
+/// Longest lifetime of an ingest key given with `expires_in_hours` (ten years).
+const MAX_INGEST_KEY_HOURS: i64 = 24 * 365 * 10;
+
+fn ingest_key_view(k: &ingest_keys::IngestKeyRow, agent_name: Option<&str>) -> Value {
+    json!({
+        "id": k.id,
+        "label": k.label,
+        "key_prefix": k.key_prefix,
+        "scopes": k.scopes,
+        "agent_id": k.agent_id,
+        "agent_name": agent_name,
+        "expires_at": k.expires_at.map(time::rfc3339),
+        "created_at": time::rfc3339(k.created_at),
+        "revoked_at": k.revoked_at.map(time::rfc3339),
+        "revoked": k.revoked_at.is_some(),
+    })
+}
+
+/// `POST /admin/ingest-keys`: 201 `{id, key, label, scopes, agent_id, expires_at,
+/// created_at, ...}`. The key is shown once, here; only its hash is stored.
+async fn create_ingest_key(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Json(body): Json<CreateIngestKey>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    validate::display_name(&body.label, "label").map_err(|m| ApiError::validation("label", m))?;
+    let mut scopes: Vec<String> = Vec::new();
+    for sc in body.scopes.unwrap_or_else(|| vec!["map".into()]) {
+        if !INGEST_SCOPES.contains(&sc.as_str()) {
+            return Err(ApiError::validation(
+                "scopes",
+                format!(
+                    "unknown scope {sc:?}; expected some of {}",
+                    INGEST_SCOPES.join(", ")
+                ),
+            ));
+        }
+        if !scopes.contains(&sc) {
+            scopes.push(sc);
+        }
+    }
+    if scopes.is_empty() {
+        return Err(ApiError::validation("scopes", "scopes must not be empty"));
+    }
+    let now = time::now_ms();
+    let expires_at = match body.expires_in_hours {
+        None => None,
+        Some(h) if (1..=MAX_INGEST_KEY_HOURS).contains(&h) => Some(now + h * 3_600_000),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "expires_in_hours",
+                format!("expires_in_hours must be between 1 and {MAX_INGEST_KEY_HOURS}"),
+            ));
+        }
+    };
+    let by_id = body.agent_id.filter(|s| !s.is_empty());
+    let by_name = body.agent_name.filter(|s| !s.is_empty());
+    let fallback = admin.agent.map(|a| a.id);
+    if by_id.is_none() && by_name.is_none() && fallback.is_none() {
+        return Err(ApiError::validation(
+            "agent_id",
+            "agent_id or agent_name is required",
+        ));
+    }
+    let key = ids::new_secret_token(INGEST_KEY_PREFIX);
+    let new = ingest_keys::NewIngestKey {
+        id: ids::new_secret_token("ik_").chars().take(27).collect(),
+        key_hash: ids::hash_secret(&key),
+        key_prefix: key.chars().take(INGEST_KEY_PREFIX.len() + 6).collect(),
+        label: body.label.trim().to_string(),
+        agent_id: String::new(),
+        scopes,
+        expires_at,
+    };
+    let (row, agent) = state
+        .store
+        .write(move |tx| -> ApiResult<_> {
+            let agent = match (&by_id, &by_name) {
+                (Some(id), _) => agents::get_by_id(tx, id)?,
+                (None, Some(name)) => agents::get_by_name(tx, name)?,
+                (None, None) => match &fallback {
+                    Some(id) => agents::get_by_id(tx, id)?,
+                    None => None,
+                },
+            }
+            .filter(|a| a.is_local)
+            .ok_or_else(|| ApiError::not_found("agent"))?;
+            if let (Some(_), Some(name)) = (&by_id, &by_name)
+                && *name != agent.name
+            {
+                return Err(ApiError::validation(
+                    "agent_name",
+                    "agent_id and agent_name name different agents",
+                ));
+            }
+            let row = ingest_keys::create(
+                tx,
+                &ingest_keys::NewIngestKey {
+                    agent_id: agent.id.clone(),
+                    ..new
+                },
+                now,
+            )?;
+            Ok((row, agent))
+        })
+        .await?;
+    let mut view = ingest_key_view(&row, Some(&agent.name));
+    view["key"] = json!(key);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `GET /admin/ingest-keys`: `{data}`, newest first. Unlike the reference, no listing
+/// shows a key (only its hash is stored); `key_prefix` identifies it.
+async fn list_ingest_keys(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+) -> ApiResult<Json<Value>> {
+    let rows = state
+        .store
+        .read(move |c| -> ApiResult<_> {
+            let mut out = Vec::new();
+            for k in ingest_keys::list(c)? {
+                let name = agents::get_by_id(c, &k.agent_id)?.map(|a| a.name);
+                out.push(ingest_key_view(&k, name.as_deref()));
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(json!({ "data": rows })))
+}
+
+/// `POST /admin/ingest-keys/:id/revoke`: `{success: true}`; the key stops working at once.
+async fn revoke_ingest_key(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let found = state
+        .store
+        .write(move |tx| ingest_keys::revoke(tx, &id, time::now_ms()))
+        .await?;
+    if !found {
+        return Err(ApiError::not_found("ingest key"));
+    }
+    Ok(Json(json!({"success": true})))
+}
+
+/// `DELETE /admin/ingest-keys/:id`: 204.
+async fn delete_ingest_key(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let found = state
+        .store
+        .write(move |tx| ingest_keys::delete(tx, &id))
+        .await?;
+    if !found {
+        return Err(ApiError::not_found("ingest key"));
+    }
     Ok(StatusCode::NO_CONTENT)
 }

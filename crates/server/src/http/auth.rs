@@ -8,6 +8,11 @@
 //! - `X-Admin-Key: <admin key>` (contents of `<data_dir>/admin.key`) is accepted by
 //!   [`AdminCaller`] only, compared in constant time.
 //!
+//! - `Authorization: Bearer ohk_…`: an admin-issued ingest key (`/admin/ingest-keys`),
+//!   looked up by hash like an API key; the request acts as the key's agent, limited to the
+//!   key's scopes (see [`required_scope`]): out of scope is a 403, a revoked or expired key
+//!   a 401.
+//!
 //! Agents an admin rejected get 403 on every authenticated request.
 
 use super::agents::AgentPublic;
@@ -60,9 +65,71 @@ fn bearer_token(parts: &Parts) -> ApiResult<Option<String>> {
     Ok(Some(token.to_string()))
 }
 
+/// Prefix of ingest keys.
+pub const INGEST_KEY_PREFIX: &str = "ohk_";
+
+/// The scopes an ingest key may carry (the reference's names): `map`, `sessions`,
+/// `resources`, `admin`, and `*` (everything).
+pub const INGEST_SCOPES: [&str; 5] = ["map", "sessions", "resources", "admin", "*"];
+
+/// The scope a request path needs, by its first segment under `/api/v1` (the reference's
+/// rule): `map`/`coordination` → `map`, `sessions` → `sessions`,
+/// `resources`/`resource-content`/`memory-banks` → `resources`, `admin` → `admin`; any
+/// other route needs `*`.
+pub fn required_scope(path: &str) -> &'static str {
+    let rest = path.strip_prefix("/api/v1").unwrap_or(path);
+    match rest.trim_start_matches('/').split('/').next().unwrap_or("") {
+        "map" | "coordination" => "map",
+        "sessions" => "sessions",
+        "resources" | "resource-content" | "memory-banks" => "resources",
+        "admin" => "admin",
+        _ => "*",
+    }
+}
+
+/// The agent of the ingest key `token`, if the key is usable and covers `path`.
+pub(super) async fn resolve_ingest_key(
+    state: &AppState,
+    token: &str,
+    path: &str,
+) -> ApiResult<AgentRow> {
+    let hash = ids::hash_secret(token);
+    let found = state
+        .store
+        .read(move |c| -> Result<_, openhive_store::StoreError> {
+            let Some(k) = openhive_store::ingest_keys::by_hash(c, &hash)? else {
+                return Ok(None);
+            };
+            let agent = agents::get_by_id(c, &k.agent_id)?;
+            Ok(Some((k, agent)))
+        })
+        .await?;
+    let Some((key, agent)) = found else {
+        return Err(ApiError::Unauthorized("invalid API key".into()));
+    };
+    if !key.is_usable(time::now_ms()) {
+        return Err(ApiError::Unauthorized(
+            "this ingest key has been revoked or has expired".into(),
+        ));
+    }
+    let need = required_scope(path);
+    if !key.scopes.iter().any(|s| s == "*" || s == need) {
+        return Err(ApiError::Forbidden(format!(
+            "this ingest key's scopes ({}) do not cover this route (needs {need:?})",
+            key.scopes.join(", ")
+        )));
+    }
+    agent
+        .filter(|a| a.is_local)
+        .ok_or_else(|| ApiError::Unauthorized("the ingest key's agent no longer exists".into()))
+}
+
 /// Resolves the calling agent from the request (see the module docs).
 async fn resolve(parts: &Parts, state: &AppState) -> ApiResult<Option<AgentRow>> {
     let agent = match bearer_token(parts)? {
+        Some(token) if token.starts_with(INGEST_KEY_PREFIX) => {
+            Some(resolve_ingest_key(state, &token, parts.uri.path()).await?)
+        }
         Some(token) => {
             let hash = ids::hash_secret(&token);
             let found = state

@@ -35,11 +35,20 @@ async fn home(
     listing(&state, Scope::Joined, &params, Some(caller.id)).await
 }
 
-/// Everything the caller may read (public hives for anonymous callers).
+/// Everything the caller may read (public hives for anonymous callers), or one hive with
+/// `hive=` (the design's Pattern 1 polls `?hive=&since=<ISO-8601>&limit=` and pages with
+/// `cursor` while `has_more`).
 async fn all(
     state: axum::extract::State<AppState>,
     MaybeCaller(caller): MaybeCaller,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    listing(&state, Scope::All, &params, caller.map(|c| c.id)).await
+    let scope = match params.hive.as_deref().filter(|h| !h.is_empty()) {
+        Some(name) => {
+            let (hive, _) = super::hives::readable_hive(&state, name, caller.as_ref()).await?;
+            Scope::Hive(hive.id)
+        }
+        None => Scope::All,
+    };
+    listing(&state, scope, &params, caller.map(|c| c.id)).await
 }

@@ -16,6 +16,7 @@ pub mod extract;
 pub mod feeds;
 pub mod hives;
 pub mod meta;
+pub mod metrics;
 pub mod posts;
 pub mod search;
 pub mod serve;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .nest("/api/v1", api)
         .merge(meta::routes())
+        .merge(metrics::routes())
         .merge(ws::routes())
         .merge(
             sync_protocol::routes().route_layer(axum::middleware::from_fn_with_state(
@@ -72,6 +74,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            state.http_metrics.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

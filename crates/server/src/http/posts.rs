@@ -25,14 +25,15 @@ pub fn routes() -> Router<AppState> {
 /// Query of every post listing (`/posts`, `/feed*`).
 #[derive(Debug, Deserialize)]
 pub(super) struct ListParams {
-    hive: Option<String>,
+    pub(super) hive: Option<String>,
     sort: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
     /// Keyset cursor from a previous page's `cursor`.
     cursor: Option<String>,
-    /// Only posts created after this instant (ms since the epoch).
-    since: Option<i64>,
+    /// Only posts created after this instant: ISO-8601 (`2026-11-28T10:00:00Z`, as the
+    /// design's Pattern 1 sends it) or milliseconds since the epoch.
+    since: Option<String>,
 }
 
 impl ListParams {
@@ -53,13 +54,27 @@ impl ListParams {
         if offset < 0 {
             return Err(ApiError::validation("offset", "offset must be >= 0"));
         }
+        let since = match self.since.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) => Some(
+                v.parse::<i64>()
+                    .ok()
+                    .or_else(|| openhive_core::time::parse_iso8601(v))
+                    .ok_or_else(|| {
+                        ApiError::validation(
+                            "since",
+                            "since must be an ISO-8601 instant or milliseconds since the epoch",
+                        )
+                    })?,
+            ),
+        };
         Ok((
             sort,
             Page {
                 limit,
                 offset,
                 cursor: self.cursor.clone().filter(|c| !c.is_empty()),
-                since: self.since,
+                since,
             },
         ))
     }

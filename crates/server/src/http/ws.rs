@@ -44,6 +44,10 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, super::error::ApiError> {
     let agent = match params.token {
+        // An ingest key: needs the `*` scope (the WebSocket is no scoped route).
+        Some(t) if t.starts_with(super::auth::INGEST_KEY_PREFIX) => {
+            Some(super::auth::resolve_ingest_key(&state, &t, "/ws").await?)
+        }
         Some(t) if !t.is_empty() => {
             let hash = hash_secret(&t);
             let a = state
