@@ -396,6 +396,26 @@ fn endpoint_host(endpoint: &str) -> String {
     }
 }
 
+/// The status of group `g` with only the links `f` keeps; `None` if `f` drops the group
+/// (another hive, or no link left once the peer and state filters apply).
+fn filtered_group_status(
+    c: &openhive_store::Conn<'_>,
+    f: &paging::Filter,
+    g: &sync_state::GroupRow,
+) -> Result<Option<GroupStatus>, StoreError> {
+    if !f.hive_matches(&g.hive_name) {
+        return Ok(None);
+    }
+    let mut st = group_status(c, &g.hive_id, &g.hive_name)?;
+    if f.narrows_links() {
+        st.peers.retain(|l| f.link_matches(l));
+        if st.peers.is_empty() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(st))
+}
+
 /// `GET /api/v1/sync/groups`: a page of groups by hive name ([`crate::paging`]).
 pub async fn list_groups(h: &SyncHandle, q: &ListQuery) -> Result<Page<GroupView>, SyncError> {
     let f = q.check()?;
@@ -406,16 +426,17 @@ pub async fn list_groups(h: &SyncHandle, q: &ListQuery) -> Result<Page<GroupView
                 |after, n| sync_state::groups_after(c, after, n),
                 |g| g.hive_name.clone(),
                 |g| {
-                    if f.hive.as_ref().is_some_and(|h| *h != g.hive_name) {
-                        return Ok(None);
+                    // The links are only read when a filter is about them.
+                    let keep = if f.narrows_links() {
+                        filtered_group_status(c, &f, &g)?.is_some()
+                    } else {
+                        f.hive_matches(&g.hive_name)
+                    };
+                    if keep {
+                        group_view(c, g).map(Some)
+                    } else {
+                        Ok(None)
                     }
-                    if f.narrows_links() {
-                        let st = group_status(c, &g.hive_id, &g.hive_name)?;
-                        if !st.peers.iter().any(|l| f.link_matches(l)) {
-                            return Ok(None);
-                        }
-                    }
-                    group_view(c, g).map(Some)
                 },
             )
         })
@@ -824,19 +845,7 @@ pub async fn status(h: &SyncHandle, q: &ListQuery) -> Result<StatusView, SyncErr
                 &f,
                 |after, n| sync_state::groups_after(c, after, n),
                 |g| g.hive_name.clone(),
-                |g| {
-                    if f.hive.as_ref().is_some_and(|h| *h != g.hive_name) {
-                        return Ok(None);
-                    }
-                    let mut st = group_status(c, &g.hive_id, &g.hive_name)?;
-                    if f.narrows_links() {
-                        st.peers.retain(|l| f.link_matches(l));
-                        if st.peers.is_empty() {
-                            return Ok(None);
-                        }
-                    }
-                    Ok(Some(st))
-                },
+                |g| filtered_group_status(c, &f, &g),
             )?;
             let counters = Counters {
                 events_rejected: db::counter_get(c, ingest::REJECTED)?,

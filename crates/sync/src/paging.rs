@@ -88,6 +88,11 @@ impl ListQuery {
 }
 
 impl Filter {
+    /// Whether a hive (by name) is the one asked for.
+    pub fn hive_matches(&self, name: &str) -> bool {
+        self.hive.as_deref().is_none_or(|h| h == name)
+    }
+
     /// Whether a peer (by its id, name and instance id) is the one asked for.
     pub fn peer_matches(&self, id: &str, name: &str, instance_id: Option<&str>) -> bool {
         self.peer

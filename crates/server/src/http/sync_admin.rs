@@ -56,12 +56,7 @@ async fn create_group(
             .map_err(|m| super::error::ApiError::validation("sync_group_name", m))?;
     }
     let (view, created) = admin::create_group(&state.sync, &body.hive_name).await?;
-    let code = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((code, Json(view)).into_response())
+    Ok(created_or_ok(created, view))
 }
 
 /// `POST /sync/groups/join`: 201 `{group, peer}` when the group or the peer is new, 200
@@ -72,12 +67,7 @@ async fn join_group(
     Json(body): Json<admin::JoinGroup>,
 ) -> ApiResult<Response> {
     let (view, created) = admin::join_group(&state.sync, body).await?;
-    let code = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((code, Json(view)).into_response())
+    Ok(created_or_ok(created, view))
 }
 
 async fn list_groups(
@@ -137,12 +127,7 @@ async fn add_peer(
     Json(body): Json<AddPeer>,
 ) -> ApiResult<Response> {
     let (view, created) = admin::add_peer(&state.sync, body).await?;
-    let code = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((code, Json(view)).into_response())
+    Ok(created_or_ok(created, view))
 }
 
 async fn list_peers(
@@ -301,4 +286,14 @@ async fn federation_peer(
 ) -> ApiResult<Json<Value>> {
     let p = admin::get_peer(&state.sync, &id).await?;
     Ok(Json(federation_peer_row(&p)))
+}
+
+/// 201 with `view` when the call created something, 200 when it all existed already.
+fn created_or_ok(created: bool, view: impl serde::Serialize) -> Response {
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(view)).into_response()
 }
