@@ -13,6 +13,11 @@
 //! Then, with `LINKS_BENCH_PEERS` (default 5) peers sharing the largest N with A, A's idle
 //! CPU, threads and RSS.
 //!
+//! `LINKS_BENCH_BATCH` (default "256") lists `[sync] batch_groups` values to run each size
+//! with ("256,1" compares batched calls with one call per hive, in one run); "pair CPU s" is
+//! the CPU time each instance spent until B held everything (independent of how busy the
+//! machine is), "calls" the `/sync/v1` requests both answered meanwhile.
+//!
 //! Run: `cargo bench -p openhive --bench links_bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,6 +44,10 @@ fn free_port() -> u16 {
 }
 
 async fn spawn(http: &reqwest::Client) -> Proc {
+    spawn_batched(http, 256).await
+}
+
+async fn spawn_batched(http: &reqwest::Client, batch: usize) -> Proc {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_openhive"))
@@ -47,6 +56,7 @@ async fn spawn(http: &reqwest::Client) -> Proc {
         .env("OPENHIVE_SERVER__DATA_DIR", dir.path())
         .env("OPENHIVE_AUTH__MODE", "local")
         .env("OPENHIVE_SYNC__HEARTBEAT_INTERVAL_SECS", "5")
+        .env("OPENHIVE_SYNC__BATCH_GROUPS", batch.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -222,6 +232,24 @@ async fn wait_quiet(http: &reqwest::Client, p: &Proc) -> Duration {
     }
 }
 
+/// `/sync/v1` requests `p` answered, from its `/metrics`.
+async fn sync_calls(http: &reqwest::Client, p: &Proc) -> u64 {
+    let text = http
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("openhive_http_requests_total{") && l.contains("route=\"/sync/v1/")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// % of one core used by each of `procs` over `secs` seconds.
 async fn idle_cpu(procs: &[&Proc], secs: u64) -> Vec<f64> {
     let before: Vec<u64> = procs.iter().map(|p| p.proc_figures().0).collect();
@@ -255,12 +283,20 @@ async fn main() {
         .pool_max_idle_per_host(16)
         .build()
         .unwrap();
+    let batches: Vec<usize> = std::env::var("LINKS_BENCH_BATCH")
+        .unwrap_or_else(|_| "256".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     println!("links_bench: two instances sharing N hives of one post each (heartbeat 5 s)");
     println!(
-        "{:>7} | {:>10} | {:>8} | {:>9} | {:>13} | {:>9} | {:>9} | {:>10}",
+        "{:>5} | {:>7} | {:>8} | {:>7} | {:>11} | {:>6} | {:>9} | {:>13} | {:>9} | {:>9} | {:>10}",
+        "batch",
         "hives",
         "pair (s)",
         "ms/hive",
+        "pair CPU s",
+        "calls",
         "quiet (s)",
         "idle CPU A/B",
         "threads",
@@ -268,53 +304,69 @@ async fn main() {
         "status KB"
     );
     let mut times = Vec::new();
-    for &n in &sizes {
-        let a = spawn(&http).await;
-        let b = spawn(&http).await;
-        let names = fill(&http, &a, n).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        pair(&http, &a, &b, &names, "B").await;
-        let took = wait_all_posts(&http, &b, n).await;
-        times.push(took);
-        // Let the last pushes and acknowledgements settle, then a heartbeat or two.
-        let quiet = wait_quiet(&http, &a).await;
-        tokio::time::sleep(Duration::from_secs(11)).await;
-        eprintln!(
-            "A {} (pid {}), B {} (pid {})",
-            a.base,
-            a.pid(),
-            b.base,
-            b.pid()
-        );
-        let cpu = idle_cpu(&[&a, &b], idle_secs).await;
-        // For a look at the idle pair (status, profiles) before it is stopped.
-        let hold: u64 = env_or("LINKS_BENCH_HOLD_SECS", 0);
-        tokio::time::sleep(Duration::from_secs(hold)).await;
-        let (_, threads_b, rss_b) = b.proc_figures();
-        let (_, threads_a, rss_a) = a.proc_figures();
-        let page = http
-            .get(format!("{}/api/v1/sync/status", a.base))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .len();
-        println!(
-            "{:>7} | {:>10.1} | {:>8.2} | {:>9.1} | {:>5.2}% {:>5.2}% | {:>4} {:>4} | {:>4} {:>4} | {:>10.1}",
-            n,
-            took.as_secs_f64(),
-            took.as_secs_f64() * 1000.0 / n as f64,
-            (took + quiet).as_secs_f64(),
-            cpu[0],
-            cpu[1],
-            threads_a,
-            threads_b,
-            rss_a / 1024,
-            rss_b / 1024,
-            page as f64 / 1024.0
-        );
+    for &batch in &batches {
+        for &n in &sizes {
+            let a = spawn_batched(&http, batch).await;
+            let b = spawn_batched(&http, batch).await;
+            let names = fill(&http, &a, n).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let calls0 = sync_calls(&http, &a).await + sync_calls(&http, &b).await;
+            let (cpu_a0, cpu_b0) = (a.proc_figures().0, b.proc_figures().0);
+            pair(&http, &a, &b, &names, "B").await;
+            let took = wait_all_posts(&http, &b, n).await;
+            let hz = ticks_per_sec();
+            let pair_cpu = (
+                (a.proc_figures().0 - cpu_a0) as f64 / hz,
+                (b.proc_figures().0 - cpu_b0) as f64 / hz,
+            );
+            let calls = sync_calls(&http, &a).await + sync_calls(&http, &b).await - calls0;
+            if batch == batches[0] {
+                times.push(took);
+            }
+            // Let the last pushes and acknowledgements settle, then a heartbeat or two.
+            let quiet = wait_quiet(&http, &a).await;
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            eprintln!(
+                "A {} (pid {}), B {} (pid {})",
+                a.base,
+                a.pid(),
+                b.base,
+                b.pid()
+            );
+            let cpu = idle_cpu(&[&a, &b], idle_secs).await;
+            // For a look at the idle pair (status, profiles) before it is stopped.
+            let hold: u64 = env_or("LINKS_BENCH_HOLD_SECS", 0);
+            tokio::time::sleep(Duration::from_secs(hold)).await;
+            let (_, threads_b, rss_b) = b.proc_figures();
+            let (_, threads_a, rss_a) = a.proc_figures();
+            let page = http
+                .get(format!("{}/api/v1/sync/status", a.base))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .len();
+            println!(
+                "{:>5} | {:>7} | {:>8.1} | {:>7.2} | {:>5.1} {:>5.1} | {:>6} | {:>9.1} | {:>5.2}% {:>5.2}% | {:>4} {:>4} | {:>4} {:>4} | {:>10.1}",
+                batch,
+                n,
+                took.as_secs_f64(),
+                took.as_secs_f64() * 1000.0 / n as f64,
+                pair_cpu.0,
+                pair_cpu.1,
+                calls,
+                (took + quiet).as_secs_f64(),
+                cpu[0],
+                cpu[1],
+                threads_a,
+                threads_b,
+                rss_a / 1024,
+                rss_b / 1024,
+                page as f64 / 1024.0
+            );
+        }
     }
     if times.len() >= 2 {
         let (first, last) = (times[0], times[times.len() - 1]);

@@ -399,6 +399,7 @@ async fn start_sync(
             initial: Duration::from_millis(c.backoff_initial_ms),
             max: Duration::from_secs(c.backoff_max_secs),
         },
+        batch_groups: c.batch_groups,
         ..SyncSettings::default()
     };
     // Changes committed by the sync engine go through the same fan-out as local ones (the

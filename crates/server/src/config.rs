@@ -205,6 +205,9 @@ pub struct SyncConfig {
     pub lag_alert_events: i64,
     /// A peer silent (no contact) for longer than this shows `lagging` too.
     pub lag_alert_secs: u64,
+    /// Most hives of one peer a single sync call covers (`/sync/v1/batch/*`); 1 makes one
+    /// call per hive.
+    pub batch_groups: usize,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -225,6 +228,7 @@ impl Default for SyncConfig {
             ca_file: None,
             lag_alert_events: 10_000,
             lag_alert_secs: 300,
+            batch_groups: 256,
             peers: Vec::new(),
         }
     }
@@ -334,6 +338,9 @@ impl Config {
         }
         if self.sync.max_waiting_per_peer < 1 || self.sync.max_waiting_total < 1 {
             return bad("sync.max_waiting_per_peer and sync.max_waiting_total must be > 0".into());
+        }
+        if !(1..=1000).contains(&self.sync.batch_groups) {
+            return bad("sync.batch_groups must be 1-1000".into());
         }
         if self.sync.lag_alert_events < 1 || self.sync.lag_alert_secs == 0 {
             return bad("sync.lag_alert_events and sync.lag_alert_secs must be > 0".into());

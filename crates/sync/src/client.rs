@@ -16,10 +16,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Batched calls cover many hives: a longer deadline.
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an outbound call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The peer answered with a non-2xx status.
     #[error("peer answered {status}: {message}")]
@@ -112,6 +114,29 @@ pub fn check_page(since: i64, limit: i64, page: &EventsPage) -> Result<(), Clien
         return Err(ClientError::Decode(format!(
             "page holds seq {} outside {since}..={}",
             e.seq, page.next_seq
+        )));
+    }
+    Ok(())
+}
+
+/// A batched answer names the requested groups in request order: all of them, or (`prefix`)
+/// the first ones.
+pub fn check_answers<'a>(
+    asked: impl Iterator<Item = &'a str>,
+    answered: impl ExactSizeIterator<Item = &'a str>,
+    prefix: bool,
+) -> Result<(), ClientError> {
+    let asked: Vec<&str> = asked.collect();
+    let n = answered.len();
+    if n > asked.len() || (!prefix && n != asked.len()) {
+        return Err(ClientError::Decode(format!(
+            "batched answer holds {n} groups for {} asked",
+            asked.len()
+        )));
+    }
+    if let Some((a, b)) = asked.iter().zip(answered).find(|(a, b)| *a != b) {
+        return Err(ClientError::Decode(format!(
+            "batched answer names group {b:?} where {a:?} was asked"
         )));
     }
     Ok(())
@@ -269,6 +294,80 @@ impl SyncClient {
             .timeout(PUSH_TIMEOUT)
             .json(body);
         self.send(req).await
+    }
+
+    /// `POST /batch/handshake`: one handshake for many hives.
+    pub async fn batch_handshake(
+        &self,
+        endpoint: &str,
+        body: &BatchHandshakeRequest,
+    ) -> Result<BatchHandshakeResponse, ClientError> {
+        let mut req = self
+            .http
+            .post(format!("{endpoint}/batch/handshake"))
+            .timeout(BATCH_TIMEOUT)
+            .json(body);
+        if let Some(s) = &self.handshake_secret {
+            req = req.header(HANDSHAKE_SECRET_HEADER, s);
+        }
+        let resp: BatchHandshakeResponse = self.send(req).await?;
+        check_answers(
+            body.groups.iter().map(|g| g.hive.as_str()),
+            resp.groups.iter().map(|g| g.hive.as_str()),
+            false,
+        )?;
+        Ok(resp)
+    }
+
+    /// `POST /batch/pull`: pages of many hives in one call. `auth` is the token of any
+    /// group of the request (each group also carries its own).
+    pub async fn batch_pull(
+        &self,
+        endpoint: &str,
+        auth: &str,
+        body: &BatchPullRequest,
+    ) -> Result<BatchPullResponse, ClientError> {
+        let req = self
+            .http
+            .post(format!("{endpoint}/batch/pull"))
+            .bearer_auth(auth)
+            .timeout(PULL_TIMEOUT)
+            .json(body);
+        let resp: BatchPullResponse = self.send(req).await?;
+        check_answers(
+            body.groups.iter().map(|g| g.hive.as_str()),
+            resp.groups.iter().map(|g| g.hive.as_str()),
+            true,
+        )?;
+        let limit = body.limit.unwrap_or(DEFAULT_PULL_LIMIT);
+        for (g, a) in body.groups.iter().zip(&resp.groups) {
+            if let Some(page) = &a.page {
+                check_page(g.since, limit, page)?;
+            }
+        }
+        Ok(resp)
+    }
+
+    /// `POST /batch/push`: batches for many hives in one call.
+    pub async fn batch_push(
+        &self,
+        endpoint: &str,
+        auth: &str,
+        body: &BatchPushRequest,
+    ) -> Result<BatchPushResponse, ClientError> {
+        let req = self
+            .http
+            .post(format!("{endpoint}/batch/push"))
+            .bearer_auth(auth)
+            .timeout(PUSH_TIMEOUT)
+            .json(body);
+        let resp: BatchPushResponse = self.send(req).await?;
+        check_answers(
+            body.groups.iter().map(|g| g.hive.as_str()),
+            resp.groups.iter().map(|g| g.hive.as_str()),
+            false,
+        )?;
+        Ok(resp)
     }
 
     pub async fn heartbeat(

@@ -18,6 +18,7 @@ use crate::backoff::BackoffPolicy;
 use crate::client::SyncClient;
 use crate::error::SyncError;
 use crate::news::News;
+use crate::protocol::MAX_BATCH_GROUPS;
 use crate::ratelimit::RateLimiter;
 use crate::scheduler::{After, Scheduler, SchedulerStats};
 use openhive_core::InstanceKey;
@@ -56,6 +57,8 @@ pub struct SyncSettings {
     pub error_after_failures: i64,
     pub push_batch: i64,
     pub pull_batch: i64,
+    /// Most links of one peer one step covers (one batched call); 1: a call per link.
+    pub batch_groups: usize,
 }
 
 impl std::fmt::Debug for SyncSettings {
@@ -87,6 +90,7 @@ impl Default for SyncSettings {
             error_after_failures: 10,
             push_batch: crate::protocol::PUSH_BATCH,
             pull_batch: crate::protocol::DEFAULT_PULL_LIMIT,
+            batch_groups: crate::protocol::BATCH_GROUPS,
         }
     }
 }
@@ -454,22 +458,49 @@ impl SyncHandle {
     }
 }
 
-/// One worker of the pool: runs link steps as the scheduler hands them out. A step that
-/// panics is contained: its link backs off and runs again.
+/// One worker of the pool: runs link steps as the scheduler hands them out. The link it
+/// takes brings the other queued links of the same peer ([`crate::link_batch`]: one call for
+/// many hives). A step that panics is contained: its links back off and run again.
 async fn link_worker(h: SyncHandle, mut shutdown: watch::Receiver<bool>) {
     use futures::FutureExt as _;
     while let Some((key, job)) = h.inner.sched.next(&mut shutdown).await {
-        let mut work = job.clone();
-        let run = std::panic::AssertUnwindSafe(crate::link::run_step(&h, &key, &mut work));
-        let after = match run.catch_unwind().await {
-            Ok(after) => after,
-            Err(_) => {
-                tracing::error!(peer = %key.0, hive = %key.1, "a sync link step panicked");
-                work = job;
-                After::Backoff(h.settings().backoff.max)
+        let siblings = h.inner.sched.claim_siblings(
+            &key.0,
+            h.settings().batch_groups.clamp(1, MAX_BATCH_GROUPS) - 1,
+        );
+        if siblings.is_empty() {
+            let mut work = job.clone();
+            let run = std::panic::AssertUnwindSafe(crate::link::run_step(&h, &key, &mut work));
+            let after = match run.catch_unwind().await {
+                Ok(after) => after,
+                Err(_) => {
+                    tracing::error!(peer = %key.0, hive = %key.1, "a sync link step panicked");
+                    work = job;
+                    After::Backoff(h.settings().backoff.max)
+                }
+            };
+            h.inner.sched.done(key, work, after);
+            continue;
+        }
+        let mut links = vec![(key, job)];
+        links.extend(siblings);
+        let keep = links.clone();
+        let run = std::panic::AssertUnwindSafe(crate::link_batch::run(&h, links));
+        match run.catch_unwind().await {
+            Ok(done) => {
+                for (key, job, after) in done {
+                    h.inner.sched.done(key, job, after);
+                }
             }
-        };
-        h.inner.sched.done(key, work, after);
+            Err(_) => {
+                tracing::error!(peer = %keep[0].0.0, links = keep.len(), "a batched sync step panicked");
+                for (key, job) in keep {
+                    h.inner
+                        .sched
+                        .done(key, job, After::Backoff(h.settings().backoff.max));
+                }
+            }
+        }
     }
 }
 

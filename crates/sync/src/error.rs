@@ -48,6 +48,37 @@ impl SyncError {
     pub(crate) fn disabled() -> SyncError {
         SyncError::NotFound("Hive Sync is disabled on this instance".into())
     }
+
+    /// The HTTP status of this error as the server answers it; also a group's status inside
+    /// a batched answer. Internal failures are not detailed to peers.
+    pub fn status(&self) -> u16 {
+        match self {
+            SyncError::Unauthorized(_) => 401,
+            SyncError::Forbidden(_) => 403,
+            SyncError::NotFound(_) | SyncError::Store(StoreError::NotFound(_)) => 404,
+            SyncError::Conflict(_) | SyncError::Store(StoreError::Conflict(_)) => 409,
+            SyncError::BadRequest(_) => 400,
+            SyncError::Store(StoreError::Invalid(_)) => 422,
+            SyncError::RateLimited { .. } => 429,
+            SyncError::Store(StoreError::Overloaded) => 503,
+            SyncError::Store(_) => 500,
+        }
+    }
+
+    /// This error as one group's part of a batched answer.
+    pub(crate) fn group_error(&self) -> crate::protocol::GroupError {
+        let error = match self {
+            SyncError::Store(e) if self.status() == 500 => {
+                tracing::error!(error = %e, "a group of a batched sync call failed");
+                "internal error".to_string()
+            }
+            e => e.to_string(),
+        };
+        crate::protocol::GroupError {
+            status: self.status(),
+            error,
+        }
+    }
 }
 
 /// Handshake data from the other side that we refuse. Whichever side we are, this is the
@@ -124,6 +155,16 @@ impl From<ClientError> for LinkError {
 }
 
 impl LinkError {
+    /// A group's refusal inside a batched answer, classified as the same status answering
+    /// the single-hive call would be.
+    pub(crate) fn of_group(e: &crate::protocol::GroupError) -> LinkError {
+        LinkError::from(ClientError::Status {
+            status: e.status,
+            message: e.error.clone(),
+            retry_after: None,
+        })
+    }
+
     /// A storage failure while `what`.
     pub(crate) fn store(what: &'static str) -> impl FnOnce(StoreError) -> LinkError {
         move |source| LinkError::Store { what, source }

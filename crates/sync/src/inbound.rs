@@ -62,11 +62,19 @@ pub fn identity(h: &SyncHandle) -> IdentityDoc {
     }
 }
 
+/// True if the call carries the mesh-wide handshake secret.
+pub(crate) fn secret_matches(h: &SyncHandle, secret_header: Option<&str>) -> bool {
+    match (&h.settings().handshake_secret, secret_header) {
+        (Some(want), Some(got)) => constant_time_eq(want.as_bytes(), got.as_bytes()),
+        _ => false,
+    }
+}
+
 /// A handshake without the secret is accepted only from a configured peer's endpoint, and
 /// only if the instance answering *at that endpoint* is the one the request claims to be:
 /// whoever merely knows a configured endpoint cannot impersonate the peer or claim a new
 /// instance id there (which, keys being first-learned-wins, would lock the real one out).
-async fn confirm_at_configured_endpoint(
+pub(crate) async fn confirm_at_configured_endpoint(
     h: &SyncHandle,
     endpoint: &str,
     instance_id: &str,
@@ -125,10 +133,7 @@ pub async fn handshake(
         return Err(SyncError::disabled());
     }
     let (hive, hello) = Hello::from_request(req, &h.me().instance_id)?;
-    let secret_ok = match (&h.settings().handshake_secret, secret_header) {
-        (Some(want), Some(got)) => constant_time_eq(want.as_bytes(), got.as_bytes()),
-        _ => false,
-    };
+    let secret_ok = secret_matches(h, secret_header);
     if !secret_ok {
         confirm_at_configured_endpoint(h, &hello.endpoint, &hello.instance_id, &hello.signing_key)
             .await?;
@@ -140,41 +145,12 @@ pub async fn handshake(
         .write(move |tx| -> Result<_, SyncError> {
             let now = now_ms();
             if !secret_ok {
-                let configured = sync_state::peer_by_endpoint(tx, &hl.endpoint)?
-                    .is_some_and(|p| p.source != sync_state::PeerSource::Handshake);
-                if !configured {
-                    return Err(SyncError::Forbidden(
-                        "Invalid or missing handshake secret, and the endpoint is not a configured peer"
-                            .into(),
-                    ));
-                }
+                check_configured(tx, &hl.endpoint)?;
             }
-            let Some(group) = sync_state::group_by_name(tx, &hv)? else {
-                return Err(SyncError::NotFound(format!(
-                    "no sync group for hive {hv:?} on this instance"
-                )));
-            };
-            let hive_id = group.hive_id;
-            let accepted = match accept::accept(tx, &hive_id, &hl, Role::Responder, now)? {
-                // Committed (the conflict is counted), then refused.
-                Outcome::Refused(e) => return Ok(Err(e)),
-                Outcome::Accepted(a) => a,
-            };
-            let token = sync_state::issue_token(tx, &accepted.peer_id, &hive_id, now)?;
-            let resp = HandshakeResponse {
-                protocol_version: PROTOCOL_VERSION,
-                hive: hv.clone(),
-                instance_id: me.instance_id.clone(),
-                instance_name: me.instance_name.clone(),
-                signing_key: me.key.public().to_base64(),
-                current_seq: log::head(tx, &hive_id)?,
-                roster: trust::roster(tx, &hive_id)?,
-                token,
-            };
-            Ok(Ok((resp, hive_id, accepted)))
+            Ok(respond(tx, &me, &hv, &hl, now)?)
         })
         .await
-        .and_then(|r| r.map_err(SyncError::from));
+        .and_then(|r| r);
     let (resp, hive_id, accepted) = match out {
         Ok(v) => v,
         Err(e) => {
@@ -184,6 +160,57 @@ pub async fn handshake(
     };
     accept::after_commit(h, Role::Responder, &hive_id, &hello, accepted).await?;
     Ok(resp)
+}
+
+/// Without the mesh secret, a handshake is accepted only from a configured peer's endpoint
+/// (checked again inside the responder's transaction).
+pub(crate) fn check_configured(
+    tx: &openhive_store::Conn<'_>,
+    endpoint: &str,
+) -> Result<(), SyncError> {
+    let configured = sync_state::peer_by_endpoint(tx, endpoint)?
+        .is_some_and(|p| p.source != sync_state::PeerSource::Handshake);
+    if configured {
+        Ok(())
+    } else {
+        Err(SyncError::Forbidden(
+            "Invalid or missing handshake secret, and the endpoint is not a configured peer".into(),
+        ))
+    }
+}
+
+/// The responder's part of one hive's handshake, inside its write transaction: the group
+/// lookup, [`accept::accept`], the token we issue and the answer. A refusal is returned as
+/// `Ok(Err(_))`: the transaction still commits (a key conflict is counted).
+pub(crate) fn respond(
+    tx: &openhive_store::Conn<'_>,
+    me: &crate::engine::LocalIdentity,
+    hive: &str,
+    hello: &Hello,
+    now: i64,
+) -> Result<Result<(HandshakeResponse, String, accept::Accepted), SyncError>, StoreError> {
+    let Some(group) = sync_state::group_by_name(tx, hive)? else {
+        return Ok(Err(SyncError::NotFound(format!(
+            "no sync group for hive {hive:?} on this instance"
+        ))));
+    };
+    let hive_id = group.hive_id;
+    let accepted = match accept::accept(tx, &hive_id, hello, Role::Responder, now)? {
+        Outcome::Refused(e) => return Ok(Err(e.into())),
+        Outcome::Accepted(a) => a,
+    };
+    let token = sync_state::issue_token(tx, &accepted.peer_id, &hive_id, now)?;
+    let resp = HandshakeResponse {
+        protocol_version: PROTOCOL_VERSION,
+        hive: hive.to_string(),
+        instance_id: me.instance_id.clone(),
+        instance_name: me.instance_name.clone(),
+        signing_key: me.key.public().to_base64(),
+        current_seq: log::head(tx, &hive_id)?,
+        roster: trust::roster(tx, &hive_id)?,
+        token,
+    };
+    Ok(Ok((resp, hive_id, accepted)))
 }
 
 /// `GET /sync/v1/groups/:hive/events?since=&limit=`.
@@ -197,39 +224,13 @@ pub async fn pull_events(
     let hive_id = bound_group(h, auth, hive).await?;
     let since = since.unwrap_or(0).max(0);
     let limit = limit.unwrap_or(DEFAULT_PULL_LIMIT).clamp(1, MAX_PULL_LIMIT);
-    let peer_inst = auth.peer_instance_id.clone();
-    let (hv, peer_id) = (hive_id.clone(), auth.peer_id.clone());
+    let auth2 = auth.clone();
+    let hv = hive_id.clone();
     let (page, ack, stale) = h
         .store()
         .read(move |c| -> Result<_, StoreError> {
-            let raw = log::since(c, &hv, since, limit)?;
-            let head = log::head(c, &hv)?;
-            let next_seq = raw.last().map_or(since, |e| e.seq);
-            let events = raw
-                .into_iter()
-                .filter(|e| {
-                    e.event.origin_instance_id != peer_inst
-                        && e.received_from.as_deref() != Some(peer_inst.as_str())
-                })
-                .map(|e| WireEvent {
-                    seq: e.seq,
-                    event: e.event,
-                })
-                .collect();
-            // The caller's cursor is `since`: it durably holds everything up to there, so our
-            // push cursor may skip ahead to it.
-            let ack = sync_state::link(c, &peer_id, &hv)?.is_some_and(|l| l.last_seq_sent < since);
-            // Contact is recorded at most once a second per peer (no write per page).
-            let stale = sync_state::peer_by_id(c, &peer_id)?.is_none_or(|p| {
-                p.status != sync_state::PeerStatus::Active
-                    || p.last_contact_at.is_none_or(|t| now_ms() - t > 1000)
-            });
-            let page = EventsPage {
-                events,
-                next_seq,
-                has_more: next_seq < head,
-            };
-            Ok((page, ack, stale))
+            let (page, ack) = read_page(c, &auth2, &hv, since, limit)?;
+            Ok((page, ack, contact_is_stale(c, &auth2.peer_id)?))
         })
         .await?;
     h.note_pulled(&auth.peer_id, &hive_id, since);
@@ -251,6 +252,52 @@ pub async fn pull_events(
     Ok(page)
 }
 
+/// One page of our log of `hive_id` after `since` for the caller (`limit` entries read;
+/// events it originated or relayed to us are skipped but covered), and whether its cursor
+/// `since` acknowledges more than our push cursor holds.
+pub(crate) fn read_page(
+    c: &openhive_store::Conn<'_>,
+    auth: &PeerAuth,
+    hive_id: &str,
+    since: i64,
+    limit: i64,
+) -> Result<(EventsPage, bool), StoreError> {
+    let peer_inst = auth.peer_instance_id.as_str();
+    let raw = log::since(c, hive_id, since, limit)?;
+    let head = log::head(c, hive_id)?;
+    let next_seq = raw.last().map_or(since, |e| e.seq);
+    let events = raw
+        .into_iter()
+        .filter(|e| {
+            e.event.origin_instance_id != peer_inst && e.received_from.as_deref() != Some(peer_inst)
+        })
+        .map(|e| WireEvent {
+            seq: e.seq,
+            event: e.event,
+        })
+        .collect();
+    // The caller's cursor is `since`: it durably holds everything up to there, so our push
+    // cursor may skip ahead to it.
+    let ack = sync_state::link(c, &auth.peer_id, hive_id)?.is_some_and(|l| l.last_seq_sent < since);
+    let page = EventsPage {
+        events,
+        next_seq,
+        has_more: next_seq < head,
+    };
+    Ok((page, ack))
+}
+
+/// Contact is recorded at most once a second per peer (no write per page).
+pub(crate) fn contact_is_stale(
+    c: &openhive_store::Conn<'_>,
+    peer_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(sync_state::peer_by_id(c, peer_id)?.is_none_or(|p| {
+        p.status != sync_state::PeerStatus::Active
+            || p.last_contact_at.is_none_or(|t| now_ms() - t > 1000)
+    }))
+}
+
 /// `POST /sync/v1/groups/:hive/events`.
 pub async fn push_events(
     h: &SyncHandle,
@@ -261,6 +308,49 @@ pub async fn push_events(
     let hive_id = bound_group(h, auth, hive).await?;
     check_push_claim(&req)?;
     let n = u32::try_from(req.events.len()).unwrap_or(u32::MAX);
+    rate_limit(h, auth, hive, n).await?;
+    let from = auth.peer_instance_id.clone();
+    let (hv, peer_id, hname) = (hive_id.clone(), auth.peer_id.clone(), hive.to_string());
+    let (first, last) = (req.first_seq, req.last_seq);
+    let events = std::sync::Arc::new(req.events);
+    let ev2 = events.clone();
+    // Signatures are checked on a reader thread, in parallel with the writer.
+    let verified = h.store().read(move |c| ingest::preverify(c, &ev2)).await?;
+    let (report, received_seq, gap) = h
+        .store()
+        .write(move |tx| {
+            apply_push(
+                tx,
+                &peer_id,
+                &from,
+                (&hv, &hname),
+                (first, last),
+                &events,
+                &verified,
+                now_ms(),
+            )
+        })
+        .await?;
+    Ok(after_push(
+        h,
+        auth,
+        hive,
+        &hive_id,
+        report,
+        received_seq,
+        gap,
+        last,
+    ))
+}
+
+/// The per-peer event rate limit of pushes: a refusal is counted, is a contact, and answers
+/// 429 with the wait.
+pub(crate) async fn rate_limit(
+    h: &SyncHandle,
+    auth: &PeerAuth,
+    hive: &str,
+    n: u32,
+) -> Result<(), SyncError> {
     if let Err(wait) = h.inner.limiter.check(&auth.peer_id, n) {
         let peer_id = auth.peer_id.clone();
         let _ = h
@@ -275,36 +365,25 @@ pub async fn push_events(
             retry_after_secs: wait.as_secs().max(1),
         });
     }
-    let from = auth.peer_instance_id.clone();
-    let (hv, peer_id, hname) = (hive_id.clone(), auth.peer_id.clone(), hive.to_string());
-    let (first, last) = (req.first_seq, req.last_seq);
-    let events = std::sync::Arc::new(req.events);
-    let ev2 = events.clone();
-    // Signatures are checked on a reader thread, in parallel with the writer.
-    let verified = h.store().read(move |c| ingest::preverify(c, &ev2)).await?;
-    let (report, received_seq, gap) = h
-        .store()
-        .write(move |tx| -> Result<_, StoreError> {
-            let now = now_ms();
-            let r = ingest::ingest_remote_checked(tx, &hv, &hname, &events, &verified, &from, now)?;
-            let before = sync_state::link(tx, &peer_id, &hv)?.map_or(0, |l| l.last_seq_received);
-            // The cursor moves only over a range that starts where it stands (or overlaps
-            // it); a batch that leaves a gap is applied, but what it claims to cover is not
-            // trusted: the gap (and the claim) are checked by pulling.
-            let moved =
-                sync_state::advance_received_contiguous(tx, &peer_id, &hv, first, last, now)?;
-            if moved {
-                sync_state::set_remote_seq(tx, &peer_id, &hv, last)?;
-            }
-            sync_state::count_events(tx, &peer_id, &hv, r.accepted as i64, r.rejected as i64)?;
-            sync_state::record_contact(tx, &peer_id, now)?;
-            let received = sync_state::link(tx, &peer_id, &hv)?.map_or(0, |l| l.last_seq_received);
-            Ok((r, received, first > before.saturating_add(1)))
-        })
-        .await?;
+    Ok(())
+}
+
+/// After a pushed batch committed: a gap asks for a pull, the changes go out, the hive's
+/// other links wake. Returns the answer for the batch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn after_push(
+    h: &SyncHandle,
+    auth: &PeerAuth,
+    hive: &str,
+    hive_id: &str,
+    report: ingest::BatchReport,
+    received_seq: i64,
+    gap: bool,
+    last: i64,
+) -> PushResponse {
     if gap {
-        tracing::info!(peer = %auth.peer_instance_id, hive, seq = last, first, received = received_seq, "pushed batch leaves a gap after our cursor; pulling instead");
-        h.request_pull(&auth.peer_id, &hive_id);
+        tracing::info!(peer = %auth.peer_instance_id, hive, seq = last, received = received_seq, "pushed batch leaves a gap after our cursor; pulling instead");
+        h.request_pull(&auth.peer_id, hive_id);
     }
     if report.rejected > 0 {
         tracing::warn!(peer = %auth.peer_instance_id, hive, seq = last, rejected = report.rejected, first = ?report.rejections.first(), "pushed events rejected");
@@ -312,9 +391,9 @@ pub async fn push_events(
     tracing::debug!(peer = %auth.peer_instance_id, hive, seq = last, accepted = report.accepted, "push received");
     h.emit(report.changes);
     if report.accepted > 0 {
-        h.notify(&hive_id);
+        h.notify(hive_id);
     }
-    Ok(PushResponse {
+    PushResponse {
         received_seq,
         accepted: report.accepted,
         duplicates: report.duplicates,
@@ -325,7 +404,37 @@ pub async fn push_events(
             .into_iter()
             .map(|(id, reason)| Rejection { id, reason })
             .collect(),
-    })
+    }
+}
+
+/// Applies one pushed batch for `hive` (id, name) from `peer_id` (instance `from`), inside
+/// the caller's write transaction: ingests what `verified` allows, moves our cursor for the
+/// sender only over a range `(first, last)` that starts where it stands. Returns the report,
+/// our cursor after, and whether the batch left a gap (then we pull instead).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply_push(
+    tx: &openhive_store::Conn<'_>,
+    peer_id: &str,
+    from: &str,
+    (hive_id, hive_name): (&str, &str),
+    (first, last): (i64, i64),
+    events: &[openhive_core::Event],
+    verified: &[bool],
+    now: i64,
+) -> Result<(ingest::BatchReport, i64, bool), StoreError> {
+    let r = ingest::ingest_remote_checked(tx, hive_id, hive_name, events, verified, from, now)?;
+    let before = sync_state::link(tx, peer_id, hive_id)?.map_or(0, |l| l.last_seq_received);
+    // The cursor moves only over a range that starts where it stands (or overlaps it); a
+    // batch that leaves a gap is applied, but what it claims to cover is not trusted: the
+    // gap (and the claim) are checked by pulling.
+    let moved = sync_state::advance_received_contiguous(tx, peer_id, hive_id, first, last, now)?;
+    if moved {
+        sync_state::set_remote_seq(tx, peer_id, hive_id, last)?;
+    }
+    sync_state::count_events(tx, peer_id, hive_id, r.accepted as i64, r.rejected as i64)?;
+    sync_state::record_contact(tx, peer_id, now)?;
+    let received = sync_state::link(tx, peer_id, hive_id)?.map_or(0, |l| l.last_seq_received);
+    Ok((r, received, first > before.saturating_add(1)))
 }
 
 /// Checks what a pushed batch claims to cover (the sender's seqs `first_seq..=last_seq`)

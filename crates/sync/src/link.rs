@@ -32,14 +32,14 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 /// How often a link whose lease another process holds checks whether it is free.
-const LEASE_RETRY: Duration = Duration::from_secs(2);
+pub(crate) const LEASE_RETRY: Duration = Duration::from_secs(2);
 
 /// Approximate cap of one pushed batch's body.
-const PUSH_MAX_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const PUSH_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// What a step of the worker decided.
 #[derive(Debug)]
-enum Step {
+pub(crate) enum Step {
     /// More work is ready: loop at once.
     More,
     /// Nothing to do until woken.
@@ -52,19 +52,19 @@ enum Step {
 
 /// A failed step: which operation, and why.
 #[derive(Debug)]
-struct Failed {
+pub(crate) struct Failed {
     op: &'static str,
     error: LinkError,
 }
 
 impl Failed {
-    fn of(op: &'static str) -> impl FnOnce(LinkError) -> Failed {
+    pub(crate) fn of(op: &'static str) -> impl FnOnce(LinkError) -> Failed {
         move |error| Failed { op, error }
     }
 
     /// The text logged and recorded as the link's `last_error` (the error chain, with the
     /// operation as context: the one place `anyhow` is used).
-    fn message(self) -> String {
+    pub(crate) fn message(self) -> String {
         format!("{:#}", anyhow::Error::new(self.error).context(self.op))
     }
 }
@@ -189,7 +189,7 @@ async fn step(h: &SyncHandle, peer_id: &str, hive_id: &str, job: &mut Job) -> Re
 /// - `Refused`: the peer no longer knows `token` (re-issued or revoked): forget it
 ///   ([`tokens::forget_refused`]) so the next step handshakes again, and fail (back off);
 /// - anything else: fail (the caller backs off and records it).
-async fn settle(
+pub(crate) async fn settle(
     h: &SyncHandle,
     peer: &PeerRow,
     link: &LinkRow,
@@ -227,7 +227,7 @@ async fn settle(
     }
 }
 
-async fn permit(h: &SyncHandle) -> Result<tokio::sync::OwnedSemaphorePermit, LinkError> {
+pub(crate) async fn permit(h: &SyncHandle) -> Result<tokio::sync::OwnedSemaphorePermit, LinkError> {
     h.inner
         .in_flight
         .clone()
@@ -410,13 +410,13 @@ async fn pull_all(
 
 /// A peer link's outbox sink: pushes batches to the peer with the link's token; events the
 /// peer originated or delivered to us are not sent back to it (no echo).
-struct PeerSink<'a> {
-    h: &'a SyncHandle,
-    consumer: ConsumerId,
-    peer: &'a PeerRow,
-    peer_instance: String,
-    link: &'a LinkRow,
-    token: &'a str,
+pub(crate) struct PeerSink<'a> {
+    pub h: &'a SyncHandle,
+    pub consumer: ConsumerId,
+    pub peer: &'a PeerRow,
+    pub peer_instance: String,
+    pub link: &'a LinkRow,
+    pub token: &'a str,
 }
 
 impl outbox::Sink for PeerSink<'_> {

@@ -93,7 +93,12 @@ async fn pending(
 
 /// Splits what was read into the batch to deliver: stops before the byte cap, skips what
 /// the sink does not want (covering it).
-fn select<S: Sink>(sink: &S, after: i64, raw: Vec<LoggedEvent>, max_bytes: usize) -> Batch {
+pub(crate) fn select<S: Sink>(
+    sink: &S,
+    after: i64,
+    raw: Vec<LoggedEvent>,
+    max_bytes: usize,
+) -> Batch {
     let mut batch = Batch {
         events: Vec::new(),
         first_seq: after + 1,
@@ -112,6 +117,63 @@ fn select<S: Sink>(sink: &S, after: i64, raw: Vec<LoggedEvent>, max_bytes: usize
         batch.events.push(e.event);
     }
     batch
+}
+
+/// What [`read_many`] found for one sink: its cursor and the entries after it.
+pub(crate) type Pending = (i64, Vec<LoggedEvent>);
+
+/// [`pending`] for many sinks in one read (a step covering many links of one peer).
+pub(crate) async fn read_many<S: Sink>(
+    store: &Store,
+    sinks: &[S],
+    limit: i64,
+) -> Result<Vec<Pending>, StoreError> {
+    let wanted: Vec<(ConsumerId, String)> = sinks
+        .iter()
+        .map(|s| {
+            let (id, hive) = s.consumer();
+            (id.clone(), hive.to_string())
+        })
+        .collect();
+    store
+        .read(move |c| -> Result<_, StoreError> {
+            let mut out = Vec::with_capacity(wanted.len());
+            for (id, hive) in &wanted {
+                let after = consumers::cursor(c, id, hive)?;
+                out.push((after, log::since(c, hive, after, limit)?));
+            }
+            Ok(out)
+        })
+        .await
+}
+
+/// One acknowledged (or only skipped) range of one consumer: the cursor move and the sink's
+/// bookkeeping, committed by [`ack_many`].
+pub(crate) struct Ack {
+    pub consumer: ConsumerId,
+    pub hive_id: String,
+    pub through: i64,
+    pub then: Option<OnAcked>,
+}
+
+/// Moves many cursors (each over what its consumer acknowledged or skipped) in one
+/// transaction, with each sink's bookkeeping.
+pub(crate) async fn ack_many(store: &Store, acks: Vec<Ack>) -> Result<(), StoreError> {
+    if acks.is_empty() {
+        return Ok(());
+    }
+    store
+        .write(move |tx| -> Result<(), StoreError> {
+            let now = now_ms();
+            for a in acks {
+                consumers::advance(tx, &a.consumer, &a.hive_id, a.through, now)?;
+                if let Some(f) = a.then {
+                    f(tx, a.through, now)?;
+                }
+            }
+            Ok(())
+        })
+        .await
 }
 
 /// One outbox step for `sink`'s consumer: see the module documentation.

@@ -141,6 +141,210 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// Most groups one batched call (`/sync/v1/batch/*`) may name.
+pub const MAX_BATCH_GROUPS: usize = 1000;
+
+/// Groups a sender puts in one batched call.
+pub const BATCH_GROUPS: usize = 256;
+
+/// One group of `POST /sync/v1/batch/handshake`: the per-hive part of a [`HandshakeRequest`].
+#[derive(Clone, Serialize, Deserialize)]
+pub struct BatchHandshakeGroup {
+    pub hive: String,
+    pub current_seq: i64,
+    #[serde(default)]
+    pub roster: Vec<RosterEntry>,
+    /// Fresh secret the responder presents when calling the initiator for this hive.
+    pub token: String,
+}
+
+impl fmt::Debug for BatchHandshakeGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchHandshakeGroup")
+            .field("hive", &self.hive)
+            .field("current_seq", &self.current_seq)
+            .field("roster", &self.roster.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /sync/v1/batch/handshake` request: one initiator, many hives. Each group is
+/// accepted or refused on its own, exactly as a [`HandshakeRequest`] for it would be.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchHandshakeRequest {
+    pub protocol_version: u32,
+    pub instance_id: String,
+    pub instance_name: String,
+    pub signing_key: String,
+    pub sync_endpoint: String,
+    pub groups: Vec<BatchHandshakeGroup>,
+}
+
+impl BatchHandshakeRequest {
+    /// The single-hive request for group `g` (what the responder checks and accepts).
+    pub fn single(&self, g: BatchHandshakeGroup) -> HandshakeRequest {
+        HandshakeRequest {
+            protocol_version: self.protocol_version,
+            hive: g.hive,
+            instance_id: self.instance_id.clone(),
+            instance_name: self.instance_name.clone(),
+            signing_key: self.signing_key.clone(),
+            sync_endpoint: self.sync_endpoint.clone(),
+            current_seq: g.current_seq,
+            roster: g.roster,
+            token: g.token,
+        }
+    }
+}
+
+/// A group's refusal inside a batched answer: the status and message the single-hive call
+/// would have answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupError {
+    pub status: u16,
+    pub error: String,
+}
+
+/// One group of the answer to a batched handshake: `token` etc. when accepted, `error` when
+/// refused.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct BatchHandshakeAnswer {
+    pub hive: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roster: Vec<RosterEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<GroupError>,
+}
+
+impl fmt::Debug for BatchHandshakeAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchHandshakeAnswer")
+            .field("hive", &self.hive)
+            .field("current_seq", &self.current_seq)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /sync/v1/batch/handshake` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchHandshakeResponse {
+    pub protocol_version: u32,
+    pub instance_id: String,
+    pub instance_name: String,
+    pub signing_key: String,
+    /// One answer per requested group, in request order.
+    pub groups: Vec<BatchHandshakeAnswer>,
+}
+
+impl BatchHandshakeResponse {
+    /// The single-hive answer for an accepted group.
+    pub fn single(&self, a: &BatchHandshakeAnswer) -> Option<HandshakeResponse> {
+        Some(HandshakeResponse {
+            protocol_version: self.protocol_version,
+            hive: a.hive.clone(),
+            instance_id: self.instance_id.clone(),
+            instance_name: self.instance_name.clone(),
+            signing_key: self.signing_key.clone(),
+            current_seq: a.current_seq?,
+            roster: a.roster.clone(),
+            token: a.token.clone()?,
+        })
+    }
+}
+
+/// One group of `POST /sync/v1/batch/pull`: the hive, the token bound to it, and the caller's
+/// cursor.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct BatchPullGroup {
+    pub hive: String,
+    pub token: String,
+    pub since: i64,
+}
+
+impl fmt::Debug for BatchPullGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchPullGroup")
+            .field("hive", &self.hive)
+            .field("since", &self.since)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /sync/v1/batch/pull` request. `limit` caps the events of the whole answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchPullRequest {
+    pub groups: Vec<BatchPullGroup>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// One group of a batched pull's answer: a page (as `GET /groups/:hive/events` answers it) or
+/// an error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchPage {
+    pub hive: String,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<EventsPage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<GroupError>,
+}
+
+/// `POST /sync/v1/batch/pull` response: the first groups of the request, in order, as far as
+/// the event budget reached (groups left out were not served: ask again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchPullResponse {
+    pub groups: Vec<BatchPage>,
+}
+
+/// One group of `POST /sync/v1/batch/push`: a [`PushRequest`] for the hive, with the token
+/// bound to it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct BatchPushGroup {
+    pub hive: String,
+    pub token: String,
+    pub events: Vec<Event>,
+    pub first_seq: i64,
+    pub last_seq: i64,
+}
+
+impl fmt::Debug for BatchPushGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchPushGroup")
+            .field("hive", &self.hive)
+            .field("events", &self.events.len())
+            .field("first_seq", &self.first_seq)
+            .field("last_seq", &self.last_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /sync/v1/batch/push` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchPushRequest {
+    pub groups: Vec<BatchPushGroup>,
+}
+
+/// One group of a batched push's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchPushAnswer {
+    pub hive: String,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<PushResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<GroupError>,
+}
+
+/// `POST /sync/v1/batch/push` response: one answer per group, in request order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchPushResponse {
+    pub groups: Vec<BatchPushAnswer>,
+}
+
 /// Per-group part of a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatGroup {

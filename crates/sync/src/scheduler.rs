@@ -253,6 +253,38 @@ impl Scheduler {
         }
     }
 
+    /// Claims up to `max` more queued links of `peer` (they become running, exactly as if
+    /// [`Scheduler::next`] had handed them out), so one step can cover many hives of one peer
+    /// in one request. Each must be given back with [`Scheduler::done`].
+    pub fn claim_siblings(&self, peer: &str, max: usize) -> Vec<(LinkKey, Job)> {
+        let mut st = self.lock();
+        let mut out = Vec::new();
+        if max == 0 || st.ready.is_empty() {
+            return out;
+        }
+        let mut kept = VecDeque::with_capacity(st.ready.len());
+        let ready = std::mem::take(&mut st.ready);
+        for key in ready {
+            if out.len() < max && key.0 == peer {
+                if let Some(slot) = st.slots.get_mut(&key)
+                    && slot.phase == Phase::Queued
+                {
+                    slot.phase = Phase::Running;
+                    slot.woken = false;
+                    let job = slot.job.clone();
+                    slot.job.pull = false;
+                    out.push((key, job));
+                    continue;
+                }
+                // A stale entry (the link runs, waits or is gone): drop it, as `next` would.
+                continue;
+            }
+            kept.push_back(key);
+        }
+        st.ready = kept;
+        out
+    }
+
     /// The step of `key` ended with `job` (its updated state) and decided `after`.
     pub fn done(&self, key: LinkKey, job: Job, after: After) {
         let mut st = self.lock();
@@ -382,6 +414,41 @@ mod tests {
         assert_eq!(k, key("p", "h"));
         assert!(job.need_pull);
         // Inserted twice, queued once.
+        assert!(take(&s).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn siblings_of_one_peer_are_claimed_together_and_run_once() {
+        let s = Scheduler::default();
+        for h in ["a", "b", "c", "d"] {
+            s.insert(key("p", h));
+        }
+        s.insert(key("q", "a"));
+        let (k, job) = take(&s).await.unwrap();
+        assert_eq!(k, key("p", "a"));
+        let more = s.claim_siblings("p", 2);
+        let hives: Vec<&str> = more.iter().map(|(k, _)| k.1.as_str()).collect();
+        assert_eq!(hives, ["b", "c"]);
+        assert!(more.iter().all(|(_, j)| j.need_pull));
+        assert_eq!(s.stats().running, 3);
+        // Claimed links are running: a wake-up marks them, it does not queue them twice.
+        s.wake(&key("p", "b"));
+        // What is left runs in queue order: p/d, then q/a.
+        let (k2, j2) = take(&s).await.unwrap();
+        assert_eq!(k2, key("p", "d"));
+        assert!(s.claim_siblings("p", 10).is_empty());
+        let (k3, j3) = take(&s).await.unwrap();
+        assert_eq!(k3, key("q", "a"));
+        assert!(take(&s).await.is_none());
+        for (k, j) in more {
+            s.done(k, j, After::Idle);
+        }
+        s.done(k, job, After::Idle);
+        s.done(k2, j2, After::Idle);
+        s.done(k3, j3, After::Idle);
+        // p/b was woken while claimed: it runs again; nothing else does.
+        let (k4, _) = take(&s).await.unwrap();
+        assert_eq!(k4, key("p", "b"));
         assert!(take(&s).await.is_none());
     }
 

@@ -27,6 +27,7 @@ mod posts;
 mod reference_compat;
 mod skill;
 mod sync_backfill;
+mod sync_batch;
 mod sync_converge;
 mod sync_fake_peer;
 mod sync_pairing;

@@ -717,3 +717,130 @@ async fn sync_outbound_tokens_are_sealed_at_rest() {
         }
     }
 }
+
+/// The batched routes keep every boundary of the single ones: each group is authenticated
+/// by its own token, bound to its hive and to the caller's peer; no token is a 401 before
+/// the body is read; a handshake without the secret from an unknown endpoint is refused.
+#[tokio::test]
+async fn sync_batched_calls_check_every_group_token() {
+    let a = secured().await;
+    for h in ["b-one", "b-two"] {
+        create_hive(&a, h).await;
+        enable_group(&a, h).await;
+        new_post(&a, h, &format!("in {h}")).await;
+    }
+    let m = Fake::new();
+    let other = Fake::new();
+    let t1 = m.token(&a, "b-one").await;
+    let t2 = m.token(&a, "b-two").await;
+    let o2 = other.token(&a, "b-two").await;
+    let pull = |groups: Value| json!({ "groups": groups, "limit": 100 });
+    // Both groups served, each with its own token.
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/batch/pull"),
+            Some(&t1),
+            Some(pull(json!([
+                { "hive": "b-one", "token": t1, "since": 0 },
+                { "hive": "b-two", "token": t2, "since": 0 },
+            ]))),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["groups"][0]["hive"], "b-one");
+    assert!(
+        !b["groups"][0]["events"].as_array().unwrap().is_empty(),
+        "{b}"
+    );
+    assert!(
+        !b["groups"][1]["events"].as_array().unwrap().is_empty(),
+        "{b}"
+    );
+    // A token bound to another hive (403), and another peer's token (401), fail their group
+    // only.
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/batch/pull"),
+            Some(&t1),
+            Some(pull(json!([
+                { "hive": "b-two", "token": t1, "since": 0 },
+                { "hive": "b-two", "token": o2, "since": 0 },
+                { "hive": "b-one", "token": t1, "since": 0 },
+            ]))),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["groups"][0]["error"]["status"], 403, "{b}");
+    assert!(b["groups"][0].get("events").is_none(), "{b}");
+    assert_eq!(b["groups"][1]["error"]["status"], 401, "{b}");
+    assert!(b["groups"][2]["events"].is_array(), "{b}");
+    // A push whose group token is not for its hive stores nothing.
+    let ev = m.post_event("b-two", m.agent(), &m.id, &m.key);
+    let before = post_total(&a, "b-two").await;
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/batch/push"),
+            Some(&t1),
+            Some(json!({ "groups": [
+                { "hive": "b-two", "token": t1, "events": [ev], "first_seq": 1, "last_seq": 1 }
+            ] })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["groups"][0]["error"]["status"], 403, "{b}");
+    assert_eq!(post_total(&a, "b-two").await, before);
+    // With its own token it is applied.
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/batch/push"),
+            Some(&t1),
+            Some(json!({ "groups": [
+                { "hive": "b-two", "token": t2, "events": [ev], "first_seq": 1, "last_seq": 1 }
+            ] })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["groups"][0]["accepted"], 1, "{b}");
+    assert_eq!(post_total(&a, "b-two").await, before + 1);
+    // No bearer token: 401 whatever the body.
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/batch/pull"),
+            None,
+            Some(json!({ "nonsense": true })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{b}");
+    // An empty batch is malformed.
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/batch/pull"),
+            Some(&t1),
+            Some(pull(json!([]))),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+    // A batched handshake without the secret, from an endpoint nobody configured: 403.
+    let (st, b, _) = m
+        .req(
+            reqwest::Method::POST,
+            a.url("/sync/v1/batch/handshake"),
+            None,
+            Some(json!({
+                "protocol_version": 1,
+                "instance_id": m.id,
+                "instance_name": "fake",
+                "signing_key": m.key.public().to_base64(),
+                "sync_endpoint": "http://127.0.0.1:9/nobody/sync/v1",
+                "groups": [{ "hive": "b-one", "current_seq": 0, "token": ids::new_secret_token("ohs_") }],
+            })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+}

@@ -18,6 +18,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use openhive_sync::SyncError;
 use openhive_sync::inbound::{self, PeerAuth};
+use openhive_sync::inbound_batch;
 use openhive_sync::protocol::*;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +32,9 @@ pub fn routes() -> Router<AppState> {
         .route("/sync/v1/handshake", post(handshake))
         .route("/sync/v1/identity", get(identity))
         .route("/sync/v1/heartbeat", post(heartbeat))
+        .route("/sync/v1/batch/handshake", post(batch_handshake))
+        .route("/sync/v1/batch/pull", post(batch_pull))
+        .route("/sync/v1/batch/push", post(batch_push))
         .route(
             "/sync/v1/groups/{hive}/events",
             get(pull_events).post(push_events),
@@ -153,6 +157,49 @@ async fn handshake(
     let span = tracing::info_span!("sync.in.handshake", peer = %req.instance_id, hive = %req.hive, seq = req.current_seq);
     Ok(Json(
         inbound::handshake(&state.sync, secret.as_deref(), req)
+            .instrument(span)
+            .await?,
+    ))
+}
+
+async fn batch_handshake(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<BatchHandshakeRequest>,
+) -> ApiResult<Json<BatchHandshakeResponse>> {
+    let secret = headers
+        .get(HANDSHAKE_SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let span = tracing::info_span!("sync.in.batch_handshake", peer = %req.instance_id, groups = req.groups.len());
+    Ok(Json(
+        inbound_batch::handshake(&state.sync, secret.as_deref(), req)
+            .instrument(span)
+            .await?,
+    ))
+}
+
+async fn batch_pull(
+    SyncPeer(auth): SyncPeer,
+    State(state): State<AppState>,
+    Json(req): Json<BatchPullRequest>,
+) -> ApiResult<Json<BatchPullResponse>> {
+    let span = tracing::info_span!("sync.in.batch_pull", peer = %auth.peer_instance_id, groups = req.groups.len());
+    Ok(Json(
+        inbound_batch::pull(&state.sync, &auth, req)
+            .instrument(span)
+            .await?,
+    ))
+}
+
+async fn batch_push(
+    SyncPeer(auth): SyncPeer,
+    State(state): State<AppState>,
+    Json(req): Json<BatchPushRequest>,
+) -> ApiResult<Json<BatchPushResponse>> {
+    let span = tracing::info_span!("sync.in.batch_push", peer = %auth.peer_instance_id, groups = req.groups.len());
+    Ok(Json(
+        inbound_batch::push(&state.sync, &auth, req)
             .instrument(span)
             .await?,
     ))

@@ -1,0 +1,127 @@
+//! Batched sync calls: pairing many hives with a peer takes a bounded number of requests
+//! (`/sync/v1/batch/*`), converges exactly as one call per hive would, and a group the peer
+//! refuses fails only its own link.
+
+use crate::harness::client;
+use crate::sync_util::*;
+use reqwest::StatusCode;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Requests `server` answered for `route` (any method and status), from its `/metrics`.
+async fn requests(base: &str, route: &str) -> u64 {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let label = format!("route=\"{route}\"");
+    text.lines()
+        .filter(|l| l.starts_with("openhive_http_requests_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn sync_many_hives_pair_in_a_bounded_number_of_calls() {
+    const N: usize = 60;
+    let a = instance().await;
+    let b = instance().await;
+    let names: Vec<String> = (0..N).map(|i| format!("many{i:02}")).collect();
+    let mut from_a = Vec::new();
+    for n in &names {
+        create_hive(&a, n).await;
+        enable_group(&a, n).await;
+        from_a.push((n.clone(), new_post(&a, n, &format!("a in {n}")).await));
+    }
+    // B holds a few of the hives already, with posts of its own (traffic both ways).
+    let mut from_b = Vec::new();
+    for n in names.iter().take(5) {
+        create_hive(&b, n).await;
+        enable_group(&b, n).await;
+        from_b.push(new_post(&b, n, &format!("b in {n}")).await);
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    add_peer(&a, "B", &b, &refs).await;
+    add_peer(&b, "A", &a, &refs).await;
+    for (_, id) in &from_a {
+        wait_visible(&b, &format!("/posts/{id}")).await;
+    }
+    for id in &from_b {
+        wait_visible(&a, &format!("/posts/{id}")).await;
+    }
+    // Same state on both sides (ids, authors, counts).
+    for n in names.iter().take(8) {
+        wait_converged(&[&a, &b], n, T, |s| post_count(s) >= 1).await;
+    }
+    // One call per hive would be >= N handshakes and >= N pulls; batched, each side made
+    // a handful of each.
+    let mut handshakes = 0;
+    let mut pulls = 0;
+    let mut batched = 0;
+    for s in [&a, &b] {
+        handshakes += requests(&s.base_url, "/sync/v1/handshake").await
+            + requests(&s.base_url, "/sync/v1/batch/handshake").await;
+        pulls += requests(&s.base_url, "/sync/v1/groups/{hive}/events").await
+            + requests(&s.base_url, "/sync/v1/batch/pull").await
+            + requests(&s.base_url, "/sync/v1/batch/push").await;
+        batched += requests(&s.base_url, "/sync/v1/batch/handshake").await;
+    }
+    assert!(batched >= 1, "no batched handshake was made");
+    assert!(
+        handshakes < (N / 3) as u64,
+        "{handshakes} handshake calls for {N} hives"
+    );
+    assert!(
+        pulls < N as u64,
+        "{pulls} pull and push calls for {N} hives"
+    );
+}
+
+#[tokio::test]
+async fn sync_a_group_refused_in_a_batch_fails_only_its_own_link() {
+    let a = instance().await;
+    let b = instance().await;
+    let names = ["bat1", "bat2", "bat3", "bat4", "nogroup"];
+    let mut ids = Vec::new();
+    for n in names {
+        create_hive(&a, n).await;
+        enable_group(&a, n).await;
+        ids.push(new_post(&a, n, &format!("in {n}")).await);
+    }
+    // B shares the first four only: it has no group for the fifth, and refuses it (404).
+    add_peer(&b, "A", &a, &names[..4]).await;
+    add_peer(&a, "B", &b, &names).await;
+    for id in &ids[..4] {
+        wait_visible(&b, &format!("/posts/{id}")).await;
+    }
+    let (st, _) = call(
+        &b,
+        reqwest::Method::GET,
+        &format!("/posts/{}", ids[4]),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let err = wait_for(T, "the refused link's error", || async {
+        let s = get(&a, "/sync/status?hive=nogroup").await;
+        let e = s["groups"][0]["peers"][0]["last_error"]
+            .as_str()?
+            .to_string();
+        Some(e)
+    })
+    .await;
+    assert!(err.contains("404"), "{err}");
+    // The other links completed (the peer-wide `last_error` they show is the refused one's).
+    for n in &names[..4] {
+        let s = get(&a, &format!("/sync/status?hive={n}")).await;
+        let l = &s["groups"][0]["peers"][0];
+        assert_eq!(l["state"], "active", "{n}: {l}");
+    }
+    let s = get(&a, "/sync/status?hive=nogroup").await;
+    assert_eq!(s["groups"][0]["peers"][0]["state"], "handshaking", "{s}");
+}

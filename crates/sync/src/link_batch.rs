@@ -1,0 +1,710 @@
+//! Steps that cover many links of one peer at once: when a worker takes a link, it claims the
+//! other queued links of the same peer ([`crate::scheduler::Scheduler::claim_siblings`]) and
+//! makes one batched call per kind of work they need (`/sync/v1/batch/handshake`, `.../pull`,
+//! `.../push`) instead of one call per hive. Pairing thousands of hives with a peer is then a
+//! few dozen requests and transactions, not three of each per hive.
+//!
+//! Each link of a batch gets exactly the outcome its own step ([`crate::link`]) would have
+//! had: the same state changes, the same cursor rules (the pull cursor moves in the
+//! transaction holding the events it covers; the push cursor only after the peer
+//! acknowledged), the same handling of a refused token or a 429 ([`link::settle`]), and its
+//! own backoff. A kind of work needed by a single link goes through the single-link step.
+//!
+//! Invariants:
+//! - a link is in at most one batch at a time (the scheduler marks claimed links running);
+//! - a group the peer refused fails only its own link; a failed call fails every link it
+//!   carried, except a refused bearer token, which only the link it belongs to answers for;
+//! - a group the peer left out of a batched pull (its event budget was spent) is pulled
+//!   again at the next step, not counted as a failure.
+
+use crate::accept::{self, Hello, Outcome, Role};
+use crate::engine::{LinkKey, SyncHandle};
+use crate::error::LinkError;
+use crate::link::{self, Failed, PeerSink, Step};
+use crate::outbox;
+use crate::protocol::*;
+use crate::scheduler::{After, Job};
+use crate::trust;
+use openhive_core::time::now_ms;
+use openhive_store::consumers::ConsumerId;
+use openhive_store::sync_state::{self, LinkRow, PeerRow};
+use openhive_store::{StoreError, ingest, log};
+use std::time::Duration;
+use tracing::Instrument as _;
+
+/// One link of a batch: its key, the job it carries through the step, and (once loaded) its
+/// row.
+struct Member {
+    key: LinkKey,
+    job: Job,
+    link: Option<LinkRow>,
+    after: Option<After>,
+}
+
+/// Runs one step for many links of one peer (`links` all share its id) and says, for each,
+/// what comes next.
+pub(crate) async fn run(h: &SyncHandle, links: Vec<(LinkKey, Job)>) -> Vec<(LinkKey, Job, After)> {
+    let Some(peer_id) = links.first().map(|(k, _)| k.0.clone()) else {
+        return Vec::new();
+    };
+    let mut members: Vec<Member> = links
+        .into_iter()
+        .map(|(key, job)| Member {
+            key,
+            job,
+            link: None,
+            after: None,
+        })
+        .collect();
+    // Another app process of this instance may run some of these links.
+    if h.store().engine() != openhive_store::Engine::Sqlite {
+        for m in &mut members {
+            if !h.holds_lease(format!("link:{}:{}", m.key.0, m.key.1)).await {
+                m.job.need_pull = true;
+                m.after = Some(After::Pause(link::LEASE_RETRY));
+            }
+        }
+    }
+    let peer = match load(h, &peer_id, &mut members).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            for m in &mut members {
+                m.after.get_or_insert(After::Stop);
+            }
+            return finish(members);
+        }
+        Err(e) => {
+            let msg = Failed::of("loading links")(e).message();
+            fail_all(h, &peer_id, &mut members, &msg).await;
+            return finish(members);
+        }
+    };
+    let label = peer
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| peer.endpoint.clone());
+    let (mut hs, mut pulls, mut pushes) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, m) in members.iter_mut().enumerate() {
+        if m.after.is_some() {
+            continue;
+        }
+        match &m.link {
+            None => m.after = Some(After::Stop),
+            Some(l) if l.state == sync_state::LinkState::Left => m.after = Some(After::Stop),
+            Some(l) if l.token_out.is_none() => hs.push(i),
+            Some(_) if m.job.pull || m.job.need_pull => pulls.push(i),
+            Some(_) => pushes.push(i),
+        }
+    }
+    for (kind, idx) in [
+        (Kind::Handshake, hs),
+        (Kind::Pull, pulls),
+        (Kind::Push, pushes),
+    ] {
+        match idx.len() {
+            0 => {}
+            1 => {
+                let m = &mut members[idx[0]];
+                m.after = Some(link::run_step(h, &m.key, &mut m.job).await);
+            }
+            n => {
+                let span = tracing::info_span!("sync.batch", peer = %label, kind = kind.name(), groups = n);
+                let results = match kind {
+                    Kind::Handshake => {
+                        handshake(h, &peer, &mut members, &idx)
+                            .instrument(span.clone())
+                            .await
+                    }
+                    Kind::Pull => {
+                        pull(h, &peer, &mut members, &idx)
+                            .instrument(span.clone())
+                            .await
+                    }
+                    Kind::Push => {
+                        push(h, &peer, &mut members, &idx)
+                            .instrument(span.clone())
+                            .await
+                    }
+                };
+                settle_all(h, &peer, &mut members, &idx, kind, results)
+                    .instrument(span)
+                    .await;
+            }
+        }
+    }
+    finish(members)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Handshake,
+    Pull,
+    Push,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Handshake => "handshake",
+            Kind::Pull => "pull",
+            Kind::Push => "push",
+        }
+    }
+}
+
+fn finish(members: Vec<Member>) -> Vec<(LinkKey, Job, After)> {
+    members
+        .into_iter()
+        .map(|m| (m.key, m.job, m.after.unwrap_or(After::Again)))
+        .collect()
+}
+
+/// Loads the peer and every member's link in one read.
+async fn load(
+    h: &SyncHandle,
+    peer_id: &str,
+    members: &mut [Member],
+) -> Result<Option<PeerRow>, LinkError> {
+    let p = peer_id.to_string();
+    let hives: Vec<String> = members.iter().map(|m| m.key.1.clone()).collect();
+    let (peer, links) = h
+        .store()
+        .read(move |c| -> Result<_, StoreError> {
+            let peer = sync_state::peer_by_id(c, &p)?;
+            let mut links = Vec::with_capacity(hives.len());
+            for hv in &hives {
+                links.push(match &peer {
+                    Some(_) => sync_state::link(c, &p, hv)?,
+                    None => None,
+                });
+            }
+            Ok((peer, links))
+        })
+        .await
+        .map_err(LinkError::store("reading link state"))?;
+    for (m, l) in members.iter_mut().zip(links) {
+        m.link = l;
+    }
+    Ok(peer)
+}
+
+/// The same failure for every member still undecided (e.g. the state could not be read).
+async fn fail_all(h: &SyncHandle, peer_id: &str, members: &mut [Member], msg: &str) {
+    let idx: Vec<usize> = (0..members.len())
+        .filter(|i| members[*i].after.is_none())
+        .collect();
+    let failures = idx.iter().map(|i| (*i, msg.to_string())).collect();
+    record_failures(h, peer_id, members, failures).await;
+}
+
+/// Records failed links (one transaction) and sets each one's backoff.
+async fn record_failures(
+    h: &SyncHandle,
+    peer_id: &str,
+    members: &mut [Member],
+    failures: Vec<(usize, String)>,
+) {
+    if failures.is_empty() {
+        return;
+    }
+    let mut rows = Vec::with_capacity(failures.len());
+    for (i, msg) in failures {
+        let m = &mut members[i];
+        let delay = m.job.backoff.fail(&h.settings().backoff);
+        m.after = Some(After::Backoff(delay));
+        rows.push((m.key.1.clone(), msg));
+    }
+    let first = rows.first().map(|(_, m)| m.clone()).unwrap_or_default();
+    tracing::warn!(peer = %peer_id, links = rows.len(), error = %first, "sync links failed");
+    let p = peer_id.to_string();
+    let after = h.settings().error_after_failures;
+    let r = h
+        .store()
+        .write(move |tx| -> Result<(), StoreError> {
+            let now = now_ms();
+            sync_state::record_failure(tx, &p, &first, after, now)?;
+            for (hv, msg) in &rows {
+                sync_state::set_link_error(tx, &p, hv, Some(msg))?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "recording sync failures");
+    }
+}
+
+/// Turns each member's result into what comes next, as [`link::run_step`] does for one link:
+/// a 429 or a refused token through [`link::settle`], failures recorded and backed off.
+async fn settle_all(
+    h: &SyncHandle,
+    peer: &PeerRow,
+    members: &mut [Member],
+    idx: &[usize],
+    kind: Kind,
+    results: Vec<Result<Step, LinkError>>,
+) {
+    let mut failures = Vec::new();
+    for (&i, r) in idx.iter().zip(results) {
+        let m = &mut members[i];
+        let Some(link) = m.link.clone() else {
+            m.after = Some(After::Stop);
+            continue;
+        };
+        let token = match kind {
+            Kind::Handshake => None,
+            Kind::Pull | Kind::Push => link.token_out.clone(),
+        };
+        let r = match r {
+            // Only errors need the settling's writes; keep the common path free of them.
+            Ok(s) => Ok(s),
+            Err(e) => link::settle(h, peer, &link, token.as_deref(), Err(e)).await,
+        };
+        match r {
+            Ok(Step::More) => {
+                m.job.backoff.reset();
+                m.after = Some(After::Again);
+            }
+            Ok(Step::Idle) => {
+                m.job.backoff.reset();
+                m.after = Some(After::Idle);
+            }
+            Ok(Step::Stop) => m.after = Some(After::Stop),
+            Ok(Step::RetryAfter(d)) => m.after = Some(After::Pause(d)),
+            Err(e) => failures.push((i, Failed::of(kind.name())(e).message())),
+        }
+    }
+    record_failures(h, &peer.id, members, failures).await;
+}
+
+/// The same error for `n` links (a call that failed as a whole). A refused bearer token is
+/// the first link's alone (`first_refused`): the others are asked to run again.
+fn fan_out(e: LinkError, n: usize, first_refused: bool) -> Vec<Result<Step, LinkError>> {
+    let one = |e: &LinkError| -> LinkError {
+        match e {
+            LinkError::Refused(c) => LinkError::Refused(c.clone()),
+            LinkError::RateLimited(d) => LinkError::RateLimited(*d),
+            LinkError::Transport(c) => LinkError::Transport(c.clone()),
+            LinkError::PeerInput(p) => LinkError::PeerInput(p.clone()),
+            LinkError::Shutdown => LinkError::Shutdown,
+            other => LinkError::Task(error_chain(other)),
+        }
+    };
+    (0..n)
+        .map(|i| {
+            if first_refused && matches!(e, LinkError::Refused(_)) && i > 0 {
+                Ok(Step::More)
+            } else {
+                Err(one(&e))
+            }
+        })
+        .collect()
+}
+
+/// An error with its sources, as one line.
+fn error_chain(e: &LinkError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// A batched handshake for the members `idx` (none has a token yet).
+async fn handshake(
+    h: &SyncHandle,
+    peer: &PeerRow,
+    members: &mut [Member],
+    idx: &[usize],
+) -> Vec<Result<Step, LinkError>> {
+    let me = h.me().clone();
+    let wanted: Vec<(String, String)> = idx
+        .iter()
+        .filter_map(|&i| members[i].link.as_ref())
+        .map(|l| (l.hive_id.clone(), l.hive_name.clone()))
+        .collect();
+    let p = peer.id.clone();
+    let prepared = h
+        .store()
+        .write(move |tx| -> Result<_, StoreError> {
+            let now = now_ms();
+            let mut groups = Vec::with_capacity(wanted.len());
+            for (hive_id, hive_name) in &wanted {
+                groups.push(BatchHandshakeGroup {
+                    hive: hive_name.clone(),
+                    token: sync_state::issue_token(tx, &p, hive_id, now)?,
+                    current_seq: log::head(tx, hive_id)?,
+                    roster: trust::roster(tx, hive_id)?,
+                });
+            }
+            Ok(groups)
+        })
+        .await;
+    let groups = match prepared {
+        Ok(g) => g,
+        Err(e) => return fan_out(LinkError::store("preparing handshake")(e), idx.len(), false),
+    };
+    let req = BatchHandshakeRequest {
+        protocol_version: PROTOCOL_VERSION,
+        instance_id: me.instance_id.clone(),
+        instance_name: me.instance_name.clone(),
+        signing_key: me.key.public().to_base64(),
+        sync_endpoint: me.sync_endpoint.clone(),
+        groups,
+    };
+    let resp = {
+        let permit = link::permit(h).await;
+        match permit {
+            Ok(_p) => h.client().batch_handshake(&peer.endpoint, &req).await,
+            Err(e) => return fan_out(e, idx.len(), false),
+        }
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => return fan_out(e.into(), idx.len(), false),
+    };
+    // Each answer checked as a single answer for its hive would be.
+    let mut results: Vec<Option<Result<Step, LinkError>>> = Vec::with_capacity(idx.len());
+    let mut hellos: Vec<(usize, String, Hello)> = Vec::new();
+    for (pos, a) in resp.groups.iter().enumerate() {
+        let hive = a.hive.clone();
+        if let Some(e) = &a.error {
+            results.push(Some(Err(LinkError::of_group(e))));
+            continue;
+        }
+        let Some(single) = resp.single(a) else {
+            results.push(Some(Err(LinkError::PeerInput(
+                crate::error::PeerInputError::Malformed(format!(
+                    "batched handshake answer for {hive:?} has neither a token nor an error"
+                )),
+            ))));
+            continue;
+        };
+        match Hello::from_response(single, &hive, &peer.endpoint, &me.instance_id, &peer.id) {
+            Ok(hl) => {
+                let hive_id = members[idx[pos]]
+                    .link
+                    .as_ref()
+                    .map(|l| l.hive_id.clone())
+                    .unwrap_or_default();
+                hellos.push((pos, hive_id, hl));
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e.into()))),
+        }
+    }
+    let (p, hl2) = (peer.id.clone(), hellos.clone());
+    let accepted = h
+        .store()
+        .write(move |tx| -> Result<_, StoreError> {
+            let now = now_ms();
+            let mut out = Vec::with_capacity(hl2.len());
+            for (pos, hive_id, hello) in &hl2 {
+                // Only a link that is still there is completed (see `link::handshake`).
+                if sync_state::link(tx, &p, hive_id)?
+                    .is_none_or(|l| l.state == sync_state::LinkState::Left)
+                {
+                    out.push((*pos, None));
+                    continue;
+                }
+                let o = accept::accept(tx, hive_id, hello, Role::Initiator { peer_id: &p }, now)?;
+                out.push((*pos, Some(o)));
+            }
+            Ok(out)
+        })
+        .await;
+    let accepted = match accepted {
+        Ok(a) => a,
+        Err(e) => {
+            return fan_out(
+                LinkError::store("accepting the handshake")(e),
+                idx.len(),
+                false,
+            );
+        }
+    };
+    for ((pos, outcome), (_, hive_id, hello)) in accepted.into_iter().zip(hellos) {
+        results[pos] = Some(match outcome {
+            None => Ok(Step::More),
+            Some(Outcome::Refused(e)) => Err(e.into()),
+            Some(Outcome::Accepted(a)) => {
+                let role = Role::Initiator { peer_id: &peer.id };
+                if let Err(e) = accept::after_commit(h, role, &hive_id, &hello, a).await {
+                    tracing::error!(error = %e, "after the handshake");
+                }
+                members[idx[pos]].job.need_pull = true;
+                Ok(Step::More)
+            }
+        });
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Ok(Step::More)))
+        .collect()
+}
+
+/// One batched pull round for the members `idx` (each has a token): every page answered is
+/// ingested with its cursor move, all in one transaction.
+async fn pull(
+    h: &SyncHandle,
+    peer: &PeerRow,
+    members: &mut [Member],
+    idx: &[usize],
+) -> Vec<Result<Step, LinkError>> {
+    let mut groups = Vec::with_capacity(idx.len());
+    for &i in idx {
+        let m = &mut members[i];
+        m.job.pull = false;
+        m.job.need_pull = true; // until a complete page says otherwise
+        let Some(l) = &m.link else { continue };
+        groups.push(BatchPullGroup {
+            hive: l.hive_name.clone(),
+            token: l.token_out.clone().unwrap_or_default(),
+            since: l.last_seq_received,
+        });
+    }
+    let auth = groups.first().map(|g| g.token.clone()).unwrap_or_default();
+    let req = BatchPullRequest {
+        groups,
+        limit: Some(MAX_PULL_LIMIT),
+    };
+    let resp = match link::permit(h).await {
+        Ok(_p) => h.client().batch_pull(&peer.endpoint, &auth, &req).await,
+        Err(e) => return fan_out(e, idx.len(), false),
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => return fan_out(e.into(), idx.len(), true),
+    };
+    let from = peer.instance_id.clone().unwrap_or_else(|| peer.id.clone());
+    let mut results: Vec<Result<Step, LinkError>> =
+        (0..idx.len()).map(|_| Ok(Step::More)).collect();
+    // (position, hive id, hive name, next seq, has_more, events)
+    let mut pages = Vec::new();
+    for (pos, g) in resp.groups.into_iter().enumerate() {
+        let l = members[idx[pos]].link.as_ref();
+        let (Some(l), Some(page)) = (l, g.page) else {
+            if let Some(e) = &g.error {
+                results[pos] = Err(LinkError::of_group(e));
+            }
+            continue;
+        };
+        let since = l.last_seq_received;
+        let next = page.next_seq.max(since);
+        let has_more = page.has_more && next > since;
+        let events: Vec<openhive_core::Event> = page.events.into_iter().map(|w| w.event).collect();
+        pages.push((
+            pos,
+            l.hive_id.clone(),
+            l.hive_name.clone(),
+            next,
+            has_more,
+            events,
+        ));
+    }
+    if pages.is_empty() {
+        return results;
+    }
+    let pages = std::sync::Arc::new(pages);
+    let pages2 = pages.clone();
+    // Signatures are checked on a reader thread, in parallel with the writer.
+    let verified = h
+        .store()
+        .read(move |c| -> Result<Vec<Vec<bool>>, StoreError> {
+            pages2.iter().map(|p| ingest::preverify(c, &p.5)).collect()
+        })
+        .await;
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            return fan_out(
+                LinkError::store("verifying pulled events")(e),
+                idx.len(),
+                false,
+            );
+        }
+    };
+    let (p, pages2) = (peer.id.clone(), pages.clone());
+    let reports = h
+        .store()
+        .write(move |tx| -> Result<_, StoreError> {
+            let now = now_ms();
+            let mut out = Vec::with_capacity(pages2.len());
+            for (page, ok) in pages2.iter().zip(&verified) {
+                let (_, hv, hname, next, has_more, events) = page;
+                let r = ingest::ingest_remote_checked(tx, hv, hname, events, ok, &from, now)?;
+                sync_state::advance_received(tx, &p, hv, *next, now)?;
+                sync_state::set_remote_seq(tx, &p, hv, *next)?;
+                sync_state::count_events(tx, &p, hv, r.accepted as i64, r.rejected as i64)?;
+                if !has_more {
+                    sync_state::set_link_state(tx, &p, hv, sync_state::LinkState::Active)?;
+                    sync_state::set_link_error(tx, &p, hv, None)?;
+                }
+                out.push(r);
+            }
+            sync_state::record_contact(tx, &p, now)?;
+            Ok(out)
+        })
+        .await;
+    let reports = match reports {
+        Ok(r) => r,
+        Err(e) => {
+            return fan_out(
+                LinkError::store("ingesting pulled events")(e),
+                idx.len(),
+                false,
+            );
+        }
+    };
+    let mut accepted = 0usize;
+    for (page, report) in pages.iter().zip(reports) {
+        let (pos, hv, _, next, has_more, _) = page;
+        if report.rejected > 0 {
+            tracing::warn!(hive = %hv, rejected = report.rejected, first = ?report.rejections.first(), "pulled events rejected");
+        }
+        accepted += report.accepted;
+        h.emit(report.changes);
+        if report.accepted > 0 {
+            h.notify(hv);
+        }
+        members[idx[*pos]].job.need_pull = *has_more;
+        tracing::debug!(hive = %hv, seq = next, accepted = report.accepted, "pulled page (batch)");
+    }
+    tracing::debug!(groups = pages.len(), accepted, "batched pull ingested");
+    results
+}
+
+/// One batched push round for the members `idx` (each has a token): every link's next
+/// outbox batch in one call; each cursor moves once the peer acknowledged its group.
+async fn push(
+    h: &SyncHandle,
+    peer: &PeerRow,
+    members: &mut [Member],
+    idx: &[usize],
+) -> Vec<Result<Step, LinkError>> {
+    let limit = h.settings().push_batch;
+    let peer_instance = peer.instance_id.clone().unwrap_or_default();
+    let links: Vec<LinkRow> = idx
+        .iter()
+        .filter_map(|&i| members[i].link.clone())
+        .collect();
+    if links.len() != idx.len() {
+        return idx.iter().map(|_| Ok(Step::Stop)).collect();
+    }
+    let tokens: Vec<String> = links
+        .iter()
+        .map(|l| l.token_out.clone().unwrap_or_default())
+        .collect();
+    let sinks: Vec<PeerSink<'_>> = links
+        .iter()
+        .zip(&tokens)
+        .map(|(l, t)| PeerSink {
+            h,
+            consumer: ConsumerId::peer(&peer.id),
+            peer,
+            peer_instance: peer_instance.clone(),
+            link: l,
+            token: t,
+        })
+        .collect();
+    let pending = match outbox::read_many(h.store(), &sinks, limit).await {
+        Ok(p) => p,
+        Err(e) => return fan_out(LinkError::store("reading the outbox")(e), idx.len(), false),
+    };
+    let mut results: Vec<Result<Step, LinkError>> =
+        (0..idx.len()).map(|_| Ok(Step::Idle)).collect();
+    let mut groups = Vec::new();
+    let mut sent: Vec<(usize, i64)> = Vec::new();
+    let mut acks = Vec::new();
+    let mut bytes_left = link::PUSH_MAX_BYTES;
+    for (pos, (sink, (after, raw))) in sinks.iter().zip(pending).enumerate() {
+        if raw.is_empty() {
+            continue; // up to date: Idle
+        }
+        // Far behind and pulling from us right now: its pull carries the backlog.
+        if raw.len() as i64 >= limit
+            && h.peer_is_pulling(&peer.id, &sink.link.hive_id, Duration::from_secs(2))
+        {
+            results[pos] = Ok(Step::RetryAfter(Duration::from_millis(250)));
+            continue;
+        }
+        if bytes_left == 0 {
+            results[pos] = Ok(Step::More); // next round
+            continue;
+        }
+        let batch = outbox::select(sink, after, raw, bytes_left);
+        let size: usize = batch
+            .events
+            .iter()
+            .map(|e| e.payload.len() + e.signature.len() + 256)
+            .sum();
+        bytes_left = bytes_left.saturating_sub(size.max(1));
+        results[pos] = Ok(Step::More);
+        if batch.events.is_empty() {
+            // Only entries the peer must not get: covered without a call.
+            acks.push(outbox::Ack {
+                consumer: ConsumerId::peer(&peer.id),
+                hive_id: sink.link.hive_id.clone(),
+                through: batch.last_seq,
+                then: outbox::Sink::on_acked(sink, false),
+            });
+            continue;
+        }
+        sent.push((pos, batch.last_seq));
+        groups.push(BatchPushGroup {
+            hive: sink.link.hive_name.clone(),
+            token: sink.token.to_string(),
+            events: batch.events,
+            first_seq: batch.first_seq,
+            last_seq: batch.last_seq,
+        });
+    }
+    if !groups.is_empty() {
+        let auth = groups[0].token.clone();
+        let req = BatchPushRequest { groups };
+        let resp = match link::permit(h).await {
+            Ok(_p) => h.client().batch_push(&peer.endpoint, &auth, &req).await,
+            Err(e) => Err(crate::client::ClientError::Transport(e.to_string())),
+        };
+        match resp {
+            Err(e) => {
+                // The call failed as a whole: every group it carried fails (a refused bearer
+                // token only its own); the skipped-only acks below still commit.
+                let fails = fan_out(e.into(), sent.len(), true);
+                for ((pos, _), r) in sent.iter().zip(fails) {
+                    results[*pos] = r;
+                }
+            }
+            Ok(resp) => {
+                for ((pos, through), a) in sent.iter().zip(resp.groups) {
+                    if let Some(e) = &a.error {
+                        results[*pos] = Err(LinkError::of_group(e));
+                        continue;
+                    }
+                    if let Some(r) = &a.result
+                        && r.rejected > 0
+                    {
+                        tracing::warn!(hive = %a.hive, rejected = r.rejected, seq = through, "peer rejected pushed events");
+                    }
+                    let sink = &sinks[*pos];
+                    acks.push(outbox::Ack {
+                        consumer: ConsumerId::peer(&peer.id),
+                        hive_id: sink.link.hive_id.clone(),
+                        through: *through,
+                        then: outbox::Sink::on_acked(sink, true),
+                    });
+                }
+            }
+        }
+    }
+    if let Err(e) = outbox::ack_many(h.store(), acks).await {
+        return fan_out(
+            LinkError::store("moving the outbox cursor")(e),
+            idx.len(),
+            false,
+        );
+    }
+    results
+}
