@@ -418,7 +418,18 @@ async fn ui_sync_dashboard_shows_a_peer_turning_from_active_to_unreachable() {
     let groups = element(&dom, "table", r#"id="groups""#)
         .map(visible_text)
         .unwrap_or_else(|| panic!("no groups table:\n{dom}"));
-    assert!(groups.contains("eng"), "{groups}");
+    assert!(
+        groups.contains("eng") && groups.contains("Resync"),
+        "{groups}"
+    );
+    assert!(row.contains("Test"), "the peer's actions: {row}");
+    // The page follows the shared hive over the WebSocket (the CSP lets it connect).
+    let metrics = client().get(a.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"route="/ws",method="GET",status="1xx""#),
+        "no WebSocket upgrade from the dashboard:\n{metrics}"
+    );
     // The key left the address bar: the page never shows it.
     assert!(!dom.contains(&admin_key), "the admin key is in the page");
 

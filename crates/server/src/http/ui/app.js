@@ -110,4 +110,5 @@ document.getElementById("search-form").addEventListener("submit", (ev) => {
   location.hash = `#/search?q=${encodeURIComponent(q)}`;
 });
 window.addEventListener("hashchange", render);
+window.addEventListener("openhive:admin-key", keyBar);
 render();

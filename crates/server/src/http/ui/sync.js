@@ -59,6 +59,7 @@ function keyForm(message, onKey) {
       onsubmit: (ev) => {
         ev.preventDefault();
         setAdminKey(input.value.trim());
+        window.dispatchEvent(new Event("openhive:admin-key"));
         onKey();
       },
     },
