@@ -35,4 +35,5 @@ mod sync_realtime;
 mod sync_security;
 mod sync_tls;
 mod sync_util;
+mod ui;
 mod ws;

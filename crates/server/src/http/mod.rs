@@ -22,6 +22,7 @@ pub mod search;
 pub mod serve;
 pub mod sync_admin;
 pub mod sync_protocol;
+pub mod ui;
 pub mod ws;
 
 use crate::app::AppState;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(meta::routes())
         .merge(metrics::routes())
         .merge(ws::routes())
+        .merge(ui::routes())
         .merge(
             sync_protocol::routes().route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
