@@ -379,7 +379,7 @@ impl Worker {
                         tracing::info!(added = r.added, "mirrored remote posts");
                     }
                 }
-                Ok(None) => return, // deleted meanwhile
+                Ok(None) => return, // deleted or paused meanwhile
                 Err(e) => {
                     return self
                         .failed(&sub, format!("storing mirrored posts: {e}"))

@@ -91,6 +91,7 @@ async fn subscriptions_crud_and_validation() {
         json!({ "remote_url": b.base_url, "remote_hive_name": "news", "colour": "red" }),
         json!({ "remote_url": "ftp://example.org", "remote_hive_name": "news" }),
         json!({ "remote_url": "not a url", "remote_hive_name": "news" }),
+        json!({ "remote_url": "http://user:secret@example.org", "remote_hive_name": "news" }),
         json!({ "remote_url": b.base_url, "remote_hive_name": "Not A Hive!" }),
         json!({ "remote_url": b.base_url, "remote_hive_name": "news", "sync_interval_ms": 5 }),
         json!({ "remote_hive_name": "news" }),

@@ -104,12 +104,23 @@ async fn create(
     Json(body): Json<CreateSubscription>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let remote_url = normalize_remote_url(&body.remote_url);
-    validate::url(&remote_url).map_err(|_| {
+    let bad_url = || {
         ApiError::validation(
             "remote_url",
-            "remote_url must be the http(s) base URL of an OpenHive instance",
+            "remote_url must be the http(s) base URL of an OpenHive instance, without credentials, query or fragment",
         )
-    })?;
+    };
+    validate::url(&remote_url).map_err(|_| bad_url())?;
+    // It is shown in listings and errors: no credentials in it.
+    let parsed = reqwest::Url::parse(&remote_url).map_err(|_| bad_url())?;
+    if !parsed.username().is_empty()
+        || parsed.password().is_some()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+        || parsed.host_str().is_none()
+    {
+        return Err(bad_url());
+    }
     validate::hive_name(&body.remote_hive_name)
         .map_err(|m| ApiError::validation("remote_hive_name", m))?;
     let local_hive_name = body

@@ -147,10 +147,14 @@ impl HiveService {
 
     /// Copies the page's new posts into the subscription's mirror hive (signed by us as
     /// `post_mirrored`, through `ingest`) and moves its cursor, in one transaction (waiting
-    /// for room in the write queue: a background worker). `None`: the subscription is gone.
+    /// for room in the write queue: a background worker). `None`: the subscription is gone
+    /// or paused.
     pub async fn mirror_page(&self, page: MirrorPage) -> Result<Option<MirrorReport>> {
         self.write_with(true, move |conn, emit| {
-            let Some(sub) = subscriptions::get(conn, &page.subscription_id)? else {
+            // Gone or paused since the page was asked for: nothing is stored (a resumed
+            // subscription asks again from its committed position).
+            let Some(sub) = subscriptions::get(conn, &page.subscription_id)?.filter(|s| s.enabled)
+            else {
                 return Ok(None);
             };
             let ids: Vec<String> = page.posts.iter().map(|p| p.post_id.clone()).collect();
