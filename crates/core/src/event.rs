@@ -56,6 +56,7 @@ event_types! {
     CommentUpdated => "comment_updated",
     CommentDeleted => "comment_deleted",
     VoteCast => "vote_cast",
+    PostMirrored => "post_mirrored",
 }
 
 impl std::fmt::Display for EventType {

@@ -155,6 +155,31 @@ pub struct PostPinned {
     pub by: AgentRef,
 }
 
+/// A post of a remote hive copied into a local read-only mirror hive by a pull
+/// subscription (Pattern 1). The signing instance vouches for the copy; the post keeps the
+/// id the remote gave it (one id everywhere), so it is the only payload whose `post_id` is
+/// *not* in the signer's namespace, and its author is a remote agent the signer does not
+/// speak for (a display snapshot: name, avatar, where it lives).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostMirrored {
+    pub post_id: String,
+    /// Base URL of the remote instance the post was read from.
+    pub source_url: String,
+    /// The remote hive's name.
+    pub source_hive: String,
+    pub title: String,
+    pub content: Option<String>,
+    pub url: Option<String>,
+    /// The remote author; `instance_id` is the remote's instance id when it tells, else
+    /// `source_url`.
+    pub author: AgentRef,
+    /// When the remote says the post was created (ms).
+    pub created_at: i64,
+}
+
+/// The longest id a mirrored post may keep.
+pub const MAX_MIRRORED_ID_CHARS: usize = 200;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommentCreated {
     pub comment_id: String,
@@ -220,6 +245,7 @@ pub enum Payload {
     CommentUpdated(CommentUpdated),
     CommentDeleted(CommentDeleted),
     VoteCast(VoteCast),
+    PostMirrored(PostMirrored),
 }
 
 fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, EventError> {
@@ -240,6 +266,49 @@ fn own_id(id: &str, kind: Kind, ev: &Event, what: &'static str) -> Result<(), Ev
     } else {
         Err(EventError::Authority(what))
     }
+}
+
+/// The rules of a mirrored post: a foreign id (never one in the signer's own namespace,
+/// which only its `post_created` may use), a foreign author (never one of the signer's
+/// agents), and the same limits on text as any post.
+fn check_mirrored(p: &PostMirrored, ev: &Event) -> Result<(), EventError> {
+    if p.post_id.is_empty()
+        || p.post_id.chars().count() > MAX_MIRRORED_ID_CHARS
+        || p.post_id
+            .chars()
+            .any(|c| c.is_whitespace() || c == ':' || validate::is_forbidden_char(c))
+    {
+        return Err(bad(
+            "post_id must be 1-200 characters without spaces, ':' or control characters",
+        ));
+    }
+    if ids::is_in_namespace(&p.post_id, Kind::Post, &ev.origin_instance_id) {
+        return Err(EventError::Authority("post_id"));
+    }
+    if p.author.instance_id == ev.origin_instance_id
+        || ids::is_in_namespace(&p.author.agent_id, Kind::Agent, &ev.origin_instance_id)
+    {
+        return Err(EventError::Authority("author"));
+    }
+    if p.author.agent_id.is_empty() || p.author.agent_id.chars().count() > MAX_MIRRORED_ID_CHARS {
+        return Err(bad("author id must be 1-200 characters"));
+    }
+    validate::text(&p.author.agent_id, "author id").map_err(|e| bad(&e))?;
+    validate::text(&p.author.instance_id, "author instance").map_err(|e| bad(&e))?;
+    validate::text(&p.author.name, "author name").map_err(|e| bad(&e))?;
+    validate::url(&p.source_url).map_err(|e| bad(&e))?;
+    validate::text(&p.source_hive, "source_hive").map_err(|e| bad(&e))?;
+    validate::post_title(&p.title).map_err(|e| bad(&e))?;
+    if let Some(c) = &p.content {
+        validate::post_content(c).map_err(|e| bad(&e))?;
+    }
+    if let Some(u) = &p.url {
+        validate::url(u).map_err(|e| bad(&e))?;
+    }
+    if p.created_at < 0 {
+        return Err(bad("created_at must not be negative"));
+    }
+    Ok(())
 }
 
 fn bad(msg: &str) -> EventError {
@@ -263,6 +332,7 @@ impl Payload {
             Payload::CommentUpdated(p) => serde_json::to_string(p),
             Payload::CommentDeleted(p) => serde_json::to_string(p),
             Payload::VoteCast(p) => serde_json::to_string(p),
+            Payload::PostMirrored(p) => serde_json::to_string(p),
         };
         // Serializing these plain structs cannot fail.
         r.unwrap_or_default()
@@ -283,6 +353,7 @@ impl Payload {
             Payload::CommentUpdated(_) => EventType::CommentUpdated,
             Payload::CommentDeleted(_) => EventType::CommentDeleted,
             Payload::VoteCast(_) => EventType::VoteCast,
+            Payload::PostMirrored(_) => EventType::PostMirrored,
         }
     }
 
@@ -388,6 +459,11 @@ impl Payload {
                     return Err(bad("value must be 1, -1 or 0"));
                 }
                 Payload::VoteCast(p)
+            }
+            EventType::PostMirrored => {
+                let p: PostMirrored = parse(s)?;
+                check_mirrored(&p, ev)?;
+                Payload::PostMirrored(p)
             }
         };
         Ok(p)

@@ -40,6 +40,8 @@ pub struct AppState {
     pub sync: openhive_sync::SyncHandle,
     /// HTTP request counts and latencies (`GET /metrics`).
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
+    /// Wakes the pull-subscription worker (`crate::subscriptions`).
+    pub subscriptions: crate::subscriptions::Wake,
 }
 
 /// Callback run with a hive id after its log grew.
@@ -206,6 +208,7 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         fanout,
         sync,
         http_metrics: Arc::default(),
+        subscriptions: crate::subscriptions::Wake::default(),
     };
     let mut background = vec![
         spawn_expiry(state.store.clone()),
@@ -216,6 +219,19 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
             Duration::from_secs(state.config.sync.heartbeat_interval_secs.max(60)),
         ),
     ];
+    if state.config.subscriptions.enabled {
+        let worker = crate::subscriptions::Worker {
+            store: state.store.clone(),
+            hives: state.hives.clone(),
+            config: state.config.subscriptions.clone(),
+            wake: state.subscriptions.clone(),
+        };
+        background.push(
+            worker
+                .spawn()
+                .context("starting the pull-subscription worker")?,
+        );
+    }
     // Commits made by the other app processes of this instance (PostgreSQL): the same
     // fan-out as our own (outbox wake-up, WebSocket messages).
     if let Some(rx) = state

@@ -29,6 +29,43 @@ pub struct Config {
     pub storage: StorageConfig,
     pub sync: SyncConfig,
     pub metrics: MetricsConfig,
+    pub subscriptions: SubscriptionsConfig,
+}
+
+/// Pull subscriptions (Pattern 1, `/api/v1/sync/subscriptions`): the one worker polling
+/// remote feeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionsConfig {
+    /// Run the polling worker (subscriptions can be managed either way).
+    pub enabled: bool,
+    /// Posts asked per feed request (1-100, the feed's own bound).
+    pub page_limit: u32,
+    /// Pages one subscription may take per round before the others get their turn.
+    pub max_pages_per_round: u32,
+    /// Subscriptions polled at once.
+    pub concurrency: u32,
+    /// First retry delay after a failed poll (doubles per consecutive failure).
+    pub backoff_initial_ms: u64,
+    /// Cap of the retry delay.
+    pub backoff_max_secs: u64,
+    /// Each pass re-reads this far below the watermark (posts that reached the remote late,
+    /// equal timestamps); what it re-reads is skipped by id.
+    pub lookback_secs: u64,
+}
+
+impl Default for SubscriptionsConfig {
+    fn default() -> Self {
+        SubscriptionsConfig {
+            enabled: true,
+            page_limit: 100,
+            max_pages_per_round: 10,
+            concurrency: 4,
+            backoff_initial_ms: 1000,
+            backoff_max_secs: 300,
+            lookback_secs: 60,
+        }
+    }
 }
 
 /// Who may read `GET /metrics`.
@@ -327,6 +364,15 @@ impl Config {
             return bad(
                 "sync.heartbeat_interval_secs and sync.peer_timeout_secs must be > 0".into(),
             );
+        }
+        let subs = &self.subscriptions;
+        if !(1..=100).contains(&subs.page_limit)
+            || subs.max_pages_per_round == 0
+            || subs.concurrency == 0
+            || subs.backoff_initial_ms == 0
+            || subs.backoff_max_secs == 0
+        {
+            return bad("subscriptions: page_limit must be 1-100; max_pages_per_round, concurrency, backoff_initial_ms and backoff_max_secs must be > 0".into());
         }
         if self.sync.backoff_initial_ms == 0 || self.sync.backoff_max_secs == 0 {
             return bad("sync.backoff_initial_ms and sync.backoff_max_secs must be > 0".into());

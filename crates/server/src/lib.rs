@@ -17,6 +17,7 @@ pub mod identity;
 pub mod metrics;
 pub mod realtime;
 pub mod service;
+pub mod subscriptions;
 pub mod views;
 
 pub use app::{AppState, RunningServer, start};

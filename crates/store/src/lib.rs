@@ -19,6 +19,7 @@
 //! - [`materialize`]: the projection of events into posts/comments/votes/hives/memberships.
 //! - [`agents`], [`hives`], [`posts`], [`comments`], [`search`]: read models and local rows.
 //! - [`sync_state`]: peers, group links, cursors, tokens, instance keys.
+//! - [`subscriptions`]: Pattern 1 pull subscriptions and the mirror hives they fill.
 
 pub mod agents;
 pub mod check;
@@ -38,6 +39,7 @@ pub mod notify;
 pub mod posts;
 pub mod schema;
 pub mod search;
+pub mod subscriptions;
 pub mod sync_state;
 
 pub use context::{LagAlert, StoreContext, WaitingLimits};

@@ -78,6 +78,13 @@ pub fn ensure_group(
     self_id: &str,
     now: i64,
 ) -> Result<bool> {
+    // A mirror hive is filled by its pull subscription only (read-only, signed by us as
+    // copies of a remote's posts): it is never shared.
+    if let Some((url, remote)) = crate::subscriptions::mirror_of(conn, hive_id)? {
+        return Err(crate::StoreError::Conflict(format!(
+            "hive {hive_name} is a read-only mirror of {remote} on {url}; a mirror hive cannot be shared in a sync group"
+        )));
+    }
     let n = conn.execute(
         "INSERT INTO sync_groups (hive_id, hive_name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
         params![hive_id, hive_name, now],

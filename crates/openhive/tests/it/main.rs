@@ -26,6 +26,7 @@ mod multiprocess;
 mod posts;
 mod reference_compat;
 mod skill;
+mod subscriptions;
 mod sync_backfill;
 mod sync_batch;
 mod sync_converge;

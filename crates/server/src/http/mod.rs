@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod posts;
 pub mod search;
 pub mod serve;
+pub mod subscriptions;
 pub mod sync_admin;
 pub mod sync_protocol;
 pub mod ui;
@@ -46,7 +47,8 @@ pub fn router(state: AppState) -> Router {
         .merge(comments::routes())
         .merge(feeds::routes())
         .merge(search::routes())
-        .merge(sync_admin::routes());
+        .merge(sync_admin::routes())
+        .merge(subscriptions::routes());
     // ── Other /api/v1 routers go here ────────────────────────────────────────────────
     // e.g. .merge(hives::routes()).merge(posts::routes()).merge(comments::routes())
     //      .merge(feeds::routes()).merge(search::routes())

@@ -13,6 +13,7 @@
 
 mod comments;
 mod hives;
+mod mirror;
 mod posts;
 
 use openhive_core::payload::AgentRef;
@@ -25,6 +26,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 pub use comments::CommentInput;
 pub use hives::{HiveInput, HivePatch};
+pub use mirror::{MirrorPage, MirroredPost, NewSubscriptionInput};
 pub use posts::{PostInput, PostPatch};
 
 /// Why a write was refused.
@@ -133,20 +135,32 @@ impl HiveService {
         T: Send + 'static,
         F: FnOnce(&Conn<'_>, &mut Emit<'_>) -> Result<T> + Send + 'static,
     {
-        let svc = self.clone();
         // API writes fail fast with 503 when the write queue is full (bounded memory).
-        let (out, hive_changes) = self
-            .store
-            .try_write(move |tx| -> Result<(T, HiveChanges)> {
-                let mut emit = Emit {
-                    svc: &svc,
-                    conn: tx,
-                    changes: Vec::new(),
-                };
-                let out = f(tx, &mut emit)?;
-                Ok((out, emit.changes))
-            })
-            .await?;
+        self.write_with(false, f).await
+    }
+
+    /// [`HiveService::write`]; `wait`: wait for room in the write queue (background
+    /// workers) instead of failing fast (API calls).
+    async fn write_with<T, F>(&self, wait: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Conn<'_>, &mut Emit<'_>) -> Result<T> + Send + 'static,
+    {
+        let svc = self.clone();
+        let run = move |tx: &Conn<'_>| -> Result<(T, HiveChanges)> {
+            let mut emit = Emit {
+                svc: &svc,
+                conn: tx,
+                changes: Vec::new(),
+            };
+            let out = f(tx, &mut emit)?;
+            Ok((out, emit.changes))
+        };
+        let (out, hive_changes) = if wait {
+            self.store.write(run).await?
+        } else {
+            self.store.try_write(run).await?
+        };
         for (hive_id, changes) in hive_changes {
             self.sink.committed(&hive_id, changes);
         }
@@ -172,6 +186,7 @@ impl Emit<'_> {
         hive_name: &str,
         payload: openhive_core::payload::Payload,
     ) -> Result<Event> {
+        check_mirror_rule(self.conn, hive_id, hive_name, &payload)?;
         // Signed here, then checked exactly as a peer's event would be.
         let v = ingest::Verified::sign(
             &self.svc.key,
@@ -189,5 +204,33 @@ impl Emit<'_> {
             None => self.changes.push((hive_id.to_string(), out.changes)),
         }
         Ok(ev)
+    }
+}
+
+/// A mirror hive (filled by a pull subscription) is read-only: the only local events it
+/// takes are the subscription's `post_mirrored` copies, and agents joining or leaving it
+/// (following a mirror writes nothing into it). `post_mirrored` goes into mirror hives only.
+fn check_mirror_rule(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    hive_name: &str,
+    payload: &openhive_core::payload::Payload,
+) -> Result<()> {
+    use openhive_core::payload::{MembershipAction, Payload};
+    let mirror = openhive_store::subscriptions::mirror_of(conn, hive_id)?;
+    match (payload, mirror) {
+        (Payload::PostMirrored(_), Some(_)) => Ok(()),
+        (Payload::PostMirrored(_), None) => Err(ServiceError::Forbidden(format!(
+            "hive {hive_name} is not a mirror hive"
+        ))),
+        (Payload::MembershipChanged(m), Some(_))
+            if matches!(m.action, MembershipAction::Join | MembershipAction::Leave) =>
+        {
+            Ok(())
+        }
+        (_, Some((url, remote))) => Err(ServiceError::Forbidden(format!(
+            "hive {hive_name} is a read-only mirror of hive {remote} on {url}; write there instead"
+        ))),
+        (_, None) => Ok(()),
     }
 }

@@ -3,7 +3,7 @@
 //! This file owns the public face of the materializer ([`apply`], [`Change`], [`Outcome`],
 //! [`hive_dep`], and the re-exported [`register_winner_event`] and [`state_digest`]) and
 //! dispatches each payload to the file of its aggregate:
-//! - `posts`: `post_created`, `post_updated`, `post_deleted`;
+//! - `posts`: `post_created`, `post_updated`, `post_deleted`, `post_mirrored`;
 //! - `comments`: `comment_created`, `comment_updated`, `comment_deleted`;
 //! - `votes`: `vote_cast`, scores, hot rank, karma;
 //! - `registers`: the hive's creation and deletion, settings, membership, moderators, pins
@@ -179,6 +179,7 @@ pub fn apply(conn: &Conn<'_>, hive_id: &str, ev: &Event, p: &Payload) -> Result<
         Payload::CommentUpdated(p) => comments::updated(&cx, p),
         Payload::CommentDeleted(p) => comments::deleted(&cx, p),
         Payload::VoteCast(p) => votes::cast(&cx, p),
+        Payload::PostMirrored(p) => posts::mirrored(&cx, p),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::engine::{Conn, OptionalExtension};
 use crate::error::Result;
 use crate::params;
 use openhive_core::order;
-use openhive_core::payload::{PostCreated, PostDeleted, PostUpdated};
+use openhive_core::payload::{PostCreated, PostDeleted, PostMirrored, PostUpdated};
 
 /// What the materializer needs to know about an existing post.
 pub(super) struct PostRef {
@@ -115,6 +115,90 @@ pub(super) fn created(cx: &Ctx<'_>, p: &PostCreated) -> Result<Outcome> {
         changes,
         provides: vec![p.post_id.clone()],
     })
+}
+
+/// `post_mirrored`: a remote post copied into a mirror hive, keyed by the remote's id. The
+/// first copy inserts (and counts); a copy of the same id in the same hive replaces the
+/// content only when its event version is higher (so the newest copy wins whatever the
+/// order); a copy whose id is already used by a post of another hive is ignored.
+pub(super) fn mirrored(cx: &Ctx<'_>, p: &PostMirrored) -> Result<Outcome> {
+    let v = cx.version();
+    let existing: Option<String> = cx
+        .conn
+        .prepare_cached("SELECT hive_id FROM posts WHERE id = ?1")?
+        .query_row([&p.post_id], |r| r.get(0))
+        .optional()?;
+    upsert_agent_snapshot(cx, &p.author)?;
+    let hot = order::hot_rank(0, p.created_at);
+    match existing {
+        Some(h) if h != cx.hive_id => Ok(Outcome::Ignored {
+            reason: "a mirrored post id is already used in another hive",
+        }),
+        Some(_) => {
+            let n = cx.conn.prepare_cached(
+                "UPDATE posts SET author_id = ?2, origin_instance_id = ?3, title = ?4, content = ?5,
+                   url = ?6, title_v = ?7, content_v = ?7, url_v = ?7, hot = ?8,
+                   created_event_id = ?9, created_at = ?10, updated_at = ?10
+                 WHERE id = ?1 AND title_v < ?7",
+            )?
+            .execute(params![
+                p.post_id,
+                p.author.agent_id,
+                p.author.instance_id,
+                p.title,
+                p.content,
+                p.url,
+                v,
+                hot,
+                cx.ev.id,
+                p.created_at
+            ])?;
+            let changes = if n > 0 {
+                vec![Change::PostUpdated {
+                    hive: cx.hive(),
+                    post_id: p.post_id.clone(),
+                }]
+            } else {
+                Vec::new()
+            };
+            Ok(Outcome::Applied {
+                changes,
+                provides: vec![p.post_id.clone()],
+            })
+        }
+        None => {
+            cx.conn
+                .prepare_cached(
+                    "INSERT INTO posts (id, hive_id, author_id, origin_instance_id, title, content,
+                       url, title_v, content_v, url_v, score, hot, comment_count, is_pinned,
+                       deleted, created_event_id, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9, 0, 0, 0, ?10, ?11, ?11)",
+                )?
+                .execute(params![
+                    p.post_id,
+                    cx.hive_id,
+                    p.author.agent_id,
+                    p.author.instance_id,
+                    p.title,
+                    p.content,
+                    p.url,
+                    v,
+                    hot,
+                    cx.ev.id,
+                    p.created_at
+                ])?;
+            cx.conn
+                .prepare_cached("UPDATE hives SET post_count = post_count + 1 WHERE id = ?1")?
+                .execute([cx.hive_id])?;
+            Ok(Outcome::Applied {
+                changes: vec![Change::PostCreated {
+                    hive: cx.hive(),
+                    post_id: p.post_id.clone(),
+                }],
+                provides: vec![p.post_id.clone()],
+            })
+        }
+    }
 }
 
 pub(super) fn updated(cx: &Ctx<'_>, p: &PostUpdated) -> Result<Outcome> {
