@@ -22,10 +22,14 @@ pub const SQLITE: &[Migration] = &[
         include_str!("../migrations/sqlite/0005_waiting_bounds.sql"),
     ),
     (6, include_str!("../migrations/sqlite/0006_ingest_keys.sql")),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_key_rotation.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
-/// 1 is the whole of SQLite's versions 1-3; version 2 is SQLite's 4, version 3 SQLite's 5, version 4 SQLite's 6.
+/// 1 is the whole of SQLite's versions 1-3; version 2 is SQLite's 4, version 3 SQLite's 5, version 4 SQLite's 6, version 5 SQLite's 7.
 pub const POSTGRES: &[Migration] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (
@@ -39,6 +43,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         4,
         include_str!("../migrations/postgres/0004_ingest_keys.sql"),
+    ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_key_rotation.sql"),
     ),
 ];
 

@@ -155,7 +155,7 @@ pub async fn handshake(
                 )));
             };
             let hive_id = group.hive_id;
-            let accepted = match accept::accept(tx, &hive_id, &hl, Role::Responder, now)? {
+            let accepted = match accept::accept(tx, &hive_id, &hl, Role::Responder, &me.instance_id, now)? {
                 // Committed (the conflict is counted), then refused.
                 Outcome::Refused(e) => return Ok(Err(e)),
                 Outcome::Accepted(a) => a,
@@ -170,6 +170,7 @@ pub async fn handshake(
                 current_seq: log::head(tx, &hive_id)?,
                 roster: trust::roster(tx, &hive_id)?,
                 token,
+                key_rotations: trust::handshake_rotations(tx, &hive_id, &me.instance_id)?,
             };
             Ok(Ok((resp, hive_id, accepted)))
         })
@@ -215,7 +216,9 @@ pub async fn pull_events(
                     seq: e.seq,
                     event: e.event,
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            let evs: Vec<openhive_core::Event> = events.iter().map(|w| w.event.clone()).collect();
+            let key_rotations = trust::batch_rotations(c, &evs)?;
             // The caller's cursor is `since`: it durably holds everything up to there, so our
             // push cursor may skip ahead to it.
             let ack = sync_state::link(c, &peer_id, &hv)?.is_some_and(|l| l.last_seq_sent < since);
@@ -228,6 +231,7 @@ pub async fn pull_events(
                 events,
                 next_seq,
                 has_more: next_seq < head,
+                key_rotations,
             };
             Ok((page, ack, stale))
         })
@@ -279,13 +283,17 @@ pub async fn push_events(
     let (hv, peer_id, hname) = (hive_id.clone(), auth.peer_id.clone(), hive.to_string());
     let (first, last) = (req.first_seq, req.last_seq);
     let events = std::sync::Arc::new(req.events);
+    let rotations = req.key_rotations;
+    let me_id = h.me().instance_id.clone();
     let ev2 = events.clone();
     // Signatures are checked on a reader thread, in parallel with the writer.
     let verified = h.store().read(move |c| ingest::preverify(c, &ev2)).await?;
-    let (report, received_seq, gap) = h
+    let (report, received_seq, gap, learned) = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
+            // The origins' key chains first: events signed after a rotation verify.
+            let learned = trust::learn_rotations(tx, &rotations, &from, &me_id, now)?.new;
             let r = ingest::ingest_remote_checked(tx, &hv, &hname, &events, &verified, &from, now)?;
             let before = sync_state::link(tx, &peer_id, &hv)?.map_or(0, |l| l.last_seq_received);
             // The cursor moves only over a range that starts where it stands (or overlaps
@@ -299,9 +307,10 @@ pub async fn push_events(
             sync_state::count_events(tx, &peer_id, &hv, r.accepted as i64, r.rejected as i64)?;
             sync_state::record_contact(tx, &peer_id, now)?;
             let received = sync_state::link(tx, &peer_id, &hv)?.map_or(0, |l| l.last_seq_received);
-            Ok((r, received, first > before.saturating_add(1)))
+            Ok((r, received, first > before.saturating_add(1), learned))
         })
         .await?;
+    h.announce_keys(learned, Some(auth.peer_id.clone()));
     if gap {
         tracing::info!(peer = %auth.peer_instance_id, hive, seq = last, first, received = received_seq, "pushed batch leaves a gap after our cursor; pulling instead");
         h.request_pull(&auth.peer_id, &hive_id);
@@ -326,6 +335,47 @@ pub async fn push_events(
             .map(|(id, reason)| Rejection { id, reason })
             .collect(),
     })
+}
+
+/// `POST /sync/v1/keys`: rotation statements announced by a peer (any token of that peer).
+/// New ones are relayed to our other peers after the commit.
+pub async fn keys(
+    h: &SyncHandle,
+    auth: &PeerAuth,
+    req: KeysRequest,
+) -> Result<KeysResponse, SyncError> {
+    if req.key_rotations.len() > MAX_KEY_ROTATIONS {
+        return Err(SyncError::BadRequest(format!(
+            "at most {MAX_KEY_ROTATIONS} key_rotations per request"
+        )));
+    }
+    let (from, peer_id, me_id) = (
+        auth.peer_instance_id.clone(),
+        auth.peer_id.clone(),
+        h.me().instance_id.clone(),
+    );
+    let learned = h
+        .store()
+        .write(move |tx| -> Result<_, StoreError> {
+            let now = now_ms();
+            let l = trust::learn_rotations(tx, &req.key_rotations, &from, &me_id, now)?;
+            sync_state::record_contact(tx, &peer_id, now)?;
+            Ok(l)
+        })
+        .await?;
+    let resp = KeysResponse {
+        accepted: learned.new.len(),
+        known: learned.known,
+        refused: learned.refused.len(),
+        rejections: learned
+            .refused
+            .into_iter()
+            .take(20)
+            .map(|(id, reason)| Rejection { id, reason })
+            .collect(),
+    };
+    h.announce_keys(learned.new, Some(auth.peer_id.clone()));
+    Ok(resp)
 }
 
 /// Checks what a pushed batch claims to cover (the sender's seqs `first_seq..=last_seq`)

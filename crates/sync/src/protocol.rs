@@ -4,7 +4,7 @@
 //! Secrets (`token`) appear only in the two handshake messages; their `Debug` output
 //! redacts them so they cannot leak through logs.
 
-use openhive_core::Event;
+use openhive_core::{Event, RotationStatement};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +52,10 @@ pub struct HandshakeRequest {
     pub roster: Vec<RosterEntry>,
     /// Fresh secret the responder presents when calling the initiator for this hive.
     pub token: String,
+    /// Rotation statements (docs/PROTOCOL-sync.md, "Key rotation"): the sender's own key
+    /// chain and those of its roster. Absent when empty; older peers ignore it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 impl fmt::Debug for HandshakeRequest {
@@ -79,6 +83,10 @@ pub struct HandshakeResponse {
     pub roster: Vec<RosterEntry>,
     /// Fresh secret the initiator presents when calling the responder for this hive.
     pub token: String,
+    /// Rotation statements (docs/PROTOCOL-sync.md, "Key rotation"): the sender's own key
+    /// chain and those of its roster. Absent when empty; older peers ignore it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 impl fmt::Debug for HandshakeResponse {
@@ -108,6 +116,10 @@ pub struct EventsPage {
     /// covered); pass it as `since` for the next page.
     pub next_seq: i64,
     pub has_more: bool,
+    /// The key chains of the origins of `events` that rotated their key (so a receiver that
+    /// has not heard of a rotation yet verifies the events anyway). Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 /// `POST /sync/v1/groups/:hive/events` request.
@@ -117,6 +129,10 @@ pub struct PushRequest {
     /// The sender's seq range this batch covers (events it skipped count as covered).
     pub first_seq: i64,
     pub last_seq: i64,
+    /// The key chains of the origins of `events` that rotated their key (so a receiver that
+    /// has not heard of a rotation yet verifies the events anyway). Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 /// `POST /sync/v1/groups/:hive/events` response.
@@ -207,6 +223,30 @@ pub struct LeaveResponse {
     pub ok: bool,
 }
 
+/// `POST /sync/v1/keys`: rotation statements announced by a peer (the rotating instance, or
+/// one relaying what it learned).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysRequest {
+    pub key_rotations: Vec<RotationStatement>,
+}
+
+/// `POST /sync/v1/keys` response.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeysResponse {
+    /// Statements new here (the instance's key changed, or it is kept for when its first
+    /// key is learned).
+    pub accepted: usize,
+    /// Statements already known.
+    pub known: usize,
+    pub refused: usize,
+    /// Why, per refused statement: `{id: <instance id>, reason}` (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejections: Vec<Rejection>,
+}
+
+/// At most this many statements per `POST /keys` (and per message carrying them).
+pub const MAX_KEY_ROTATIONS: usize = 256;
+
 /// Normalizes a sync endpoint for comparison and storage (no trailing slash).
 pub fn normalize_endpoint(s: &str) -> String {
     s.trim().trim_end_matches('/').to_string()
@@ -229,6 +269,7 @@ mod tests {
             current_seq: 0,
             roster: vec![],
             token: "ohs_secret".into(),
+            key_rotations: vec![],
         };
         assert!(!format!("{r:?}").contains("ohs_secret"));
         let json = serde_json::to_value(&r).unwrap();

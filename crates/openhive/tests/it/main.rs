@@ -25,6 +25,7 @@ mod metrics;
 mod multiprocess;
 mod posts;
 mod reference_compat;
+mod rotation;
 mod skill;
 mod sync_backfill;
 mod sync_converge;

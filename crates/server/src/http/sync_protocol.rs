@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sync/v1/handshake", post(handshake))
         .route("/sync/v1/identity", get(identity))
         .route("/sync/v1/heartbeat", post(heartbeat))
+        .route("/sync/v1/keys", post(keys))
         .route(
             "/sync/v1/groups/{hive}/events",
             get(pull_events).post(push_events),
@@ -200,6 +201,19 @@ async fn heartbeat(
     let span = tracing::info_span!("sync.in.heartbeat", peer = %auth.peer_instance_id, groups = req.groups.len());
     Ok(Json(
         inbound::heartbeat(&state.sync, &auth, req)
+            .instrument(span)
+            .await?,
+    ))
+}
+
+async fn keys(
+    SyncPeer(auth): SyncPeer,
+    State(state): State<AppState>,
+    Json(req): Json<KeysRequest>,
+) -> ApiResult<Json<KeysResponse>> {
+    let span = tracing::info_span!("sync.in.keys", peer = %auth.peer_instance_id, statements = req.key_rotations.len());
+    Ok(Json(
+        inbound::keys(&state.sync, &auth, req)
             .instrument(span)
             .await?,
     ))
