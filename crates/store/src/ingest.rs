@@ -214,14 +214,11 @@ pub fn preverify(conn: &Conn<'_>, events: &[Event]) -> Result<Vec<Option<PublicK
     let mut chains: HashMap<String, Option<KeyChain>> = HashMap::new();
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
-        let chain = match chains.get(&ev.origin_instance_id) {
-            Some(c) => c.clone(),
-            None => {
-                let c = keys::chain(conn, &ev.origin_instance_id)?;
-                chains.insert(ev.origin_instance_id.clone(), c.clone());
-                c
-            }
-        };
+        if !chains.contains_key(&ev.origin_instance_id) {
+            let c = keys::chain(conn, &ev.origin_instance_id)?;
+            chains.insert(ev.origin_instance_id.clone(), c);
+        }
+        let chain = chains.get(&ev.origin_instance_id).and_then(Option::as_ref);
         out.push(chain.and_then(|c| {
             let key = c.key_for(ev.origin_ts);
             (ev.check_envelope().is_ok() && ev.verify(&key).is_ok()).then_some(key)
@@ -272,15 +269,14 @@ pub fn ingest_remote_checked(
             report.reject(&ev.id, e.to_string());
             continue;
         }
-        let chain = match key_cache.get(&ev.origin_instance_id) {
-            Some(k) => k.clone(),
-            None => {
-                let k = keys::chain(conn, &ev.origin_instance_id)?;
-                key_cache.insert(ev.origin_instance_id.clone(), k.clone());
-                k
-            }
-        };
-        let Some(chain) = chain else {
+        if !key_cache.contains_key(&ev.origin_instance_id) {
+            let k = keys::chain(conn, &ev.origin_instance_id)?;
+            key_cache.insert(ev.origin_instance_id.clone(), k);
+        }
+        let Some(chain) = key_cache
+            .get(&ev.origin_instance_id)
+            .and_then(Option::as_ref)
+        else {
             let (by_peer, total) = match waiting {
                 Some(w) => w,
                 None => waiting_by(conn, from)?,

@@ -488,3 +488,50 @@ async fn token_rotation_between_real_peers_keeps_them_syncing() {
     let from_a = new_post(&a, "tok", "from A after the rotation").await;
     wait_visible_long(&b, &format!("/posts/{from_a}")).await;
 }
+
+/// C is offline while A rotates (the announcement and B's relay of it miss C) and never talks
+/// to A: it learns the rotation from the chain that comes with A's events, relayed by B.
+#[tokio::test]
+async fn rotation_reaches_an_offline_peer_with_the_relayed_events() {
+    let (a, b, c) = (instance().await, instance().await, instance().await);
+    create_hive(&a, "rot").await;
+    enable_group(&a, "rot").await;
+    // A chain A - B - C: no link between A and C.
+    mesh(&[&a, &b], "rot").await;
+    mesh(&[&b, &c], "rot").await;
+    let p0 = new_post(&a, "rot", "before").await;
+    wait_visible_long(&c, &format!("/posts/{p0}")).await;
+
+    let TestServer {
+        data_dir: c_dir,
+        running: c_run,
+        config: mut c_config,
+        ..
+    } = c;
+    let c_addr = c_run.addr;
+    c_run.shutdown().await.unwrap();
+    let r = rotate(&a).await;
+    assert_eq!(r["announced_to"], 1, "only B: {r}");
+    let p1 = new_post(&a, "rot", "after, while C is away").await;
+    wait_visible_long(&b, &format!("/posts/{p1}")).await;
+    // B's relay of the statement to C has failed by now (C is down): wait for B to have
+    // tried to push p1 to C at least once.
+    wait_for(T, "B failing to reach C", || async {
+        let st = get(&b, "/sync/status").await;
+        let failing = st["groups"][0]["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["failure_count"].as_i64().unwrap_or(0) > 0);
+        failing.then_some(())
+    })
+    .await;
+
+    c_config.server.listen = c_addr.to_string();
+    let c = crate::harness::spawn_with(c_dir, c_config).await;
+    let p2 = new_post(&a, "rot", "after, C is back").await;
+    for p in [&p1, &p2] {
+        wait_visible_long(&c, &format!("/posts/{p}")).await;
+    }
+    assert_nothing_rejected(&c, "rot").await;
+}
