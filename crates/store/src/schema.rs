@@ -23,8 +23,8 @@ pub const SQLITE: &[Migration] = &[
     ),
     (6, include_str!("../migrations/sqlite/0006_ingest_keys.sql")),
     (
-        7,
-        include_str!("../migrations/sqlite/0007_key_rotation.sql"),
+        8,
+        include_str!("../migrations/sqlite/0008_key_rotation.sql"),
     ),
 ];
 
@@ -45,8 +45,8 @@ pub const POSTGRES: &[Migration] = &[
         include_str!("../migrations/postgres/0004_ingest_keys.sql"),
     ),
     (
-        5,
-        include_str!("../migrations/postgres/0005_key_rotation.sql"),
+        6,
+        include_str!("../migrations/postgres/0006_key_rotation.sql"),
     ),
 ];
 
