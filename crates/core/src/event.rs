@@ -75,6 +75,10 @@ pub enum EventError {
     Authority(&'static str),
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// Signed by a key of the origin that is not the one valid at the event's `origin_ts`
+    /// (a rotated-out key used after its rotation, or a new key before it).
+    #[error("signed with a key of the origin that is not valid at origin_ts {0} (key rotation)")]
+    KeyNotValid(i64),
 }
 
 /// A signed event, as stored in every instance's log and sent between instances.

@@ -9,6 +9,7 @@
 //! - [`signing`]: the instance's Ed25519 key, key/signature encodings, strict verification.
 //! - [`event`]: the event envelope, its exact signed byte layout, event types.
 //! - [`payload`]: the JSON payload of every event type.
+//! - [`rotation`]: key rotation statements, an instance's chain of keys, the shared current key.
 //! - [`hive`]: the closed vocabularies of a hive's state (setting keys and values, post
 //!   permissions, membership states).
 //! - [`order`]: versions and the conflict-resolution orderings (LWW, owner-preferring).
@@ -22,10 +23,12 @@ pub mod hive;
 pub mod ids;
 pub mod order;
 pub mod payload;
+pub mod rotation;
 pub mod seal;
 pub mod signing;
 pub mod time;
 pub mod validate;
 
 pub use event::{Event, EventError, EventType};
+pub use rotation::{KeyChain, RotationStatement, SharedKey};
 pub use signing::{InstanceKey, PublicKey};

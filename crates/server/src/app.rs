@@ -197,6 +197,16 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         identity.key.clone(),
         fanout.clone(),
     );
+    // Our clock never goes back before our last key rotation (a restart on a slower clock
+    // must not sign with the new key at a time the old key owns).
+    let me = identity.instance_id.clone();
+    if let Some(at) = store
+        .read(move |c| openhive_store::keys::last_rotation_at(c, &me))
+        .await
+        .context("reading this instance's key rotations")?
+    {
+        hives.observe_ts(at);
+    }
     let sync = start_sync(&config, &store, &identity, addr, &fanout).await?;
     let state = AppState {
         store,
@@ -257,11 +267,11 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
 
 /// Gives the store what its SQL needs besides the database: the bounds of the queue of
 /// events waiting for a key (`[sync] max_waiting_*`), and the key sealing the tokens we
-/// present to peers (derived from the instance key, so it lives only in the 0600 key file).
+/// present to peers (from the 0600 `token-seal.key` of the data directory, never the database).
 /// Tokens an older version stored in clear are sealed now, and keys it learned that are no
 /// keys (weak, non-canonical) are forgotten.
 fn configure_store(store: &Store, config: &Config, identity: &Identity) -> anyhow::Result<()> {
-    let seal = openhive_core::seal::SealKey::new(&identity.key.derive_secret(TOKEN_SEAL_PURPOSE));
+    let seal = openhive_core::seal::SealKey::new(identity.seal_secret());
     let waiting = openhive_store::WaitingLimits {
         per_peer: config.sync.max_waiting_per_peer,
         total: config.sync.max_waiting_total,
@@ -293,9 +303,6 @@ fn configure_store(store: &Store, config: &Config, identity: &Identity) -> anyho
     }
     Ok(())
 }
-
-/// What the token sealing key is derived for (see [`configure_store`]).
-const TOKEN_SEAL_PURPOSE: &str = "peer-token-sealing";
 
 /// Feeds the commit notices of other app processes to the fan-out, in commit order.
 fn spawn_commit_listener(

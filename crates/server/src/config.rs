@@ -245,8 +245,14 @@ pub struct SyncConfig {
     /// Most hives of one peer a single sync call covers (`/sync/v1/batch/*`); 1 makes one
     /// call per hive.
     pub batch_groups: usize,
+    /// Token rotation (`POST /api/v1/sync/peers/:id/rotate-token`): how long the tokens we
+    /// issued to the peer keep working after the rotation (a request may override it).
+    pub token_grace_secs: u64,
     pub peers: Vec<PeerConfig>,
 }
+
+/// The longest grace period of a token rotation (30 days).
+pub const MAX_TOKEN_GRACE_SECS: u64 = 30 * 24 * 3600;
 
 impl Default for SyncConfig {
     fn default() -> Self {
@@ -266,6 +272,7 @@ impl Default for SyncConfig {
             lag_alert_events: 10_000,
             lag_alert_secs: 300,
             batch_groups: 256,
+            token_grace_secs: 3600,
             peers: Vec::new(),
         }
     }
@@ -390,6 +397,11 @@ impl Config {
         }
         if self.sync.lag_alert_events < 1 || self.sync.lag_alert_secs == 0 {
             return bad("sync.lag_alert_events and sync.lag_alert_secs must be > 0".into());
+        }
+        if self.sync.token_grace_secs > MAX_TOKEN_GRACE_SECS {
+            return bad(format!(
+                "sync.token_grace_secs must be at most {MAX_TOKEN_GRACE_SECS} (30 days)"
+            ));
         }
         if self.sync.lag_alert_secs > i64::MAX as u64 / 1000 {
             return bad("sync.lag_alert_secs is too large".into());

@@ -3,6 +3,12 @@
 //! - `instance_meta.instance_id`: the instance id, created once, reused on every start;
 //! - `<data_dir>/instance.key` (0600): the Ed25519 seed as hex; its public half is recorded
 //!   in `instance_meta.signing_key` so a swapped key file is caught at start-up;
+//! - `<data_dir>/instance.key.next` (0600): only during a key rotation (see
+//!   [`crate::rotation`]); reconciled at start with what the database says;
+//! - `<data_dir>/token-seal.key` (0600): the secret sealing stored outbound peer tokens,
+//!   created at the first start of a version with key rotation as the secret the instance
+//!   key derived until then (so tokens sealed before still open, and a rotation changes
+//!   nothing about sealing);
 //! - `<data_dir>/admin.key` (0600): the admin key accepted in `X-Admin-Key`. Only its path is
 //!   ever printed; the process keeps only its hash;
 //! - the built-in admin agent `local` (no API key), used by local auth mode; its id is in
@@ -12,18 +18,24 @@
 
 use crate::config::Config;
 use openhive_core::ids::{self, Kind};
-use openhive_core::{InstanceKey, time};
+use openhive_core::{InstanceKey, SharedKey, time};
 use openhive_store::{Store, StoreError, agents, db};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 pub const INSTANCE_KEY_FILE: &str = "instance.key";
+/// A rotated-to key, written before the rotation commits; renamed over [`INSTANCE_KEY_FILE`]
+/// after (or at the next start, if the database says the rotation committed).
+pub const NEXT_KEY_FILE: &str = "instance.key.next";
+/// The secret sealing the tokens we present to peers (derived once from the first instance
+/// key, so a key rotation does not change it).
+pub const SEAL_KEY_FILE: &str = "token-seal.key";
 pub const ADMIN_KEY_FILE: &str = "admin.key";
 pub const DB_FILE: &str = "openhive.db";
 pub const LOCAL_AGENT_NAME: &str = "local";
 
 const META_INSTANCE_ID: &str = "instance_id";
-const META_SIGNING_KEY: &str = "signing_key";
+pub(crate) const META_SIGNING_KEY: &str = "signing_key";
 const META_LOCAL_AGENT: &str = "local_agent_id";
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +66,11 @@ pub struct Identity {
     pub instance_id: String,
     /// Display name, from `[instance] name`.
     pub name: String,
-    pub key: InstanceKey,
+    /// The current signing key, shared with the write path and the sync engine (a key
+    /// rotation replaces it for all of them).
+    pub key: SharedKey,
+    /// The secret sealing stored outbound peer tokens ([`SEAL_KEY_FILE`]).
+    seal_secret: [u8; 32],
     /// Id of the built-in admin agent `local`.
     pub local_agent_id: String,
     pub data_dir: PathBuf,
@@ -79,6 +95,11 @@ impl Identity {
         constant_time_eq(h.as_bytes(), self.admin_key_hash.as_bytes())
     }
 
+    /// The secret sealing stored outbound peer tokens.
+    pub fn seal_secret(&self) -> &[u8; 32] {
+        &self.seal_secret
+    }
+
     /// Path of the admin key file.
     pub fn admin_key_path(&self) -> PathBuf {
         self.data_dir.join(ADMIN_KEY_FILE)
@@ -88,6 +109,7 @@ impl Identity {
     pub fn load_or_create(config: &Config, store: &Store) -> Result<Identity, IdentityError> {
         let data_dir = config.server.data_dir.clone();
         let key_path = data_dir.join(INSTANCE_KEY_FILE);
+        finish_rotation(&data_dir, store)?;
         let key = match read_secret_file(&key_path)? {
             Some(hex) => InstanceKey::from_seed_hex(&hex).map_err(|_| {
                 IdentityError::Invalid(format!(
@@ -100,6 +122,26 @@ impl Identity {
                 write_secret_file(&key_path, &key.seed_hex())?;
                 tracing::info!(path = %key_path.display(), "created instance signing key");
                 key
+            }
+        };
+
+        let seal_path = data_dir.join(SEAL_KEY_FILE);
+        let seal_secret = match read_secret_file(&seal_path)? {
+            Some(h) => hex::decode(&h)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    IdentityError::Invalid(format!(
+                        "{} is not a 32-byte hex secret",
+                        seal_path.display()
+                    ))
+                })?,
+            None => {
+                // What the instance key derived before this file existed: tokens sealed by
+                // an older version still open.
+                let s = key.derive_secret(TOKEN_SEAL_PURPOSE);
+                write_secret_file(&seal_path, &hex::encode(s))?;
+                s
             }
         };
 
@@ -156,12 +198,61 @@ impl Identity {
         Ok(Identity {
             instance_id,
             name: config.instance.name.clone(),
-            key,
+            key: SharedKey::new(key),
+            seal_secret,
             local_agent_id,
             data_dir,
             admin_key_hash,
         })
     }
+}
+
+/// What the token sealing secret was derived for (before [`SEAL_KEY_FILE`] existed).
+const TOKEN_SEAL_PURPOSE: &str = "peer-token-sealing";
+
+/// Completes or abandons a key rotation interrupted between writing [`NEXT_KEY_FILE`] and
+/// renaming it into place: if the database recorded its key, the rotation committed and the
+/// file becomes the instance key; otherwise it never happened and the file goes.
+fn finish_rotation(data_dir: &Path, store: &Store) -> Result<(), IdentityError> {
+    let next_path = data_dir.join(NEXT_KEY_FILE);
+    let Some(hex) = read_secret_file(&next_path)? else {
+        return Ok(());
+    };
+    let next = InstanceKey::from_seed_hex(&hex).ok();
+    let recorded = store.read_blocking(|c| db::meta_get(c, META_SIGNING_KEY))?;
+    match next {
+        Some(k) if recorded.as_deref() == Some(k.public().to_base64().as_str()) => {
+            install_next_key(data_dir)?;
+            tracing::info!("completed a key rotation interrupted before its key file was renamed");
+        }
+        _ => {
+            std::fs::remove_file(&next_path).map_err(io_err("removing", &next_path))?;
+            tracing::info!("removed the key file of a key rotation that did not commit");
+        }
+    }
+    Ok(())
+}
+
+/// Writes the key of a rotation in progress ([`NEXT_KEY_FILE`], 0600, fsynced).
+pub(crate) fn write_next_key(data_dir: &Path, key: &InstanceKey) -> Result<(), IdentityError> {
+    write_secret_file(&data_dir.join(NEXT_KEY_FILE), &key.seed_hex())
+}
+
+/// Removes [`NEXT_KEY_FILE`] (a rotation that did not commit).
+pub(crate) fn discard_next_key(data_dir: &Path) {
+    let _ = std::fs::remove_file(data_dir.join(NEXT_KEY_FILE));
+}
+
+/// Renames [`NEXT_KEY_FILE`] over [`INSTANCE_KEY_FILE`] (the old key is gone for good) and
+/// syncs the directory.
+pub(crate) fn install_next_key(data_dir: &Path) -> Result<(), IdentityError> {
+    let next = data_dir.join(NEXT_KEY_FILE);
+    let key = data_dir.join(INSTANCE_KEY_FILE);
+    std::fs::rename(&next, &key).map_err(io_err("renaming into place", &key))?;
+    if let Ok(d) = std::fs::File::open(data_dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Creates the built-in admin agent `local` if it does not exist yet.

@@ -16,6 +16,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod realtime;
+pub mod rotation;
 pub mod service;
 pub mod subscriptions;
 pub mod views;

@@ -21,7 +21,7 @@ use crate::log;
 use crate::materialize::{self, Change, Outcome};
 use crate::params;
 use openhive_core::payload::Payload;
-use openhive_core::{Event, PublicKey};
+use openhive_core::{Event, KeyChain, PublicKey};
 use std::collections::{HashMap, VecDeque};
 
 /// Counter names (table `counters`).
@@ -205,22 +205,24 @@ impl BatchReport {
 
 /// Checks signatures ahead of the write transaction (on a read connection, off the writer
 /// thread, so verification runs in parallel with applying the previous batch). Returns, per
-/// event of `events`, whether its signature verified against its origin's known key. A
-/// `false` means "not checked yet" (unknown key, bad signature): `ingest_remote_checked`
-/// decides those itself. Sound because an instance's key never changes once learned.
-pub fn preverify(conn: &Conn<'_>, events: &[Event]) -> Result<Vec<bool>> {
-    let mut key_cache: HashMap<String, Option<PublicKey>> = HashMap::new();
+/// event of `events`, the key its signature verified with (the key of its origin's chain
+/// valid at its `origin_ts`), or `None`: "not checked yet" (unknown key, bad signature), which
+/// `ingest_remote_checked` decides itself. `ingest_remote_checked` trusts a `Some(key)` only
+/// if the chain it reads in its transaction still assigns that key to the event (a rotation
+/// committed in between may not).
+pub fn preverify(conn: &Conn<'_>, events: &[Event]) -> Result<Vec<Option<PublicKey>>> {
+    let mut chains: HashMap<String, Option<KeyChain>> = HashMap::new();
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
-        let key = match key_cache.get(&ev.origin_instance_id) {
-            Some(k) => *k,
-            None => {
-                let k = keys::get(conn, &ev.origin_instance_id)?;
-                key_cache.insert(ev.origin_instance_id.clone(), k);
-                k
-            }
-        };
-        out.push(key.is_some_and(|k| ev.check_envelope().is_ok() && ev.verify(&k).is_ok()));
+        if !chains.contains_key(&ev.origin_instance_id) {
+            let c = keys::chain(conn, &ev.origin_instance_id)?;
+            chains.insert(ev.origin_instance_id.clone(), c);
+        }
+        let chain = chains.get(&ev.origin_instance_id).and_then(Option::as_ref);
+        out.push(chain.and_then(|c| {
+            let key = c.key_for(ev.origin_ts);
+            (ev.check_envelope().is_ok() && ev.verify(&key).is_ok()).then_some(key)
+        }));
     }
     Ok(out)
 }
@@ -237,19 +239,20 @@ pub fn ingest_remote(
     ingest_remote_checked(conn, hive_id, hive_name, events, &[], from, now)
 }
 
-/// [`ingest_remote`], skipping the signature check of the events marked `true` in
-/// `verified` (aligned with `events`, from [`preverify`]); every other check still runs.
+/// [`ingest_remote`], skipping the signature check of the events [`preverify`] verified
+/// (aligned with `events`) with the key the origin's chain still assigns them; every other
+/// check still runs.
 pub fn ingest_remote_checked(
     conn: &Conn<'_>,
     hive_id: &str,
     hive_name: &str,
     events: &[Event],
-    verified: &[bool],
+    verified: &[Option<PublicKey>],
     from: &str,
     now: i64,
 ) -> Result<BatchReport> {
     let mut report = BatchReport::default();
-    let mut key_cache: HashMap<String, Option<PublicKey>> = HashMap::new();
+    let mut key_cache: HashMap<String, Option<KeyChain>> = HashMap::new();
     // How many events wait for a key (delivered by `from`, in all): read at the first event
     // that would wait, then kept up to date as this batch parks more.
     let mut waiting: Option<(i64, i64)> = None;
@@ -266,15 +269,14 @@ pub fn ingest_remote_checked(
             report.reject(&ev.id, e.to_string());
             continue;
         }
-        let key = match key_cache.get(&ev.origin_instance_id) {
-            Some(k) => *k,
-            None => {
-                let k = keys::get(conn, &ev.origin_instance_id)?;
-                key_cache.insert(ev.origin_instance_id.clone(), k);
-                k
-            }
-        };
-        let Some(key) = key else {
+        if !key_cache.contains_key(&ev.origin_instance_id) {
+            let k = keys::chain(conn, &ev.origin_instance_id)?;
+            key_cache.insert(ev.origin_instance_id.clone(), k);
+        }
+        let Some(chain) = key_cache
+            .get(&ev.origin_instance_id)
+            .and_then(Option::as_ref)
+        else {
             let (by_peer, total) = match waiting {
                 Some(w) => w,
                 None => waiting_by(conn, from)?,
@@ -290,10 +292,9 @@ pub fn ingest_remote_checked(
             report.waiting_for_key += 1;
             continue;
         };
-        let signature = if verified.get(i).copied().unwrap_or(false) {
-            Ok(())
-        } else {
-            ev.verify(&key)
+        let signature = match verified.get(i).copied().flatten() {
+            Some(k) if k == chain.key_for(ev.origin_ts) => Ok(()),
+            _ => chain.verify_event(ev),
         };
         let payload = match signature.and_then(|_| Payload::parse_and_check(ev)) {
             Ok(p) => p,

@@ -26,6 +26,10 @@ pub const SQLITE: &[Migration] = &[
         7,
         include_str!("../migrations/sqlite/0007_subscriptions.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_key_rotation.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
@@ -47,6 +51,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         5,
         include_str!("../migrations/postgres/0005_subscriptions.sql"),
+    ),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_key_rotation.sql"),
     ),
 ];
 

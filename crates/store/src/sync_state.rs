@@ -823,23 +823,43 @@ pub fn issue_token(conn: &Conn<'_>, peer_id: &str, hive_id: &str, now: i64) -> R
         "INSERT INTO peer_tokens (token_hash, peer_id, hive_id, created_at) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![ids::hash_secret(&secret), peer_id, hive_id, at])?;
+    // Tokens retired by a rotation live until their expiry (then go); of the others, the
+    // newest are kept.
     conn.prepare_cached(
-        "DELETE FROM peer_tokens WHERE peer_id = ?1 AND hive_id = ?2 AND token_hash NOT IN
-           (SELECT token_hash FROM peer_tokens WHERE peer_id = ?1 AND hive_id = ?2
-            ORDER BY created_at DESC LIMIT ?3)",
+        "DELETE FROM peer_tokens WHERE peer_id = ?1 AND hive_id = ?2 AND (
+           (expires_at IS NOT NULL AND expires_at <= ?4)
+           OR (expires_at IS NULL AND token_hash NOT IN
+             (SELECT token_hash FROM peer_tokens WHERE peer_id = ?1 AND hive_id = ?2
+                AND expires_at IS NULL ORDER BY created_at DESC LIMIT ?3)))",
     )?
-    .execute(params![peer_id, hive_id, TOKENS_KEPT])?;
+    .execute(params![peer_id, hive_id, TOKENS_KEPT, now])?;
     Ok(secret)
 }
 
-/// The (peer id, hive id) a presented token is bound to, if it is valid.
-pub fn authenticate(conn: &Conn<'_>, token: &str) -> Result<Option<(String, String)>> {
+/// The (peer id, hive id) a presented token is bound to, if it is valid at `now` (not
+/// retired by a rotation whose grace period is over).
+pub fn authenticate(conn: &Conn<'_>, token: &str, now: i64) -> Result<Option<(String, String)>> {
     Ok(conn
         .prepare_cached(
             "SELECT t.peer_id, t.hive_id FROM peer_tokens t
              JOIN peer_groups l ON l.peer_id = t.peer_id AND l.hive_id = t.hive_id
-             WHERE t.token_hash = ?1 AND l.state <> 'left'",
+             WHERE t.token_hash = ?1 AND l.state <> 'left'
+               AND (t.expires_at IS NULL OR t.expires_at > ?2)",
         )?
-        .query_row([ids::hash_secret(token)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![ids::hash_secret(token), now], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?)
+}
+
+/// Token rotation: every token we issued to `peer_id` (all hives) stops authenticating at
+/// `expires_at` (a token already expiring earlier keeps its earlier expiry). Returns how many
+/// tokens were retired.
+pub fn retire_tokens(conn: &Conn<'_>, peer_id: &str, expires_at: i64) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE peer_tokens SET expires_at = ?2
+             WHERE peer_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        )?
+        .execute(params![peer_id, expires_at])?)
 }

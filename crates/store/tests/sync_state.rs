@@ -39,6 +39,48 @@ fn groups_and_roster() {
     .unwrap();
 }
 
+/// Token rotation: retired tokens work until their expiry, then not; they do not count
+/// against the two kept, and go at the next issue once expired.
+#[test]
+fn retired_tokens_expire_after_their_grace_period() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (hive, peer) = setup(c);
+        let t1 = issue_token(c, &peer, &hive, 10)?;
+        let t2 = issue_token(c, &peer, &hive, 11)?;
+        assert_eq!(retire_tokens(c, &peer, 100)?, 2);
+        // An earlier expiry is kept; a later rotation cannot extend it.
+        assert_eq!(retire_tokens(c, &peer, 200)?, 0);
+        assert!(
+            authenticate(c, &t1, 99)?.is_some(),
+            "within the grace period"
+        );
+        assert!(authenticate(c, &t1, 100)?.is_none(), "after it");
+        // Two fresh tokens after the rotation: the retired ones stay until they expire.
+        let t3 = issue_token(c, &peer, &hive, 50)?;
+        let t4 = issue_token(c, &peer, &hive, 51)?;
+        for t in [&t1, &t2, &t3, &t4] {
+            assert!(authenticate(c, t, 60)?.is_some());
+        }
+        // Once expired they are removed at the next issue; the two newest others stay.
+        let t5 = issue_token(c, &peer, &hive, 150)?;
+        let n: i64 = c.query_row("SELECT COUNT(*) FROM peer_tokens", (), |r| r.get(0))?;
+        assert_eq!(n, 2);
+        assert!(
+            authenticate(c, &t3, 150)?.is_none(),
+            "pruned: not among the two newest"
+        );
+        assert!(authenticate(c, &t4, 150)?.is_some());
+        assert!(authenticate(c, &t5, 150)?.is_some());
+        assert!(authenticate(c, &t2, 150)?.is_none());
+        // A shorter grace shortens an earlier one.
+        assert_eq!(retire_tokens(c, &peer, 160)?, 2);
+        assert!(authenticate(c, &t5, 160)?.is_none());
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}
+
 #[test]
 fn tokens_are_hashed_bound_and_two_are_kept() {
     let (_d, s) = store();
@@ -47,10 +89,10 @@ fn tokens_are_hashed_bound_and_two_are_kept() {
         let t1 = issue_token(c, &peer, &hive, 5)?;
         let t2 = issue_token(c, &peer, &hive, 5)?;
         let t3 = issue_token(c, &peer, &hive, 5)?;
-        assert!(authenticate(c, &t1)?.is_none(), "oldest pruned");
-        assert_eq!(authenticate(c, &t2)?, Some((peer.clone(), hive.clone())));
-        assert_eq!(authenticate(c, &t3)?, Some((peer.clone(), hive.clone())));
-        assert!(authenticate(c, "ohs_bogus")?.is_none());
+        assert!(authenticate(c, &t1, 5)?.is_none(), "oldest pruned");
+        assert_eq!(authenticate(c, &t2, 5)?, Some((peer.clone(), hive.clone())));
+        assert_eq!(authenticate(c, &t3, 5)?, Some((peer.clone(), hive.clone())));
+        assert!(authenticate(c, "ohs_bogus", 5)?.is_none());
         // Only hashes are stored.
         let n: i64 = c.query_row(
             "SELECT COUNT(*) FROM peer_tokens WHERE token_hash = ?1",
@@ -59,7 +101,7 @@ fn tokens_are_hashed_bound_and_two_are_kept() {
         )?;
         assert_eq!(n, 0);
         mark_left(c, &peer, &hive)?;
-        assert!(authenticate(c, &t3)?.is_none());
+        assert!(authenticate(c, &t3, 5)?.is_none());
         assert_eq!(link(c, &peer, &hive)?.unwrap().state, LinkState::Left);
         assert!(live_links(c)?.is_empty());
         // Re-adding reopens the link.

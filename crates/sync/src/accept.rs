@@ -31,6 +31,7 @@ use crate::protocol::{
 };
 use crate::trust;
 use openhive_core::PublicKey;
+use openhive_core::RotationStatement;
 use openhive_store::ingest::{self, BatchReport};
 use openhive_store::{Conn, StoreError, db, keys, sync_state};
 
@@ -79,6 +80,8 @@ pub(crate) struct Hello {
     pub roster: Vec<RosterEntry>,
     /// The token we present when calling it (stored as the link's `token_out`).
     token: String,
+    /// Rotation statements it sent (its own key chain and its roster's).
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 impl std::fmt::Debug for Hello {
@@ -101,6 +104,7 @@ struct Raw {
     current_seq: i64,
     roster: Vec<RosterEntry>,
     token: String,
+    key_rotations: Vec<RotationStatement>,
 }
 
 /// The checks both roles make, in the order the responder reports them.
@@ -114,6 +118,7 @@ fn check(role: Role<'_>, me: &str, endpoint: &str, raw: Raw) -> Result<Hello, Pe
         current_seq,
         roster,
         token,
+        key_rotations,
     } = raw;
     if protocol_version != PROTOCOL_VERSION {
         return Err(Malformed(format!(
@@ -154,6 +159,7 @@ fn check(role: Role<'_>, me: &str, endpoint: &str, raw: Raw) -> Result<Hello, Pe
         current_seq,
         roster,
         token,
+        key_rotations,
     })
 }
 
@@ -172,6 +178,7 @@ impl Hello {
             current_seq: req.current_seq,
             roster: req.roster,
             token: req.token,
+            key_rotations: req.key_rotations,
         };
         let hello = check(Role::Responder, me, &req.sync_endpoint, raw)?;
         Ok((req.hive, hello))
@@ -199,6 +206,7 @@ impl Hello {
             current_seq: resp.current_seq,
             roster: resp.roster,
             token: resp.token,
+            key_rotations: resp.key_rotations,
         };
         check(Role::Initiator { peer_id }, me, endpoint, raw)
     }
@@ -222,6 +230,8 @@ pub(crate) struct Accepted {
     pub merged: bool,
     /// Events released by the keys learned (the peer's own and its roster's).
     pub released: BatchReport,
+    /// Rotation statements new here (relayed to the other peers after the commit).
+    pub rotations: Vec<RotationStatement>,
 }
 
 /// Accepts the other side's handshake data for the group `hive_id`, inside the caller's write
@@ -231,10 +241,15 @@ pub(crate) fn accept(
     hive_id: &str,
     hello: &Hello,
     role: Role<'_>,
+    me: &str,
     now: i64,
 ) -> Result<Outcome, StoreError> {
     let inst = hello.instance_id.as_str();
-    // First key wins. Checked before anything is written: a conflict leaves only the count.
+    // Rotation statements first: a key the other side rotated to since we learned its first
+    // one is then part of its chain (checked statements only; they are facts signed by the
+    // keys involved, kept even if the handshake is refused below).
+    let rotations = trust::learn_rotations(tx, &hello.key_rotations, inst, me, now)?.new;
+    // First key wins (a later key only through the chain). Checked before anything is written: a conflict leaves only the count.
     if keys::learn(tx, inst, &hello.key, Some(inst), now)? == keys::Learned::Conflict {
         db::counter_add(tx, sync_state::KEY_CONFLICTS, 1)?;
         tracing::warn!(
@@ -274,6 +289,7 @@ pub(crate) fn accept(
         peer_id,
         merged,
         released,
+        rotations,
     }))
 }
 
@@ -296,6 +312,7 @@ pub(crate) async fn after_commit(
         "handshake accepted"
     );
     let relay = accepted.released.accepted > 0;
+    h.announce_keys(accepted.rotations, Some(accepted.peer_id.clone()));
     h.emit(accepted.released.changes);
     // The roster may have grown: the hive's other peers hear of it at their next heartbeat.
     h.mark_news(hive_id);
@@ -348,6 +365,7 @@ mod tests {
             current_seq: 7,
             roster: vec![],
             token: "ohs_0123456789abcdef".into(),
+            key_rotations: vec![],
         }
     }
 
@@ -362,6 +380,7 @@ mod tests {
             current_seq: r.current_seq,
             roster: r.roster,
             token: r.token,
+            key_rotations: r.key_rotations,
         }
     }
 

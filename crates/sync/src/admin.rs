@@ -771,6 +771,67 @@ pub async fn delete_peer(h: &SyncHandle, id: &str) -> Result<(), SyncError> {
     h.reconcile().await
 }
 
+/// What [`rotate_token`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRotation {
+    pub peer_id: String,
+    /// Tokens we issued to the peer that now expire at `expires_at`.
+    pub retired_tokens: usize,
+    pub grace_secs: u64,
+    pub expires_at: String,
+    /// Links handshaking again (each handshake exchanges a fresh token in both directions).
+    pub rehandshaking: usize,
+}
+
+/// `POST /api/v1/sync/peers/:id/rotate-token`: every token we issued to the peer (all its
+/// hives) stops working after `grace`; each live link forgets the token it presents to the
+/// peer and handshakes again at once, which hands the peer a fresh token for us and us a
+/// fresh one for it. Tokens are never shown: they only travel in handshakes.
+pub async fn rotate_token(
+    h: &SyncHandle,
+    id: &str,
+    grace: std::time::Duration,
+) -> Result<TokenRotation, SyncError> {
+    let id = id.to_string();
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let (peer_id, retired, expires_at, links) = h
+        .store()
+        .write(move |tx| -> Result<_, SyncError> {
+            let now = now_ms();
+            let p = sync_state::peer_by_id(tx, &id)?.ok_or_else(peer_not_found)?;
+            let expires_at = now.saturating_add(grace_ms);
+            let retired = sync_state::retire_tokens(tx, &p.id, expires_at)?;
+            let mut links = Vec::new();
+            for l in sync_state::links_for_peer(tx, &p.id)? {
+                if l.state == sync_state::LinkState::Left {
+                    continue;
+                }
+                sync_state::set_token_out(tx, &p.id, &l.hive_id, None)?;
+                sync_state::set_link_state(
+                    tx,
+                    &p.id,
+                    &l.hive_id,
+                    sync_state::LinkState::Handshaking,
+                )?;
+                links.push(l.hive_id);
+            }
+            Ok((p.id, retired, expires_at, links))
+        })
+        .await?;
+    tracing::info!(peer = %peer_id, retired, grace_secs = grace.as_secs(), links = links.len(), "rotating sync tokens");
+    for hive in &links {
+        h.schedule_link(&peer_id, hive).await?;
+        h.wake_link(&peer_id, hive);
+    }
+    Ok(TokenRotation {
+        peer_id,
+        retired_tokens: retired,
+        grace_secs: grace.as_secs(),
+        expires_at: rfc3339(expires_at),
+        rehandshaking: links.len(),
+    })
+}
+
 /// `POST /api/v1/sync/peers/:id/test`: one heartbeat round trip (authenticated if we hold a
 /// token for the peer, otherwise a reachability probe that expects 401).
 pub async fn test_peer(h: &SyncHandle, id: &str) -> Result<TestResult, SyncError> {

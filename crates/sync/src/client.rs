@@ -387,6 +387,22 @@ impl SyncClient {
         self.send(req).await
     }
 
+    /// `POST {endpoint}/keys`: announces rotation statements.
+    pub async fn keys(
+        &self,
+        endpoint: &str,
+        token: &str,
+        body: &KeysRequest,
+    ) -> Result<KeysResponse, ClientError> {
+        let req = self
+            .http
+            .post(format!("{endpoint}/keys"))
+            .bearer_auth(token)
+            .timeout(HEARTBEAT_TIMEOUT)
+            .json(body);
+        self.send(req).await
+    }
+
     pub async fn leave(
         &self,
         endpoint: &str,
@@ -426,6 +442,7 @@ mod tests {
                 .collect(),
             next_seq,
             has_more: false,
+            key_rotations: vec![],
         }
     }
 

@@ -21,8 +21,8 @@ use crate::news::News;
 use crate::protocol::MAX_BATCH_GROUPS;
 use crate::ratelimit::RateLimiter;
 use crate::scheduler::{After, Scheduler, SchedulerStats};
-use openhive_core::InstanceKey;
 use openhive_core::time::now_ms;
+use openhive_core::{RotationStatement, SharedKey};
 use openhive_store::materialize::Change;
 use openhive_store::{Store, StoreError, keys, sync_state};
 use std::collections::HashMap;
@@ -36,7 +36,8 @@ use tokio::task::JoinHandle;
 pub struct LocalIdentity {
     pub instance_id: String,
     pub instance_name: String,
-    pub key: InstanceKey,
+    /// The current signing key (replaced by a key rotation, shared with the write path).
+    pub key: SharedKey,
     /// This instance's base URL + `/sync/v1`.
     pub sync_endpoint: String,
 }
@@ -219,6 +220,67 @@ impl SyncEngine {
 }
 
 impl SyncHandle {
+    /// Announces rotation statements (`POST /sync/v1/keys`) to every peer we hold a token
+    /// for, except `except` (the peer we learned them from), in the background. Nothing to
+    /// do for an empty list. Best effort: a peer missed here gets the statements with the
+    /// next events of the rotated instance, or at its next handshake.
+    pub fn announce_keys(&self, statements: Vec<RotationStatement>, except: Option<String>) {
+        if statements.is_empty() || !self.enabled() {
+            return;
+        }
+        let h = self.clone();
+        tokio::spawn(async move {
+            h.send_keys(&statements, except.as_deref()).await;
+        });
+    }
+
+    /// [`SyncHandle::announce_keys`], awaited. Returns how many peers accepted the call.
+    pub async fn send_keys(&self, statements: &[RotationStatement], except: Option<&str>) -> usize {
+        let except = except.map(str::to_string);
+        let targets = self
+            .store()
+            .read(
+                move |c| -> Result<Vec<(String, String, String)>, StoreError> {
+                    let mut out = Vec::new();
+                    for p in sync_state::list_peers(c)? {
+                        if p.instance_id.is_none() || except.as_deref() == Some(p.id.as_str()) {
+                            continue;
+                        }
+                        if let Some(l) = sync_state::heartbeat_link(c, &p.id)?
+                            && let Some(t) = l.token_out
+                        {
+                            out.push((p.id, p.endpoint, t));
+                        }
+                    }
+                    Ok(out)
+                },
+            )
+            .await;
+        let targets = match targets {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing peers to announce a key rotation");
+                return 0;
+            }
+        };
+        let body = crate::protocol::KeysRequest {
+            key_rotations: statements.to_vec(),
+        };
+        let mut ok = 0;
+        for (peer_id, endpoint, token) in targets {
+            match self.client().keys(&endpoint, &token, &body).await {
+                Ok(r) => {
+                    ok += 1;
+                    tracing::info!(peer = %peer_id, accepted = r.accepted, refused = r.refused, "key rotation announced");
+                }
+                Err(e) => {
+                    tracing::info!(peer = %peer_id, error = %e, "announcing a key rotation failed; the peer gets it with the next events or handshake");
+                }
+            }
+        }
+        ok
+    }
+
     pub fn store(&self) -> &Store {
         &self.inner.store
     }

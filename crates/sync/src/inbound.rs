@@ -195,7 +195,8 @@ pub(crate) fn respond(
         ))));
     };
     let hive_id = group.hive_id;
-    let accepted = match accept::accept(tx, &hive_id, hello, Role::Responder, now)? {
+    let accepted = match accept::accept(tx, &hive_id, hello, Role::Responder, &me.instance_id, now)?
+    {
         Outcome::Refused(e) => return Ok(Err(e.into())),
         Outcome::Accepted(a) => a,
     };
@@ -209,6 +210,7 @@ pub(crate) fn respond(
         current_seq: log::head(tx, &hive_id)?,
         roster: trust::roster(tx, &hive_id)?,
         token,
+        key_rotations: trust::handshake_rotations(tx, &hive_id, &me.instance_id)?,
     };
     Ok(Ok((resp, hive_id, accepted)))
 }
@@ -275,7 +277,10 @@ pub(crate) fn read_page(
             seq: e.seq,
             event: e.event,
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // The key chains of the page's origins, for a caller that has not heard of a rotation.
+    let evs: Vec<openhive_core::Event> = events.iter().map(|w| w.event.clone()).collect();
+    let key_rotations = trust::batch_rotations(c, &evs)?;
     // The caller's cursor is `since`: it durably holds everything up to there, so our push
     // cursor may skip ahead to it.
     let ack = sync_state::link(c, &auth.peer_id, hive_id)?.is_some_and(|l| l.last_seq_sent < since);
@@ -283,6 +288,7 @@ pub(crate) fn read_page(
         events,
         next_seq,
         has_more: next_seq < head,
+        key_rotations,
     };
     Ok((page, ack))
 }
@@ -313,24 +319,26 @@ pub async fn push_events(
     let (hv, peer_id, hname) = (hive_id.clone(), auth.peer_id.clone(), hive.to_string());
     let (first, last) = (req.first_seq, req.last_seq);
     let events = std::sync::Arc::new(req.events);
+    let rotations = req.key_rotations;
+    let me_id = h.me().instance_id.clone();
     let ev2 = events.clone();
     // Signatures are checked on a reader thread, in parallel with the writer.
     let verified = h.store().read(move |c| ingest::preverify(c, &ev2)).await?;
-    let (report, received_seq, gap) = h
+    let (report, received_seq, gap, learned) = h
         .store()
         .write(move |tx| {
             apply_push(
                 tx,
-                &peer_id,
-                &from,
+                (&peer_id, &from, &me_id),
                 (&hv, &hname),
                 (first, last),
-                &events,
+                (&events, &rotations),
                 &verified,
                 now_ms(),
             )
         })
         .await?;
+    h.announce_keys(learned, Some(auth.peer_id.clone()));
     Ok(after_push(
         h,
         auth,
@@ -407,21 +415,32 @@ pub(crate) fn after_push(
     }
 }
 
-/// Applies one pushed batch for `hive` (id, name) from `peer_id` (instance `from`), inside
-/// the caller's write transaction: ingests what `verified` allows, moves our cursor for the
-/// sender only over a range `(first, last)` that starts where it stands. Returns the report,
-/// our cursor after, and whether the batch left a gap (then we pull instead).
-#[allow(clippy::too_many_arguments)]
+/// Applies one pushed batch for `hive` (id, name) from `peer_id` (instance `from`; `me` is
+/// this instance), inside the caller's write transaction: learns the origins' key chains the
+/// batch carries, ingests what `verified` allows, moves our cursor for the sender only over a
+/// range `(first, last)` that starts where it stands. Returns the report, our cursor after,
+/// whether the batch left a gap (then we pull instead), and the rotation statements new here
+/// (to relay after the commit).
+#[allow(clippy::type_complexity)]
 pub(crate) fn apply_push(
     tx: &openhive_store::Conn<'_>,
-    peer_id: &str,
-    from: &str,
+    (peer_id, from, me): (&str, &str, &str),
     (hive_id, hive_name): (&str, &str),
     (first, last): (i64, i64),
-    events: &[openhive_core::Event],
-    verified: &[bool],
+    (events, rotations): (&[openhive_core::Event], &[openhive_core::RotationStatement]),
+    verified: &[Option<openhive_core::PublicKey>],
     now: i64,
-) -> Result<(ingest::BatchReport, i64, bool), StoreError> {
+) -> Result<
+    (
+        ingest::BatchReport,
+        i64,
+        bool,
+        Vec<openhive_core::RotationStatement>,
+    ),
+    StoreError,
+> {
+    // The origins' key chains first: events signed after a rotation verify.
+    let learned = trust::learn_rotations(tx, rotations, from, me, now)?.new;
     let r = ingest::ingest_remote_checked(tx, hive_id, hive_name, events, verified, from, now)?;
     let before = sync_state::link(tx, peer_id, hive_id)?.map_or(0, |l| l.last_seq_received);
     // The cursor moves only over a range that starts where it stands (or overlaps it); a
@@ -434,7 +453,48 @@ pub(crate) fn apply_push(
     sync_state::count_events(tx, peer_id, hive_id, r.accepted as i64, r.rejected as i64)?;
     sync_state::record_contact(tx, peer_id, now)?;
     let received = sync_state::link(tx, peer_id, hive_id)?.map_or(0, |l| l.last_seq_received);
-    Ok((r, received, first > before.saturating_add(1)))
+    Ok((r, received, first > before.saturating_add(1), learned))
+}
+
+/// `POST /sync/v1/keys`: rotation statements announced by a peer (any token of that peer).
+/// New ones are relayed to our other peers after the commit.
+pub async fn keys(
+    h: &SyncHandle,
+    auth: &PeerAuth,
+    req: KeysRequest,
+) -> Result<KeysResponse, SyncError> {
+    if req.key_rotations.len() > MAX_KEY_ROTATIONS {
+        return Err(SyncError::BadRequest(format!(
+            "at most {MAX_KEY_ROTATIONS} key_rotations per request"
+        )));
+    }
+    let (from, peer_id, me_id) = (
+        auth.peer_instance_id.clone(),
+        auth.peer_id.clone(),
+        h.me().instance_id.clone(),
+    );
+    let learned = h
+        .store()
+        .write(move |tx| -> Result<_, StoreError> {
+            let now = now_ms();
+            let l = trust::learn_rotations(tx, &req.key_rotations, &from, &me_id, now)?;
+            sync_state::record_contact(tx, &peer_id, now)?;
+            Ok(l)
+        })
+        .await?;
+    let resp = KeysResponse {
+        accepted: learned.new.len(),
+        known: learned.known,
+        refused: learned.refused.len(),
+        rejections: learned
+            .refused
+            .into_iter()
+            .take(20)
+            .map(|(id, reason)| Rejection { id, reason })
+            .collect(),
+    };
+    h.announce_keys(learned.new, Some(auth.peer_id.clone()));
+    Ok(resp)
 }
 
 /// Checks what a pushed batch claims to cover (the sender's seqs `first_seq..=last_seq`)

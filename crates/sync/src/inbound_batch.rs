@@ -106,6 +106,7 @@ pub async fn handshake(
                         current_seq: Some(r.current_seq),
                         roster: r.roster,
                         token: Some(r.token),
+                        key_rotations: r.key_rotations,
                         error: None,
                     },
                     Err(e) => BatchHandshakeAnswer {
@@ -113,6 +114,7 @@ pub async fn handshake(
                         current_seq: None,
                         roster: Vec::new(),
                         token: None,
+                        key_rotations: Vec::new(),
                         error: Some(e.group_error()),
                     },
                 });
@@ -147,7 +149,7 @@ fn group_auth(
     hive: &str,
     token: &str,
 ) -> Result<Result<String, SyncError>, StoreError> {
-    match sync_state::authenticate(c, token)? {
+    match sync_state::authenticate(c, token, now_ms())? {
         Some((peer_id, hive_id)) if peer_id == auth.peer_id => {
             match sync_state::group_by_name(c, hive)? {
                 Some(g) if g.hive_id == hive_id => Ok(Ok(hive_id)),
@@ -251,6 +253,7 @@ pub async fn push(
                     events: g.events,
                     first_seq: g.first_seq,
                     last_seq: g.last_seq,
+                    key_rotations: g.key_rotations,
                 };
                 let ok = match inbound::check_push_claim(&claim) {
                     Err(e) => Err(e),
@@ -266,33 +269,37 @@ pub async fn push(
         })
         .await?;
     let (peer_id, from) = (auth.peer_id.clone(), auth.peer_instance_id.clone());
+    let me_id = h.me().instance_id.clone();
     let applied = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
             let mut out = Vec::with_capacity(checked.len());
+            let mut learned = Vec::new();
             for (hive, ok, claim, verified) in checked {
                 let r = match ok {
                     Err(e) => Err(e),
                     Ok(hive_id) => {
-                        let (report, received, gap) = inbound::apply_push(
+                        let (report, received, gap, new) = inbound::apply_push(
                             tx,
-                            &peer_id,
-                            &from,
+                            (&peer_id, &from, &me_id),
                             (&hive_id, &hive),
                             (claim.first_seq, claim.last_seq),
-                            &claim.events,
+                            (&claim.events, &claim.key_rotations),
                             &verified,
                             now,
                         )?;
+                        learned.extend(new);
                         Ok((hive_id, report, received, gap, claim.last_seq))
                     }
                 };
                 out.push((hive, r));
             }
-            Ok(out)
+            Ok((out, learned))
         })
         .await?;
+    let (applied, learned) = applied;
+    h.announce_keys(learned, Some(auth.peer_id.clone()));
     let mut answers = Vec::with_capacity(applied.len());
     for (hive, r) in applied {
         answers.push(match r {

@@ -241,12 +241,18 @@ pub(crate) async fn permit(h: &SyncHandle) -> Result<tokio::sync::OwnedSemaphore
 async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(), LinkError> {
     let me = h.me().clone();
     let (p, hv) = (peer.id.clone(), link.hive_id.clone());
-    let (token, head, roster) = h
+    let me_id = me.instance_id.clone();
+    let (token, head, roster, key_rotations) = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
             let token = sync_state::issue_token(tx, &p, &hv, now)?;
-            Ok((token, log::head(tx, &hv)?, trust::roster(tx, &hv)?))
+            Ok((
+                token,
+                log::head(tx, &hv)?,
+                trust::roster(tx, &hv)?,
+                trust::handshake_rotations(tx, &hv, &me_id)?,
+            ))
         })
         .await
         .map_err(LinkError::store("preparing handshake"))?;
@@ -261,6 +267,7 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
         current_seq: head,
         roster,
         token,
+        key_rotations,
     };
     let resp = {
         let _permit = permit(h).await?;
@@ -274,6 +281,7 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
         &peer.id,
     )?;
     let (p, hv, hl) = (peer.id.clone(), link.hive_id.clone(), hello.clone());
+    let me_id = me.instance_id.clone();
     let accepted = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
@@ -283,7 +291,15 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
             {
                 return Ok(None);
             }
-            accept::accept(tx, &hv, &hl, Role::Initiator { peer_id: &p }, now_ms()).map(Some)
+            accept::accept(
+                tx,
+                &hv,
+                &hl,
+                Role::Initiator { peer_id: &p },
+                &me_id,
+                now_ms(),
+            )
+            .map(Some)
         })
         .await
         .map_err(LinkError::store("accepting the handshake"))?;
@@ -349,6 +365,8 @@ async fn pull_all(
             in_flight = Some(fetch(next));
         }
         let events: Vec<openhive_core::Event> = page.events.into_iter().map(|w| w.event).collect();
+        let rotations = page.key_rotations;
+        let me_id = h.me().instance_id.clone();
         let n = events.len();
         let (p, hv, hname, from2) = (
             peer.id.clone(),
@@ -364,10 +382,12 @@ async fn pull_all(
             .read(move |c| ingest::preverify(c, &ev2))
             .await
             .map_err(LinkError::store("verifying pulled events"))?;
-        let report = h
+        let (report, learned) = h
             .store()
             .write(move |tx| -> Result<_, StoreError> {
                 let now = now_ms();
+                // The origins' key chains first: events signed after a rotation verify.
+                let learned = trust::learn_rotations(tx, &rotations, &from2, &me_id, now)?.new;
                 let r = ingest::ingest_remote_checked(
                     tx, &hv, &hname, &events, &verified, &from2, now,
                 )?;
@@ -379,10 +399,11 @@ async fn pull_all(
                     sync_state::set_link_state(tx, &p, &hv, sync_state::LinkState::Active)?;
                     sync_state::set_link_error(tx, &p, &hv, None)?;
                 }
-                Ok(r)
+                Ok((r, learned))
             })
             .await
             .map_err(LinkError::store("ingesting pulled events"))?;
+        h.announce_keys(learned, Some(peer.id.clone()));
         total += report.accepted;
         if report.rejected > 0 {
             tracing::warn!(rejected = report.rejected, first = ?report.rejections.first(), "pulled events rejected");
@@ -433,12 +454,24 @@ impl outbox::Sink for PeerSink<'_> {
 
     async fn deliver(&self, batch: outbox::Batch) -> Result<(), LinkError> {
         let n = batch.events.len();
+        // The key chains of the batch's origins, for a receiver that has not heard of a
+        // rotation yet (one query per origin; nothing when nobody rotated).
+        let events = std::sync::Arc::new(batch.events);
+        let ev2 = events.clone();
+        let key_rotations = self
+            .h
+            .store()
+            .read(move |c| trust::batch_rotations(c, &ev2))
+            .await
+            .map_err(LinkError::store("reading key rotations"))?;
+        let events = std::sync::Arc::try_unwrap(events).unwrap_or_else(|a| (*a).clone());
         let (seq, body) = (
             batch.last_seq,
             PushRequest {
-                events: batch.events,
+                events,
                 first_seq: batch.first_seq,
                 last_seq: batch.last_seq,
+                key_rotations,
             },
         );
         let resp = {

@@ -326,6 +326,7 @@ async fn handshake(
         .map(|l| (l.hive_id.clone(), l.hive_name.clone()))
         .collect();
     let p = peer.id.clone();
+    let me_id = me.instance_id.clone();
     let prepared = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
@@ -337,6 +338,7 @@ async fn handshake(
                     token: sync_state::issue_token(tx, &p, hive_id, now)?,
                     current_seq: log::head(tx, hive_id)?,
                     roster: trust::roster(tx, hive_id)?,
+                    key_rotations: trust::handshake_rotations(tx, hive_id, &me_id)?,
                 });
             }
             Ok(groups)
@@ -395,7 +397,7 @@ async fn handshake(
             Err(e) => results.push(Some(Err(e.into()))),
         }
     }
-    let (p, hl2) = (peer.id.clone(), hellos.clone());
+    let (p, hl2, me_id) = (peer.id.clone(), hellos.clone(), me.instance_id.clone());
     let accepted = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
@@ -409,7 +411,14 @@ async fn handshake(
                     out.push((*pos, None));
                     continue;
                 }
-                let o = accept::accept(tx, hive_id, hello, Role::Initiator { peer_id: &p }, now)?;
+                let o = accept::accept(
+                    tx,
+                    hive_id,
+                    hello,
+                    Role::Initiator { peer_id: &p },
+                    &me_id,
+                    now,
+                )?;
                 out.push((*pos, Some(o)));
             }
             Ok(out)
@@ -483,6 +492,7 @@ async fn pull(
         (0..idx.len()).map(|_| Ok(Step::More)).collect();
     // (position, hive id, hive name, next seq, has_more, events)
     let mut pages = Vec::new();
+    let mut rotations = Vec::new();
     for (pos, g) in resp.groups.into_iter().enumerate() {
         let l = members[idx[pos]].link.as_ref();
         let (Some(l), Some(page)) = (l, g.page) else {
@@ -495,6 +505,7 @@ async fn pull(
         let next = page.next_seq.max(since);
         let has_more = page.has_more && next > since;
         let events: Vec<openhive_core::Event> = page.events.into_iter().map(|w| w.event).collect();
+        rotations.extend(page.key_rotations);
         pages.push((
             pos,
             l.hive_id.clone(),
@@ -512,9 +523,11 @@ async fn pull(
     // Signatures are checked on a reader thread, in parallel with the writer.
     let verified = h
         .store()
-        .read(move |c| -> Result<Vec<Vec<bool>>, StoreError> {
-            pages2.iter().map(|p| ingest::preverify(c, &p.5)).collect()
-        })
+        .read(
+            move |c| -> Result<Vec<Vec<Option<openhive_core::PublicKey>>>, StoreError> {
+                pages2.iter().map(|p| ingest::preverify(c, &p.5)).collect()
+            },
+        )
         .await;
     let verified = match verified {
         Ok(v) => v,
@@ -526,11 +539,13 @@ async fn pull(
             );
         }
     };
-    let (p, pages2) = (peer.id.clone(), pages.clone());
+    let (p, pages2, me_id) = (peer.id.clone(), pages.clone(), h.me().instance_id.clone());
     let reports = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
+            // The origins' key chains first: events signed after a rotation verify.
+            let learned = trust::learn_rotations(tx, &rotations, &from, &me_id, now)?.new;
             let mut out = Vec::with_capacity(pages2.len());
             for (page, ok) in pages2.iter().zip(&verified) {
                 let (_, hv, hname, next, has_more, events) = page;
@@ -545,11 +560,14 @@ async fn pull(
                 out.push(r);
             }
             sync_state::record_contact(tx, &p, now)?;
-            Ok(out)
+            Ok((out, learned))
         })
         .await;
     let reports = match reports {
-        Ok(r) => r,
+        Ok((r, learned)) => {
+            h.announce_keys(learned, Some(peer.id.clone()));
+            r
+        }
         Err(e) => {
             return fan_out(
                 LinkError::store("ingesting pulled events")(e),
@@ -659,9 +677,32 @@ async fn push(
             events: batch.events,
             first_seq: batch.first_seq,
             last_seq: batch.last_seq,
+            key_rotations: Vec::new(),
         });
     }
     if !groups.is_empty() {
+        // The key chains of each group's origins (see `PeerSink::deliver`).
+        let evs: Vec<Vec<openhive_core::Event>> = groups.iter().map(|g| g.events.clone()).collect();
+        let chains = h
+            .store()
+            .read(move |c| -> Result<Vec<_>, StoreError> {
+                evs.iter().map(|e| trust::batch_rotations(c, e)).collect()
+            })
+            .await;
+        match chains {
+            Ok(chains) => {
+                for (g, c) in groups.iter_mut().zip(chains) {
+                    g.key_rotations = c;
+                }
+            }
+            Err(e) => {
+                return fan_out(
+                    LinkError::store("reading key rotations")(e),
+                    idx.len(),
+                    false,
+                );
+            }
+        }
         let auth = groups[0].token.clone();
         let req = BatchPushRequest { groups };
         let resp = match link::permit(h).await {

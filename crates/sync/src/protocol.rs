@@ -4,7 +4,7 @@
 //! Secrets (`token`) appear only in the two handshake messages; their `Debug` output
 //! redacts them so they cannot leak through logs.
 
-use openhive_core::Event;
+use openhive_core::{Event, RotationStatement};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +52,10 @@ pub struct HandshakeRequest {
     pub roster: Vec<RosterEntry>,
     /// Fresh secret the responder presents when calling the initiator for this hive.
     pub token: String,
+    /// Rotation statements (docs/PROTOCOL-sync.md, "Key rotation"): the sender's own key
+    /// chain and those of its roster. Absent when empty; older peers ignore it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 impl fmt::Debug for HandshakeRequest {
@@ -79,6 +83,10 @@ pub struct HandshakeResponse {
     pub roster: Vec<RosterEntry>,
     /// Fresh secret the initiator presents when calling the responder for this hive.
     pub token: String,
+    /// Rotation statements (docs/PROTOCOL-sync.md, "Key rotation"): the sender's own key
+    /// chain and those of its roster. Absent when empty; older peers ignore it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 impl fmt::Debug for HandshakeResponse {
@@ -108,6 +116,10 @@ pub struct EventsPage {
     /// covered); pass it as `since` for the next page.
     pub next_seq: i64,
     pub has_more: bool,
+    /// The key chains of the origins of `events` that rotated their key (so a receiver that
+    /// has not heard of a rotation yet verifies the events anyway). Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 /// `POST /sync/v1/groups/:hive/events` request.
@@ -117,6 +129,10 @@ pub struct PushRequest {
     /// The sender's seq range this batch covers (events it skipped count as covered).
     pub first_seq: i64,
     pub last_seq: i64,
+    /// The key chains of the origins of `events` that rotated their key (so a receiver that
+    /// has not heard of a rotation yet verifies the events anyway). Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 /// `POST /sync/v1/groups/:hive/events` response.
@@ -156,6 +172,9 @@ pub struct BatchHandshakeGroup {
     pub roster: Vec<RosterEntry>,
     /// Fresh secret the responder presents when calling the initiator for this hive.
     pub token: String,
+    /// As [`HandshakeRequest::key_rotations`], for this hive's roster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 impl fmt::Debug for BatchHandshakeGroup {
@@ -193,6 +212,7 @@ impl BatchHandshakeRequest {
             current_seq: g.current_seq,
             roster: g.roster,
             token: g.token,
+            key_rotations: g.key_rotations,
         }
     }
 }
@@ -216,6 +236,8 @@ pub struct BatchHandshakeAnswer {
     pub roster: Vec<RosterEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<GroupError>,
 }
@@ -253,6 +275,7 @@ impl BatchHandshakeResponse {
             current_seq: a.current_seq?,
             roster: a.roster.clone(),
             token: a.token.clone()?,
+            key_rotations: a.key_rotations.clone(),
         })
     }
 }
@@ -310,6 +333,9 @@ pub struct BatchPushGroup {
     pub events: Vec<Event>,
     pub first_seq: i64,
     pub last_seq: i64,
+    /// As [`PushRequest::key_rotations`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<RotationStatement>,
 }
 
 impl fmt::Debug for BatchPushGroup {
@@ -411,6 +437,30 @@ pub struct LeaveResponse {
     pub ok: bool,
 }
 
+/// `POST /sync/v1/keys`: rotation statements announced by a peer (the rotating instance, or
+/// one relaying what it learned).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysRequest {
+    pub key_rotations: Vec<RotationStatement>,
+}
+
+/// `POST /sync/v1/keys` response.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeysResponse {
+    /// Statements new here (the instance's key changed, or it is kept for when its first
+    /// key is learned).
+    pub accepted: usize,
+    /// Statements already known.
+    pub known: usize,
+    pub refused: usize,
+    /// Why, per refused statement: `{id: <instance id>, reason}` (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejections: Vec<Rejection>,
+}
+
+/// At most this many statements per `POST /keys` (and per message carrying them).
+pub const MAX_KEY_ROTATIONS: usize = 256;
+
 /// Normalizes a sync endpoint for comparison and storage (no trailing slash).
 pub fn normalize_endpoint(s: &str) -> String {
     s.trim().trim_end_matches('/').to_string()
@@ -433,6 +483,7 @@ mod tests {
             current_seq: 0,
             roster: vec![],
             token: "ohs_secret".into(),
+            key_rotations: vec![],
         };
         assert!(!format!("{r:?}").contains("ohs_secret"));
         let json = serde_json::to_value(&r).unwrap();

@@ -44,7 +44,9 @@ pub async fn authenticate(h: &SyncHandle, token: Option<&str>) -> Result<PeerAut
         .store()
         .read(
             move |c| -> Result<Option<(String, String, Option<PeerRow>)>, StoreError> {
-                let Some((peer_id, hive_id)) = sync_state::authenticate(c, &token)? else {
+                let Some((peer_id, hive_id)) =
+                    sync_state::authenticate(c, &token, openhive_core::time::now_ms())?
+                else {
                     return Ok(None);
                 };
                 let peer = sync_state::peer_by_id(c, &peer_id)?;

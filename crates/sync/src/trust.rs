@@ -5,8 +5,8 @@
 //! is refused, logged and counted, never swapped in. Learning a key releases the events that
 //! waited for it.
 
-use crate::protocol::RosterEntry;
-use openhive_core::PublicKey;
+use crate::protocol::{MAX_KEY_ROTATIONS, RosterEntry};
+use openhive_core::{PublicKey, RotationStatement};
 use openhive_store::Conn;
 use openhive_store::error::Result;
 use openhive_store::ingest::{self, BatchReport};
@@ -78,4 +78,93 @@ pub fn roster(conn: &Conn<'_>, hive_id: &str) -> Result<Vec<RosterEntry>> {
             signing_key,
         })
         .collect())
+}
+
+/// What [`learn_rotations`] did.
+#[derive(Debug, Default)]
+pub struct RotationsLearned {
+    /// Statements new here (to relay to the other peers).
+    pub new: Vec<RotationStatement>,
+    pub known: usize,
+    /// `(instance id, reason)` of each refused statement.
+    pub refused: Vec<(String, String)>,
+}
+
+/// Checks and stores rotation statements received from `from` (a handshake, a batch of
+/// events, an announcement), inside the caller's write transaction: both signatures must
+/// verify and the statement must continue the instance's chain (`keys::accept_rotation`).
+/// A refusal is logged and counted as a key conflict. Statements about this instance
+/// (`me`) are never taken from a peer: our own chain is what we signed; one we did not sign
+/// means our key was stolen, and is logged loudly.
+pub fn learn_rotations(
+    conn: &Conn<'_>,
+    statements: &[RotationStatement],
+    from: &str,
+    me: &str,
+    now: i64,
+) -> Result<RotationsLearned> {
+    let mut out = RotationsLearned::default();
+    for s in statements.iter().take(MAX_KEY_ROTATIONS) {
+        if s.instance_id == me {
+            let ours = keys::chain_statements(conn, me)?;
+            if ours.contains(s) {
+                out.known += 1;
+            } else {
+                tracing::error!(
+                    peer = from,
+                    "a peer relays a rotation of THIS instance's key that this instance did not \
+                     make: the key may be compromised; ignored"
+                );
+                db::counter_add(conn, sync_state::KEY_CONFLICTS, 1)?;
+                out.refused.push((
+                    s.instance_id.clone(),
+                    "a rotation of the receiver's own key".into(),
+                ));
+            }
+            continue;
+        }
+        match keys::accept_rotation(conn, s, Some(from), now)? {
+            keys::Rotation::Rotated => {
+                tracing::info!(peer = from, instance = %s.instance_id, at = s.at, "learned a key rotation");
+                out.new.push(s.clone());
+            }
+            keys::Rotation::Unanchored => out.new.push(s.clone()),
+            keys::Rotation::Known => out.known += 1,
+            keys::Rotation::Refused(reason) => {
+                tracing::warn!(peer = from, instance = %s.instance_id, %reason, "rotation statement refused");
+                db::counter_add(conn, sync_state::KEY_CONFLICTS, 1)?;
+                out.refused.push((s.instance_id.clone(), reason));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The rotation statements to send with a handshake for `hive_id`: our own chain and those
+/// of the group's roster.
+pub fn handshake_rotations(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    me: &str,
+) -> Result<Vec<RotationStatement>> {
+    let members: Vec<String> = sync_state::roster(conn, hive_id)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut out = keys::statements_for(
+        conn,
+        std::iter::once(me).chain(members.iter().map(String::as_str)),
+    )?;
+    out.truncate(MAX_KEY_ROTATIONS);
+    Ok(out)
+}
+
+/// The rotation statements to send with a batch of events: the chains of their origins.
+pub fn batch_rotations(
+    conn: &Conn<'_>,
+    events: &[openhive_core::Event],
+) -> Result<Vec<RotationStatement>> {
+    let mut out = keys::statements_for(conn, events.iter().map(|e| e.origin_instance_id.as_str()))?;
+    out.truncate(MAX_KEY_ROTATIONS);
+    Ok(out)
 }

@@ -253,7 +253,7 @@ pub async fn bulk(s: &Inst, hive: &str, n: usize) {
                         author: author.clone(),
                     });
                     openhive_store::ingest::Verified::sign(
-                        &state.identity.key,
+                        &state.identity.key.get(),
                         &inst,
                         &hive,
                         &p,

@@ -25,6 +25,7 @@ mod metrics;
 mod multiprocess;
 mod posts;
 mod reference_compat;
+mod rotation;
 mod skill;
 mod subscriptions;
 mod sync_backfill;

@@ -357,7 +357,7 @@ pub async fn bulk_posts(s: &TestServer, hive: &str, n: usize) {
                         author: author.clone(),
                     });
                     openhive_store::ingest::Verified::sign(
-                        &state.identity.key,
+                        &state.identity.key.get(),
                         &inst,
                         &hive,
                         &p,

@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/instance", get(instance))
+        .route("/admin/instance/rotate-key", post(rotate_key))
+        .route("/admin/instance/keys", get(instance_keys))
         .route("/admin/stats", get(stats))
         .route("/admin/agents", get(list_agents))
         .route("/admin/agents/{id}", delete(delete_agent))
@@ -51,6 +53,48 @@ async fn instance(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         "sync_enabled": cfg.sync.enabled,
         "registration_open": true,
         "auth_mode": state.auth_mode().as_str(),
+    })))
+}
+
+/// `POST /admin/instance/rotate-key`: a new signing key, announced to the peers with a
+/// statement signed by the old and the new key (docs/PROTOCOL-sync.md, "Key rotation").
+async fn rotate_key(State(state): State<AppState>, _admin: AdminCaller) -> ApiResult<Json<Value>> {
+    let r = crate::rotation::rotate_key(&state)
+        .await
+        .map_err(|e| match e {
+            crate::rotation::RotateError::Store(e) => ApiError::from(e),
+            e => ApiError::Internal(e.to_string()),
+        })?;
+    let s = &r.statement;
+    Ok(Json(json!({
+        "instance_id": s.instance_id,
+        "signing_key": s.new_key,
+        "previous_key": s.old_key,
+        "rotated_at": time::rfc3339(s.at),
+        "at": s.at,
+        "announced_to": r.announced_to,
+    })))
+}
+
+/// `GET /admin/instance/keys`: this instance's key chain (public keys only).
+async fn instance_keys(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+) -> ApiResult<Json<Value>> {
+    let me = state.identity.instance_id.clone();
+    let rotations = state
+        .store
+        .read(move |c| openhive_store::keys::chain_statements(c, &me))
+        .await?;
+    Ok(Json(json!({
+        "instance_id": state.identity.instance_id,
+        "signing_key": state.identity.key.public().to_base64(),
+        "rotations": rotations.iter().map(|s| json!({
+            "old_key": s.old_key,
+            "new_key": s.new_key,
+            "at": s.at,
+            "rotated_at": time::rfc3339(s.at),
+        })).collect::<Vec<_>>(),
     })))
 }
 

@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
             get(get_peer).patch(update_peer).delete(delete_peer),
         )
         .route("/sync/peers/{id}/test", post(test_peer))
+        .route("/sync/peers/{id}/rotate-token", post(rotate_token))
         .route("/sync/status", get(status))
         .route("/federation/status", get(federation_status))
         .route("/federation/peers", get(federation_peers))
@@ -162,6 +163,45 @@ async fn delete_peer(
 ) -> ApiResult<StatusCode> {
     admin::delete_peer(&state.sync, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Optional body of `rotate-token`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateTokenBody {
+    /// Overrides `[sync] token_grace_secs` for this rotation (0: the old tokens stop now).
+    grace_secs: Option<u64>,
+}
+
+async fn rotate_token(
+    _admin: AdminCaller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<admin::TokenRotation>> {
+    let body: RotateTokenBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateTokenBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| super::error::ApiError::BadRequest {
+            message: format!("invalid body: {e}"),
+            details: None,
+        })?
+    };
+    let grace = body
+        .grace_secs
+        .unwrap_or(state.config.sync.token_grace_secs);
+    if grace > crate::config::MAX_TOKEN_GRACE_SECS {
+        return Err(super::error::ApiError::BadRequest {
+            message: format!(
+                "grace_secs must be at most {}",
+                crate::config::MAX_TOKEN_GRACE_SECS
+            ),
+            details: Some(json!({"field": "grace_secs"})),
+        });
+    }
+    Ok(Json(
+        admin::rotate_token(&state.sync, &id, std::time::Duration::from_secs(grace)).await?,
+    ))
 }
 
 async fn test_peer(

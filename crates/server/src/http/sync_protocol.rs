@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sync/v1/batch/handshake", post(batch_handshake))
         .route("/sync/v1/batch/pull", post(batch_pull))
         .route("/sync/v1/batch/push", post(batch_push))
+        .route("/sync/v1/keys", post(keys))
         .route(
             "/sync/v1/groups/{hive}/events",
             get(pull_events).post(push_events),
@@ -247,6 +248,19 @@ async fn heartbeat(
     let span = tracing::info_span!("sync.in.heartbeat", peer = %auth.peer_instance_id, groups = req.groups.len());
     Ok(Json(
         inbound::heartbeat(&state.sync, &auth, req)
+            .instrument(span)
+            .await?,
+    ))
+}
+
+async fn keys(
+    SyncPeer(auth): SyncPeer,
+    State(state): State<AppState>,
+    Json(req): Json<KeysRequest>,
+) -> ApiResult<Json<KeysResponse>> {
+    let span = tracing::info_span!("sync.in.keys", peer = %auth.peer_instance_id, statements = req.key_rotations.len());
+    Ok(Json(
+        inbound::keys(&state.sync, &auth, req)
             .instrument(span)
             .await?,
     ))

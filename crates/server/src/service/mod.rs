@@ -17,7 +17,7 @@ mod mirror;
 mod posts;
 
 use openhive_core::payload::AgentRef;
-use openhive_core::{Event, InstanceKey};
+use openhive_core::{Event, SharedKey};
 use openhive_store::Conn;
 use openhive_store::materialize::Change;
 use openhive_store::{Store, StoreError, ingest};
@@ -72,7 +72,8 @@ pub trait CommitSink: Send + Sync {
 pub struct HiveService {
     store: Store,
     instance_id: Arc<str>,
-    key: Arc<InstanceKey>,
+    /// The current signing key (a key rotation replaces it, on the writer thread).
+    key: SharedKey,
     sink: Arc<dyn CommitSink>,
     /// Last origin_ts handed out: timestamps of this instance never go backwards or repeat,
     /// so two quick edits by one author are ordered as they were made.
@@ -80,16 +81,11 @@ pub struct HiveService {
 }
 
 impl HiveService {
-    pub fn new(
-        store: Store,
-        instance_id: &str,
-        key: InstanceKey,
-        sink: Arc<dyn CommitSink>,
-    ) -> Self {
+    pub fn new(store: Store, instance_id: &str, key: SharedKey, sink: Arc<dyn CommitSink>) -> Self {
         HiveService {
             store,
             instance_id: instance_id.into(),
-            key: Arc::new(key),
+            key,
             sink,
             clock: Arc::new(AtomicI64::new(0)),
         }
@@ -103,8 +99,16 @@ impl HiveService {
         &self.instance_id
     }
 
+    /// Moves the clock to at least `ts` (at start: the time of our last key rotation, so no
+    /// event is ever signed with a time before it).
+    pub fn observe_ts(&self, ts: i64) {
+        self.clock.fetch_max(ts, Ordering::SeqCst);
+    }
+
     /// The next origin timestamp: wall-clock ms, but strictly increasing on this instance.
-    fn tick(&self) -> i64 {
+    /// A key rotation takes its time from here too (on the writer thread), so every event
+    /// signed before it has an earlier time and every event signed after it a later one.
+    pub(crate) fn tick(&self) -> i64 {
         let now = openhive_core::time::now_ms();
         let mut cur = self.clock.load(Ordering::SeqCst);
         loop {
@@ -189,7 +193,7 @@ impl Emit<'_> {
         check_mirror_rule(self.conn, hive_id, hive_name, &payload)?;
         // Signed here, then checked exactly as a peer's event would be.
         let v = ingest::Verified::sign(
-            &self.svc.key,
+            &self.svc.key.get(),
             &self.svc.instance_id,
             hive_name,
             &payload,
