@@ -22,6 +22,10 @@ pub const SQLITE: &[Migration] = &[
         include_str!("../migrations/sqlite/0005_waiting_bounds.sql"),
     ),
     (6, include_str!("../migrations/sqlite/0006_ingest_keys.sql")),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_search_instances.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
