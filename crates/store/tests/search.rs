@@ -185,3 +185,94 @@ fn fast_scores_are_fts5_bm25_scores() {
         assert_eq!(fast, fts5, "{}", fast.len());
     }
 }
+
+/// The search figures of docs/PERFORMANCE.md at the store (no HTTP): 100k posts
+/// (`OPENHIVE_SEARCH_POSTS`), "hive" in 12% of them (1-3 times), "zanzibar" in 1%; p50/p99
+/// of the first page (20) by `search::posts` and by the full ranking. Ignored by default:
+/// `cargo test --release -p openhive-store --test search -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn figures_common_and_rare_term() {
+    let n: i64 = std::env::var("OPENHIVE_SEARCH_POSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let w = World::new();
+    let r = w.replica();
+    r.deliver_ok(&[w.created(0, 1)]);
+    let mut rng = Lcg(7);
+    let t = std::time::Instant::now();
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let mut body: Vec<&str> = (0..5 + rng.next(56))
+            .map(|_| WORDS[rng.next(WORDS.len() as u64) as usize])
+            .collect();
+        if rng.next(100) < 12 {
+            for _ in 0..=rng.next(3) {
+                body.insert(rng.next(body.len() as u64 + 1) as usize, "hive");
+            }
+        }
+        if i % 100 == 37 {
+            body.insert(rng.next(body.len() as u64 + 1) as usize, "zanzibar");
+        }
+        let id = openhive_core::ids::new_id(openhive_core::ids::Kind::Post, &w.insts[0].id);
+        batch.push(w.sign(
+            0,
+            10 + i,
+            Payload::PostCreated(PostCreated {
+                post_id: id,
+                title: format!("post {i} {}", body[..3].join(" ")),
+                content: Some(body[3..].join(" ")),
+                url: None,
+                author: w.agent(0, 0),
+            }),
+        ));
+        if batch.len() == 2000 {
+            r.deliver_ok(&std::mem::take(&mut batch));
+        }
+    }
+    r.deliver_ok(&batch);
+    println!(
+        "{:?}: seeded {n} posts in {:.1} s",
+        r.store.engine(),
+        t.elapsed().as_secs_f64()
+    );
+    for q in ["hive", "zanzibar"] {
+        for full in [false, true] {
+            let mut d = Vec::new();
+            let mut hits = (0, 0);
+            for _ in 0..if full { 100 } else { 300 } {
+                let q = q.to_string();
+                let t = std::time::Instant::now();
+                hits = r
+                    .store
+                    .read_blocking(move |c| -> Result<(usize, i64)> {
+                        let (page, total) = if full {
+                            search::posts_full_rank(c, &q, None, None, 20)?
+                        } else {
+                            search::posts(c, &q, None, None, 20)?
+                        };
+                        Ok((page.len(), total))
+                    })
+                    .unwrap();
+                d.push(t.elapsed());
+            }
+            d.sort();
+            let ms = |i: usize| d[i.min(d.len() - 1)].as_secs_f64() * 1e3;
+            println!(
+                "{:?} q={q:<9} {:<24} p50 {:>7.2} ms  p99 {:>7.2} ms  ({} samples, page {}, total {})",
+                r.store.engine(),
+                if full {
+                    "posts_full_rank (before)"
+                } else {
+                    "posts (after)"
+                },
+                ms(d.len() / 2),
+                ms(d.len() * 99 / 100),
+                d.len(),
+                hits.0,
+                hits.1
+            );
+        }
+    }
+}
