@@ -23,8 +23,8 @@ pub const SQLITE: &[Migration] = &[
     ),
     (6, include_str!("../migrations/sqlite/0006_ingest_keys.sql")),
     (
-        7,
-        include_str!("../migrations/sqlite/0007_search_instances.sql"),
+        9,
+        include_str!("../migrations/sqlite/0009_search_instances.sql"),
     ),
 ];
 
