@@ -243,7 +243,10 @@ fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
         if sync_full { "FULL" } else { "NORMAL" },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Temporary storage stays the default (a file, spilled only past 64 KiB): with
+    // `temp_store = MEMORY` the statement journal of every write inside a writer job's
+    // savepoint is an in-memory list that SQLite walks from its start each time a statement
+    // ends, so a large job (a batched sync call: hundreds of hives) cost quadratic time.
     conn.pragma_update(None, "cache_size", -32_000)?;
     register_functions(conn)?;
     Ok(())
