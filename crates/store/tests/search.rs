@@ -191,7 +191,7 @@ fn fast_scores_are_fts5_bm25_scores() {
 /// of the first page (20) by `search::posts` and by the full ranking. Ignored by default:
 /// `cargo test --release -p openhive-store --test search -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a benchmark, not a check: seeds 100k posts and prints p50/p99 for docs/PERFORMANCE.md; run with --ignored in release"]
 fn figures_common_and_rare_term() {
     let n: i64 = std::env::var("OPENHIVE_SEARCH_POSTS")
         .ok()
