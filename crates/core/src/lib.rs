@@ -9,6 +9,7 @@
 //! - [`signing`]: the instance's Ed25519 key, key/signature encodings, strict verification.
 //! - [`event`]: the event envelope, its exact signed byte layout, event types.
 //! - [`payload`]: the JSON payload of every event type.
+//! - [`introduction`]: signed introductions (a hub or a peer vouching for an instance to pair).
 //! - [`rotation`]: key rotation statements, an instance's chain of keys, the shared current key.
 //! - [`hive`]: the closed vocabularies of a hive's state (setting keys and values, post
 //!   permissions, membership states).
@@ -21,6 +22,7 @@
 pub mod event;
 pub mod hive;
 pub mod ids;
+pub mod introduction;
 pub mod order;
 pub mod payload;
 pub mod rotation;
@@ -30,5 +32,6 @@ pub mod time;
 pub mod validate;
 
 pub use event::{Event, EventError, EventType};
+pub use introduction::{Introduction, IntroductionKind};
 pub use rotation::{KeyChain, RotationStatement, SharedKey};
 pub use signing::{InstanceKey, PublicKey};

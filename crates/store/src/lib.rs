@@ -19,6 +19,7 @@
 //! - [`materialize`]: the projection of events into posts/comments/votes/hives/memberships.
 //! - [`agents`], [`hives`], [`posts`], [`comments`], [`search`]: read models and local rows.
 //! - [`sync_state`]: peers, group links, cursors, tokens, instance keys.
+//! - [`introductions`]: the introductions this instance holds for itself (hub or peer vouchers).
 //! - [`subscriptions`]: Pattern 1 pull subscriptions and the mirror hives they fill.
 
 pub mod agents;
@@ -32,6 +33,7 @@ pub mod error;
 pub mod hives;
 pub mod ingest;
 pub mod ingest_keys;
+pub mod introductions;
 pub mod keys;
 pub mod log;
 pub mod materialize;

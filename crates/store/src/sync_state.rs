@@ -47,10 +47,14 @@ openhive_core::closed_vocabulary! {
 
 openhive_core::closed_vocabulary! {
     /// How we learned of a peer.
-    pub enum PeerSource ("peer source", expected "api, config or handshake") {
+    pub enum PeerSource ("peer source", expected "api, config, handshake, hub or gossip") {
         Api = "api",
         Config = "config",
         Handshake = "handshake",
+        /// Found through the MAP hub (issue 8; precedence manual > hub > gossip).
+        Hub = "hub",
+        /// Found through a peer's heartbeat (`known_peers`).
+        Gossip = "gossip",
     }
 }
 

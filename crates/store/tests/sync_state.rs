@@ -216,7 +216,7 @@ fn link_states_peer_statuses_and_sources_are_closed_vocabularies() {
         assert_eq!(PeerSource::parse(s.as_str()).ok(), Some(*s));
     }
     assert_eq!(LinkState::parse("Active").ok(), None);
-    assert_eq!(PeerSource::parse("gossip").ok(), None);
+    assert_eq!(PeerSource::parse("carrier-pigeon").ok(), None);
     // A stored value outside the vocabulary is corruption, not a default.
     let (_d, s) = store();
     let r = s.write_blocking(|c| {

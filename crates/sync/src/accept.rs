@@ -82,6 +82,17 @@ pub(crate) struct Hello {
     token: String,
     /// Rotation statements it sent (its own key chain and its roster's).
     pub key_rotations: Vec<RotationStatement>,
+    /// Responder only: the introduction and proof it presented, and the endpoint exactly as
+    /// it announced it (what both cover); see `admission`.
+    pub introduced: Option<Introduced>,
+}
+
+/// An initiator's introduction with its proof, as received.
+#[derive(Debug, Clone)]
+pub(crate) struct Introduced {
+    pub introduction: openhive_core::Introduction,
+    pub proof: Option<crate::protocol::HandshakeProof>,
+    pub announced_endpoint: String,
 }
 
 impl std::fmt::Debug for Hello {
@@ -160,10 +171,29 @@ fn check(role: Role<'_>, me: &str, endpoint: &str, raw: Raw) -> Result<Hello, Pe
         roster,
         token,
         key_rotations,
+        introduced: None,
     })
 }
 
 impl Hello {
+    /// What `admission` checks of an introduced handshake for `hive`.
+    pub(crate) fn candidate<'a>(
+        &'a self,
+        hive: &'a str,
+    ) -> Option<(&'a Introduced, crate::admission::Candidate<'a>)> {
+        let i = self.introduced.as_ref()?;
+        Some((
+            i,
+            crate::admission::Candidate {
+                hive,
+                instance_id: &self.instance_id,
+                signing_key: &self.signing_key,
+                sync_endpoint: &i.announced_endpoint,
+                token: &self.token,
+            },
+        ))
+    }
+
     /// The responder's view of a request. Returns the hive name it asks for (the caller
     /// resolves it: 404 if there is no such group here).
     pub fn from_request(
@@ -180,7 +210,12 @@ impl Hello {
             token: req.token,
             key_rotations: req.key_rotations,
         };
-        let hello = check(Role::Responder, me, &req.sync_endpoint, raw)?;
+        let mut hello = check(Role::Responder, me, &req.sync_endpoint, raw)?;
+        hello.introduced = req.introduction.map(|introduction| Introduced {
+            introduction,
+            proof: req.proof,
+            announced_endpoint: req.sync_endpoint.clone(),
+        });
         Ok((req.hive, hello))
     }
 
@@ -366,6 +401,8 @@ mod tests {
             roster: vec![],
             token: "ohs_0123456789abcdef".into(),
             key_rotations: vec![],
+            introduction: None,
+            proof: None,
         }
     }
 

@@ -121,6 +121,9 @@ pub(crate) struct Inner {
     /// Handshake initiators recently confirmed at their configured endpoint:
     /// (endpoint, instance id, signing key) → when.
     pub confirmed: Mutex<HashMap<(String, String, String), std::time::Instant>>,
+    /// The MAP hub whose introductions we accept (set by the hub client once it knows the
+    /// hub's key).
+    pub trusted_hub: Mutex<Option<crate::admission::TrustedHub>>,
 }
 
 /// How long a confirmation of an initiator at its configured endpoint is reused.
@@ -173,6 +176,7 @@ impl SyncEngine {
                 tasks: Mutex::new(Vec::new()),
                 pulled: Mutex::new(HashMap::new()),
                 confirmed: Mutex::new(HashMap::new()),
+                trusted_hub: Mutex::new(None),
             }),
         };
         let me_id = handle.inner.me.instance_id.clone();
@@ -287,6 +291,25 @@ impl SyncHandle {
 
     pub fn me(&self) -> &LocalIdentity {
         &self.inner.me
+    }
+
+    /// The MAP hub whose introductions handshakes may carry (`None`: hub introductions are
+    /// refused).
+    pub fn trusted_hub(&self) -> Option<crate::admission::TrustedHub> {
+        self.inner
+            .trusted_hub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets (or clears) the MAP hub whose introductions are accepted.
+    pub fn set_trusted_hub(&self, hub: Option<crate::admission::TrustedHub>) {
+        *self
+            .inner
+            .trusted_hub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = hub;
     }
 
     pub fn settings(&self) -> &SyncSettings {

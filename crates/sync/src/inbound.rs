@@ -134,18 +134,19 @@ pub async fn handshake(
     }
     let (hive, hello) = Hello::from_request(req, &h.me().instance_id)?;
     let secret_ok = secret_matches(h, secret_header);
-    if !secret_ok {
+    if !secret_ok && hello.introduced.is_none() {
         confirm_at_configured_endpoint(h, &hello.endpoint, &hello.instance_id, &hello.signing_key)
             .await?;
     }
     let me = h.me().clone();
+    let hub = h.trusted_hub();
     let (hv, hl) = (hive.clone(), hello.clone());
     let out = h
         .store()
         .write(move |tx| -> Result<_, SyncError> {
             let now = now_ms();
             if !secret_ok {
-                check_configured(tx, &hl.endpoint)?;
+                admit(tx, &hv, &hl, hub.as_ref(), now)?;
             }
             Ok(respond(tx, &me, &hv, &hl, now)?)
         })
@@ -160,6 +161,37 @@ pub async fn handshake(
     };
     accept::after_commit(h, Role::Responder, &hive_id, &hello, accepted).await?;
     Ok(resp)
+}
+
+/// Without the mesh secret, a handshake for `hive` is admitted by its introduction (with its
+/// proof), or else only from a configured peer's endpoint (confirmed at its `/identity`
+/// before the transaction, checked again inside it). See `admission`.
+pub(crate) fn admit(
+    tx: &openhive_store::Conn<'_>,
+    hive: &str,
+    hello: &Hello,
+    hub: Option<&crate::admission::TrustedHub>,
+    now: i64,
+) -> Result<(), SyncError> {
+    match hello.candidate(hive) {
+        None => check_configured(tx, &hello.endpoint),
+        Some((i, c)) => {
+            let Some(group) = sync_state::group_by_name(tx, hive)? else {
+                return Err(SyncError::NotFound(format!(
+                    "no sync group for hive {hive:?} on this instance"
+                )));
+            };
+            crate::admission::check_introduced(
+                tx,
+                &group.hive_id,
+                &i.introduction,
+                i.proof.as_ref(),
+                c,
+                hub,
+                now,
+            )
+        }
+    }
 }
 
 /// Without the mesh secret, a handshake is accepted only from a configured peer's endpoint

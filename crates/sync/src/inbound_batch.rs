@@ -68,7 +68,11 @@ pub async fn handshake(
         }
     };
     let secret_ok = inbound::secret_matches(h, secret_header);
-    if !secret_ok {
+    // Groups without an introduction need the configured endpoint, confirmed once.
+    let uninvited = hellos
+        .iter()
+        .any(|(_, hl)| hl.as_ref().is_ok_and(|hl| hl.introduced.is_none()));
+    if !secret_ok && uninvited {
         inbound::confirm_at_configured_endpoint(
             h,
             &first.endpoint,
@@ -78,18 +82,23 @@ pub async fn handshake(
         .await?;
     }
     let me = h.me().clone();
+    let hub = h.trusted_hub();
     let label = first.instance_id.clone();
     type Done = (String, Hello, accept::Accepted);
     let (answers, done) = h
         .store()
         .write(move |tx| -> Result<_, SyncError> {
             let now = now_ms();
-            if !secret_ok {
+            if !secret_ok && uninvited {
                 inbound::check_configured(tx, &first.endpoint)?;
             }
             let mut answers = Vec::with_capacity(hellos.len());
             let mut done: Vec<Done> = Vec::new();
             for (hive, hello) in hellos {
+                let hello = hello.and_then(|hl| match secret_ok {
+                    true => Ok(hl),
+                    false => inbound::admit(tx, &hive, &hl, hub.as_ref(), now).map(|()| hl),
+                });
                 let answer = match hello {
                     Err(e) => Err(e),
                     Ok(hl) => match inbound::respond(tx, &me, &hive, &hl, now)? {

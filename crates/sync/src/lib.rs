@@ -17,6 +17,8 @@
 //!   heartbeat carries).
 //! - `heartbeat`: liveness, lag detection, roster exchange, `unreachable` marking.
 //! - [`inbound`]: the server side of each `/sync/v1` endpoint.
+//! - [`admission`]: who may handshake (mesh secret, configured endpoint, or an introduction
+//!   by the trusted hub or a hive member, with a proof of key possession).
 //! - `accept`: handshake acceptance, both roles (responder in `inbound`, initiator in `link`).
 //! - `groups`: heartbeat group processing, both directions (received in `inbound`, answered
 //!   in `heartbeat`).
@@ -30,6 +32,7 @@
 
 mod accept;
 pub mod admin;
+pub mod admission;
 pub mod backoff;
 pub mod client;
 pub mod engine;

@@ -242,7 +242,8 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
     let me = h.me().clone();
     let (p, hv) = (peer.id.clone(), link.hive_id.clone());
     let me_id = me.instance_id.clone();
-    let (token, head, roster, key_rotations) = h
+    let hive_name = link.hive_name.clone();
+    let (token, head, roster, key_rotations, introduction) = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
@@ -252,10 +253,21 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
                 log::head(tx, &hv)?,
                 trust::roster(tx, &hv)?,
                 trust::handshake_rotations(tx, &hv, &me_id)?,
+                openhive_store::introductions::own_for(tx, &hive_name, now)?,
             ))
         })
         .await
         .map_err(LinkError::store("preparing handshake"))?;
+    let proof = introduction.as_ref().map(|_| {
+        crate::protocol::HandshakeProof::sign(
+            &me.key.get(),
+            &link.hive_name,
+            &me.instance_id,
+            &me.sync_endpoint,
+            &token,
+            now_ms(),
+        )
+    });
     tracing::Span::current().record("seq", head);
     let req = HandshakeRequest {
         protocol_version: PROTOCOL_VERSION,
@@ -268,6 +280,8 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
         roster,
         token,
         key_rotations,
+        introduction,
+        proof,
     };
     let resp = {
         let _permit = permit(h).await?;

@@ -327,18 +327,27 @@ async fn handshake(
         .collect();
     let p = peer.id.clone();
     let me_id = me.instance_id.clone();
+    let (key, endpoint) = (me.key.get(), me.sync_endpoint.clone());
     let prepared = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
             let mut groups = Vec::with_capacity(wanted.len());
+            let held = openhive_store::introductions::own_valid(tx, now)?;
             for (hive_id, hive_name) in &wanted {
+                let token = sync_state::issue_token(tx, &p, hive_id, now)?;
+                let introduction = crate::admission::pick_own(&held, hive_name);
+                let proof = introduction
+                    .as_ref()
+                    .map(|_| HandshakeProof::sign(&key, hive_name, &me_id, &endpoint, &token, now));
                 groups.push(BatchHandshakeGroup {
                     hive: hive_name.clone(),
-                    token: sync_state::issue_token(tx, &p, hive_id, now)?,
+                    token,
                     current_seq: log::head(tx, hive_id)?,
                     roster: trust::roster(tx, hive_id)?,
                     key_rotations: trust::handshake_rotations(tx, hive_id, &me_id)?,
+                    introduction,
+                    proof,
                 });
             }
             Ok(groups)

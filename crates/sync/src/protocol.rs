@@ -4,7 +4,7 @@
 //! Secrets (`token`) appear only in the two handshake messages; their `Debug` output
 //! redacts them so they cannot leak through logs.
 
-use openhive_core::{Event, RotationStatement};
+use openhive_core::{Event, Introduction, RotationStatement};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,6 +56,48 @@ pub struct HandshakeRequest {
     /// chain and those of its roster. Absent when empty; older peers ignore it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_rotations: Vec<RotationStatement>,
+    /// An introduction vouching for the sender (docs/PROTOCOL-sync.md, "Introductions"):
+    /// what lets an instance nobody configured pair. Absent when the sender holds none for
+    /// this hive; older peers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduction: Option<Introduction>,
+    /// With an introduction: proof that the sender holds `signing_key` (see
+    /// [`HandshakeProof`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<HandshakeProof>,
+}
+
+/// The initiator's signature, with its current key, over
+/// `openhive_core::introduction::handshake_proof_bytes(hive, instance_id, sync_endpoint,
+/// token, at)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeProof {
+    pub at: i64,
+    pub signature: String,
+}
+
+impl HandshakeProof {
+    /// Signs the proof for one hive's handshake.
+    pub fn sign(
+        key: &openhive_core::InstanceKey,
+        hive: &str,
+        instance_id: &str,
+        sync_endpoint: &str,
+        token: &str,
+        at: i64,
+    ) -> Self {
+        let bytes = openhive_core::introduction::handshake_proof_bytes(
+            hive,
+            instance_id,
+            sync_endpoint,
+            token,
+            at,
+        );
+        HandshakeProof {
+            at,
+            signature: key.sign_b64(&bytes),
+        }
+    }
 }
 
 impl fmt::Debug for HandshakeRequest {
@@ -175,6 +217,12 @@ pub struct BatchHandshakeGroup {
     /// As [`HandshakeRequest::key_rotations`], for this hive's roster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_rotations: Vec<RotationStatement>,
+    /// As [`HandshakeRequest::introduction`], for this hive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduction: Option<Introduction>,
+    /// As [`HandshakeRequest::proof`], for this hive's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<HandshakeProof>,
 }
 
 impl fmt::Debug for BatchHandshakeGroup {
@@ -213,6 +261,8 @@ impl BatchHandshakeRequest {
             roster: g.roster,
             token: g.token,
             key_rotations: g.key_rotations,
+            introduction: g.introduction,
+            proof: g.proof,
         }
     }
 }
@@ -484,6 +534,8 @@ mod tests {
             roster: vec![],
             token: "ohs_secret".into(),
             key_rotations: vec![],
+            introduction: None,
+            proof: None,
         };
         assert!(!format!("{r:?}").contains("ohs_secret"));
         let json = serde_json::to_value(&r).unwrap();
