@@ -353,6 +353,9 @@ pub(crate) async fn after_commit(
     h.mark_news(hive_id);
     match role {
         Role::Responder => {
+            // The initiator pulls right after its handshake: leave delivery to its pull
+            // rather than push the same events at the same time (`link::push_once`).
+            h.expect_pull(&accepted.peer_id, hive_id);
             // The handshake created or reopened exactly this link: schedule it (a full
             // reconcile per handshake would make pairing N hives cost N²).
             h.schedule_link(&accepted.peer_id, hive_id).await?;
@@ -362,6 +365,8 @@ pub(crate) async fn after_commit(
             h.request_pull(&accepted.peer_id, hive_id);
         }
         Role::Initiator { .. } => {
+            // The responder pulls from us at once (see above).
+            h.expect_pull(&accepted.peer_id, hive_id);
             if relay {
                 h.notify(hive_id);
             }

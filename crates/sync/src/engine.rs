@@ -126,6 +126,12 @@ pub(crate) struct Inner {
     pub trusted_hub: Mutex<Option<crate::admission::TrustedHub>>,
 }
 
+/// The `since` recorded by [`SyncHandle::expect_pull`]: a pull announced by a handshake.
+const AWAITING_FIRST_PULL: i64 = -1;
+
+/// How long a handshake's announced pull holds our push back if it does not come.
+const AWAITED_PULL: Duration = Duration::from_secs(10);
+
 /// How long a confirmation of an initiator at its configured endpoint is reused.
 const IDENTITY_CONFIRMATION_TTL: Duration = Duration::from_secs(30);
 
@@ -485,8 +491,23 @@ impl SyncHandle {
         );
     }
 
+    /// Records a pull of our log of `hive_id` from `since` by the peer (inbound). A pull
+    /// that found nothing after `since` ends its pulling: what we commit next is pushed at
+    /// once.
+    pub(crate) fn note_pull(&self, peer_id: &str, hive_id: &str, since: i64, caught_up: bool) {
+        if caught_up {
+            self.inner
+                .pulled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(peer_id.to_string(), hive_id.to_string()));
+        } else {
+            self.note_pulled(peer_id, hive_id, since);
+        }
+    }
+
     /// Records that the peer pulled our log of `hive_id` from `since` (inbound GET).
-    pub(crate) fn note_pulled(&self, peer_id: &str, hive_id: &str, since: i64) {
+    fn note_pulled(&self, peer_id: &str, hive_id: &str, since: i64) {
         self.inner
             .pulled
             .lock()
@@ -497,16 +518,31 @@ impl SyncHandle {
             );
     }
 
-    /// True if the peer pulled this hive from us within `window`: it is backfilling or
-    /// catching up by itself, and pushing the same events concurrently would only make both
-    /// streams wait on its single writer.
+    /// Records that the peer and we just completed a handshake for `hive_id`: whichever
+    /// side we were, the peer pulls next (the initiator after the answer, the responder
+    /// at once), so until its first pull arrives (at most [`AWAITED_PULL`]) it counts as
+    /// pulling.
+    pub(crate) fn expect_pull(&self, peer_id: &str, hive_id: &str) {
+        self.note_pulled(peer_id, hive_id, AWAITING_FIRST_PULL);
+    }
+
+    /// True if the peer pulled this hive from us within `window` (or a handshake announced
+    /// its pull, see [`SyncHandle::expect_pull`]): it is backfilling or catching up by
+    /// itself, and pushing the same events concurrently would send them twice.
     pub(crate) fn peer_is_pulling(&self, peer_id: &str, hive_id: &str, window: Duration) -> bool {
         self.inner
             .pulled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(peer_id.to_string(), hive_id.to_string()))
-            .is_some_and(|(at, _)| at.elapsed() < window)
+            .is_some_and(|(at, since)| {
+                let w = if *since == AWAITING_FIRST_PULL {
+                    AWAITED_PULL
+                } else {
+                    window
+                };
+                at.elapsed() < w
+            })
     }
 
     /// True if this process holds the lease `name` (taking it if free). Where one process

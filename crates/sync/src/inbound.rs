@@ -267,7 +267,8 @@ pub async fn pull_events(
             Ok((page, ack, contact_is_stale(c, &auth2.peer_id)?))
         })
         .await?;
-    h.note_pulled(&auth.peer_id, &hive_id, since);
+    let caught_up = page.next_seq <= since && !page.has_more;
+    h.note_pull(&auth.peer_id, &hive_id, since, caught_up);
     if ack || stale {
         let (hv, peer_id) = (hive_id, auth.peer_id.clone());
         h.store()

@@ -191,7 +191,7 @@ pub async fn pull(
         .read(move |c| -> Result<_, StoreError> {
             let mut left = budget;
             let mut pages = Vec::new();
-            let mut acks: Vec<(String, i64)> = Vec::new();
+            let mut acks: Vec<(String, i64, bool)> = Vec::new();
             for g in req.groups {
                 if left <= 0 {
                     break;
@@ -206,7 +206,8 @@ pub async fn pull(
                     Ok(hive_id) => {
                         let (page, ack) = inbound::read_page(c, &auth2, &hive_id, since, left)?;
                         left -= (page.next_seq - since).max(0);
-                        acks.push((hive_id, if ack { since } else { -1 }));
+                        let caught_up = page.next_seq <= since && !page.has_more;
+                        acks.push((hive_id, if ack { since } else { -1 }, caught_up));
                         BatchPage {
                             hive: g.hive,
                             page: Some(page),
@@ -219,10 +220,14 @@ pub async fn pull(
             Ok((pages, acks, inbound::contact_is_stale(c, &auth2.peer_id)?))
         })
         .await?;
-    for (hive_id, since) in &acks {
-        h.note_pulled(&auth.peer_id, hive_id, (*since).max(0));
+    for (hive_id, since, caught_up) in &acks {
+        h.note_pull(&auth.peer_id, hive_id, (*since).max(0), *caught_up);
     }
-    let acks: Vec<(String, i64)> = acks.into_iter().filter(|(_, s)| *s >= 0).collect();
+    let acks: Vec<(String, i64)> = acks
+        .into_iter()
+        .filter(|(_, s, _)| *s >= 0)
+        .map(|(h, s, _)| (h, s))
+        .collect();
     if !acks.is_empty() || stale {
         let peer_id = auth.peer_id.clone();
         h.store()

@@ -432,9 +432,18 @@ async fn pull_all(
         if report.accepted > 0 {
             h.notify(&link.hive_id);
         }
+        // A page that moved the cursor is followed by one more pull, also when it was the
+        // last: that pull acknowledges the page on the peer (its `since` moves the peer's
+        // push cursor), so the peer does not push the same events again. It is sent only
+        // now, after this commit, so the acknowledgement never runs ahead of our data.
+        let advanced = next > since;
         since = next;
         if !has_more {
-            break;
+            if advanced {
+                in_flight = Some(fetch(since));
+            } else {
+                break;
+            }
         }
     }
     if total > 0 {
@@ -520,6 +529,9 @@ impl outbox::Sink for PeerSink<'_> {
     }
 }
 
+/// How long after a peer's last pull (or its handshake) we leave delivery to its pulls.
+pub(crate) const PULL_QUIET: Duration = Duration::from_secs(2);
+
 /// One outbox step of the link: sends one batch, or advances over skipped events.
 async fn push_once(
     h: &SyncHandle,
@@ -528,19 +540,12 @@ async fn push_once(
     token: &str,
 ) -> Result<Step, LinkError> {
     let limit = h.settings().push_batch;
-    // Far behind and pulling from us right now: let its pull carry the backlog (each page
-    // it fetches acknowledges our push cursor); push resumes when it is within two batches
-    // or stops pulling. This keeps one stream per direction during a backfill.
-    if h.peer_is_pulling(&peer.id, &link.hive_id, Duration::from_secs(2)) {
-        let hv = link.hive_id.clone();
-        let head = h
-            .store()
-            .read(move |c| log::head(c, &hv))
-            .await
-            .map_err(LinkError::store("reading the log head"))?;
-        if head - link.last_seq_sent > 2 * limit {
-            return Ok(Step::RetryAfter(Duration::from_millis(250)));
-        }
+    // Pulling from us right now (or about to: it just handshook): let its pull carry what
+    // we have (each page it fetches acknowledges our push cursor, and its last pull ends
+    // with an empty page that acknowledges the rest); push resumes when it stops pulling.
+    // This keeps one stream per direction, and no event crosses twice.
+    if h.peer_is_pulling(&peer.id, &link.hive_id, PULL_QUIET) {
+        return Ok(Step::RetryAfter(Duration::from_millis(250)));
     }
     let sink = PeerSink {
         h,

@@ -499,7 +499,7 @@ async fn pull(
     let from = peer.instance_id.clone().unwrap_or_else(|| peer.id.clone());
     let mut results: Vec<Result<Step, LinkError>> =
         (0..idx.len()).map(|_| Ok(Step::More)).collect();
-    // (position, hive id, hive name, next seq, has_more, events)
+    // (position, hive id, hive name, next seq, has_more, events, advanced)
     let mut pages = Vec::new();
     let mut rotations = Vec::new();
     for (pos, g) in resp.groups.into_iter().enumerate() {
@@ -522,6 +522,7 @@ async fn pull(
             next,
             has_more,
             events,
+            next > since,
         ));
     }
     if pages.is_empty() {
@@ -557,7 +558,7 @@ async fn pull(
             let learned = trust::learn_rotations(tx, &rotations, &from, &me_id, now)?.new;
             let mut out = Vec::with_capacity(pages2.len());
             for (page, ok) in pages2.iter().zip(&verified) {
-                let (_, hv, hname, next, has_more, events) = page;
+                let (_, hv, hname, next, has_more, events, _) = page;
                 let r = ingest::ingest_remote_checked(tx, hv, hname, events, ok, &from, now)?;
                 sync_state::advance_received(tx, &p, hv, *next, now)?;
                 sync_state::set_remote_seq(tx, &p, hv, *next)?;
@@ -587,7 +588,7 @@ async fn pull(
     };
     let mut accepted = 0usize;
     for (page, report) in pages.iter().zip(reports) {
-        let (pos, hv, _, next, has_more, _) = page;
+        let (pos, hv, _, next, has_more, _, advanced) = page;
         if report.rejected > 0 {
             tracing::warn!(hive = %hv, rejected = report.rejected, first = ?report.rejections.first(), "pulled events rejected");
         }
@@ -596,7 +597,11 @@ async fn pull(
         if report.accepted > 0 {
             h.notify(hv);
         }
-        members[idx[*pos]].job.need_pull = *has_more;
+        // A page that moved the cursor is followed by one more pull, also when it was the
+        // last: that pull acknowledges the page on the peer (its `since` moves the peer's
+        // push cursor), so the peer does not push the same events again. It is sent after
+        // this commit, so the acknowledgement never runs ahead of our data.
+        members[idx[*pos]].job.need_pull = *has_more || *advanced;
         tracing::debug!(hive = %hv, seq = next, accepted = report.accepted, "pulled page (batch)");
     }
     tracing::debug!(groups = pages.len(), accepted, "batched pull ingested");
@@ -650,10 +655,8 @@ async fn push(
         if raw.is_empty() {
             continue; // up to date: Idle
         }
-        // Far behind and pulling from us right now: its pull carries the backlog.
-        if raw.len() as i64 >= limit
-            && h.peer_is_pulling(&peer.id, &sink.link.hive_id, Duration::from_secs(2))
-        {
+        // Pulling from us right now (or about to): its pulls carry it (see `link::push_once`).
+        if h.peer_is_pulling(&peer.id, &sink.link.hive_id, link::PULL_QUIET) {
             results[pos] = Ok(Step::RetryAfter(Duration::from_millis(250)));
             continue;
         }

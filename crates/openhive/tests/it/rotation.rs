@@ -427,7 +427,10 @@ async fn token_rotation_old_token_works_within_grace_then_is_refused() {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{r}");
-    assert_eq!(r["retired_tokens"], 2, "{r}");
+    // t1 (its grace shortened) and t2, plus the token of A's own handshake attempt towards
+    // M if its link made one meanwhile (M's endpoint is unreachable): timing decides that.
+    let retired = r["retired_tokens"].as_u64().unwrap();
+    assert!((2..=3).contains(&retired), "{r}");
     wait_for(
         Duration::from_secs(30),
         "the rotated-out token refused",

@@ -438,3 +438,58 @@ async fn sync_status_groups_and_peers_page_and_filter() {
         assert!(body["error"].is_string(), "{q}: {body}");
     }
 }
+
+/// Pushes (single or batched) `s` answered, from its `/metrics` request counters.
+async fn pushes_answered(s: &crate::harness::TestServer) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", s.base_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("openhive_http_requests_total{"))
+        .filter(|l| {
+            l.contains("route=\"/sync/v1/batch/push\"")
+                || (l.contains("route=\"/sync/v1/groups/{hive}/events\"")
+                    && l.contains("method=\"POST\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Pairing sends each event once: the side that has the hive leaves delivery to the other
+/// side's pull (which the handshake announces), and the pull's last, empty page acknowledges
+/// what it fetched, so nothing is pushed again afterwards. Before, the responder pushed
+/// every event the initiator was pulling at the same time.
+#[tokio::test]
+async fn sync_pairing_pulls_each_event_once_and_pushes_none_of_them() {
+    let a = instance().await;
+    let b = instance().await;
+    create_hive(&a, "once").await;
+    bulk_posts(&a, "once", 300).await;
+    enable_group(&a, "once").await;
+    add_peer(&a, "B", &b, &["once"]).await;
+    add_peer(&b, "A", &a, &["once"]).await;
+    wait_for(T, "B holds every post", || async {
+        (post_total(&b, "once").await == 300).then_some(())
+    })
+    .await;
+    // A's push cursor for B reaches its head: everything is acknowledged.
+    wait_for(T, "A's outbox acknowledged", || async {
+        let s = get(&a, "/sync/status").await;
+        let p = &s["groups"][0]["peers"][0];
+        (p["lag"] == 0 && p["state"] == "active").then_some(())
+    })
+    .await;
+    // A moment for a late push to show if there were one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pushes_answered(&b).await,
+        0,
+        "B received pushes of events it had pulled"
+    );
+    // Live writes still go by push.
+    let p = new_post(&a, "once", "after pairing").await;
+    wait_visible(&b, &format!("/posts/{p}")).await;
+}
