@@ -365,8 +365,7 @@ pub(crate) async fn after_commit(
             h.request_pull(&accepted.peer_id, hive_id);
         }
         Role::Initiator { .. } => {
-            // The responder pulls from us at once (see above).
-            h.expect_pull(&accepted.peer_id, hive_id);
+            // (The responder's pull was announced before the request: `link::handshake`.)
             if relay {
                 h.notify(hive_id);
             }

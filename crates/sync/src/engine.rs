@@ -496,11 +496,18 @@ impl SyncHandle {
     /// once.
     pub(crate) fn note_pull(&self, peer_id: &str, hive_id: &str, since: i64, caught_up: bool) {
         if caught_up {
-            self.inner
+            let was = self
+                .inner
                 .pulled
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&(peer_id.to_string(), hive_id.to_string()));
+            if was.is_some() {
+                // Its push may be paused until this pull ends.
+                self.inner
+                    .sched
+                    .resume(&(peer_id.to_string(), hive_id.to_string()));
+            }
         } else {
             self.note_pulled(peer_id, hive_id, since);
         }
@@ -529,19 +536,26 @@ impl SyncHandle {
     /// True if the peer pulled this hive from us within `window` (or a handshake announced
     /// its pull, see [`SyncHandle::expect_pull`]): it is backfilling or catching up by
     /// itself, and pushing the same events concurrently would send them twice.
-    pub(crate) fn peer_is_pulling(&self, peer_id: &str, hive_id: &str, window: Duration) -> bool {
+    /// Returns how long it may still take: the push waits that long at most, and is woken
+    /// earlier when the pull catches up ([`SyncHandle::note_pull`]).
+    pub(crate) fn peer_is_pulling(
+        &self,
+        peer_id: &str,
+        hive_id: &str,
+        window: Duration,
+    ) -> Option<Duration> {
         self.inner
             .pulled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(peer_id.to_string(), hive_id.to_string()))
-            .is_some_and(|(at, since)| {
+            .and_then(|(at, since)| {
                 let w = if *since == AWAITING_FIRST_PULL {
                     AWAITED_PULL
                 } else {
                     window
                 };
-                at.elapsed() < w
+                w.checked_sub(at.elapsed()).filter(|left| !left.is_zero())
             })
     }
 

@@ -283,6 +283,9 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
         introduction,
         proof,
     };
+    // The responder pulls from us as soon as it accepts, maybe before its answer reaches us:
+    // announce that pull now, so our push leaves the backlog to it.
+    h.expect_pull(&peer.id, &link.hive_id);
     let resp = {
         let _permit = permit(h).await?;
         h.client().handshake(&peer.endpoint, &req).await?
@@ -544,8 +547,8 @@ async fn push_once(
     // we have (each page it fetches acknowledges our push cursor, and its last pull ends
     // with an empty page that acknowledges the rest); push resumes when it stops pulling.
     // This keeps one stream per direction, and no event crosses twice.
-    if h.peer_is_pulling(&peer.id, &link.hive_id, PULL_QUIET) {
-        return Ok(Step::RetryAfter(Duration::from_millis(250)));
+    if let Some(left) = h.peer_is_pulling(&peer.id, &link.hive_id, PULL_QUIET) {
+        return Ok(Step::RetryAfter(left.max(Duration::from_millis(50))));
     }
     let sink = PeerSink {
         h,

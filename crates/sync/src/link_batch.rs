@@ -365,6 +365,12 @@ async fn handshake(
         sync_endpoint: me.sync_endpoint.clone(),
         groups,
     };
+    // The responder pulls as soon as it accepts (see `link::handshake`).
+    for &i in idx {
+        if let Some(l) = members[i].link.as_ref() {
+            h.expect_pull(&peer.id, &l.hive_id);
+        }
+    }
     let resp = {
         let permit = link::permit(h).await;
         match permit {
@@ -656,8 +662,8 @@ async fn push(
             continue; // up to date: Idle
         }
         // Pulling from us right now (or about to): its pulls carry it (see `link::push_once`).
-        if h.peer_is_pulling(&peer.id, &sink.link.hive_id, link::PULL_QUIET) {
-            results[pos] = Ok(Step::RetryAfter(Duration::from_millis(250)));
+        if let Some(left) = h.peer_is_pulling(&peer.id, &sink.link.hive_id, link::PULL_QUIET) {
+            results[pos] = Ok(Step::RetryAfter(left.max(Duration::from_millis(50))));
             continue;
         }
         if bytes_left == 0 {

@@ -202,6 +202,23 @@ impl Scheduler {
         }
     }
 
+    /// What the link paused for is over (not a backoff): run it now; as [`Scheduler::wake`]
+    /// otherwise.
+    pub fn resume(&self, key: &LinkKey) {
+        let mut st = self.lock();
+        let Some(slot) = st.slots.get_mut(key) else {
+            return;
+        };
+        match slot.phase {
+            Phase::Idle | Phase::Waiting { backoff: false, .. } => {
+                slot.phase = Phase::Queued;
+                self.enqueue(&mut st, key.clone());
+            }
+            Phase::Running => slot.woken = true,
+            Phase::Queued | Phase::Waiting { backoff: true, .. } => {}
+        }
+    }
+
     /// The link should pull from its peer: run it now, even if it was backing off (the peer
     /// is evidently reachable again).
     pub fn request_pull(&self, key: &LinkKey) {
@@ -415,6 +432,24 @@ mod tests {
         assert!(job.need_pull);
         // Inserted twice, queued once.
         assert!(take(&s).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_paused_link_ignores_wakes_but_resumes_and_a_backoff_does_not() {
+        let s = Scheduler::default();
+        s.insert(key("p", "a"));
+        s.insert(key("p", "b"));
+        let (ka, ja) = take(&s).await.unwrap();
+        let (kb, jb) = take(&s).await.unwrap();
+        s.done(ka, ja, After::Pause(Duration::from_secs(3600)));
+        s.done(kb, jb, After::Backoff(Duration::from_secs(3600)));
+        s.wake(&key("p", "a"));
+        assert!(take(&s).await.is_none(), "a commit does not end a pause");
+        s.resume(&key("p", "b"));
+        assert!(take(&s).await.is_none(), "resume does not cut a backoff");
+        s.resume(&key("p", "a"));
+        let (k, _) = take(&s).await.unwrap();
+        assert_eq!(k, key("p", "a"));
     }
 
     #[tokio::test]

@@ -299,6 +299,15 @@ async fn sync_flooding_peer_gets_429_and_sender_backs_off() {
     add_peer(&a, "B", &b, &["flood"]).await;
     add_peer(&b, "A", &a, &["flood"]).await;
     wait_visible(&a, "/hives/flood").await;
+    // Pairing is over (A pulled what B had and acknowledged it), so what B writes next goes
+    // by push, not by A's pairing pulls.
+    wait_for(Duration::from_secs(30), "pairing settled", || async {
+        let s = get(&b, "/sync/status").await;
+        let p = &s["groups"][0]["peers"][0];
+        (p["lag"] == 0 && p["state"] == "active").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // 120 events arrive at B in twelve bursts within ~0.6 s (far above 20/s plus the burst
     // of 20, however B batches them); B pushes them to A, which refuses what exceeds its
