@@ -637,12 +637,12 @@ async fn push(
     let mut sent: Vec<(usize, i64)> = Vec::new();
     let mut acks = Vec::new();
     let mut bytes_left = link::PUSH_MAX_BYTES;
-    for (pos, (sink, (after, raw))) in sinks.iter().zip(pending).enumerate() {
-        if raw.is_empty() {
+    for (pos, (sink, read)) in sinks.iter().zip(pending).enumerate() {
+        if read.covered <= read.after {
             continue; // up to date: Idle
         }
         // Far behind and pulling from us right now: its pull carries the backlog.
-        if raw.len() as i64 >= limit
+        if read.covered - read.after >= limit
             && h.peer_is_pulling(&peer.id, &sink.link.hive_id, Duration::from_secs(2))
         {
             results[pos] = Ok(Step::RetryAfter(Duration::from_millis(250)));
@@ -652,7 +652,7 @@ async fn push(
             results[pos] = Ok(Step::More); // next round
             continue;
         }
-        let batch = outbox::select(sink, after, raw, bytes_left);
+        let batch = outbox::select(sink, read, bytes_left);
         let size: usize = batch
             .events
             .iter()
