@@ -229,6 +229,13 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
             Duration::from_secs(state.config.sync.heartbeat_interval_secs.max(60)),
         ),
     ];
+    if state.config.sync.compaction_interval_secs > 0 {
+        background.push(spawn_compaction(
+            state.sync.clone(),
+            Duration::from_secs(state.config.sync.compaction_interval_secs),
+            (state.config.sync.compaction_retention_secs as i64).saturating_mul(1000),
+        ));
+    }
     if state.config.subscriptions.enabled {
         let worker = crate::subscriptions::Worker {
             store: state.store.clone(),
@@ -334,6 +341,29 @@ fn spawn_expiry(store: Store) -> JoinHandle<()> {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(dropped = n, "expired events that waited over 24 h"),
                 Err(e) => tracing::error!(error = %e, "expiring waiting events"),
+            }
+        }
+    })
+}
+
+/// Every `[sync] compaction_interval_secs`: compacts every group's log up to its low-water
+/// mark, keeping the events younger than `[sync] compaction_retention_secs`. The first run
+/// is one interval after the start. With several app processes each runs it; a second run
+/// at the same point drops nothing (compaction is one write transaction, idempotent).
+fn spawn_compaction(
+    sync: openhive_sync::SyncHandle,
+    every: Duration,
+    retention_ms: i64,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match openhive_sync::admin::compact_all(&sync, retention_ms).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(dropped = n, "scheduled compaction"),
+                Err(e) => tracing::warn!(error = %e, "scheduled compaction"),
             }
         }
     })

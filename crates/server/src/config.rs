@@ -248,6 +248,13 @@ pub struct SyncConfig {
     /// Token rotation (`POST /api/v1/sync/peers/:id/rotate-token`): how long the tokens we
     /// issued to the peer keep working after the rotation (a request may override it).
     pub token_grace_secs: u64,
+    /// Scheduled compaction of every group's log (docs/PROTOCOL-sync.md, "Compaction and
+    /// snapshots"): how often it runs; 0 (the default) turns it off (`POST
+    /// /api/v1/sync/groups/:id/compact` still compacts on demand).
+    pub compaction_interval_secs: u64,
+    /// Scheduled compaction keeps every event logged more recently than this, whatever the
+    /// low-water mark.
+    pub compaction_retention_secs: u64,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -273,6 +280,8 @@ impl Default for SyncConfig {
             lag_alert_secs: 300,
             batch_groups: 256,
             token_grace_secs: 3600,
+            compaction_interval_secs: 0,
+            compaction_retention_secs: 7 * 24 * 3600,
             peers: Vec::new(),
         }
     }
@@ -402,6 +411,12 @@ impl Config {
             return bad(format!(
                 "sync.token_grace_secs must be at most {MAX_TOKEN_GRACE_SECS} (30 days)"
             ));
+        }
+        if self.sync.compaction_retention_secs > i64::MAX as u64 / 1000 {
+            return bad("sync.compaction_retention_secs is too large".into());
+        }
+        if self.sync.compaction_interval_secs > i64::MAX as u64 / 1000 {
+            return bad("sync.compaction_interval_secs is too large".into());
         }
         if self.sync.lag_alert_secs > i64::MAX as u64 / 1000 {
             return bad("sync.lag_alert_secs is too large".into());

@@ -11,7 +11,8 @@ pub struct Consistency {
     /// SQLite's `PRAGMA integrity_check` answer; `"ok"` on PostgreSQL (the server checks
     /// its own pages).
     pub integrity: String,
-    /// Hives whose log is not exactly seqs `1..=head`.
+    /// Hives whose log is not exactly seqs `1..=head` (less the seqs compaction dropped, all
+    /// at or below the hive's compaction point).
     pub log_gaps: i64,
     /// Posts whose `post_created` event is missing from the log.
     pub orphan_posts: i64,
@@ -41,9 +42,13 @@ pub fn consistency(conn: &Conn<'_>) -> Result<Consistency> {
     Ok(Consistency {
         integrity,
         log_gaps: count(
-            "SELECT COUNT(*) FROM hive_logs l WHERE l.head_seq <> (SELECT COUNT(*) FROM events e
-               WHERE e.hive_id = l.hive_id)
-               OR l.head_seq <> COALESCE((SELECT MAX(e.seq) FROM events e WHERE e.hive_id = l.hive_id), 0)",
+            // Gap-free above the compaction point; below it, exactly `dropped` seqs missing.
+            "SELECT COUNT(*) FROM hive_logs l LEFT JOIN log_compactions k ON k.hive_id = l.hive_id
+             WHERE l.head_seq <> (SELECT COUNT(*) FROM events e WHERE e.hive_id = l.hive_id)
+                                 + COALESCE(k.dropped, 0)
+               OR l.head_seq - COALESCE(k.through_seq, 0) <> (SELECT COUNT(*) FROM events e
+                    WHERE e.hive_id = l.hive_id AND e.seq > COALESCE(k.through_seq, 0))
+               OR EXISTS (SELECT 1 FROM events e WHERE e.hive_id = l.hive_id AND e.seq > l.head_seq)",
         )?,
         orphan_posts: count(
             "SELECT COUNT(*) FROM posts p

@@ -25,6 +25,7 @@
 pub mod agents;
 pub mod check;
 pub mod comments;
+pub mod compact;
 pub mod consumers;
 pub mod context;
 pub mod db;

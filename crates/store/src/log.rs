@@ -7,7 +7,10 @@
 //!   the same transaction as the insert, so it is gap-free and monotonic per hive (the
 //!   header row is locked by the update until the commit, on both engines);
 //! - the log knows nothing of the `hives` read model: the header is its own table;
-//! - rows are never updated or deleted (except when a whole hive is dropped locally).
+//! - rows are never updated; they are deleted only when a whole hive is dropped locally or
+//!   by compaction ([`crate::compact`]), which drops only superseded events at or below the
+//!   hive's compaction point and keeps their ids (`compacted_events`), so seqs below that
+//!   point may have gaps and a dropped id is still a duplicate.
 
 use crate::engine::{Conn, DbResult, OptionalExtension, Row};
 use crate::error::Result;
@@ -68,9 +71,14 @@ pub fn append(
     Ok(Some(seq))
 }
 
+/// Whether an event of this id is known: logged, or logged once and dropped by compaction
+/// (a dropped event arriving again is a duplicate; it never gets a second seq).
 pub fn contains(conn: &Conn<'_>, event_id: &str) -> Result<bool> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM events WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT 1 FROM events WHERE id = ?1
+             UNION ALL SELECT 1 FROM compacted_events WHERE id = ?1",
+        )?
         .query_row([event_id], |_| Ok(()))
         .optional()?
         .is_some())
@@ -115,6 +123,32 @@ pub fn since(conn: &Conn<'_>, hive_id: &str, since: i64, limit: i64) -> Result<V
     ))?;
     let rows = stmt.query_map(params![hive_id, since, limit], |r| row_to_logged(r, &hive))?;
     Ok(rows.collect::<DbResult<Vec<_>>>()?)
+}
+
+/// A page of the log that covers at most `limit` seqs: the events of `hive_id` with
+/// `since < seq <= covered`, where `covered = min(since + limit, head)` is returned with
+/// them (the seqs a reader may move its cursor over). The head is read first, so every event
+/// up to `covered` is committed; below a compaction point the range may hold fewer than
+/// `limit` events (seqs of dropped events are covered, not sent), or none.
+pub fn covering(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    since: i64,
+    limit: i64,
+) -> Result<(Vec<LoggedEvent>, i64)> {
+    let head = head(conn, hive_id)?;
+    let covered = head.min(since.saturating_add(limit.max(0))).max(since);
+    if covered == since {
+        return Ok((Vec::new(), since));
+    }
+    let hive = hive_name(conn, hive_id)?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map(params![hive_id, since, covered], |r| {
+        row_to_logged(r, &hive)
+    })?;
+    Ok((rows.collect::<DbResult<Vec<_>>>()?, covered))
 }
 
 /// Newest-first page of the log (for browsing): events with `seq < before`.

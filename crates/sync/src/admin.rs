@@ -532,6 +532,75 @@ pub async fn resync(h: &SyncHandle, name: &str) -> Result<ResyncResult, SyncErro
     })
 }
 
+/// What `POST /api/v1/sync/groups/:name/compact` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactResult {
+    pub hive: String,
+    #[serde(flatten)]
+    pub compacted: openhive_store::compact::Compacted,
+    /// The low-water mark of the hive's live consumers when it ran (`null`: nothing reads
+    /// the hive, so the point is the head).
+    pub low_water_mark: Option<i64>,
+}
+
+/// Compacts the log of one group's hive up to `point(retention)` in one write transaction
+/// (see `openhive_store::compact`).
+async fn compact_hive(
+    h: &SyncHandle,
+    name: &str,
+    retention_ms: Option<i64>,
+) -> Result<CompactResult, SyncError> {
+    let n = name.to_string();
+    let span = tracing::info_span!("sync.compact", hive = %name, seq = tracing::field::Empty);
+    let r = h
+        .store()
+        .write(move |tx| -> Result<_, SyncError> {
+            let g = group_by_ref(tx, &n)?;
+            let now = now_ms();
+            let lwm = openhive_store::consumers::low_water_mark(tx, &g.hive_id)?;
+            let point = openhive_store::compact::point(tx, &g.hive_id, retention_ms, now)?;
+            let compacted = openhive_store::compact::compact(tx, &g.hive_id, point, now)?;
+            Ok(CompactResult {
+                hive: g.hive_name,
+                compacted,
+                low_water_mark: lwm,
+            })
+        })
+        .await?;
+    span.record("seq", r.compacted.compacted_through_seq);
+    span.in_scope(|| {
+        tracing::info!(
+            dropped = r.compacted.dropped,
+            snapshot_size = r.compacted.snapshot_size,
+            "compacted the hive's log"
+        );
+    });
+    Ok(r)
+}
+
+/// `POST /api/v1/sync/groups/:name/compact`: compacts now, up to the low-water mark of the
+/// hive's live consumers whatever the retention. Idempotent.
+pub async fn compact(h: &SyncHandle, name: &str) -> Result<CompactResult, SyncError> {
+    compact_hive(h, name, None).await
+}
+
+/// The scheduled compaction: every group, up to its low-water mark and below the events
+/// younger than `retention_ms`. One transaction per group; a failing group is logged and
+/// the others still run. Returns the number of events dropped.
+pub async fn compact_all(h: &SyncHandle, retention_ms: i64) -> Result<i64, SyncError> {
+    let groups = h.store().read(sync_state::list_groups).await?;
+    let mut dropped = 0;
+    for g in groups {
+        match compact_hive(h, &g.hive_name, Some(retention_ms)).await {
+            Ok(r) => dropped += r.compacted.dropped,
+            Err(e) => {
+                tracing::warn!(hive = %g.hive_name, error = %e, "scheduled compaction failed")
+            }
+        }
+    }
+    Ok(dropped)
+}
+
 /// `GET /api/v1/sync/groups/:name/events?limit&before`: the local log, newest first.
 pub async fn group_events(
     h: &SyncHandle,

@@ -298,9 +298,11 @@ pub(crate) fn read_page(
     limit: i64,
 ) -> Result<(EventsPage, bool), StoreError> {
     let peer_inst = auth.peer_instance_id.as_str();
-    let raw = log::since(c, hive_id, since, limit)?;
+    // At most `limit` seqs: below a compaction point the page holds only the retained
+    // events of its range (dropped seqs are covered, not sent), so a caller's check that a
+    // page covers at most `limit` seqs holds either way.
+    let (raw, next_seq) = log::covering(c, hive_id, since, limit)?;
     let head = log::head(c, hive_id)?;
-    let next_seq = raw.last().map_or(since, |e| e.seq);
     let events = raw
         .into_iter()
         .filter(|e| {

@@ -657,8 +657,8 @@ async fn push(
     let mut sent: Vec<(usize, i64)> = Vec::new();
     let mut acks = Vec::new();
     let mut bytes_left = link::PUSH_MAX_BYTES;
-    for (pos, (sink, (after, raw))) in sinks.iter().zip(pending).enumerate() {
-        if raw.is_empty() {
+    for (pos, (sink, read)) in sinks.iter().zip(pending).enumerate() {
+        if read.covered <= read.after {
             continue; // up to date: Idle
         }
         // Pulling from us right now (or about to): its pulls carry it (see `link::push_once`).
@@ -670,7 +670,7 @@ async fn push(
             results[pos] = Ok(Step::More); // next round
             continue;
         }
-        let batch = outbox::select(sink, after, raw, bytes_left);
+        let batch = outbox::select(sink, read, bytes_left);
         let size: usize = batch
             .events
             .iter()

@@ -75,38 +75,46 @@ pub(crate) enum Progress {
     Delivered { events: usize, through: i64 },
 }
 
-/// Reads the entries after the consumer's cursor (at most `limits.events`).
+/// Reads the entries after the consumer's cursor: the seqs up to `after + limit` (capped at
+/// the head), so one batch covers at most `limit` seqs even where compaction left gaps.
 async fn pending(
     store: &Store,
     id: &ConsumerId,
     hive: &str,
     limit: i64,
-) -> Result<(i64, Vec<LoggedEvent>), StoreError> {
+) -> Result<Pending, StoreError> {
     let (id, hive) = (id.clone(), hive.to_string());
     store
         .read(move |c| -> Result<_, StoreError> {
             let after = consumers::cursor(c, &id, &hive)?;
-            Ok((after, log::since(c, &hive, after, limit)?))
+            let (raw, covered) = log::covering(c, &hive, after, limit)?;
+            Ok(Pending {
+                after,
+                raw,
+                covered,
+            })
         })
         .await
 }
 
 /// Splits what was read into the batch to deliver: stops before the byte cap, skips what
-/// the sink does not want (covering it).
-pub(crate) fn select<S: Sink>(
-    sink: &S,
-    after: i64,
-    raw: Vec<LoggedEvent>,
-    max_bytes: usize,
-) -> Batch {
+/// the sink does not want (covering it). Without the byte cap the batch covers everything
+/// read, up to `covered` (seqs compaction dropped included).
+pub(crate) fn select<S: Sink>(sink: &S, read: Pending, max_bytes: usize) -> Batch {
+    let Pending {
+        after,
+        raw,
+        covered,
+    } = read;
     let mut batch = Batch {
         events: Vec::new(),
         first_seq: after + 1,
-        last_seq: after,
+        last_seq: covered.max(after),
     };
     let mut bytes = 0usize;
     for e in raw {
         if bytes > max_bytes {
+            // Cut by the byte cap: covered only through the last entry taken.
             break;
         }
         batch.last_seq = e.seq;
@@ -116,11 +124,20 @@ pub(crate) fn select<S: Sink>(
         bytes += e.event.payload.len() + e.event.signature.len() + 256;
         batch.events.push(e.event);
     }
+    if bytes <= max_bytes {
+        batch.last_seq = covered.max(after);
+    }
     batch
 }
 
-/// What [`read_many`] found for one sink: its cursor and the entries after it.
-pub(crate) type Pending = (i64, Vec<LoggedEvent>);
+/// What was read for one sink: its cursor `after`, the entries after it, and the last seq
+/// the read covers (`after` when the cursor is at the head).
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub after: i64,
+    pub raw: Vec<LoggedEvent>,
+    pub covered: i64,
+}
 
 /// [`pending`] for many sinks in one read (a step covering many links of one peer).
 pub(crate) async fn read_many<S: Sink>(
@@ -140,7 +157,12 @@ pub(crate) async fn read_many<S: Sink>(
             let mut out = Vec::with_capacity(wanted.len());
             for (id, hive) in &wanted {
                 let after = consumers::cursor(c, id, hive)?;
-                out.push((after, log::since(c, hive, after, limit)?));
+                let (raw, covered) = log::covering(c, hive, after, limit)?;
+                out.push(Pending {
+                    after,
+                    raw,
+                    covered,
+                });
             }
             Ok(out)
         })
@@ -183,10 +205,11 @@ pub(crate) async fn step<S: Sink>(
     limits: Limits,
 ) -> Result<Progress, S::Error> {
     let (id, hive) = sink.consumer();
-    let (after, raw) = pending(store, id, hive, limits.events)
+    let read = pending(store, id, hive, limits.events)
         .await
         .map_err(|e| S::store_error("reading the outbox", e))?;
-    let batch = select(sink, after, raw, limits.bytes);
+    let after = read.after;
+    let batch = select(sink, read, limits.bytes);
     let through = batch.last_seq;
     if through == after {
         return Ok(Progress::UpToDate);
@@ -268,19 +291,29 @@ mod tests {
             received_from: None,
             received_at: 0,
         };
+        let read = |after: i64, raw: Vec<LoggedEvent>, covered: i64| Pending {
+            after,
+            raw,
+            covered,
+        };
         let raw = vec![entry(4, "us", 10), entry(5, "them", 10), entry(6, "us", 10)];
-        let b = select(&sink, 3, raw, 1 << 20);
+        let b = select(&sink, read(3, raw, 6), 1 << 20);
         assert_eq!((b.first_seq, b.last_seq, b.events.len()), (4, 6, 2));
         // Only unwanted entries: covered, nothing to send.
-        let b = select(&sink, 4, vec![entry(5, "them", 10)], 1 << 20);
+        let b = select(&sink, read(4, vec![entry(5, "them", 10)], 5), 1 << 20);
         assert_eq!((b.first_seq, b.last_seq, b.events.len()), (5, 5, 0));
+        // Below a compaction point: the seqs of dropped events are covered too.
+        let b = select(&sink, read(0, vec![entry(3, "us", 10)], 500), 1 << 20);
+        assert_eq!((b.first_seq, b.last_seq, b.events.len()), (1, 500, 1));
+        let b = select(&sink, read(0, Vec::new(), 500), 1 << 20);
+        assert_eq!((b.first_seq, b.last_seq, b.events.len()), (1, 500, 0));
         // The byte cap stops the batch after the entry that crossed it.
         let raw = vec![
             entry(1, "us", 600),
             entry(2, "us", 600),
             entry(3, "us", 600),
         ];
-        let b = select(&sink, 0, raw, 500);
+        let b = select(&sink, read(0, raw, 3), 500);
         assert_eq!((b.last_seq, b.events.len()), (1, 1));
     }
 }

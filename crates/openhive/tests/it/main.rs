@@ -13,6 +13,7 @@ mod agents;
 mod backpressure;
 mod client;
 mod comments;
+mod compaction;
 mod config;
 mod crash;
 mod demo;

@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sync/groups/join", post(join_group))
         .route("/sync/groups/{id}", get(get_group).delete(delete_group))
         .route("/sync/groups/{id}/resync", post(resync))
+        .route("/sync/groups/{id}/compact", post(compact))
         .route("/sync/groups/{id}/events", get(group_events))
         .route("/sync/peers", post(add_peer).get(list_peers))
         .route(
@@ -103,6 +104,15 @@ async fn resync(
 ) -> ApiResult<Response> {
     let r = admin::resync(&state.sync, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(r)).into_response())
+}
+
+/// `POST /sync/groups/:id/compact`: 200 `{hive, compacted_through_seq, snapshot_size, ...}`.
+async fn compact(
+    _admin: AdminCaller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<admin::CompactResult>> {
+    Ok(Json(admin::compact(&state.sync, &id).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -94,7 +94,10 @@ export async function syncPage(main) {
     say(`${label}…`);
     try {
       const r = await api(path, { method: "POST", body: body || {}, admin: true });
-      say(`${label}: done${r && typeof r === "object" && "reachable" in r ? (r.reachable ? " (reachable)" : ` (unreachable: ${r.error || "no answer"})`) : ""}`);
+      const compacted = r && typeof r === "object" && "compacted_through_seq" in r
+        ? ` (through seq ${r.compacted_through_seq}: snapshot of ${r.snapshot_size} events, ${r.dropped} dropped)`
+        : "";
+      say(`${label}: done${r && typeof r === "object" && "reachable" in r ? (r.reachable ? " (reachable)" : ` (unreachable: ${r.error || "no answer"})`) : compacted}`);
     } catch (e) {
       say(`${label}: ${e.message}`, true);
     }
