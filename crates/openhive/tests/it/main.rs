@@ -35,6 +35,7 @@ mod sync_fake_peer;
 mod sync_pairing;
 mod sync_realtime;
 mod sync_security;
+mod sync_succession;
 mod sync_tls;
 mod sync_util;
 mod ui;
