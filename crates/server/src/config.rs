@@ -248,6 +248,10 @@ pub struct SyncConfig {
     /// Token rotation (`POST /api/v1/sync/peers/:id/rotate-token`): how long the tokens we
     /// issued to the peer keep working after the rotation (a request may override it).
     pub token_grace_secs: u64,
+    /// Most events one pulled page asks a peer for (1-1000).
+    pub pull_batch: i64,
+    /// How often a link pulling a long way (backfill, resync) logs its progress.
+    pub progress_log_secs: u64,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -273,6 +277,8 @@ impl Default for SyncConfig {
             lag_alert_secs: 300,
             batch_groups: 256,
             token_grace_secs: 3600,
+            pull_batch: 500,
+            progress_log_secs: 5,
             peers: Vec::new(),
         }
     }
@@ -397,6 +403,12 @@ impl Config {
         }
         if self.sync.lag_alert_events < 1 || self.sync.lag_alert_secs == 0 {
             return bad("sync.lag_alert_events and sync.lag_alert_secs must be > 0".into());
+        }
+        if !(1..=1000).contains(&self.sync.pull_batch) {
+            return bad("sync.pull_batch must be 1-1000".into());
+        }
+        if self.sync.progress_log_secs == 0 {
+            return bad("sync.progress_log_secs must be > 0".into());
         }
         if self.sync.token_grace_secs > MAX_TOKEN_GRACE_SECS {
             return bad(format!(

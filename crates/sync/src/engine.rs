@@ -60,6 +60,8 @@ pub struct SyncSettings {
     pub pull_batch: i64,
     /// Most links of one peer one step covers (one batched call); 1: a call per link.
     pub batch_groups: usize,
+    /// How often a long pull logs its progress ([`crate::progress`]).
+    pub progress_log: Duration,
 }
 
 impl std::fmt::Debug for SyncSettings {
@@ -92,6 +94,7 @@ impl Default for SyncSettings {
             push_batch: crate::protocol::PUSH_BATCH,
             pull_batch: crate::protocol::DEFAULT_PULL_LIMIT,
             batch_groups: crate::protocol::BATCH_GROUPS,
+            progress_log: Duration::from_secs(5),
         }
     }
 }
@@ -121,6 +124,8 @@ pub(crate) struct Inner {
     /// Handshake initiators recently confirmed at their configured endpoint:
     /// (endpoint, instance id, signing key) → when.
     pub confirmed: Mutex<HashMap<(String, String, String), std::time::Instant>>,
+    /// Progress of the links pulling now (in memory, this process only).
+    pub progress: crate::progress::Tracker,
 }
 
 /// How long a confirmation of an initiator at its configured endpoint is reused.
@@ -154,6 +159,7 @@ impl SyncEngine {
         let client = SyncClient::new(settings.handshake_secret.clone())
             .map_err(|e| SyncError::Store(StoreError::Invalid(e.to_string())))?;
         let (shutdown_tx, _) = watch::channel(false);
+        let progress_log = settings.progress_log;
         let handle = SyncHandle {
             inner: Arc::new(Inner {
                 limiter: RateLimiter::new(
@@ -173,6 +179,7 @@ impl SyncEngine {
                 tasks: Mutex::new(Vec::new()),
                 pulled: Mutex::new(HashMap::new()),
                 confirmed: Mutex::new(HashMap::new()),
+                progress: crate::progress::Tracker::new(progress_log),
             }),
         };
         let me_id = handle.inner.me.instance_id.clone();
@@ -287,6 +294,11 @@ impl SyncHandle {
 
     pub fn me(&self) -> &LocalIdentity {
         &self.inner.me
+    }
+
+    /// Progress of the links pulling now in this process ([`crate::progress`]).
+    pub fn progress(&self) -> &crate::progress::Tracker {
+        &self.inner.progress
     }
 
     pub fn settings(&self) -> &SyncSettings {

@@ -288,6 +288,7 @@ pub(crate) fn read_page(
         events,
         next_seq,
         has_more: next_seq < head,
+        head_seq: Some(head),
         key_rotations,
     };
     Ok((page, ack))
@@ -608,6 +609,7 @@ pub(crate) fn group_status(
             last_sync_at: l.last_sync_at.map(rfc3339),
             last_error: l.last_error.or(p.last_error),
             lagging,
+            progress: None,
         });
     }
     Ok(GroupStatus {

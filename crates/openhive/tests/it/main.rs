@@ -33,6 +33,7 @@ mod sync_batch;
 mod sync_converge;
 mod sync_fake_peer;
 mod sync_pairing;
+mod sync_progress;
 mod sync_realtime;
 mod sync_security;
 mod sync_succession;
