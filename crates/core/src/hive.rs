@@ -129,15 +129,25 @@ closed_vocabulary! {
     /// holds the setting.
     pub enum SettingKey (
         "setting key",
-        expected "description, is_public, require_verification, allow_anonymous_read or post_permissions"
+        expected "description, is_public, require_verification, allow_anonymous_read, post_permissions or owner_succession_secs"
     ) {
         Description = "description",
         IsPublic = "is_public",
         RequireVerification = "require_verification",
         AllowAnonymousRead = "allow_anonymous_read",
         PostPermissions = "post_permissions",
+        /// How long (seconds) the owner's instance may be silent in the hive, while others
+        /// are not, before a successor decides owner-preferring conflicts (0: never).
+        OwnerSuccessionSecs = "owner_succession_secs",
     }
 }
+
+/// `owner_succession_secs` of a hive whose log never set it (a protocol constant, the same
+/// on every instance): 30 days.
+pub const DEFAULT_OWNER_SUCCESSION_SECS: i64 = 30 * 24 * 3600;
+
+/// The largest `owner_succession_secs` accepted: 10 years.
+pub const MAX_OWNER_SUCCESSION_SECS: i64 = 10 * 365 * 24 * 3600;
 
 /// A hive setting with a value of its key's type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +157,8 @@ pub enum Setting {
     RequireVerification(bool),
     AllowAnonymousRead(bool),
     PostPermissions(PostPermissions),
+    /// 0..=[`MAX_OWNER_SUCCESSION_SECS`].
+    OwnerSuccessionSecs(i64),
 }
 
 impl Setting {
@@ -157,6 +169,7 @@ impl Setting {
             Setting::RequireVerification(_) => SettingKey::RequireVerification,
             Setting::AllowAnonymousRead(_) => SettingKey::AllowAnonymousRead,
             Setting::PostPermissions(_) => SettingKey::PostPermissions,
+            Setting::OwnerSuccessionSecs(_) => SettingKey::OwnerSuccessionSecs,
         }
     }
 
@@ -168,6 +181,7 @@ impl Setting {
             | Setting::RequireVerification(b)
             | Setting::AllowAnonymousRead(b) => (*b).into(),
             Setting::PostPermissions(p) => p.as_str().into(),
+            Setting::OwnerSuccessionSecs(n) => (*n).into(),
         }
     }
 
@@ -184,6 +198,16 @@ impl Setting {
             (SettingKey::PostPermissions, Value::String(s)) => {
                 Setting::PostPermissions(PostPermissions::parse(s).map_err(|e| e.to_string())?)
             }
+            (SettingKey::OwnerSuccessionSecs, Value::Number(n)) => match n.as_i64() {
+                Some(n) if (0..=MAX_OWNER_SUCCESSION_SECS).contains(&n) => {
+                    Setting::OwnerSuccessionSecs(n)
+                }
+                _ => {
+                    return Err(format!(
+                        "owner_succession_secs must be an integer from 0 to {MAX_OWNER_SUCCESSION_SECS}"
+                    ));
+                }
+            },
             _ => return Err(wrong_type()),
         })
     }
@@ -287,7 +311,8 @@ mod tests {
                 "is_public",
                 "require_verification",
                 "allow_anonymous_read",
-                "post_permissions"
+                "post_permissions",
+                "owner_succession_secs"
             ]
         );
         for bad in ["", "owner", "name", "Description", "setting:description"] {
@@ -303,6 +328,7 @@ mod tests {
             Setting::RequireVerification(true),
             Setting::AllowAnonymousRead(false),
             Setting::PostPermissions(PostPermissions::Mods),
+            Setting::OwnerSuccessionSecs(3600),
         ];
         // One sample per key, and each round-trips through its JSON value.
         assert_eq!(
@@ -334,5 +360,26 @@ mod tests {
             err(SettingKey::PostPermissions, json!("everyone")),
             "post_permissions must be all, members or mods"
         );
+        assert_eq!(
+            err(SettingKey::OwnerSuccessionSecs, json!("60")),
+            "invalid setting owner_succession_secs"
+        );
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!(MAX_OWNER_SUCCESSION_SECS + 1),
+            json!(u64::MAX),
+        ] {
+            assert!(
+                err(SettingKey::OwnerSuccessionSecs, bad.clone()).contains("from 0 to"),
+                "{bad}"
+            );
+        }
+        for ok in [0, 1, MAX_OWNER_SUCCESSION_SECS] {
+            assert_eq!(
+                Setting::from_json(SettingKey::OwnerSuccessionSecs, &json!(ok)),
+                Ok(Setting::OwnerSuccessionSecs(ok))
+            );
+        }
     }
 }

@@ -60,6 +60,52 @@ pub fn owner_preferring_winner(candidates: &[Candidate], owner_instance: &str) -
         })
 }
 
+/// Owner succession (docs/PROTOCOL.md, "Owner succession"): the instance whose changes win
+/// rule 1 of [`owner_preferring_winner`] (the *deciding* instance), from facts of the event
+/// set only.
+///
+/// - `owner`: the origin of the hive's winning creation (None before it is known: no one
+///   decides);
+/// - `period_secs`: the hive's `owner_succession_secs` (0: succession is off);
+/// - `activity`: per origin instance, the newest `origin_ts` among the hive's events.
+///
+/// The owner decides unless it is *gone*: the hive's newest event is more than the period
+/// later than the owner's newest. Then the successor is the smallest instance id among the
+/// other instances *active* within the period before the hive's newest event (never empty:
+/// the instance of the newest event is one). A smallest id, not "the most active", so the
+/// decider does not flip with every post while several instances keep writing.
+pub fn deciding_instance(
+    owner: Option<&str>,
+    period_secs: i64,
+    activity: &[(String, i64)],
+) -> Option<String> {
+    let owner = owner?;
+    if period_secs <= 0 {
+        return Some(owner.to_string());
+    }
+    let period_ms = period_secs.saturating_mul(1000);
+    let Some(newest) = activity.iter().map(|(_, ts)| *ts).max() else {
+        return Some(owner.to_string());
+    };
+    let owner_newest = activity
+        .iter()
+        .filter(|(i, _)| i == owner)
+        .map(|(_, ts)| *ts)
+        .max()
+        .unwrap_or(i64::MIN);
+    if newest.saturating_sub(owner_newest) <= period_ms {
+        return Some(owner.to_string());
+    }
+    let since = newest.saturating_sub(period_ms);
+    activity
+        .iter()
+        .filter(|(i, ts)| i != owner && *ts >= since)
+        .map(|(i, _)| i)
+        .min()
+        .cloned()
+        .or_else(|| Some(owner.to_string()))
+}
+
 /// Reddit-style hot rank: a function of score and creation time only, so it needs no
 /// periodic recomputation and is identical on every instance.
 pub fn hot_rank(score: i64, created_at_ms: i64) -> f64 {
@@ -71,6 +117,102 @@ pub fn hot_rank(score: i64, created_at_ms: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn act(rows: &[(&str, i64)]) -> Vec<(String, i64)> {
+        rows.iter().map(|(i, t)| (i.to_string(), *t)).collect()
+    }
+
+    #[test]
+    fn the_owner_decides_until_it_is_silent_longer_than_the_period() {
+        let a = act(&[("inst_o", 1_000), ("inst_b", 2_000), ("inst_c", 1_500)]);
+        // Within the period (1 s): the owner.
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 1, &a).as_deref(),
+            Some("inst_o")
+        );
+        // Exactly the period is not past it.
+        let a = act(&[("inst_o", 1_000), ("inst_b", 2_000)]);
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 1, &a).as_deref(),
+            Some("inst_o")
+        );
+        let a = act(&[("inst_o", 1_000), ("inst_b", 2_001)]);
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 1, &a).as_deref(),
+            Some("inst_b")
+        );
+        // Period 0: succession off, whatever the silence.
+        let a = act(&[("inst_o", 0), ("inst_b", i64::MAX)]);
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 0, &a).as_deref(),
+            Some("inst_o")
+        );
+        // No owner known yet: no one decides.
+        assert_eq!(deciding_instance(None, 1, &a), None);
+        // No activity at all: the owner.
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 1, &[]).as_deref(),
+            Some("inst_o")
+        );
+    }
+
+    #[test]
+    fn the_successor_is_the_smallest_id_active_within_the_period() {
+        // inst_a is smaller but silent for longer than the period: not a candidate.
+        let a = act(&[
+            ("inst_o", 0),
+            ("inst_a", 5_000),
+            ("inst_c", 9_500),
+            ("inst_b", 10_000),
+        ]);
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 1, &a).as_deref(),
+            Some("inst_b")
+        );
+        // Both active: the smaller id, not the most recent.
+        let a = act(&[("inst_o", 0), ("inst_c", 10_000), ("inst_b", 9_000)]);
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 2, &a).as_deref(),
+            Some("inst_b")
+        );
+        // A longer period makes inst_a active again.
+        let a = act(&[
+            ("inst_o", 0),
+            ("inst_a", 5_000),
+            ("inst_c", 9_500),
+            ("inst_b", 10_000),
+        ]);
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 6, &a).as_deref(),
+            Some("inst_a")
+        );
+        // The order of the rows does not matter.
+        let mut r = a.clone();
+        r.reverse();
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 1, &r),
+            deciding_instance(Some("inst_o"), 1, &a)
+        );
+        // The owner comes back: it decides again.
+        let a = act(&[("inst_o", 10_001), ("inst_b", 10_000)]);
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 1, &a).as_deref(),
+            Some("inst_o")
+        );
+    }
+
+    #[test]
+    fn succession_arithmetic_never_overflows() {
+        let a = act(&[("inst_o", i64::MIN), ("inst_b", i64::MAX)]);
+        assert_eq!(
+            deciding_instance(Some("inst_o"), i64::MAX, &a).as_deref(),
+            Some("inst_o")
+        );
+        assert_eq!(
+            deciding_instance(Some("inst_o"), 1, &a).as_deref(),
+            Some("inst_b")
+        );
+    }
 
     fn c(id: &str, prev: Option<&str>, inst: &str, ts: i64) -> Candidate {
         Candidate {

@@ -126,7 +126,8 @@ pub fn setting(key: &str, value: &serde_json::Value) -> Result {
         Setting::IsPublic(_)
         | Setting::RequireVerification(_)
         | Setting::AllowAnonymousRead(_)
-        | Setting::PostPermissions(_) => Ok(()),
+        | Setting::PostPermissions(_)
+        | Setting::OwnerSuccessionSecs(_) => Ok(()),
     }
 }
 

@@ -453,6 +453,8 @@ async fn start_sync(
             max: Duration::from_secs(c.backoff_max_secs),
         },
         batch_groups: c.batch_groups,
+        pull_batch: c.pull_batch,
+        progress_log: Duration::from_secs(c.progress_log_secs),
         ..SyncSettings::default()
     };
     // Changes committed by the sync engine go through the same fan-out as local ones (the

@@ -255,6 +255,10 @@ pub struct SyncConfig {
     /// Scheduled compaction keeps every event logged more recently than this, whatever the
     /// low-water mark.
     pub compaction_retention_secs: u64,
+    /// Most events one pulled page asks a peer for (1-1000).
+    pub pull_batch: i64,
+    /// How often a link pulling a long way (backfill, resync) logs its progress.
+    pub progress_log_secs: u64,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -282,6 +286,8 @@ impl Default for SyncConfig {
             token_grace_secs: 3600,
             compaction_interval_secs: 0,
             compaction_retention_secs: 7 * 24 * 3600,
+            pull_batch: 500,
+            progress_log_secs: 5,
             peers: Vec::new(),
         }
     }
@@ -406,6 +412,12 @@ impl Config {
         }
         if self.sync.lag_alert_events < 1 || self.sync.lag_alert_secs == 0 {
             return bad("sync.lag_alert_events and sync.lag_alert_secs must be > 0".into());
+        }
+        if !(1..=1000).contains(&self.sync.pull_batch) {
+            return bad("sync.pull_batch must be 1-1000".into());
+        }
+        if self.sync.progress_log_secs == 0 {
+            return bad("sync.progress_log_secs must be > 0".into());
         }
         if self.sync.token_grace_secs > MAX_TOKEN_GRACE_SECS {
             return bad(format!(

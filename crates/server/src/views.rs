@@ -117,11 +117,13 @@ pub fn hive(h: &HiveRow) -> Value {
         "description": h.description,
         "owner_id": h.owner_id,
         "owner_instance_id": h.owner_instance_id,
+        "deciding_instance_id": h.deciding_instance_id,
         "is_public": h.is_public,
         "settings": {
             "require_verification": h.require_verification,
             "allow_anonymous_read": h.allow_anonymous_read,
             "post_permissions": h.post_permissions.as_str(),
+            "owner_succession_secs": h.owner_succession_secs,
         },
         "member_count": h.member_count,
         "created_at": rfc3339(h.created_at),

@@ -43,6 +43,10 @@ pub struct HiveRow {
     pub post_permissions: PostPermissions,
     pub owner_id: Option<String>,
     pub owner_instance_id: Option<String>,
+    /// The instance whose changes win concurrent register conflicts now: the owner's, or
+    /// its successor once the owner has been silent past `owner_succession_secs`.
+    pub deciding_instance_id: Option<String>,
+    pub owner_succession_secs: i64,
     pub member_count: i64,
     /// The head of the hive's log (last assigned seq).
     pub seq: i64,
@@ -53,7 +57,7 @@ pub struct HiveRow {
 const HIVE_COLS: &str = "id, name, description, is_public, require_verification, \
     allow_anonymous_read, post_permissions, owner_id, owner_instance_id, member_count, \
     COALESCE((SELECT l.head_seq FROM hive_logs l WHERE l.hive_id = hives.id), 0), \
-    created_at, updated_at";
+    created_at, updated_at, deciding_instance_id, owner_succession_secs";
 
 /// A `hives` row as read: a column that does not decode is a database error, a stored
 /// value outside its vocabulary is [`StoreError::Corrupt`] (the inner result).
@@ -78,6 +82,8 @@ fn hive_row(r: &Row<'_>) -> DbResult<Result<HiveRow>> {
         seq: r.get(10)?,
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
+        deciding_instance_id: r.get(13)?,
+        owner_succession_secs: r.get(14)?,
     }))
 }
 

@@ -80,8 +80,31 @@ struct Comment {
     author: AgentRef,
 }
 
+/// How [`build_shaped`] bends a history.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Op times (0..40) are multiplied by this (ms).
+    ts_scale: i64,
+    /// The owner's instance makes no event after this time (its ops go to another
+    /// instance, edits of its content are skipped): an owner gone silent.
+    owner_silent_after: Option<i64>,
+    /// Let ops of kind 11 change `owner_succession_secs` (else kind 11 is skipped), and open
+    /// the history with the owner setting it to 1 s.
+    succession: bool,
+}
+
+const PLAIN: Shape = Shape {
+    ts_scale: 1,
+    owner_silent_after: None,
+    succession: false,
+};
+
 /// Turns op specs into a causally valid history of signed events.
 fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
+    build_shaped(insts, ops, competing_creation, PLAIN)
+}
+
+fn build_shaped(insts: &[Inst], ops: &[Op], competing_creation: bool, shape: Shape) -> Vec<Event> {
     let mut events = Vec::new();
     let mut posts: Vec<Post> = Vec::new();
     let mut comments: Vec<Comment> = Vec::new();
@@ -106,8 +129,31 @@ fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
     if competing_creation {
         events.push(created(&insts[1], 0, "from B"));
     }
+    if shape.succession {
+        let p = Payload::HiveSettingChanged(HiveSettingChanged {
+            key: "owner_succession_secs".into(),
+            value: serde_json::json!(1),
+            prev: None,
+            changed_by: insts[0].agents[0].clone(),
+        });
+        let ev = sign(&insts[0], 1, p);
+        registers
+            .entry("setting:owner_succession_secs".into())
+            .or_default()
+            .push(ev.id.clone());
+        events.push(ev);
+    }
     for o in ops {
-        let inst = &insts[o.inst];
+        let o = &Op {
+            ts: o.ts * shape.ts_scale,
+            ..o.clone()
+        };
+        let silent = shape.owner_silent_after.is_some_and(|t| o.ts > t);
+        let inst = if silent && o.inst == 0 {
+            &insts[1 + o.a % 2]
+        } else {
+            &insts[o.inst]
+        };
         let agent = inst.agents[o.b % 2].clone();
         let prev_of = |reg: String, id_hint: usize| -> (String, Option<String>) {
             let prev = registers
@@ -166,6 +212,9 @@ fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
             2 if !posts.is_empty() => {
                 let p = &posts[o.a % posts.len()];
                 let author_inst = insts.iter().find(|i| i.id == p.author.instance_id).unwrap();
+                if silent && author_inst.id == insts[0].id {
+                    continue;
+                }
                 sign(
                     author_inst,
                     o.ts,
@@ -191,6 +240,9 @@ fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
             4 if !comments.is_empty() => {
                 let c = &comments[o.a % comments.len()];
                 let author_inst = insts.iter().find(|i| i.id == c.author.instance_id).unwrap();
+                if silent && author_inst.id == insts[0].id {
+                    continue;
+                }
                 sign(
                     author_inst,
                     o.ts,
@@ -318,6 +370,21 @@ fn build(insts: &[Inst], ops: &[Op], competing_creation: bool) -> Vec<Event> {
                 registers.entry(reg).or_default().push(ev.id.clone());
                 ev
             }
+            11 if shape.succession => {
+                let (reg, prev) = prev_of("setting:owner_succession_secs".into(), o.a);
+                let ev = sign(
+                    inst,
+                    o.ts,
+                    Payload::HiveSettingChanged(HiveSettingChanged {
+                        key: "owner_succession_secs".into(),
+                        value: serde_json::json!([0, 1, 2, 3][o.b % 4]),
+                        prev,
+                        changed_by: agent,
+                    }),
+                );
+                registers.entry(reg).or_default().push(ev.id.clone());
+                ev
+            }
             _ => continue,
         };
         events.push(ev);
@@ -400,6 +467,101 @@ proptest! {
             prop_assert_eq!((pending, unverified), (0, 0));
         }
     }
+}
+
+fn succession_op() -> impl Strategy<Value = Op> {
+    (
+        0..3usize,
+        // Register changes twice as often as in `op`: they are what succession decides.
+        prop_oneof![0..12u8, 7..12u8],
+        any::<usize>(),
+        any::<usize>(),
+        0..40i64,
+        any::<bool>(),
+    )
+        .prop_map(|(inst, kind, a, b, ts, flag)| Op {
+            inst,
+            kind,
+            a,
+            b,
+            ts,
+            flag,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    /// Owner succession keeps the state a function of the event set: the owner goes silent
+    /// (ops spread over 4 s, the owner's stop at a random time, the period starts at 1 s and
+    /// random period changes, 0 to 3 s, race), while the others keep making concurrent
+    /// register changes; every order and duplication gives the same digest, decider
+    /// included.
+    #[test]
+    fn replicas_converge_when_the_owner_goes_silent(
+        ops in prop::collection::vec(succession_op(), 1..45),
+        silent_after in 0..4_000i64,
+        competing in any::<bool>(),
+        seeds in prop::collection::vec(1u64..u64::MAX, 2),
+        dup_every in 2usize..6,
+        batches in prop::collection::vec(1usize..9, 2),
+    ) {
+        let insts = instances();
+        let shape = Shape {
+            ts_scale: 100,
+            owner_silent_after: Some(silent_after),
+            succession: true,
+        };
+        let history = build_shaped(&insts, &ops, competing, shape);
+
+        let (_d0, s0, h0) = replica(&insts);
+        let reference = deliver(&s0, &h0, &history, 500);
+
+        for (k, seed) in seeds.iter().enumerate() {
+            let mut order = shuffled(&history, *seed);
+            let dups: Vec<Event> = order.iter().step_by(dup_every).cloned().collect();
+            order.extend(shuffled(&dups, seed.wrapping_mul(31)));
+            let (_d, s, h) = replica(&insts);
+            let digest = deliver(&s, &h, &order, batches[k]);
+            prop_assert_eq!(&digest, &reference);
+        }
+    }
+}
+
+/// The succession histories do exercise succession: a history where the owner falls
+/// silent after 1 s and the others write until 4 s hands the decision to another instance.
+#[test]
+fn a_silent_owner_history_hands_over() {
+    let insts = instances();
+    let ops: Vec<Op> = (0..40)
+        .map(|t| Op {
+            inst: (t % 3) as usize,
+            kind: 0,
+            a: t as usize,
+            b: 0,
+            ts: t,
+            flag: false,
+        })
+        .collect();
+    let shape = Shape {
+        ts_scale: 100,
+        owner_silent_after: Some(1_000),
+        succession: true,
+    };
+    let history = build_shaped(&insts, &ops, false, shape);
+    let (_d, s, h) = replica(&insts);
+    deliver(&s, &h, &history, 500);
+    let decider: Option<String> = s
+        .read_blocking(move |c| -> openhive_store::error::Result<Option<String>> {
+            Ok(c.query_row(
+                "SELECT deciding_instance_id FROM hives WHERE id = ?1",
+                [&h],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    let expected = insts[1].id.clone().min(insts[2].id.clone());
+    assert_eq!(decider, Some(expected));
 }
 
 /// A vote flip delivered in both orders ends with the later vote, not the last delivered.

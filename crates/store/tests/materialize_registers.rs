@@ -283,6 +283,102 @@ fn pins_follow_their_register_and_wait_for_their_post() {
     assert_eq!(r.int(PINNED, &post), 0);
 }
 
+// ── Owner succession ────────────────────────────────────────────────────────
+
+const DECIDER: &str = "SELECT deciding_instance_id FROM hives WHERE id = ?1";
+const PERIOD: &str = "SELECT owner_succession_secs FROM hives WHERE id = ?1";
+
+/// Instances 1 and 2 in id order: (smaller, larger).
+fn by_id(w: &World) -> (usize, usize) {
+    if w.insts[1].id < w.insts[2].id {
+        (1, 2)
+    } else {
+        (2, 1)
+    }
+}
+
+#[test]
+fn the_period_defaults_to_thirty_days_and_the_owner_decides() {
+    let w = World::new();
+    let r = w.replica();
+    r.deliver_ok(&[w.created(0, 1)]);
+    assert_eq!(r.int(PERIOD, &r.hive_id), 30 * 24 * 3600);
+    assert_eq!(r.text(DECIDER, &r.hive_id), Some(w.insts[0].id.clone()));
+    // A day of silence is not thirty.
+    r.deliver_ok(&[w.post(1, 0, 86_400_000, "t").1]);
+    assert_eq!(r.text(DECIDER, &r.hive_id), Some(w.insts[0].id.clone()));
+}
+
+#[test]
+fn a_silent_owner_is_succeeded_by_the_smallest_active_instance_then_returns() {
+    let w = World::new();
+    let (small, large) = by_id(&w);
+    let base = [
+        w.created(0, 1),
+        w.setting(0, 2, "owner_succession_secs", json!(1), None),
+    ];
+    // Three concurrent description changes: the owner's early, then the larger id's
+    // latest, the smaller id's in between; the owner is silent for more than 1 s.
+    let by_owner = w.setting(0, 100, "description", json!("by owner"), None);
+    let by_small = w.setting(small, 5_000, "description", json!("by small"), None);
+    let by_large = w.setting(large, 5_001, "description", json!("by large"), None);
+    let (r1, r2) = both_orders(&w, &base, &[by_owner, by_small, by_large]);
+    for r in [&r1, &r2] {
+        assert_eq!(r.text(DECIDER, &r.hive_id), Some(w.insts[small].id.clone()));
+        // Rule 1 now prefers the successor: not the owner's, not the latest.
+        assert_eq!(description(r).as_deref(), Some("by small"));
+    }
+    // The owner speaks again (any event): it decides again, its value wins again.
+    let back = w.post(0, 0, 5_002, "back").1;
+    let outcome = r1.apply(&back);
+    assert!(
+        changes(&outcome)
+            .iter()
+            .any(|c| matches!(c, Change::HiveUpdated { .. })),
+        "{outcome:?}"
+    );
+    r2.deliver_ok(&[back]);
+    for r in [&r1, &r2] {
+        assert_eq!(r.text(DECIDER, &r.hive_id), Some(w.insts[0].id.clone()));
+        assert_eq!(description(r).as_deref(), Some("by owner"));
+    }
+    assert_eq!(r1.digest(), r2.digest());
+}
+
+#[test]
+fn the_period_is_decided_by_the_owner_and_zero_turns_succession_off() {
+    let w = World::new();
+    let (small, _) = by_id(&w);
+    let created = w.created(0, 1);
+    // Concurrent period changes: the owner's 0 (off) wins over a later 1 from another
+    // instance, even while the owner is silent: the period never depends on the decider.
+    let off = w.setting(0, 2, "owner_succession_secs", json!(0), None);
+    let one = w.setting(small, 3, "owner_succession_secs", json!(1), None);
+    let by_owner = w.setting(0, 100, "description", json!("by owner"), None);
+    let by_small = w.setting(small, 50_000, "description", json!("by small"), None);
+    let (r1, _) = both_orders(&w, &[created], &[off, one, by_owner, by_small]);
+    assert_eq!(r1.int(PERIOD, &r1.hive_id), 0);
+    assert_eq!(r1.text(DECIDER, &r1.hive_id), Some(w.insts[0].id.clone()));
+    assert_eq!(description(&r1).as_deref(), Some("by owner"));
+}
+
+#[test]
+fn shortening_the_period_hands_over_at_once() {
+    let w = World::new();
+    let (small, _) = by_id(&w);
+    let created = w.created(0, 1);
+    let by_owner = w.setting(0, 100, "description", json!("by owner"), None);
+    let by_small = w.setting(small, 50_000, "description", json!("by small"), None);
+    let r = w.replica();
+    r.deliver_ok(&[created, by_owner.clone(), by_small]);
+    assert_eq!(description(&r).as_deref(), Some("by owner"));
+    // The owner's clock is 100 ms here; it shortens the period (having seen its own value).
+    let shorten = w.setting(0, 101, "owner_succession_secs", json!(10), None);
+    r.deliver_ok(&[shorten]);
+    assert_eq!(r.text(DECIDER, &r.hive_id), Some(w.insts[small].id.clone()));
+    assert_eq!(description(&r).as_deref(), Some("by small"));
+}
+
 // ── Corrupt candidates ──────────────────────────────────────────────────────
 
 const CORRUPT_VALUE: &str =

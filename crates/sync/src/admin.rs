@@ -63,6 +63,9 @@ pub struct PeerGroupView {
     pub events_received: i64,
     pub events_rejected: i64,
     pub last_error: Option<String>,
+    /// While the link pulls a long way: how far it is ([`crate::progress`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::LinkProgress>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -243,6 +246,7 @@ fn peer_view_of(
             events_received: l.events_received,
             events_rejected: l.events_rejected,
             last_error: l.last_error,
+            progress: None,
         });
     }
     Ok(PeerView {
@@ -261,6 +265,21 @@ fn peer_view_of(
         created_at: rfc3339(p.created_at),
         updated_at: rfc3339(p.updated_at),
     })
+}
+
+/// Fills in the progress of the links of `v` that are pulling in this process.
+fn with_progress(h: &SyncHandle, mut v: PeerView) -> PeerView {
+    for g in &mut v.groups {
+        g.progress = h.progress().get(&v.id, &g.hive);
+    }
+    v
+}
+
+/// Fills in the progress of the links of `g` that are pulling in this process.
+fn group_with_progress(h: &SyncHandle, g: &mut GroupStatus) {
+    for p in &mut g.peers {
+        p.progress = h.progress().get(&p.peer_id, &g.hive);
+    }
 }
 
 fn group_view(
@@ -468,6 +487,10 @@ pub async fn get_group(h: &SyncHandle, name: &str) -> Result<GroupDetail, SyncEr
             })
         })
         .await
+        .map(|mut d: GroupDetail| {
+            group_with_progress(h, &mut d.status);
+            d
+        })
 }
 
 /// Sends `leave` for each given link, best effort, without blocking the caller long.
@@ -747,7 +770,11 @@ pub async fn list_peers(h: &SyncHandle, q: &ListQuery) -> Result<Page<PeerView>,
                 },
             )
         })
-        .await?)
+        .await
+        .map(|mut page: Page<PeerView>| {
+            page.data = page.data.into_iter().map(|v| with_progress(h, v)).collect();
+            page
+        })?)
 }
 
 pub async fn get_peer(h: &SyncHandle, id: &str) -> Result<PeerView, SyncError> {
@@ -758,6 +785,7 @@ pub async fn get_peer(h: &SyncHandle, id: &str) -> Result<PeerView, SyncError> {
             Ok(peer_view(c, p)?)
         })
         .await
+        .map(|v| with_progress(h, v))
 }
 
 /// `PATCH /api/v1/sync/peers/:id`: rename, move, or change the shared hives (removed hives
@@ -1002,7 +1030,11 @@ pub async fn status(h: &SyncHandle, q: &ListQuery) -> Result<StatusView, SyncErr
         sync_endpoint: h.me().sync_endpoint.clone(),
         next_cursor: groups.0.next_cursor,
         has_more: groups.0.has_more,
-        groups: groups.0.data,
+        groups: {
+            let mut gs = groups.0.data;
+            gs.iter_mut().for_each(|g| group_with_progress(h, g));
+            gs
+        },
         counters: groups.1,
         waiting: groups.2,
         storage: StorageStatus {
@@ -1055,7 +1087,10 @@ pub async fn all_peers(h: &SyncHandle) -> Result<Vec<PeerView>, SyncError> {
             sync_state::list_peers(c)?
                 .into_iter()
                 .map(|p| peer_view_of(c, p, LISTED_GROUPS_PER_PEER, None))
-                .collect()
+                .collect::<Result<Vec<_>, _>>()
         })
-        .await?)
+        .await?
+        .into_iter()
+        .map(|v| with_progress(h, v))
+        .collect())
 }

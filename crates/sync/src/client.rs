@@ -442,6 +442,7 @@ mod tests {
                 .collect(),
             next_seq,
             has_more: false,
+            head_seq: None,
             key_rotations: vec![],
         }
     }

@@ -60,6 +60,8 @@ pub struct SyncSettings {
     pub pull_batch: i64,
     /// Most links of one peer one step covers (one batched call); 1: a call per link.
     pub batch_groups: usize,
+    /// How often a long pull logs its progress ([`crate::progress`]).
+    pub progress_log: Duration,
 }
 
 impl std::fmt::Debug for SyncSettings {
@@ -92,6 +94,7 @@ impl Default for SyncSettings {
             push_batch: crate::protocol::PUSH_BATCH,
             pull_batch: crate::protocol::DEFAULT_PULL_LIMIT,
             batch_groups: crate::protocol::BATCH_GROUPS,
+            progress_log: Duration::from_secs(5),
         }
     }
 }
@@ -124,6 +127,8 @@ pub(crate) struct Inner {
     /// The MAP hub whose introductions we accept (set by the hub client once it knows the
     /// hub's key).
     pub trusted_hub: Mutex<Option<crate::admission::TrustedHub>>,
+    /// Progress of the links pulling now (in memory, this process only).
+    pub progress: crate::progress::Tracker,
 }
 
 /// The `since` recorded by [`SyncHandle::expect_pull`]: a pull announced by a handshake.
@@ -163,6 +168,7 @@ impl SyncEngine {
         let client = SyncClient::new(settings.handshake_secret.clone())
             .map_err(|e| SyncError::Store(StoreError::Invalid(e.to_string())))?;
         let (shutdown_tx, _) = watch::channel(false);
+        let progress_log = settings.progress_log;
         let handle = SyncHandle {
             inner: Arc::new(Inner {
                 limiter: RateLimiter::new(
@@ -183,6 +189,7 @@ impl SyncEngine {
                 pulled: Mutex::new(HashMap::new()),
                 confirmed: Mutex::new(HashMap::new()),
                 trusted_hub: Mutex::new(None),
+                progress: crate::progress::Tracker::new(progress_log),
             }),
         };
         let me_id = handle.inner.me.instance_id.clone();
@@ -316,6 +323,11 @@ impl SyncHandle {
             .trusted_hub
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = hub;
+    }
+
+    /// Progress of the links pulling now in this process ([`crate::progress`]).
+    pub fn progress(&self) -> &crate::progress::Tracker {
+        &self.inner.progress
     }
 
     pub fn settings(&self) -> &SyncSettings {

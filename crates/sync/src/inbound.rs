@@ -323,6 +323,7 @@ pub(crate) fn read_page(
         events,
         next_seq,
         has_more: next_seq < head,
+        head_seq: Some(head),
         key_rotations,
     };
     Ok((page, ack))
@@ -643,6 +644,7 @@ pub(crate) fn group_status(
             last_sync_at: l.last_sync_at.map(rfc3339),
             last_error: l.last_error.or(p.last_error),
             lagging,
+            progress: None,
         });
     }
     Ok(GroupStatus {

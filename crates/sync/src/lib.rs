@@ -46,6 +46,7 @@ mod link_batch;
 mod news;
 mod outbox;
 pub mod paging;
+pub mod progress;
 pub mod protocol;
 pub mod ratelimit;
 pub mod scheduler;

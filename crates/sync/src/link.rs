@@ -348,6 +348,8 @@ async fn pull_all(
     let mut since = link.last_seq_received;
     let from = peer.instance_id.clone().unwrap_or_else(|| peer.id.clone());
     let mut total = 0usize;
+    let key = (peer.id.clone(), link.hive_id.clone());
+    let label = peer_label(peer);
     // The next page is fetched while the current one is ingested (at most two pages in
     // memory); the cursor still moves only with the data it covers.
     let fetch = |since: i64| {
@@ -378,6 +380,8 @@ async fn pull_all(
             .map_err(|e| LinkError::Task(format!("pull task: {e}")))??;
         let next = page.next_seq.max(since);
         let has_more = page.has_more && next > since;
+        // The peer's head, if it says (a claim below the page's own cursor is ignored).
+        let head = page.head_seq.filter(|hd| *hd >= next);
         if has_more {
             in_flight = Some(fetch(next));
         }
@@ -409,7 +413,7 @@ async fn pull_all(
                     tx, &hv, &hname, &events, &verified, &from2, now,
                 )?;
                 sync_state::advance_received(tx, &p, &hv, next, now)?;
-                sync_state::set_remote_seq(tx, &p, &hv, next)?;
+                sync_state::set_remote_seq(tx, &p, &hv, head.unwrap_or(next))?;
                 sync_state::count_events(tx, &p, &hv, r.accepted as i64, r.rejected as i64)?;
                 sync_state::record_contact(tx, &p, now)?;
                 if !has_more {
@@ -421,6 +425,17 @@ async fn pull_all(
             .await
             .map_err(LinkError::store("ingesting pulled events"))?;
         h.announce_keys(learned, Some(peer.id.clone()));
+        h.progress().page(
+            &key,
+            crate::progress::Page {
+                peer_label: &label,
+                hive_name: &link.hive_name,
+                since,
+                next,
+                head: head.or(Some(link.remote_seq)),
+                has_more,
+            },
+        );
         total += report.accepted;
         if report.rejected > 0 {
             tracing::warn!(rejected = report.rejected, first = ?report.rejections.first(), "pulled events rejected");

@@ -507,6 +507,8 @@ async fn pull(
         (0..idx.len()).map(|_| Ok(Step::More)).collect();
     // (position, hive id, hive name, next seq, has_more, events, advanced)
     let mut pages = Vec::new();
+    // Per page: (cursor before it, peer head it reported or the link's remote_seq).
+    let mut marks = Vec::new();
     let mut rotations = Vec::new();
     for (pos, g) in resp.groups.into_iter().enumerate() {
         let l = members[idx[pos]].link.as_ref();
@@ -519,6 +521,8 @@ async fn pull(
         let since = l.last_seq_received;
         let next = page.next_seq.max(since);
         let has_more = page.has_more && next > since;
+        let head = page.head_seq.filter(|hd| *hd >= next);
+        marks.push((since, head, l.remote_seq));
         let events: Vec<openhive_core::Event> = page.events.into_iter().map(|w| w.event).collect();
         rotations.extend(page.key_rotations);
         pages.push((
@@ -556,6 +560,7 @@ async fn pull(
         }
     };
     let (p, pages2, me_id) = (peer.id.clone(), pages.clone(), h.me().instance_id.clone());
+    let marks2 = marks.clone();
     let reports = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
@@ -567,7 +572,8 @@ async fn pull(
                 let (_, hv, hname, next, has_more, events, _) = page;
                 let r = ingest::ingest_remote_checked(tx, hv, hname, events, ok, &from, now)?;
                 sync_state::advance_received(tx, &p, hv, *next, now)?;
-                sync_state::set_remote_seq(tx, &p, hv, *next)?;
+                let head = marks2.get(out.len()).and_then(|m| m.1);
+                sync_state::set_remote_seq(tx, &p, hv, head.unwrap_or(*next))?;
                 sync_state::count_events(tx, &p, hv, r.accepted as i64, r.rejected as i64)?;
                 if !has_more {
                     sync_state::set_link_state(tx, &p, hv, sync_state::LinkState::Active)?;
@@ -593,8 +599,23 @@ async fn pull(
         }
     };
     let mut accepted = 0usize;
-    for (page, report) in pages.iter().zip(reports) {
-        let (pos, hv, _, next, has_more, _, advanced) = page;
+    let label = peer
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| peer.endpoint.clone());
+    for ((page, report), (since, head, remote_seq)) in pages.iter().zip(reports).zip(marks) {
+        let (pos, hv, hname, next, has_more, _, advanced) = page;
+        h.progress().page(
+            &(peer.id.clone(), hv.clone()),
+            crate::progress::Page {
+                peer_label: &label,
+                hive_name: hname,
+                since,
+                next: *next,
+                head: head.or(Some(remote_seq)),
+                has_more: *has_more,
+            },
+        );
         if report.rejected > 0 {
             tracing::warn!(hive = %hv, rejected = report.rejected, first = ?report.rejections.first(), "pulled events rejected");
         }

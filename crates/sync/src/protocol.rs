@@ -158,6 +158,10 @@ pub struct EventsPage {
     /// covered); pass it as `since` for the next page.
     pub next_seq: i64,
     pub has_more: bool,
+    /// The head of the serving instance's log of the hive when the page was read (what a
+    /// puller measures its progress against). Absent from older peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_seq: Option<i64>,
     /// The key chains of the origins of `events` that rotated their key (so a receiver that
     /// has not heard of a rotation yet verifies the events anyway). Absent when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -463,6 +467,11 @@ pub struct PeerLinkStatus {
     /// contact, or since it was added) longer than `[sync] lag_alert_secs`.
     #[serde(default)]
     pub lagging: bool,
+    /// While the link pulls a long way (backfill, resync, snapshot): how far it is
+    /// ([`crate::progress`]; known only to the app process running the link). Absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::LinkProgress>,
 }
 
 /// `GET /sync/v1/groups/:hive/status` response (and the per-group part of admin status).

@@ -9,7 +9,7 @@ use crate::views;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use openhive_core::hive::PostPermissions;
+use openhive_core::hive::{PostPermissions, Setting, SettingKey};
 use openhive_core::payload::HiveSettings;
 use openhive_store::hives::{self, Role};
 use openhive_store::posts::author_by_id;
@@ -64,6 +64,7 @@ struct SettingsBody {
     require_verification: Option<bool>,
     allow_anonymous_read: Option<bool>,
     post_permissions: Option<String>,
+    owner_succession_secs: Option<Value>,
 }
 
 impl SettingsBody {
@@ -75,6 +76,20 @@ impl SettingsBody {
             .map(PostPermissions::parse)
             .transpose()
             .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
+    /// `owner_succession_secs`, if given: an integer from 0 to 10 years, else a 400.
+    fn owner_succession_secs(&self) -> ApiResult<Option<i64>> {
+        let Some(v) = &self.owner_succession_secs else {
+            return Ok(None);
+        };
+        match Setting::from_json(SettingKey::OwnerSuccessionSecs, v) {
+            Ok(Setting::OwnerSuccessionSecs(n)) => Ok(Some(n)),
+            Ok(_) => Err(ApiError::bad_request(
+                "invalid setting owner_succession_secs",
+            )),
+            Err(e) => Err(ApiError::bad_request(e)),
+        }
     }
 }
 
@@ -98,6 +113,7 @@ async fn create(
                 .unwrap_or(defaults.allow_anonymous_read),
             post_permissions: s.post_permissions()?.unwrap_or(defaults.post_permissions),
         },
+        owner_succession_secs: s.owner_succession_secs()?,
     };
     let hive = state
         .hives
@@ -177,6 +193,7 @@ async fn update(
         require_verification: s.require_verification,
         allow_anonymous_read: s.allow_anonymous_read,
         post_permissions: s.post_permissions()?,
+        owner_succession_secs: s.owner_succession_secs()?,
     };
     let hive = state
         .hives

@@ -17,6 +17,9 @@ pub struct HiveInput {
     pub description: String,
     pub is_public: bool,
     pub settings: HiveSettings,
+    /// `owner_succession_secs` (not part of the creation payload): if given and not the
+    /// protocol default, set by a setting event right after the creation.
+    pub owner_succession_secs: Option<i64>,
 }
 
 /// A settings change; `None` leaves a field as it is.
@@ -27,6 +30,7 @@ pub struct HivePatch {
     pub require_verification: Option<bool>,
     pub allow_anonymous_read: Option<bool>,
     pub post_permissions: Option<PostPermissions>,
+    pub owner_succession_secs: Option<i64>,
 }
 
 pub(super) fn visible_hive(conn: &Conn<'_>, name: &str) -> Result<HiveRow> {
@@ -63,9 +67,26 @@ impl HiveService {
                     description: input.description,
                     is_public: input.is_public,
                     settings: input.settings,
-                    owner,
+                    owner: owner.clone(),
                 }),
             )?;
+            if let Some(secs) = input
+                .owner_succession_secs
+                .filter(|s| *s != openhive_core::hive::DEFAULT_OWNER_SUCCESSION_SECS)
+            {
+                let setting = Setting::OwnerSuccessionSecs(secs);
+                let key = setting.key();
+                emit.event(
+                    &hive_id,
+                    &input.name,
+                    Payload::HiveSettingChanged(HiveSettingChanged {
+                        key: key.as_str().to_string(),
+                        value: setting.to_json(),
+                        prev: None,
+                        changed_by: owner,
+                    }),
+                )?;
+            }
             hives::get_by_id(conn, &hive_id)?.ok_or(ServiceError::NotFound("hive"))
         })
         .await
@@ -116,6 +137,12 @@ impl HiveService {
                 .filter(|v| *v != hive.post_permissions)
             {
                 changes.push(Setting::PostPermissions(v));
+            }
+            if let Some(v) = patch
+                .owner_succession_secs
+                .filter(|v| *v != hive.owner_succession_secs)
+            {
+                changes.push(Setting::OwnerSuccessionSecs(v));
             }
             for setting in changes {
                 let key = setting.key();

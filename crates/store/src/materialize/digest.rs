@@ -51,9 +51,10 @@ pub fn state_digest(conn: &Conn<'_>, hive_id: &str) -> Result<String> {
     dump(
         "SELECT name, description, is_public, require_verification, allow_anonymous_read,
                 post_permissions, owner_id, owner_instance_id, created_event_id, member_count,
-                post_count, deleted, created_at, updated_at
+                post_count, deleted, created_at, updated_at, owner_succession_secs,
+                deciding_instance_id
          FROM hives WHERE id = ?1",
-        14,
+        16,
     )?;
     dump(
         "SELECT id, author_id, title, content, url, score, hot, comment_count,

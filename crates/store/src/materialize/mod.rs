@@ -33,7 +33,9 @@
 //! - votes: last writer wins per (voter, target), value 0 removes; scores, hot rank,
 //!   comment counts and karma are derived from the winners;
 //! - hive settings, membership, moderators, pins: owner-preferring LWW over register heads
-//!   ([`order::owner_preferring_winner`]); the hive's creation: earliest wins.
+//!   ([`order::owner_preferring_winner`]), the owner replaced by its successor once it has
+//!   been silent past `owner_succession_secs` ([`order::deciding_instance`]); the hive's
+//!   creation: earliest wins.
 
 mod agents;
 mod comments;
@@ -165,7 +167,10 @@ impl Ctx<'_> {
 /// Applies one verified, logged event to the projection.
 pub fn apply(conn: &Conn<'_>, hive_id: &str, ev: &Event, p: &Payload) -> Result<Outcome> {
     let cx = Ctx { conn, hive_id, ev };
-    match p {
+    // Every event of the hive counts as its origin's activity (owner succession), whatever
+    // its outcome: the set of events that reach here is the hive's log.
+    let decider_changed = registers::note_activity(&cx)?;
+    let mut out = match p {
         Payload::HiveCreated(p) => registers::hive_created(&cx, p),
         Payload::HiveDeleted(_) => registers::hive_deleted(&cx),
         Payload::HiveSettingChanged(p) => registers::setting_changed(&cx, p),
@@ -180,7 +185,11 @@ pub fn apply(conn: &Conn<'_>, hive_id: &str, ev: &Event, p: &Payload) -> Result<
         Payload::CommentDeleted(p) => comments::deleted(&cx, p),
         Payload::VoteCast(p) => votes::cast(&cx, p),
         Payload::PostMirrored(p) => posts::mirrored(&cx, p),
+    }?;
+    if decider_changed && let Outcome::Applied { changes, .. } = &mut out {
+        changes.push(Change::HiveUpdated { hive: cx.hive() });
     }
+    Ok(out)
 }
 
 #[cfg(test)]

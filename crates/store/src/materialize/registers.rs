@@ -11,6 +11,12 @@
 //! - the hive's creation: the earliest `hive_created` (then the smaller event id) wins; its
 //!   origin is the owner's instance and its values are the base of every setting; when the
 //!   winner changes, every register is recomputed;
+//! - owner succession: rule 1 prefers the *deciding* instance, the owner's unless it has
+//!   been silent in the hive longer than `owner_succession_secs` ([`order::deciding_instance`]
+//!   over `hive_instance_activity`, the newest `origin_ts` per origin among the hive's
+//!   events, noted for every event [`note_activity`] sees); when the decider changes every
+//!   register is recomputed. The `owner_succession_secs` register itself always prefers the
+//!   owner (the period cannot depend on who it makes decide);
 //! - the owner (of the winning creation) is always a member; `member_count` counts the
 //!   members plus the owner;
 //! - a state event before the hive's creation (or a pin of an unknown post) waits
@@ -135,6 +141,9 @@ fn setting_update(key: SettingKey) -> &'static str {
             "UPDATE hives SET allow_anonymous_read = ?2 WHERE id = ?1"
         }
         SettingKey::PostPermissions => "UPDATE hives SET post_permissions = ?2 WHERE id = ?1",
+        SettingKey::OwnerSuccessionSecs => {
+            "UPDATE hives SET owner_succession_secs = ?2 WHERE id = ?1"
+        }
     }
 }
 
@@ -173,6 +182,10 @@ fn base_setting(key: SettingKey, created: &HiveCreated) -> Setting {
             Setting::AllowAnonymousRead(created.settings.allow_anonymous_read)
         }
         SettingKey::PostPermissions => Setting::PostPermissions(created.settings.post_permissions),
+        // Not part of the creation payload: the protocol default until an event sets it.
+        SettingKey::OwnerSuccessionSecs => {
+            Setting::OwnerSuccessionSecs(openhive_core::hive::DEFAULT_OWNER_SUCCESSION_SECS)
+        }
     }
 }
 
@@ -308,6 +321,9 @@ pub(super) fn setting_changed(cx: &Ctx<'_>, p: &HiveSettingChanged) -> Result<Ou
         &p.value.to_string(),
     )?;
     recompute_setting(cx.conn, cx.hive_id, key)?;
+    if key == SettingKey::OwnerSuccessionSecs && refresh_decider(cx.conn, cx.hive_id)? {
+        recompute_decided_registers(cx.conn, cx.hive_id)?;
+    }
     touch_hive(cx)?;
     Ok(applied(vec![Change::HiveUpdated { hive: cx.hive() }]))
 }
@@ -422,11 +438,16 @@ fn register_winner_full(
     hive_id: &str,
     register: &str,
 ) -> Result<Option<(Candidate, String)>> {
-    let owner: Option<String> = conn.query_row(
-        "SELECT owner_instance_id FROM hives WHERE id = ?1",
-        [hive_id],
-        |r| r.get(0),
-    )?;
+    // Rule 1 prefers the deciding instance, except for the succession period itself, which
+    // prefers the owner (what decides the decider cannot depend on the decider).
+    let (owner, decider): (Option<String>, Option<String>) = conn
+        .prepare_cached("SELECT owner_instance_id, deciding_instance_id FROM hives WHERE id = ?1")?
+        .query_row([hive_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let preferred = if register == SUCCESSION_REGISTER {
+        owner
+    } else {
+        decider
+    };
     let mut stmt = conn.prepare_cached(
         "SELECT event_id, prev, origin_instance_id, origin_ts, value FROM state_candidates
          WHERE hive_id = ?1 AND register = ?2",
@@ -444,17 +465,102 @@ fn register_winner_full(
             ))
         })?
         .collect::<DbResult<Vec<_>>>()?;
-    // owner_instance_id is NULL until the creation is applied (a legitimate state, not a
-    // decode failure): then no candidate is the owner's.
-    Ok(pick_winner(rows, owner.as_deref().unwrap_or("")))
+    // owner_instance_id (and the decider) is NULL until the creation is applied (a
+    // legitimate state, not a decode failure): then no candidate is preferred.
+    Ok(pick_winner(rows, preferred.as_deref().unwrap_or("")))
+}
+
+// ── Recomputation ───────────────────────────────────────────────────────────
+
+// ── Owner succession ────────────────────────────────────────────────────────
+
+/// The register of `owner_succession_secs`, the one rule 1 of which prefers the owner.
+const SUCCESSION_REGISTER: &str = "setting:owner_succession_secs";
+
+/// Notes `cx.ev` in `hive_instance_activity` (its origin's newest `origin_ts` in the hive)
+/// and, if that moved, recomputes the deciding instance, and every register when it
+/// changed. Idempotent (a maximum): an event applied again after waiting changes nothing.
+/// Returns whether the decider changed.
+pub(super) fn note_activity(cx: &Ctx<'_>) -> Result<bool> {
+    let conn = cx.conn;
+    let known: Option<i64> = conn
+        .prepare_cached(
+            "SELECT last_ts FROM hive_instance_activity WHERE hive_id = ?1 AND instance_id = ?2",
+        )?
+        .query_row(params![cx.hive_id, cx.ev.origin_instance_id], |r| r.get(0))
+        .optional()?;
+    if known.is_some_and(|t| t >= cx.ev.origin_ts) {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "INSERT INTO hive_instance_activity (hive_id, instance_id, last_ts) VALUES (?1, ?2, ?3)
+         ON CONFLICT (hive_id, instance_id)
+         DO UPDATE SET last_ts = GREATEST(hive_instance_activity.last_ts, excluded.last_ts)",
+    )?
+    .execute(params![
+        cx.hive_id,
+        cx.ev.origin_instance_id,
+        cx.ev.origin_ts
+    ])?;
+    if !refresh_decider(conn, cx.hive_id)? {
+        return Ok(false);
+    }
+    recompute_decided_registers(conn, cx.hive_id)?;
+    Ok(true)
+}
+
+/// Recomputes `hives.deciding_instance_id` from the owner, the projected
+/// `owner_succession_secs` and the activity; true if it changed.
+fn refresh_decider(conn: &Conn<'_>, hive_id: &str) -> Result<bool> {
+    let row: Option<(Option<String>, i64, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT owner_instance_id, owner_succession_secs, deciding_instance_id
+             FROM hives WHERE id = ?1",
+        )?
+        .query_row([hive_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((owner, period, current)) = row else {
+        return Ok(false);
+    };
+    let activity: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT instance_id, last_ts FROM hive_instance_activity WHERE hive_id = ?1",
+        )?
+        .query_map([hive_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<DbResult<_>>()?;
+    let decider = order::deciding_instance(owner.as_deref(), period, &activity);
+    if decider == current {
+        return Ok(false);
+    }
+    tracing::info!(
+        hive = hive_id,
+        owner = owner.as_deref().unwrap_or(""),
+        from = current.as_deref().unwrap_or(""),
+        to = decider.as_deref().unwrap_or(""),
+        "the instance deciding the hive's conflicts changed"
+    );
+    conn.prepare_cached("UPDATE hives SET deciding_instance_id = ?2 WHERE id = ?1")?
+        .execute(params![hive_id, decider])?;
+    Ok(true)
 }
 
 // ── Recomputation ───────────────────────────────────────────────────────────
 
 fn recompute_all_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
+    // The period first (it prefers the owner), then the decider it gives, then everything
+    // the decider decides.
+    recompute_setting(conn, hive_id, SettingKey::OwnerSuccessionSecs)?;
+    refresh_decider(conn, hive_id)?;
+    recompute_decided_registers(conn, hive_id)
+}
+
+/// Every register rule 1 of which prefers the deciding instance.
+fn recompute_decided_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
     // Base values come from the winning creation; registers override them.
     for &key in SettingKey::ALL {
-        recompute_setting(conn, hive_id, key)?;
+        if key != SettingKey::OwnerSuccessionSecs {
+            recompute_setting(conn, hive_id, key)?;
+        }
     }
     let registers: Vec<String> = conn
         .prepare("SELECT DISTINCT register FROM state_candidates WHERE hive_id = ?1 AND register <> 'hive'")?
@@ -507,6 +613,7 @@ fn recompute_setting(conn: &Conn<'_>, hive_id: &str, key: SettingKey) -> Result<
             conn.execute(sql, params![hive_id, b])?
         }
         Setting::PostPermissions(p) => conn.execute(sql, params![hive_id, p.as_str()])?,
+        Setting::OwnerSuccessionSecs(n) => conn.execute(sql, params![hive_id, n])?,
     };
     Ok(())
 }
@@ -657,6 +764,18 @@ mod tests {
         let (c, v) = pick_winner(rows, "inst_x").unwrap();
         assert_eq!((c.event_id.as_str(), v.as_str()), ("e3", "three"));
         assert_eq!(pick_winner(Vec::new(), "inst_x"), None);
+    }
+
+    #[test]
+    fn the_succession_register_is_the_settings() {
+        assert_eq!(
+            SUCCESSION_REGISTER,
+            format!("setting:{}", SettingKey::OwnerSuccessionSecs)
+        );
+        assert_eq!(
+            parse_register(SUCCESSION_REGISTER),
+            Some(Register::Setting(SettingKey::OwnerSuccessionSecs))
+        );
     }
 
     #[test]

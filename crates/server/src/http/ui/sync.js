@@ -249,6 +249,32 @@ function groupsTable(groups, status, canCompact, action) {
   );
 }
 
+function duration(secs) {
+  if (secs === null || secs === undefined) return "?";
+  if (secs < 60) return `${secs}s`;
+  if (secs < 3600) return `${Math.floor(secs / 60)}m ${secs % 60}s`;
+  return `${Math.floor(secs / 3600)}h ${Math.floor((secs % 3600) / 60)}m`;
+}
+
+/** The progress of a peer's links pulling a long way (backfill, resync): a bar per link. */
+function progressCell(p) {
+  const pulling = (p.groups || []).filter((g) => g.progress);
+  if (!pulling.length) return el("td", { class: "progress" }, "–");
+  return el(
+    "td",
+    { class: "progress" },
+    pulling.map((g) => {
+      const pr = g.progress;
+      return el(
+        "div",
+        { class: "pull", "data-progress-hive": g.hive },
+        el("progress", { value: pr.done, max: Math.max(pr.total, 1) }),
+        el("div", { class: "small" }, `${g.hive}: ${pr.done}/${pr.total} · ${rate(pr.rate)}/s · ETA ${duration(pr.eta_secs)}`),
+      );
+    }),
+  );
+}
+
 function peersTable(peers, rates, canRotate, action) {
   const rows = (peers.data || []).map((p) => {
     const lag = (p.groups || []).reduce((n, g) => n + Math.max(0, g.lag || 0), 0);
@@ -263,6 +289,7 @@ function peersTable(peers, rates, canRotate, action) {
       el("td", { class: "status" }, el("span", { class: `badge s-${p.status}` }, p.status)),
       el("td", { class: "num", title: perHive }, lag),
       el("td", { class: "num" }, r ? `${rate(r.in)} in · ${rate(r.out)} out` : "–"),
+      progressCell(p),
       el("td", {}, when(p.last_contact_at)),
       el("td", { class: "err" }, err),
       el(
@@ -283,7 +310,7 @@ function peersTable(peers, rates, canRotate, action) {
       ? el(
           "table",
           { id: "peers" },
-          el("thead", {}, el("tr", {}, ["Peer", "Source", "Status", "Lag", "Events/s", "Last contact", "Last error", ""].map((h) => el("th", {}, h)))),
+          el("thead", {}, el("tr", {}, ["Peer", "Source", "Status", "Lag", "Events/s", "Pull progress", "Last contact", "Last error", ""].map((h) => el("th", {}, h)))),
           el("tbody", {}, rows),
         )
       : el("p", { class: "muted", id: "peers" }, "No peers."),

@@ -1,0 +1,19 @@
+-- Owner succession (docs/PROTOCOL.md, "Owner succession"). The hive setting
+-- owner_succession_secs (its projected value; the base when no event set it is the protocol
+-- default, 30 days) and the instance that decides owner-preferring conflicts now.
+ALTER TABLE hives ADD COLUMN owner_succession_secs INTEGER NOT NULL DEFAULT 2592000;
+ALTER TABLE hives ADD COLUMN deciding_instance_id TEXT;
+-- Per hive and origin instance, the newest origin_ts among the hive's logged events: the
+-- facts succession is decided from (a maximum over the event set, so every instance agrees).
+CREATE TABLE hive_instance_activity (
+  hive_id TEXT NOT NULL,
+  instance_id TEXT NOT NULL,
+  last_ts INTEGER NOT NULL,
+  PRIMARY KEY (hive_id, instance_id)
+) WITHOUT ROWID;
+INSERT INTO hive_instance_activity (hive_id, instance_id, last_ts)
+  SELECT hive_id, origin_instance_id, MAX(origin_ts) FROM events
+  GROUP BY hive_id, origin_instance_id;
+-- Until a hive's next event recomputes it, the owner decides (the rule before this version,
+-- which its materialized registers follow).
+UPDATE hives SET deciding_instance_id = owner_instance_id;
