@@ -124,6 +124,8 @@ pub(crate) struct Inner {
     /// The MAP hub whose introductions we accept (set by the hub client once it knows the
     /// hub's key).
     pub trusted_hub: Mutex<Option<crate::admission::TrustedHub>>,
+    /// Wakes the MAP hub client (`hub_client`) after a local sync group change.
+    pub hub_wake: tokio::sync::Notify,
 }
 
 /// How long a confirmation of an initiator at its configured endpoint is reused.
@@ -177,6 +179,7 @@ impl SyncEngine {
                 pulled: Mutex::new(HashMap::new()),
                 confirmed: Mutex::new(HashMap::new()),
                 trusted_hub: Mutex::new(None),
+                hub_wake: tokio::sync::Notify::new(),
             }),
         };
         let me_id = handle.inner.me.instance_id.clone();
@@ -310,6 +313,16 @@ impl SyncHandle {
             .trusted_hub
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = hub;
+    }
+
+    /// A sync group was enabled or deleted: the MAP hub client (if any) advertises or
+    /// withdraws it at once.
+    pub fn groups_changed(&self) {
+        self.inner.hub_wake.notify_one();
+    }
+
+    pub(crate) fn hub_wake(&self) -> &tokio::sync::Notify {
+        &self.inner.hub_wake
     }
 
     pub fn settings(&self) -> &SyncSettings {
