@@ -573,3 +573,27 @@ fn sign_intro(key: &InstanceKey, issuer: &str, m: &Fake, endpoint: &str) -> Valu
     );
     serde_json::to_value(i).unwrap()
 }
+
+/// The mesh-only preset: `allowed_cidrs = ["tailscale"]` admits only the Tailscale ranges on
+/// `/sync/v1` (a loopback caller is refused), and leaves the rest of the API alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tailscale_preset_fences_the_sync_protocol() {
+    let s = instance_with(|c| c.sync.allowed_cidrs = vec!["tailscale".into()]).await;
+    let (st, b) = body_of(
+        reqwest::Client::new()
+            .get(s.url("/sync/v1/identity"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::FORBIDDEN);
+    assert_eq!(
+        s.running.state.config.sync.allowed_cidrs,
+        vec![
+            "100.64.0.0/10".to_string(),
+            "fd7a:115c:a1e0::/48".to_string()
+        ]
+    );
+    get(&s, "/sync/status").await;
+}
