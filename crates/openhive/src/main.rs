@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<()> {
     // The demo draws a live status line: keep its logs to warnings unless RUST_LOG says more,
     // and leave out the retried handshakes of its own staggered setup.
     let default_level = match cli.command {
-        Command::Demo => "warn,openhive_sync::link=error",
+        Command::Demo(_) => "warn,openhive_sync::link=error",
         Command::Serve(_) => "info",
     };
     tracing_subscriber::fmt()
@@ -26,9 +26,9 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             rt.block_on(serve(config))
         }
-        Command::Demo => {
+        Command::Demo(args) => {
             let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-            rt.block_on(openhive_server::demo::run(openhive::open_store))
+            rt.block_on(openhive_server::demo::run(openhive::open_store, args.hub))
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct AppState {
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
     /// Wakes the pull-subscription worker (`crate::subscriptions`).
     pub subscriptions: crate::subscriptions::Wake,
+    /// The MAP hub, with `[map_hub] enabled` (its routes are mounted only then).
+    pub map_hub: Option<Arc<crate::map_hub::MapHub>>,
 }
 
 /// Callback run with a hive id after its log grew.
@@ -148,6 +150,7 @@ pub type OpenStore = fn(&Config) -> anyhow::Result<Store>;
 /// Opens everything and starts serving. See the module docs.
 pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<RunningServer> {
     config.validate().context("invalid configuration")?;
+    config.sync.allowed_cidrs = crate::config::expand_cidrs(&config.sync.allowed_cidrs);
     openhive_sync::client::install_crypto_provider();
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -208,6 +211,14 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         hives.observe_ts(at);
     }
     let sync = start_sync(&config, &store, &identity, addr, &fanout).await?;
+    let map_hub = config.map_hub.enabled.then(|| {
+        Arc::new(crate::map_hub::MapHub::new(
+            store.clone(),
+            identity.instance_id.clone(),
+            identity.key.clone(),
+            config.map_hub.clone(),
+        ))
+    });
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -219,6 +230,7 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         sync,
         http_metrics: Arc::default(),
         subscriptions: crate::subscriptions::Wake::default(),
+        map_hub,
     };
     let mut background = vec![
         spawn_expiry(state.store.clone()),
@@ -247,6 +259,13 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
             worker
                 .spawn()
                 .context("starting the pull-subscription worker")?,
+        );
+    }
+    if let Some(hub) = &state.map_hub {
+        background.push(hub.spawn_stale_task());
+        tracing::info!(
+            stale_after_secs = state.config.map_hub.stale_after_secs,
+            "MAP hub enabled"
         );
     }
     // Commits made by the other app processes of this instance (PostgreSQL): the same
@@ -470,7 +489,23 @@ async fn start_sync(
         .context("starting hive sync")?;
     let notify = sync.clone();
     fanout.on_log_grew(Box::new(move |hive_id| notify.notify(hive_id)));
-    if c.enabled && !c.peers.is_empty() {
+    use crate::config::Discovery;
+    if c.enabled
+        && c.discovery != Discovery::Manual
+        && let Some(url) = &c.hub.url
+    {
+        let hub = openhive_sync::hub_client::HubSettings {
+            url: url.clone(),
+            preauth_key: c.hub.preauth_key.clone(),
+            pinned_key: c.hub.key.clone(),
+            heartbeat: Duration::from_secs(c.heartbeat_interval_secs),
+        };
+        // The task stops with the engine (its shutdown signal).
+        let _task = openhive_sync::hub_client::start(sync.clone(), hub)
+            .await
+            .context("starting the MAP hub client")?;
+    }
+    if c.enabled && c.discovery != Discovery::Hub && !c.peers.is_empty() {
         let peers = c
             .peers
             .iter()

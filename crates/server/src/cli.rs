@@ -24,8 +24,12 @@ CONFIGURATION:
                on a loopback address, otherwise token mode is forced)
     [storage]  synchronous = \"normal\" | \"full\"
     [sync]     enabled = true, heartbeat_interval_secs = 30, peer_timeout_secs = 300,
-               handshake_secret (unset), allowed_cidrs = [], rate_limit_events_per_sec = 20000,
-               rate_limit_burst = 100000, [[sync.peers]] name, sync_endpoint, shared_hives = []
+               handshake_secret (unset), allowed_cidrs = [] (\"tailscale\": the Tailscale
+               ranges), rate_limit_events_per_sec = 20000, rate_limit_burst = 100000,
+               discovery = \"manual\" | \"hub\" | \"both\" (both),
+               [[sync.peers]] name, sync_endpoint, shared_hives = []
+    [sync.hub] url, preauth_key, key (all unset: no MAP hub)
+    [map_hub]  enabled = false, stale_after_secs = 300, introduction_ttl_secs = 86400
   Unknown keys are an error.
 
   Logging is controlled by RUST_LOG (default: info).";
@@ -45,7 +49,15 @@ pub enum Command {
     Serve(ServeArgs),
     /// Start three instances on loopback ports with temporary data, sharing one hive, with
     /// agents writing on each; prints where to look and live counts until Ctrl-C.
-    Demo,
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DemoArgs {
+    /// Hub-assisted: the first instance is a MAP hub; the others know only its URL and a
+    /// preauth key, and the mesh forms by itself (no peer configured).
+    #[arg(long)]
+    pub hub: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

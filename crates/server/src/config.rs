@@ -30,6 +30,87 @@ pub struct Config {
     pub sync: SyncConfig,
     pub metrics: MetricsConfig,
     pub subscriptions: SubscriptionsConfig,
+    pub map_hub: MapHubConfig,
+}
+
+/// The MAP hub (`[map_hub]`, docs/PROTOCOL-sync.md "MAP hub"): this instance serves
+/// `/api/v1/map/*` so other instances register, advertise their sync groups and find each
+/// other. Off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MapHubConfig {
+    pub enabled: bool,
+    /// A swarm silent (no heartbeat or call) for longer than this goes `offline`.
+    pub stale_after_secs: u64,
+    /// How long the hub introductions it hands out stay valid (renewed at every heartbeat).
+    pub introduction_ttl_secs: u64,
+}
+
+impl Default for MapHubConfig {
+    fn default() -> Self {
+        MapHubConfig {
+            enabled: false,
+            stale_after_secs: 300,
+            introduction_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// How an instance finds its sync peers (`[sync] discovery`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    /// `[[sync.peers]]` and the admin API only.
+    Manual,
+    /// The MAP hub at `[sync.hub] url` only (`[[sync.peers]]` are not seeded; the admin API
+    /// still works).
+    Hub,
+    /// Both (the design's default): the hub when `[sync.hub] url` is set.
+    #[default]
+    Both,
+}
+
+/// The MAP hub this instance registers with (`[sync.hub]`).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubClientConfig {
+    /// The hub's base URL (`http://hub:3000`); unset: no hub.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The preauth key to register with (spent once: the registration is remembered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preauth_key: Option<String>,
+    /// The hub's signing key (standard base64 SPKI), if it should be pinned from the start
+    /// rather than on first registration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for HubClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubClientConfig")
+            .field("url", &self.url)
+            .field("preauth_key", &self.preauth_key.as_ref().map(|_| "***"))
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// The `allowed_cidrs` preset for a Tailscale (or Headscale) mesh: its IPv4 CGNAT range and
+/// its IPv6 ULA range.
+pub const TAILSCALE_CIDRS: [&str; 2] = ["100.64.0.0/10", "fd7a:115c:a1e0::/48"];
+
+/// `allowed_cidrs` with the presets expanded (`"tailscale"` → [`TAILSCALE_CIDRS`]).
+pub fn expand_cidrs(list: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in list {
+        if c.trim().eq_ignore_ascii_case("tailscale") {
+            out.extend(TAILSCALE_CIDRS.iter().map(|s| s.to_string()));
+        } else {
+            out.push(c.clone());
+        }
+    }
+    out
 }
 
 /// Pull subscriptions (Pattern 1, `/api/v1/sync/subscriptions`): the one worker polling
@@ -220,7 +301,8 @@ pub struct SyncConfig {
     /// Shared secret peers must present in a handshake, if set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake_secret: Option<String>,
-    /// Networks allowed to reach `/sync/v1` (empty: any).
+    /// Networks allowed to reach `/sync/v1` (empty: any). `"tailscale"` stands for the
+    /// Tailscale ranges (100.64.0.0/10 and fd7a:115c:a1e0::/48).
     pub allowed_cidrs: Vec<String>,
     pub rate_limit_events_per_sec: u32,
     pub rate_limit_burst: u32,
@@ -259,6 +341,9 @@ pub struct SyncConfig {
     pub pull_batch: i64,
     /// How often a link pulling a long way (backfill, resync) logs its progress.
     pub progress_log_secs: u64,
+    /// How peers are found: `manual`, `hub` or `both`.
+    pub discovery: Discovery,
+    pub hub: HubClientConfig,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -288,6 +373,8 @@ impl Default for SyncConfig {
             compaction_retention_secs: 7 * 24 * 3600,
             pull_batch: 500,
             progress_log_secs: 5,
+            discovery: Discovery::Both,
+            hub: HubClientConfig::default(),
             peers: Vec::new(),
         }
     }
@@ -438,12 +525,34 @@ impl Config {
         {
             return bad(format!("sync.ca_file {} is not a file", f.display()));
         }
-        for cidr in &self.sync.allowed_cidrs {
+        for cidr in &expand_cidrs(&self.sync.allowed_cidrs) {
             if !valid_cidr(cidr) {
                 return bad(format!(
                     "sync.allowed_cidrs: {cidr:?} is not an IP network like 10.0.0.0/8"
                 ));
             }
+        }
+        if let Some(url) = &self.sync.hub.url
+            && openhive_core::validate::url(url).is_err()
+        {
+            return bad(format!("sync.hub.url must be an http(s) URL, got {url:?}"));
+        }
+        if self.sync.discovery == Discovery::Hub && self.sync.hub.url.is_none() {
+            return bad("sync.discovery = \"hub\" needs sync.hub.url".into());
+        }
+        if let Some(k) = &self.sync.hub.key
+            && openhive_core::PublicKey::from_base64(k).is_err()
+        {
+            return bad("sync.hub.key must be a base64 Ed25519 public key (SPKI)".into());
+        }
+        if self.map_hub.stale_after_secs == 0
+            || self.map_hub.introduction_ttl_secs < 60
+            || self.map_hub.introduction_ttl_secs > 365 * 24 * 3600
+        {
+            return bad(
+                "map_hub.stale_after_secs must be > 0 and map_hub.introduction_ttl_secs 60 s to 1 year"
+                    .into(),
+            );
         }
         for p in &self.sync.peers {
             if p.name.trim().is_empty() {
@@ -694,6 +803,37 @@ mod tests {
         assert!(c.validate().is_ok());
         c.server.body_limit_bytes = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn hub_keys_and_the_tailscale_preset() {
+        Jail::expect_with(|jail| {
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert!(!c.map_hub.enabled);
+            assert_eq!(c.sync.discovery, Discovery::Both);
+            jail.set_env("OPENHIVE_MAP_HUB__ENABLED", "true");
+            jail.set_env("OPENHIVE_SYNC__HUB__URL", "http://hub.example:3000");
+            jail.set_env("OPENHIVE_SYNC__HUB__PREAUTH_KEY", "ohpak_x");
+            jail.set_env("OPENHIVE_SYNC__DISCOVERY", "hub");
+            jail.set_env("OPENHIVE_SYNC__ALLOWED_CIDRS", "[\"tailscale\"]");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert!(c.map_hub.enabled);
+            assert_eq!(c.sync.discovery, Discovery::Hub);
+            assert_eq!(c.sync.hub.url.as_deref(), Some("http://hub.example:3000"));
+            assert_eq!(c.sync.hub.preauth_key.as_deref(), Some("ohpak_x"));
+            assert!(!format!("{:?}", c.sync.hub).contains("ohpak_x"));
+            assert_eq!(
+                expand_cidrs(&c.sync.allowed_cidrs),
+                vec![
+                    "100.64.0.0/10".to_string(),
+                    "fd7a:115c:a1e0::/48".to_string()
+                ]
+            );
+            Ok(())
+        });
+        let mut c = Config::default();
+        c.sync.discovery = Discovery::Hub;
+        assert!(c.validate().is_err(), "hub discovery without a hub url");
     }
 
     #[test]

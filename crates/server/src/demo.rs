@@ -2,7 +2,10 @@
 //! each, and a live line of per-instance counts and sync lag until Ctrl-C.
 //!
 //! Everything is set up through the public HTTP API (the same calls an admin would make),
-//! so the demo doubles as a walkthrough of the hubless setup.
+//! so the demo doubles as a walkthrough of the hubless setup; with `--hub`, of the
+//! hub-assisted one: the first instance is a MAP hub (and registers with itself), the others
+//! know only its URL and a preauth key, every instance only enables the group, and the mesh
+//! forms by itself.
 
 use crate::config::{AuthMode, Config};
 use crate::{RunningServer, start};
@@ -46,19 +49,94 @@ async fn call(
     Ok(v)
 }
 
-/// Runs the demo until Ctrl-C.
-pub async fn run(open_store: crate::app::OpenStore) -> anyhow::Result<()> {
+fn node_config(name: &str, dir: &tempfile::TempDir) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    config.server.data_dir = dir.path().to_path_buf();
+    config.auth.mode = AuthMode::Local;
+    config.instance.name = format!("OpenHive {name}");
+    config.sync.heartbeat_interval_secs = 2;
+    config
+}
+
+/// The first node as a MAP hub registered with itself, and a preauth key for all three:
+/// started once to issue the key (admin key from its data directory), then again on the
+/// same port with its own URL as `[sync.hub] url`.
+async fn start_hub(
+    http: &reqwest::Client,
+    open_store: crate::app::OpenStore,
+) -> anyhow::Result<(Node, String)> {
+    let name = NAMES[0];
+    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let mut config = node_config(name, &dir);
+    config.map_hub.enabled = true;
+    config.map_hub.stale_after_secs = 30;
+    let running = start(config.clone(), open_store)
+        .await
+        .with_context(|| format!("starting {name}"))?;
+    let base = format!("http://{}", running.addr);
+    let admin = std::fs::read_to_string(dir.path().join("admin.key"))
+        .context("reading the hub's admin key")?;
+    let resp = http
+        .post(format!("{base}/api/v1/map/preauth-keys"))
+        .header("X-Admin-Key", admin.trim())
+        .json(&json!({ "uses": NAMES.len() }))
+        .send()
+        .await
+        .context("creating a preauth key")?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    let Some(key) = v["key"].as_str().filter(|_| status.is_success()) else {
+        bail!("creating a preauth key: {status} {v}");
+    };
+    let key = key.to_string();
+    let addr = running.addr;
+    running.shutdown().await?;
+    config.server.listen = addr.to_string();
+    config.sync.hub.url = Some(base.clone());
+    config.sync.hub.preauth_key = Some(key.clone());
+    let mut tries = 0;
+    let running = loop {
+        match start(config.clone(), open_store).await {
+            Ok(r) => break r,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                tracing::debug!(error = %e, "restarting the hub; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("restarting {name}")),
+        }
+    };
+    Ok((
+        Node {
+            name,
+            base,
+            running,
+            _dir: dir,
+        },
+        key,
+    ))
+}
+
+/// Runs the demo until Ctrl-C. `hub`: hub-assisted (see the module docs).
+pub async fn run(open_store: crate::app::OpenStore, hub: bool) -> anyhow::Result<()> {
     openhive_sync::client::install_crypto_provider();
     let http = reqwest::Client::new();
     let mut nodes = Vec::new();
-    for name in NAMES {
+    let mut preauth = None;
+    if hub {
+        let (node, key) = start_hub(&http, open_store).await?;
+        nodes.push(node);
+        preauth = Some(key);
+    }
+    for name in NAMES.iter().skip(nodes.len()) {
+        let name = *name;
         let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-        let mut config = Config::default();
-        config.server.listen = "127.0.0.1:0".into();
-        config.server.data_dir = dir.path().to_path_buf();
-        config.auth.mode = AuthMode::Local;
-        config.instance.name = format!("OpenHive {name}");
-        config.sync.heartbeat_interval_secs = 2;
+        let mut config = node_config(name, &dir);
+        if let Some(key) = &preauth {
+            config.sync.hub.url = Some(nodes[0].base.clone());
+            config.sync.hub.preauth_key = Some(key.clone());
+        }
         let running = start(config, open_store)
             .await
             .with_context(|| format!("starting {name}"))?;
@@ -90,6 +168,20 @@ pub async fn run(open_store: crate::app::OpenStore) -> anyhow::Result<()> {
     )
     .await?;
     for (i, a) in nodes.iter().enumerate() {
+        if hub {
+            // Hub-assisted: enabling the group is all; the hub introduces the peers.
+            if i > 0 {
+                call(
+                    &http,
+                    post.clone(),
+                    &format!("{}/api/v1/sync/groups", a.base),
+                    None,
+                    Some(json!({ "hive_name": HIVE })),
+                )
+                .await?;
+            }
+            continue;
+        }
         for (j, b) in nodes.iter().enumerate() {
             if i != j {
                 call(&http, post.clone(), &format!("{}/api/v1/sync/peers", a.base), None, Some(json!({
@@ -100,6 +192,12 @@ pub async fn run(open_store: crate::app::OpenStore) -> anyhow::Result<()> {
     }
 
     println!("\nOpenHive demo: three instances share the hive \"{HIVE}\".\n");
+    if hub {
+        println!(
+            "Hub-assisted: {} is the MAP hub; no peer is configured anywhere, each instance only\nenabled the group (peers: curl -s {}/api/v1/sync/peers).\n",
+            nodes[0].name, nodes[1].base
+        );
+    }
     for n in &nodes {
         println!(
             "  {:<7} {}   (feed: {}/api/v1/posts?hive={HIVE}&sort=new)",

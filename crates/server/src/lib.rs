@@ -6,6 +6,7 @@
 //! - [`identity`]: the instance id, signing key and admin key persisted in the data dir.
 //! - [`app`]: `AppState` and [`app::start`], which binds and serves until shut down.
 //! - [`http`]: the router and one module per API concern.
+//! - [`map_hub`]: the MAP hub (`[map_hub] enabled`): introductions, stale detection.
 //! - [`metrics`]: the Prometheus text encoder, HTTP request figures, the lag-alert memory.
 
 pub mod app;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod identity;
+pub mod map_hub;
 pub mod metrics;
 pub mod realtime;
 pub mod rotation;

@@ -20,6 +20,8 @@
 //! - [`agents`], [`hives`], [`posts`], [`comments`], [`search`]: read models and local rows.
 //! - [`sync_state`]: peers, group links, cursors, tokens, instance keys.
 //! - [`introductions`]: the introductions this instance holds for itself (hub or peer vouchers).
+//! - [`map_hub`]: the MAP hub's registry (swarms, advertised hive names, preauth keys,
+//!   events) and this instance's own registration with a hub.
 //! - [`subscriptions`]: Pattern 1 pull subscriptions and the mirror hives they fill.
 
 pub mod agents;
@@ -37,6 +39,7 @@ pub mod ingest_keys;
 pub mod introductions;
 pub mod keys;
 pub mod log;
+pub mod map_hub;
 pub mod materialize;
 pub mod notify;
 pub mod posts;

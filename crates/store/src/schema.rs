@@ -38,6 +38,7 @@ pub const SQLITE: &[Migration] = &[
         10,
         include_str!("../migrations/sqlite/0010_introductions.sql"),
     ),
+    (11, include_str!("../migrations/sqlite/0011_map_hub.sql")),
     (12, include_str!("../migrations/sqlite/0012_compaction.sql")),
     (
         13,
@@ -48,7 +49,8 @@ pub const SQLITE: &[Migration] = &[
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
 /// 1 is the whole of SQLite's versions 1-3; version 2 is SQLite's 4, version 3 SQLite's 5, version 4 SQLite's 6,
 /// version 5 SQLite's 7, version 6 SQLite's 8 (SQLite's 9, the FTS5 vocabulary table, has no
-/// PostgreSQL counterpart), version 7 SQLite's 10, version 9 SQLite's 12, version 10 SQLite's 13.
+/// PostgreSQL counterpart), version 7 SQLite's 10, version 8 SQLite's 11, version 9 SQLite's 12,
+/// version 10 SQLite's 13.
 pub const POSTGRES: &[Migration] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (
@@ -75,6 +77,7 @@ pub const POSTGRES: &[Migration] = &[
         7,
         include_str!("../migrations/postgres/0007_introductions.sql"),
     ),
+    (8, include_str!("../migrations/postgres/0008_map_hub.sql")),
     (
         9,
         include_str!("../migrations/postgres/0009_compaction.sql"),

@@ -267,11 +267,10 @@ pub fn upsert_configured_peer(
 ) -> Result<(PeerRow, bool)> {
     if let Some(p) = peer_by_endpoint(conn, endpoint)? {
         conn.execute(
-            "UPDATE peers SET name = ?2,
-               source = CASE WHEN source = 'handshake' THEN ?3 ELSE source END,
-               updated_at = ?4 WHERE id = ?1",
-            params![p.id, name, source, now],
+            "UPDATE peers SET name = ?2, updated_at = ?3 WHERE id = ?1",
+            params![p.id, name, now],
         )?;
+        raise_source(conn, &p.id, source)?;
         let row = peer_by_id(conn, &p.id)?.ok_or(crate::StoreError::NotFound("peer"))?;
         return Ok((row, false));
     }
@@ -283,6 +282,36 @@ pub fn upsert_configured_peer(
     )?;
     let row = peer_by_id(conn, &id)?.ok_or(crate::StoreError::NotFound("peer"))?;
     Ok((row, true))
+}
+
+impl PeerSource {
+    /// Precedence of the design's peer sources: manual (`api`, `config`) > `hub` > `gossip`
+    /// > `handshake` (learned only because the peer called us).
+    pub fn precedence(self) -> u8 {
+        match self {
+            PeerSource::Api | PeerSource::Config => 3,
+            PeerSource::Hub => 2,
+            PeerSource::Gossip => 1,
+            PeerSource::Handshake => 0,
+        }
+    }
+}
+
+/// Sets the peer's source to `source` if that ranks higher than its current one (never
+/// downgrades: a manual peer found again through the hub stays manual). Returns whether it
+/// changed.
+pub fn raise_source(conn: &Conn<'_>, peer_id: &str, source: PeerSource) -> Result<bool> {
+    let Some(p) = peer_by_id(conn, peer_id)? else {
+        return Ok(false);
+    };
+    if source.precedence() <= p.source.precedence() {
+        return Ok(false);
+    }
+    conn.execute(
+        "UPDATE peers SET source = ?2 WHERE id = ?1",
+        params![peer_id, source],
+    )?;
+    Ok(true)
 }
 
 /// Records what a handshake told us about a peer: its instance id, name and endpoint.
@@ -537,6 +566,16 @@ fn open_token(conn: &Conn<'_>, stored: String, peer_id: &str, hive_id: &str) -> 
             None
         }
     }
+}
+
+/// Seals a secret other than a peer token (the MAP hub swarm token) like peer tokens.
+pub(crate) fn seal_secret(conn: &Conn<'_>, secret: &str) -> Result<String> {
+    seal_token(conn, secret)
+}
+
+/// Opens what [`seal_secret`] stored (`None` if it does not open).
+pub(crate) fn open_secret(conn: &Conn<'_>, stored: String) -> Option<String> {
+    open_token(conn, stored, "-", "-")
 }
 
 /// Seals every outbound token still stored in clear (by a version before sealing). A no-op

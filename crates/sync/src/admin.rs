@@ -323,7 +323,8 @@ pub async fn create_group(h: &SyncHandle, hive_name: &str) -> Result<(GroupView,
     validate::hive_name(hive_name).map_err(bad)?;
     let name = hive_name.to_string();
     let me = h.me().instance_id.clone();
-    h.store()
+    let out = h
+        .store()
         .write(move |tx| -> Result<_, SyncError> {
             let hive_id = match hives::get_by_name(tx, &name)? {
                 Some(hive) => hive.id,
@@ -334,7 +335,11 @@ pub async fn create_group(h: &SyncHandle, hive_name: &str) -> Result<(GroupView,
                 .ok_or_else(|| group_not_found(&name))?;
             Ok((group_view(tx, g)?, created))
         })
-        .await
+        .await;
+    if matches!(out, Ok((_, true))) {
+        h.groups_changed();
+    }
+    out
 }
 
 /// `POST /api/v1/sync/groups/join` (design §3.3 step 4): enables the group for
@@ -526,6 +531,7 @@ pub async fn delete_group(h: &SyncHandle, name: &str) -> Result<(), SyncError> {
         })
         .await?;
     send_leaves(h, leaves);
+    h.groups_changed();
     h.reconcile().await
 }
 

@@ -88,6 +88,13 @@ pub struct SyncClient {
     handshake_secret: Option<String>,
 }
 
+impl SyncClient {
+    /// The pooled HTTP client (same TLS roots), for the MAP hub client.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
 impl std::fmt::Debug for SyncClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncClient").finish_non_exhaustive()

@@ -129,6 +129,8 @@ pub(crate) struct Inner {
     pub trusted_hub: Mutex<Option<crate::admission::TrustedHub>>,
     /// Progress of the links pulling now (in memory, this process only).
     pub progress: crate::progress::Tracker,
+    /// Wakes the MAP hub client (`hub_client`) after a local sync group change.
+    pub hub_wake: tokio::sync::Notify,
 }
 
 /// The `since` recorded by [`SyncHandle::expect_pull`]: a pull announced by a handshake.
@@ -190,6 +192,7 @@ impl SyncEngine {
                 confirmed: Mutex::new(HashMap::new()),
                 trusted_hub: Mutex::new(None),
                 progress: crate::progress::Tracker::new(progress_log),
+                hub_wake: tokio::sync::Notify::new(),
             }),
         };
         let me_id = handle.inner.me.instance_id.clone();
@@ -328,6 +331,16 @@ impl SyncHandle {
     /// Progress of the links pulling now in this process ([`crate::progress`]).
     pub fn progress(&self) -> &crate::progress::Tracker {
         &self.inner.progress
+    }
+
+    /// A sync group was enabled or deleted: the MAP hub client (if any) advertises or
+    /// withdraws it at once.
+    pub fn groups_changed(&self) {
+        self.inner.hub_wake.notify_one();
+    }
+
+    pub(crate) fn hub_wake(&self) -> &tokio::sync::Notify {
+        &self.inner.hub_wake
     }
 
     pub fn settings(&self) -> &SyncSettings {

@@ -28,6 +28,8 @@
 //! - [`admin`]: the local `/api/v1/sync/*` admin operations; [`paging`]: their pages and
 //!   filters.
 //! - [`backoff`], [`ratelimit`]: retry delays and the per-peer event token bucket.
+//! - [`hub_client`]: the MAP hub's wire types and the client that registers this instance,
+//!   advertises its sync groups and turns the hub's peer list into peers of source `hub`.
 //! - [`trust`]: roster-based key trust (first key wins).
 
 mod accept;
@@ -39,6 +41,7 @@ pub mod engine;
 pub mod error;
 mod groups;
 mod heartbeat;
+pub mod hub_client;
 pub mod inbound;
 pub mod inbound_batch;
 mod link;

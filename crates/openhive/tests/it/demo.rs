@@ -1,4 +1,5 @@
-//! `openhive demo`: three instances come up, share a hive, converge, and stop on Ctrl-C.
+//! `openhive demo` (and `demo --hub`): three instances come up, share a hive, converge, and
+//! stop on Ctrl-C.
 
 use crate::harness::bin;
 use std::io::Read as _;
@@ -7,8 +8,21 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn demo_converges_and_stops_on_ctrl_c() {
+    demo_run(&[]);
+}
+
+/// `openhive demo --hub`: the mesh forms through the MAP hub, with no peer configured.
+#[test]
+fn demo_hub_forms_the_mesh_by_itself() {
+    let out = demo_run(&["--hub"]);
+    assert!(out.contains("Hub-assisted"), "{out}");
+}
+
+/// Runs `openhive demo <args>` until a converged status line, then Ctrl-C; returns stdout.
+fn demo_run(args: &[&str]) -> String {
     let mut child = bin()
         .arg("demo")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -60,4 +74,5 @@ fn demo_converges_and_stops_on_ctrl_c() {
     assert!(converged, "no converged status line within 60 s:\n{out}");
     assert!(status.success(), "{status:?}\n{out}");
     assert!(out.contains("stopping"), "{out}");
+    out
 }

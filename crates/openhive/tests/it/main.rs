@@ -21,6 +21,7 @@ mod feeds;
 mod hardening;
 mod harness;
 mod hives;
+mod map_hub;
 mod meta;
 mod metrics;
 mod multiprocess;

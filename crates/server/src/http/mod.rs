@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod feeds;
 pub mod hives;
+pub mod map_hub;
 pub mod meta;
 pub mod metrics;
 pub mod posts;
@@ -38,7 +39,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.server.body_limit_bytes;
 
     // Routes under /api/v1.
-    let api = Router::new()
+    let mut api = Router::new()
         .merge(agents::routes())
         .merge(auth::routes())
         .merge(admin::routes())
@@ -49,6 +50,9 @@ pub fn router(state: AppState) -> Router {
         .merge(search::routes())
         .merge(sync_admin::routes())
         .merge(subscriptions::routes());
+    if state.map_hub.is_some() {
+        api = api.merge(map_hub::routes());
+    }
     // ── Other /api/v1 routers go here ────────────────────────────────────────────────
     // e.g. .merge(hives::routes()).merge(posts::routes()).merge(comments::routes())
     //      .merge(feeds::routes()).merge(search::routes())
