@@ -38,12 +38,13 @@ pub const SQLITE: &[Migration] = &[
         10,
         include_str!("../migrations/sqlite/0010_introductions.sql"),
     ),
+    (14, include_str!("../migrations/sqlite/0014_gossip.sql")),
 ];
 
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
 /// 1 is the whole of SQLite's versions 1-3; version 2 is SQLite's 4, version 3 SQLite's 5, version 4 SQLite's 6,
 /// version 5 SQLite's 7, version 6 SQLite's 8 (SQLite's 9, the FTS5 vocabulary table, has no
-/// PostgreSQL counterpart), version 7 SQLite's 10.
+/// PostgreSQL counterpart), version 7 SQLite's 10, version 11 SQLite's 14.
 pub const POSTGRES: &[Migration] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (
@@ -70,6 +71,7 @@ pub const POSTGRES: &[Migration] = &[
         7,
         include_str!("../migrations/postgres/0007_introductions.sql"),
     ),
+    (11, include_str!("../migrations/postgres/0011_gossip.sql")),
 ];
 
 /// The newest version of a list.

@@ -37,6 +37,7 @@ pub mod backoff;
 pub mod client;
 pub mod engine;
 pub mod error;
+pub mod gossip;
 mod groups;
 mod heartbeat;
 pub mod inbound;
