@@ -751,6 +751,7 @@ pub async fn update_peer(
 pub async fn delete_peer(h: &SyncHandle, id: &str) -> Result<(), SyncError> {
     let id = id.to_string();
     h.inner.news.forget(&id);
+    h.inner.gossip.forget(&id);
     let leaves = h
         .store()
         .write(move |tx| -> Result<_, SyncError> {

@@ -38,6 +38,7 @@ pub mod client;
 pub mod engine;
 pub mod error;
 pub mod gossip;
+pub mod gossip_sim;
 mod groups;
 mod heartbeat;
 pub mod inbound;
