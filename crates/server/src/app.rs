@@ -474,6 +474,15 @@ async fn start_sync(
         batch_groups: c.batch_groups,
         pull_batch: c.pull_batch,
         progress_log: Duration::from_secs(c.progress_log_secs),
+        gossip: openhive_sync::gossip::GossipSettings {
+            enabled: c.gossip.enabled,
+            default_ttl: c.gossip.default_ttl,
+            hub_peer_ttl: c.gossip.hub_peer_ttl,
+            exchange_interval: Duration::from_millis(c.gossip.exchange_interval),
+            max_gossip_peers: c.gossip.max_gossip_peers,
+            stale_timeout: Duration::from_millis(c.gossip.stale_timeout),
+            max_failures: i64::from(c.gossip.max_failures),
+        },
         ..SyncSettings::default()
     };
     // Changes committed by the sync engine go through the same fan-out as local ones (the

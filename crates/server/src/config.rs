@@ -344,7 +344,43 @@ pub struct SyncConfig {
     /// How peers are found: `manual`, `hub` or `both`.
     pub discovery: Discovery,
     pub hub: HubClientConfig,
+    /// Peer gossip (`[sync.gossip]`, design §3.14).
+    pub gossip: GossipConfig,
     pub peers: Vec<PeerConfig>,
+}
+
+/// `[sync.gossip]`: peers learned from heartbeats (docs/PROTOCOL-sync.md, "Gossip"). Names
+/// and units as in the design (§3.14): times in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipConfig {
+    pub enabled: bool,
+    /// Hops a configured peer travels (0: never passed on).
+    pub default_ttl: u8,
+    /// Hops a peer found through the MAP hub travels.
+    pub hub_peer_ttl: u8,
+    /// Least time between two gossip messages to one peer, in ms.
+    pub exchange_interval: u64,
+    /// Most entries per message, and most gossip-sourced peers per hive.
+    pub max_gossip_peers: usize,
+    /// A gossip-sourced peer without contact this long (ms) is removed.
+    pub stale_timeout: u64,
+    /// A gossip-sourced peer with this many consecutive failures is removed.
+    pub max_failures: u32,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            enabled: true,
+            default_ttl: 2,
+            hub_peer_ttl: 1,
+            exchange_interval: 60_000,
+            max_gossip_peers: 50,
+            stale_timeout: 300_000,
+            max_failures: 3,
+        }
+    }
 }
 
 /// The longest grace period of a token rotation (30 days).
@@ -375,6 +411,7 @@ impl Default for SyncConfig {
             progress_log_secs: 5,
             discovery: Discovery::Both,
             hub: HubClientConfig::default(),
+            gossip: GossipConfig::default(),
             peers: Vec::new(),
         }
     }
@@ -519,6 +556,21 @@ impl Config {
         }
         if self.sync.lag_alert_secs > i64::MAX as u64 / 1000 {
             return bad("sync.lag_alert_secs is too large".into());
+        }
+        let g = &self.sync.gossip;
+        if g.default_ttl > 8 || g.hub_peer_ttl > 8 {
+            return bad("sync.gossip.default_ttl and sync.gossip.hub_peer_ttl must be 0-8".into());
+        }
+        if g.exchange_interval == 0 || g.stale_timeout == 0 || g.max_failures == 0 {
+            return bad(
+                "sync.gossip.exchange_interval, stale_timeout and max_failures must be > 0".into(),
+            );
+        }
+        if g.stale_timeout > i64::MAX as u64 / 2 || g.exchange_interval > i64::MAX as u64 / 2 {
+            return bad("sync.gossip.exchange_interval or stale_timeout is too large".into());
+        }
+        if !(1..=1000).contains(&g.max_gossip_peers) {
+            return bad("sync.gossip.max_gossip_peers must be 1-1000".into());
         }
         if let Some(f) = &self.sync.ca_file
             && !f.is_file()
@@ -762,6 +814,34 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(err.contains("nope.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn gossip_keys_from_file_and_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[sync.gossip]\nmax_gossip_peers = 7\nstale_timeout = 1000\n",
+            )?;
+            jail.set_env("OPENHIVE_SYNC__GOSSIP__ENABLED", "false");
+            jail.set_env("OPENHIVE_SYNC__GOSSIP__DEFAULT_TTL", "3");
+            let file = jail.directory().join("c.toml");
+            let c = Config::load(Some(&file), &Overrides::default()).unwrap();
+            assert!(!c.sync.gossip.enabled);
+            assert_eq!(c.sync.gossip.default_ttl, 3);
+            assert_eq!(c.sync.gossip.max_gossip_peers, 7);
+            assert_eq!(c.sync.gossip.stale_timeout, 1000);
+            assert_eq!(c.sync.gossip.max_failures, 3, "default");
+            jail.set_env("OPENHIVE_SYNC__GOSSIP__MAX_FAILURES", "0");
+            assert!(Config::load(Some(&file), &Overrides::default()).is_err());
+            jail.set_env("OPENHIVE_SYNC__GOSSIP__MAX_FAILURES", "2");
+            jail.set_env("OPENHIVE_SYNC__GOSSIP__TTL", "2");
+            assert!(
+                Config::load(None, &Overrides::default()).is_err(),
+                "unknown key"
+            );
             Ok(())
         });
     }

@@ -257,7 +257,7 @@ fn new_peer_id() -> String {
 }
 
 /// Adds a configured peer (source `api` or `config`), or returns the existing row with that
-/// endpoint (renamed to `name`; a handshake-learned row becomes configured).
+/// endpoint (renamed to `name`; a handshake- or gossip-learned row becomes configured).
 pub fn upsert_configured_peer(
     conn: &Conn<'_>,
     name: &str,
@@ -330,7 +330,7 @@ pub fn upsert_handshake_peer(
         (Some(a), Some(b)) if a.id != b.id => {
             // Keep the configured row (b has the endpoint an admin entered) if a was only
             // learned; otherwise keep a. Move the links of the dropped row over.
-            let (keep, drop) = if a.source == PeerSource::Handshake {
+            let (keep, drop) = if matches!(a.source, PeerSource::Handshake | PeerSource::Gossip) {
                 (b, a)
             } else {
                 (a, b)
@@ -462,6 +462,162 @@ pub fn mark_unreachable(conn: &Conn<'_>, cutoff: i64, now: i64) -> Result<Vec<St
              RETURNING id",
         )?
         .query_map(params![cutoff, now], |r| r.get(0))?
+        .collect::<DbResult<_>>()?)
+}
+
+// ── Gossip ──────────────────────────────────────────────────────────────────────────────
+
+/// A peer as gossip sees it: what we may tell others about it (docs/PROTOCOL-sync.md,
+/// "Gossip"). `signing_key` is the current key of its chain (`None` until learned: such a
+/// peer is never passed on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipPeerRow {
+    pub id: String,
+    pub name: String,
+    pub endpoint: String,
+    pub instance_id: Option<String>,
+    pub source: PeerSource,
+    pub status: PeerStatus,
+    pub gossip_ttl: i64,
+    pub discovered_via: Option<String>,
+    /// Its last contact attempt failed (`failure_count > 0`).
+    pub failing: bool,
+    /// Hive names of its links that are not `left`.
+    pub hives: Vec<String>,
+}
+
+/// Every peer with its gossip columns and the hive names of its live links (two queries,
+/// whatever the number of peers).
+pub fn gossip_peers(conn: &Conn<'_>) -> Result<Vec<GossipPeerRow>> {
+    let mut peers: Vec<GossipPeerRow> = conn
+        .prepare_cached(
+            "SELECT id, name, endpoint, instance_id, source, status, gossip_ttl, discovered_via,
+               failure_count FROM peers ORDER BY id",
+        )?
+        .query_map((), |r| {
+            Ok(GossipPeerRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                endpoint: r.get(2)?,
+                instance_id: r.get(3)?,
+                source: r.get(4)?,
+                status: r.get(5)?,
+                gossip_ttl: r.get(6)?,
+                discovered_via: r.get(7)?,
+                failing: r.get::<_, i64>(8)? > 0,
+                hives: Vec::new(),
+            })
+        })?
+        .collect::<DbResult<_>>()?;
+    let links: Vec<(String, String)> = conn
+        .prepare_cached(
+            "SELECT l.peer_id, g.hive_name FROM peer_groups l
+             JOIN sync_groups g ON g.hive_id = l.hive_id
+             WHERE l.state <> 'left' ORDER BY l.peer_id, g.hive_name",
+        )?
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<DbResult<_>>()?;
+    let mut by_id: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, p) in peers.iter().enumerate() {
+        by_id.insert(p.id.as_str(), i);
+    }
+    let mut hives: Vec<Vec<String>> = vec![Vec::new(); peers.len()];
+    for (peer, hive) in links {
+        if let Some(&i) = by_id.get(peer.as_str()) {
+            hives[i].push(hive);
+        }
+    }
+    for (p, h) in peers.iter_mut().zip(hives) {
+        p.hives = h;
+    }
+    Ok(peers)
+}
+
+/// The gossip columns of one peer: `(gossip_ttl, discovered_via)`.
+pub fn gossip_meta(conn: &Conn<'_>, peer_id: &str) -> Result<Option<(i64, Option<String>)>> {
+    Ok(conn
+        .prepare_cached("SELECT gossip_ttl, discovered_via FROM peers WHERE id = ?1")?
+        .query_row([peer_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// Adds a peer learned by gossip (source `gossip`) with its instance id, or raises the TTL of
+/// an existing gossip-sourced row of that instance (never lowers it, never touches a row of
+/// another source: manual > hub > gossip). Returns the peer id, or `None` when the instance
+/// or the endpoint is already known otherwise (a row of another source, or the endpoint
+/// under another instance id): gossip never overrides what we know first-hand.
+pub fn upsert_gossip_peer(
+    conn: &Conn<'_>,
+    instance_id: &str,
+    name: &str,
+    endpoint: &str,
+    ttl: i64,
+    via: &str,
+    now: i64,
+) -> Result<Option<String>> {
+    let by_inst = peer_by_instance(conn, instance_id)?;
+    let by_ep = peer_by_endpoint(conn, endpoint)?;
+    match (by_inst, by_ep) {
+        (Some(a), _) if a.source == PeerSource::Gossip => {
+            conn.prepare_cached(
+                "UPDATE peers SET gossip_ttl = GREATEST(gossip_ttl, ?2), updated_at = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![a.id, ttl, now])?;
+            Ok(Some(a.id))
+        }
+        (Some(_), _) | (None, Some(_)) => Ok(None),
+        (None, None) => {
+            let id = new_peer_id();
+            conn.prepare_cached(
+                "INSERT INTO peers (id, name, endpoint, instance_id, source, status, gossip_ttl,
+                   discovered_via, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'gossip', 'pending', ?5, ?6, ?7, ?7)",
+            )?
+            .execute(params![id, name, endpoint, instance_id, ttl, via, now])?;
+            Ok(Some(id))
+        }
+    }
+}
+
+/// A peer that paired with us on the word of a peer introduction (issued by `via`) counts
+/// as found by gossip: a `handshake` row becomes `gossip` (rows of other sources stay).
+pub fn mark_gossip_sourced(conn: &Conn<'_>, peer_id: &str, via: &str, ttl: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE peers SET source = 'gossip', gossip_ttl = GREATEST(gossip_ttl, ?3),
+           discovered_via = COALESCE(discovered_via, ?2)
+         WHERE id = ?1 AND source = 'handshake'",
+    )?
+    .execute(params![peer_id, via, ttl])?;
+    Ok(())
+}
+
+/// How many gossip-sourced peers hold a live link for `hive_id` (the per-hive cap
+/// `max_gossip_peers` applies to them).
+pub fn gossip_peer_count(conn: &Conn<'_>, hive_id: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM peer_groups l JOIN peers p ON p.id = l.peer_id
+             WHERE l.hive_id = ?1 AND l.state <> 'left' AND p.source = 'gossip'",
+        )?
+        .query_row([hive_id], |r| r.get(0))?)
+}
+
+/// Gossip-sourced peers to remove: silent since before `silent_before` (never contacted:
+/// since their creation), or at `max_failures` consecutive failures or more. Peers of every
+/// other source are never returned.
+pub fn stale_gossip_peers(
+    conn: &Conn<'_>,
+    silent_before: i64,
+    max_failures: i64,
+) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id FROM peers WHERE source = 'gossip'
+               AND (COALESCE(last_contact_at, created_at) < ?1 OR failure_count >= ?2)
+             ORDER BY id",
+        )?
+        .query_map(params![silent_before, max_failures], |r| r.get(0))?
         .collect::<DbResult<_>>()?)
 }
 

@@ -309,3 +309,99 @@ fn weak_keys_learned_before_they_were_checked_are_forgotten() {
     })
     .unwrap();
 }
+
+/// Gossip never changes a peer it did not create (manual > hub > gossip), only raises the
+/// TTL of its own rows; an admin adding a gossiped peer makes it configured; only
+/// gossip-sourced peers are ever stale.
+#[test]
+fn gossip_peers_never_override_other_sources_and_only_they_go_stale() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (hive, configured) = setup(c);
+        upsert_handshake_peer(c, "inst_bbbbbbbbbbbb", "b", "http://b/sync/v1", 2)?;
+        // Known by instance id or by endpoint from another source: left alone.
+        assert_eq!(
+            upsert_gossip_peer(
+                c,
+                "inst_bbbbbbbbbbbb",
+                "x",
+                "http://x/sync/v1",
+                1,
+                "inst_v",
+                3
+            )?,
+            None
+        );
+        assert_eq!(
+            upsert_gossip_peer(
+                c,
+                "inst_cccccccccccc",
+                "x",
+                "http://b/sync/v1",
+                1,
+                "inst_v",
+                3
+            )?,
+            None
+        );
+        let b = peer_by_id(c, &configured)?.unwrap();
+        assert_eq!(
+            (b.source, b.endpoint.as_str()),
+            (PeerSource::Api, "http://b/sync/v1")
+        );
+        // A new one is added as gossip; a second hearing raises its TTL, never lowers it.
+        let g = upsert_gossip_peer(
+            c,
+            "inst_dddddddddddd",
+            "d",
+            "http://d/sync/v1",
+            0,
+            "inst_v",
+            3,
+        )?
+        .unwrap();
+        assert_eq!(gossip_meta(c, &g)?, Some((0, Some("inst_v".into()))));
+        upsert_gossip_peer(
+            c,
+            "inst_dddddddddddd",
+            "d",
+            "http://d2/sync/v1",
+            1,
+            "inst_w",
+            4,
+        )?;
+        upsert_gossip_peer(
+            c,
+            "inst_dddddddddddd",
+            "d",
+            "http://d/sync/v1",
+            0,
+            "inst_w",
+            5,
+        )?;
+        assert_eq!(gossip_meta(c, &g)?, Some((1, Some("inst_v".into()))));
+        assert_eq!(peer_by_id(c, &g)?.unwrap().endpoint, "http://d/sync/v1");
+        ensure_link(c, &g, &hive, LinkState::Handshaking)?;
+        assert_eq!(gossip_peer_count(c, &hive)?, 1);
+        let listed = gossip_peers(c)?;
+        let d = listed.iter().find(|p| p.id == g).unwrap();
+        assert_eq!(d.hives, vec!["general".to_string()]);
+        // Stale: silent since before the cutoff, or failing; the configured peer never.
+        record_failure(c, &configured, "down", 10, 6)?;
+        record_failure(c, &configured, "down", 10, 6)?;
+        assert!(stale_gossip_peers(c, 0, 2)?.is_empty());
+        assert_eq!(stale_gossip_peers(c, 100, 2)?, vec![g.clone()]);
+        record_failure(c, &g, "down", 10, 6)?;
+        assert!(stale_gossip_peers(c, 0, 2)?.is_empty());
+        record_failure(c, &g, "down", 10, 6)?;
+        assert_eq!(stale_gossip_peers(c, 0, 2)?, vec![g.clone()]);
+        // The admin adds it: configured from now on, never stale.
+        let (row, created) =
+            upsert_configured_peer(c, "d", "http://d/sync/v1", PeerSource::Api, 7)?;
+        assert!(!created);
+        assert_eq!(row.source, PeerSource::Api);
+        assert!(stale_gossip_peers(c, 100, 1)?.is_empty());
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}

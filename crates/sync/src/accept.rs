@@ -351,6 +351,8 @@ pub(crate) async fn after_commit(
     h.emit(accepted.released.changes);
     // The roster may have grown: the hive's other peers hear of it at their next heartbeat.
     h.mark_news(hive_id);
+    // A peer paired (its key known, its status active): it may be passed on by gossip.
+    h.inner.gossip.bump();
     match role {
         Role::Responder => {
             // The initiator pulls right after its handshake: leave delivery to its pull

@@ -854,6 +854,7 @@ pub async fn update_peer(
 pub async fn delete_peer(h: &SyncHandle, id: &str) -> Result<(), SyncError> {
     let id = id.to_string();
     h.inner.news.forget(&id);
+    h.inner.gossip.forget(&id);
     let leaves = h
         .store()
         .write(move |tx| -> Result<_, SyncError> {
@@ -954,6 +955,8 @@ pub async fn test_peer(h: &SyncHandle, id: &str) -> Result<TestResult, SyncError
         instance_id: h.me().instance_id.clone(),
         sync_endpoint: Some(h.me().sync_endpoint.clone()),
         groups: Default::default(),
+        known_peers: Vec::new(),
+        introduction: None,
     };
     let start = Instant::now();
     let res = h
@@ -964,9 +967,33 @@ pub async fn test_peer(h: &SyncHandle, id: &str) -> Result<TestResult, SyncError
     Ok(match res {
         Ok(resp) => {
             let pid = peer.id.clone();
-            h.store()
-                .write(move |tx| sync_state::record_contact(tx, &pid, now_ms()))
+            // The answer may carry gossip the peer now counts as told: take it.
+            let gossip = (peer.instance_id.as_deref() == Some(resp.instance_id.as_str()))
+                .then(|| (resp.known_peers.clone(), resp.introduction.clone()));
+            let (h2, from) = (h.clone(), resp.instance_id.clone());
+            let learned = h
+                .store()
+                .write(move |tx| -> Result<_, StoreError> {
+                    let now = now_ms();
+                    sync_state::record_contact(tx, &pid, now)?;
+                    match gossip {
+                        Some((known, intro)) => crate::gossip::incoming_from(
+                            &h2,
+                            tx,
+                            &pid,
+                            &from,
+                            &known,
+                            intro.as_ref(),
+                            now,
+                        )
+                        .map(Some),
+                        None => Ok(None),
+                    }
+                })
                 .await?;
+            if let Some(l) = learned {
+                crate::gossip::after_commit(h, l).await;
+            }
             TestResult {
                 reachable: true,
                 authenticated: true,

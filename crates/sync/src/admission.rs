@@ -116,12 +116,25 @@ fn check_proof(
 
 /// Of the introductions held for ourselves, the one to present for `hive`: a hub's first,
 /// then the one valid longest (`held` comes newest expiry first).
+#[allow(dead_code)] // kept for callers without a preference (the hub client)
 pub(crate) fn pick_own(held: &[Introduction], hive: &str) -> Option<Introduction> {
+    pick_own_preferring(held, hive, None)
+}
+
+/// [`pick_own`], but among peer introductions the one issued by `prefer` comes first: for a
+/// peer learned by gossip, the instance that told us about it, which shares the hive with it
+/// and so is the issuer most likely to be in its roster.
+pub(crate) fn pick_own_preferring(
+    held: &[Introduction],
+    hive: &str,
+    prefer: Option<&str>,
+) -> Option<Introduction> {
     held.iter()
         .filter(|i| i.covers(hive))
         .min_by_key(|i| {
             (
                 i.kind != IntroductionKind::Hub,
+                prefer.is_none_or(|p| i.issuer != p),
                 std::cmp::Reverse(i.expires_at),
             )
         })

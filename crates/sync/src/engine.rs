@@ -62,6 +62,8 @@ pub struct SyncSettings {
     pub batch_groups: usize,
     /// How often a long pull logs its progress ([`crate::progress`]).
     pub progress_log: Duration,
+    /// Peer gossip (`[sync.gossip]`).
+    pub gossip: crate::gossip::GossipSettings,
 }
 
 impl std::fmt::Debug for SyncSettings {
@@ -95,6 +97,7 @@ impl Default for SyncSettings {
             pull_batch: crate::protocol::DEFAULT_PULL_LIMIT,
             batch_groups: crate::protocol::BATCH_GROUPS,
             progress_log: Duration::from_secs(5),
+            gossip: crate::gossip::GossipSettings::default(),
         }
     }
 }
@@ -116,6 +119,8 @@ pub(crate) struct Inner {
     pub sched: Scheduler,
     /// Per peer, the shared hives it has not heard about yet (what heartbeats carry).
     pub news: News,
+    /// Per peer, the gossip it has heard from us; the generation of our peer knowledge.
+    pub gossip: crate::gossip::Memory,
     pub reconcile_lock: tokio::sync::Mutex<()>,
     pub shutdown_tx: watch::Sender<bool>,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -185,6 +190,7 @@ impl SyncEngine {
                 on_changes,
                 sched: Scheduler::default(),
                 news: News::default(),
+                gossip: crate::gossip::Memory::default(),
                 reconcile_lock: tokio::sync::Mutex::new(()),
                 shutdown_tx,
                 tasks: Mutex::new(Vec::new()),
@@ -427,6 +433,7 @@ impl SyncHandle {
                 .insert((peer_id.to_string(), hive_id.to_string()))
         {
             self.inner.news.mark(hive_id, [&peer_id.to_string()]);
+            self.inner.gossip.bump();
         }
         Ok(())
     }
@@ -450,12 +457,19 @@ impl SyncHandle {
             .into_iter()
             .collect();
         let sched = &self.inner.sched;
+        let before = sched.stats().links;
         sched.retain(|k| wanted.contains(k));
+        let mut changed = sched.stats().links != before;
         for key in wanted {
             let (peer, hive) = (key.0.clone(), key.1.clone());
             if sched.insert(key) {
                 self.inner.news.mark(&hive, [&peer]);
+                changed = true;
             }
+        }
+        if changed {
+            // Links came or went: what we can tell peers by gossip changed.
+            self.inner.gossip.bump();
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 use crate::client::ClientError;
 use crate::engine::{SyncHandle, sleep_or_shutdown};
 use crate::error::LinkError;
+use crate::gossip;
 use crate::groups::{self, Direction};
 use crate::protocol::*;
 use crate::tokens;
@@ -96,6 +97,7 @@ async fn round(h: &SyncHandle) -> Result<(), StoreError> {
     for id in marked {
         tracing::warn!(peer = %id, "peer unreachable (no contact within peer_timeout)");
     }
+    gossip::cleanup(h).await?;
     Ok(())
 }
 
@@ -106,8 +108,18 @@ async fn beat(h: SyncHandle, peer: PeerRow, link: LinkRow) {
         return;
     };
     let due = h.inner.news.take(&peer.id);
-    let (pid, d) = (peer.id.clone(), due.clone());
-    let ours = match h.store().read(move |c| groups::ours(c, &pid, &d)).await {
+    let plan = gossip::plan(&h, &peer.id, &due);
+    let sent = h.inner.gossip.sent(&peer.id, &plan);
+    let (pid, d, h2) = (peer.id.clone(), due.clone(), h.clone());
+    let built = h
+        .store()
+        .read(move |c| -> Result<_, StoreError> {
+            let ours = groups::ours(c, &pid, &d)?;
+            let out = gossip::outgoing_for(&h2, c, &pid, &plan, &sent)?;
+            Ok((ours, out))
+        })
+        .await;
+    let (ours, out) = match built {
         Ok(g) => g,
         Err(e) => {
             h.inner.news.give_back(&peer.id, due);
@@ -115,10 +127,15 @@ async fn beat(h: SyncHandle, peer: PeerRow, link: LinkRow) {
             return;
         }
     };
+    h.inner
+        .gossip
+        .record(&peer.id, &plan, &out, std::time::Instant::now());
     let req = Heartbeat {
         instance_id: h.me().instance_id.clone(),
         sync_endpoint: Some(h.me().sync_endpoint.clone()),
         groups: ours,
+        known_peers: out.known_peers,
+        introduction: out.introduction,
     };
     let res = match h.inner.in_flight.clone().acquire_owned().await {
         Ok(_permit) => {
@@ -128,6 +145,7 @@ async fn beat(h: SyncHandle, peer: PeerRow, link: LinkRow) {
         }
         Err(_) => {
             h.inner.news.give_back(&peer.id, due);
+            h.inner.gossip.give_back(&peer.id);
             return;
         }
     };
@@ -136,6 +154,7 @@ async fn beat(h: SyncHandle, peer: PeerRow, link: LinkRow) {
         Ok(resp) => {
             if peer.instance_id.as_deref() != Some(resp.instance_id.as_str()) {
                 h.inner.news.give_back(&peer.id, due);
+                h.inner.gossip.give_back(&peer.id);
                 tracing::warn!(answered_as = %resp.instance_id, "heartbeat answered by another instance");
                 return;
             }
@@ -145,26 +164,36 @@ async fn beat(h: SyncHandle, peer: PeerRow, link: LinkRow) {
                 "heartbeat"
             );
             let from = resp.instance_id.clone();
+            let h2 = h.clone();
             let r = h
                 .store()
-                .write(move |tx| {
-                    groups::apply(
+                .write(move |tx| -> Result<_, StoreError> {
+                    let now = now_ms();
+                    let applied =
+                        groups::apply(tx, &peer_id, &from, &resp.groups, &Direction::Answer, now)?;
+                    let learned = gossip::incoming_from(
+                        &h2,
                         tx,
                         &peer_id,
                         &from,
-                        &resp.groups,
-                        &Direction::Answer,
-                        now_ms(),
-                    )
+                        &resp.known_peers,
+                        resp.introduction.as_ref(),
+                        now,
+                    )?;
+                    Ok((applied, learned))
                 })
                 .await;
             match r {
-                Ok(applied) => groups::after_commit(&h, &peer.id, applied),
+                Ok((applied, learned)) => {
+                    groups::after_commit(&h, &peer.id, applied);
+                    gossip::after_commit(&h, learned).await;
+                }
                 Err(e) => tracing::warn!(error = %e, "recording heartbeat"),
             }
         }
         Err(e) => {
             h.inner.news.give_back(&peer.id, due);
+            h.inner.gossip.give_back(&peer.id);
             failed(&h, &peer, &link, &token, e).await
         }
     }

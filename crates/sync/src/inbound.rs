@@ -84,8 +84,7 @@ pub(crate) async fn confirm_at_configured_endpoint(
     let configured = h
         .store()
         .read(move |c| -> Result<bool, SyncError> {
-            Ok(sync_state::peer_by_endpoint(c, &ep)?
-                .is_some_and(|p| p.source != sync_state::PeerSource::Handshake))
+            Ok(sync_state::peer_by_endpoint(c, &ep)?.is_some_and(|p| configured(p.source)))
         })
         .await?;
     if !configured {
@@ -148,7 +147,11 @@ pub async fn handshake(
             if !secret_ok {
                 admit(tx, &hv, &hl, hub.as_ref(), now)?;
             }
-            Ok(respond(tx, &me, &hv, &hl, now)?)
+            let r = respond(tx, &me, &hv, &hl, now)?;
+            if !secret_ok && let Ok((_, _, a)) = &r {
+                mark_introduced(tx, &a.peer_id, &hl)?;
+            }
+            Ok(r)
         })
         .await
         .and_then(|r| r);
@@ -194,15 +197,39 @@ pub(crate) fn admit(
     }
 }
 
+/// A peer admitted by a *peer* introduction found us through gossip: its row (created by
+/// this handshake, source `handshake`) becomes gossip-sourced, so it is removed like any
+/// gossiped peer when it vanishes, and passed on no further than a handshake-learned one.
+pub(crate) fn mark_introduced(
+    tx: &openhive_store::Conn<'_>,
+    peer_id: &str,
+    hello: &Hello,
+) -> Result<(), StoreError> {
+    if let Some(i) = &hello.introduced
+        && i.introduction.kind == openhive_core::IntroductionKind::Peer
+    {
+        sync_state::mark_gossip_sourced(tx, peer_id, &i.introduction.issuer, 1)?;
+    }
+    Ok(())
+}
+
+/// Whether a peer row of `source` makes its endpoint one that may handshake without the
+/// mesh secret (confirmed at its `/identity`): not a row that came to us by itself, nor one
+/// gossip told us about (a gossiped peer pairs by an introduction, see `admission`).
+fn configured(source: sync_state::PeerSource) -> bool {
+    !matches!(
+        source,
+        sync_state::PeerSource::Handshake | sync_state::PeerSource::Gossip
+    )
+}
+
 /// Without the mesh secret, a handshake is accepted only from a configured peer's endpoint
 /// (checked again inside the responder's transaction).
 pub(crate) fn check_configured(
     tx: &openhive_store::Conn<'_>,
     endpoint: &str,
 ) -> Result<(), SyncError> {
-    let configured = sync_state::peer_by_endpoint(tx, endpoint)?
-        .is_some_and(|p| p.source != sync_state::PeerSource::Handshake);
-    if configured {
+    if sync_state::peer_by_endpoint(tx, endpoint)?.is_some_and(|p| configured(p.source)) {
         Ok(())
     } else {
         Err(SyncError::Forbidden(
@@ -585,26 +612,46 @@ pub async fn heartbeat(
     // The answer carries our news for this peer (the shared hives that changed since it
     // last heard from us), like our own heartbeats do.
     let due = h.inner.news.take(&auth.peer_id);
-    let due2 = due.clone();
+    let plan = crate::gossip::plan(h, &auth.peer_id, &due);
+    let sent = h.inner.gossip.sent(&auth.peer_id, &plan);
+    let (due2, h2) = (due.clone(), h.clone());
     let r = h
         .store()
         .write(move |tx| -> Result<_, StoreError> {
-            let applied = groups::apply(tx, &peer_id, &from, &req.groups, &direction, now_ms())?;
-            Ok((groups::ours(tx, &peer_id, &due2)?, applied))
+            let now = now_ms();
+            let applied = groups::apply(tx, &peer_id, &from, &req.groups, &direction, now)?;
+            let learned = crate::gossip::incoming_from(
+                &h2,
+                tx,
+                &peer_id,
+                &from,
+                &req.known_peers,
+                req.introduction.as_ref(),
+                now,
+            )?;
+            let ours = groups::ours(tx, &peer_id, &due2)?;
+            let out = crate::gossip::outgoing_for(&h2, tx, &peer_id, &plan, &sent)?;
+            Ok((ours, out, applied, learned))
         })
         .await;
-    let (answer, applied) = match r {
+    let (answer, out, applied, learned) = match r {
         Ok(v) => v,
         Err(e) => {
             h.inner.news.give_back(&auth.peer_id, due);
             return Err(e.into());
         }
     };
+    h.inner
+        .gossip
+        .record(&auth.peer_id, &plan, &out, std::time::Instant::now());
     groups::after_commit(h, &auth.peer_id, applied);
+    crate::gossip::after_commit(h, learned).await;
     Ok(Heartbeat {
         instance_id: h.me().instance_id.clone(),
         sync_endpoint: Some(h.me().sync_endpoint.clone()),
         groups: answer,
+        known_peers: out.known_peers,
+        introduction: out.introduction,
     })
 }
 

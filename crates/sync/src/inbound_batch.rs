@@ -103,6 +103,9 @@ pub async fn handshake(
                     Err(e) => Err(e),
                     Ok(hl) => match inbound::respond(tx, &me, &hive, &hl, now)? {
                         Ok((resp, hive_id, accepted)) => {
+                            if !secret_ok {
+                                inbound::mark_introduced(tx, &accepted.peer_id, &hl)?;
+                            }
                             done.push((hive_id, hl, accepted));
                             Ok(resp)
                         }

@@ -39,6 +39,8 @@ pub mod backoff;
 pub mod client;
 pub mod engine;
 pub mod error;
+pub mod gossip;
+pub mod gossip_sim;
 mod groups;
 mod heartbeat;
 pub mod hub_client;

@@ -253,7 +253,13 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
                 log::head(tx, &hv)?,
                 trust::roster(tx, &hv)?,
                 trust::handshake_rotations(tx, &hv, &me_id)?,
-                openhive_store::introductions::own_for(tx, &hive_name, now)?,
+                crate::admission::pick_own_preferring(
+                    &openhive_store::introductions::own_valid(tx, now)?,
+                    &hive_name,
+                    sync_state::gossip_meta(tx, &p)?
+                        .and_then(|(_, via)| via)
+                        .as_deref(),
+                ),
             ))
         })
         .await

@@ -334,9 +334,11 @@ async fn handshake(
             let now = now_ms();
             let mut groups = Vec::with_capacity(wanted.len());
             let held = openhive_store::introductions::own_valid(tx, now)?;
+            let via = sync_state::gossip_meta(tx, &p)?.and_then(|(_, via)| via);
             for (hive_id, hive_name) in &wanted {
                 let token = sync_state::issue_token(tx, &p, hive_id, now)?;
-                let introduction = crate::admission::pick_own(&held, hive_name);
+                let introduction =
+                    crate::admission::pick_own_preferring(&held, hive_name, via.as_deref());
                 let proof = introduction
                     .as_ref()
                     .map(|_| HandshakeProof::sign(&key, hive_name, &me_id, &endpoint, &token, now));

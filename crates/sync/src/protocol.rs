@@ -442,6 +442,32 @@ pub struct Heartbeat {
     pub sync_endpoint: Option<String>,
     #[serde(default)]
     pub groups: BTreeMap<String, HeartbeatGroup>,
+    /// Gossip (docs/PROTOCOL-sync.md, "Gossip"): peers the sender knows that share a hive
+    /// with the receiver, only what is new to it. Absent when empty; older peers ignore it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_peers: Vec<KnownPeer>,
+    /// An introduction of the *receiver* signed by the sender (kind `peer`, the hives they
+    /// share): what lets the receiver pair with the peers it learns by gossip. Sent when
+    /// new or due for refresh; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduction: Option<Introduction>,
+}
+
+/// One entry of a heartbeat's `known_peers`: public facts about a peer, never a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    pub instance_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub sync_endpoint: String,
+    /// A hint: the key is learned from the peer's own handshake, never from gossip.
+    pub signing_key: String,
+    /// The hives it shares with the sender that the receiver shares too (sorted).
+    #[serde(alias = "shared_hives")]
+    pub hives: Vec<String>,
+    /// Hops this entry may still travel: the receiver stores `ttl - 1` and passes the peer
+    /// on only while that is above 0.
+    pub ttl: u8,
 }
 
 /// One link in a status report.

@@ -34,6 +34,7 @@ mod sync_backfill;
 mod sync_batch;
 mod sync_converge;
 mod sync_fake_peer;
+mod sync_gossip;
 mod sync_pairing;
 mod sync_progress;
 mod sync_realtime;

@@ -57,7 +57,12 @@ async fn assert_nothing_rejected(s: &TestServer, hive: &str) {
 
 #[tokio::test]
 async fn rotation_new_posts_reach_the_mesh_and_old_events_still_verify() {
-    let (a, b, c) = (instance().await, instance().await, instance().await);
+    // Without gossip, D and E meet only the peer they are given (that is the point).
+    let (a, b, c) = (
+        instance_with(without_gossip).await,
+        instance_with(without_gossip).await,
+        instance_with(without_gossip).await,
+    );
     create_hive(&a, "rot").await;
     enable_group(&a, "rot").await;
     mesh(&[&a, &b, &c], "rot").await;
@@ -110,12 +115,12 @@ async fn rotation_new_posts_reach_the_mesh_and_old_events_still_verify() {
 
     // D meets only B after the rotation: it backfills A's whole history through B (events
     // from before and after the rotation, relayed) and verifies every one.
-    let d = instance().await;
+    let d = instance_with(without_gossip).await;
     add_peer(&d, "B", &b, &["rot"]).await;
     add_peer(&b, "D", &d, &["rot"]).await;
     // E meets only A: the handshake carries A's current key and its chain back to the
     // first key, so A's old events verify too.
-    let e = instance().await;
+    let e = instance_with(without_gossip).await;
     add_peer(&e, "A", &a, &["rot"]).await;
     add_peer(&a, "E", &e, &["rot"]).await;
     for s in [&d, &e] {
@@ -496,7 +501,12 @@ async fn token_rotation_between_real_peers_keeps_them_syncing() {
 /// to A: it learns the rotation from the chain that comes with A's events, relayed by B.
 #[tokio::test]
 async fn rotation_reaches_an_offline_peer_with_the_relayed_events() {
-    let (a, b, c) = (instance().await, instance().await, instance().await);
+    // Without gossip, A and C never meet (that is the point).
+    let (a, b, c) = (
+        instance_with(without_gossip).await,
+        instance_with(without_gossip).await,
+        instance_with(without_gossip).await,
+    );
     create_hive(&a, "rot").await;
     enable_group(&a, "rot").await;
     // A chain A - B - C: no link between A and C.

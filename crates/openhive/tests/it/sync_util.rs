@@ -44,6 +44,12 @@ pub fn fast_sync(c: &mut Config) {
     c.sync.backoff_max_secs = 1;
 }
 
+/// No peer gossip: for tests about a topology that gossip would fill in (relay through a
+/// chain, an instance that meets one peer only).
+pub fn without_gossip(c: &mut Config) {
+    c.sync.gossip.enabled = false;
+}
+
 pub async fn instance() -> TestServer {
     instance_with(|_| {}).await
 }
