@@ -18,7 +18,9 @@
 //!   whoever the owner turns out to be. Losing *heads* are kept: a later creation (owner
 //!   change) or a change superseding the winner can make a loser win. A register with no
 //!   head (a `prev` cycle, only a broken or hostile origin makes one) keeps everything;
-//! - but never the earliest or the newest droppable event naming an agent (remote agent
+//! - but never the newest droppable event of each origin instance (owner succession reads
+//!   each instance's newest `origin_ts`), nor the earliest or the newest droppable event
+//!   naming an agent (remote agent
 //!   snapshots: `created_at` is the earliest, name and `updated_at` the newest), nor the
 //!   latest setting change (it sets `hives.updated_at`).
 //!
@@ -327,6 +329,21 @@ pub fn plan(cands: &[Candidate]) -> Vec<bool> {
     let mut agent_last: HashMap<&str, usize> = HashMap::new();
     let mut latest_setting: Option<usize> = None;
     let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    // Newest per origin instance: owner succession decides from each instance's newest
+    // `origin_ts` in the hive (docs/PROTOCOL.md, "Owner succession"), so the event that
+    // carries it must stay (event ids are `evt_<instance suffix>_<ulid>`).
+    let mut origin_last: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in cands.iter().enumerate() {
+        let origin = c.id.split('_').nth(1).unwrap_or("");
+        origin_last
+            .entry(origin)
+            .and_modify(|j| {
+                if version[i] > version[*j] {
+                    *j = i;
+                }
+            })
+            .or_insert(i);
+    }
     for (i, c) in cands.iter().enumerate() {
         let agent = match &c.what {
             What::PostEdit {
@@ -388,6 +405,7 @@ pub fn plan(cands: &[Candidate]) -> Vec<bool> {
     for i in agent_first
         .into_values()
         .chain(agent_last.into_values())
+        .chain(origin_last.into_values())
         .chain(latest_setting)
     {
         keep[i] = true;
