@@ -17,7 +17,11 @@
 //!   the same register at or below P names as `prev`: it is not a head, so it never wins,
 //!   whoever the owner turns out to be. Losing *heads* are kept: a later creation (owner
 //!   change) or a change superseding the winner can make a loser win. A register with no
-//!   head (a `prev` cycle, only a broken or hostile origin makes one) keeps everything;
+//!   head (a `prev` cycle, only a broken or hostile origin makes one) keeps everything.
+//!   And every id a candidate names as `prev` stays named by at least one retained
+//!   candidate (the newest of its namers, if no namer is kept anyway): the named event may
+//!   be retained for another reason below, arrive later, or be held by a replica from
+//!   before, and without a retained namer it would become a head;
 //! - but never the newest droppable event of each origin instance (owner succession reads
 //!   each instance's newest `origin_ts`), nor the earliest or the newest droppable event
 //!   naming an agent (remote agent
@@ -431,6 +435,27 @@ pub fn plan(cands: &[Candidate]) -> Vec<bool> {
         for i in heads {
             keep[i] = true;
         }
+        // Every id a candidate names stays named by a retained candidate: a dropped namer
+        // takes its "supersedes" edge with it, and the named event (retained for another
+        // reason, still waiting, not arrived yet, or held by a replica from before)
+        // would turn into a head and could win.
+        let mut namers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for &i in &members {
+            if let What::Register {
+                prev: Some(prev), ..
+            } = &cands[i].what
+            {
+                namers.entry(prev.as_str()).or_default().push(i);
+            }
+        }
+        for of_one in namers.into_values() {
+            if of_one.iter().any(|&i| keep[i]) {
+                continue;
+            }
+            if let Some(&newest) = of_one.iter().max_by(|&&a, &&b| version[a].cmp(&version[b])) {
+                keep[newest] = true;
+            }
+        }
     }
     keep.iter().zip(droppable).map(|(k, d)| !k && d).collect()
 }
@@ -504,6 +529,33 @@ mod tests {
             c("e3", 3, reg("member:x", None)),
         ];
         assert_eq!(plan(&cands), vec![true, false, false]);
+    }
+
+    #[test]
+    fn a_named_event_keeps_a_retained_namer() {
+        // z <- x <- y: z is the newest event of its origin (kept for succession), so x,
+        // which supersedes it, stays too, or z would become a head on a replica.
+        let cands = [
+            c("evt_b_1", 9, reg("pin:p", None)),
+            c("evt_a_2", 2, reg("pin:p", Some("evt_b_1"))),
+            c("evt_a_3", 3, reg("pin:p", Some("evt_a_2"))),
+        ];
+        assert_eq!(plan(&cands), vec![false, false, false]);
+        // x names an event that is not here (not arrived, waiting, or compacted before):
+        // x stays, so that event never becomes a head when it arrives.
+        let cands = [
+            c("e2", 2, reg("pin:p", Some("e1"))),
+            c("e3", 3, reg("pin:p", Some("e2"))),
+        ];
+        assert_eq!(plan(&cands), vec![false, false]);
+        // Of several namers, one retained is enough: e1 stays named by e2, e3 by e4.
+        let cands = [
+            c("e1", 1, reg("pin:p", None)),
+            c("e2", 2, reg("pin:p", Some("e1"))),
+            c("e3", 3, reg("pin:p", Some("e1"))),
+            c("e4", 4, reg("pin:p", Some("e3"))),
+        ];
+        assert_eq!(plan(&cands), vec![true, false, true, false]);
     }
 
     #[test]

@@ -409,6 +409,13 @@ fn digest(store: &Store, hive_id: &str) -> String {
 
 fn cases() -> u32 {
     // Each case opens five stores: fewer on PostgreSQL (a scratch database each).
+    // PROPTEST_CASES overrides, to hunt with many more.
+    if let Some(n) = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
     match std::env::var("OPENHIVE_TEST_PG_URL") {
         Ok(u) if !u.is_empty() => 12,
         _ => 64,

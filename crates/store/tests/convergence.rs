@@ -438,8 +438,16 @@ fn shuffled<T: Clone>(v: &[T], mut seed: u64) -> Vec<T> {
     out
 }
 
+/// The number of cases: `default`, or `PROPTEST_CASES` to hunt with many more.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(96), .. ProptestConfig::default() })]
 
     #[test]
     fn replicas_converge_whatever_the_delivery_order(
@@ -490,7 +498,7 @@ fn succession_op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), .. ProptestConfig::default() })]
 
     /// Owner succession keeps the state a function of the event set: the owner goes silent
     /// (ops spread over 4 s, the owner's stop at a random time, the period starts at 1 s and
