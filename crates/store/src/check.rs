@@ -20,6 +20,10 @@ pub struct Consistency {
     pub posts: i64,
     pub comment_events: i64,
     pub comments: i64,
+    /// SQLite: rows of posts, comments, agents and hives missing from (or extra in) their
+    /// full-text index, plus index writes still queued after a commit (migration 0017);
+    /// 0 on PostgreSQL (its search vectors are generated columns).
+    pub search_index_gaps: i64,
 }
 
 impl Consistency {
@@ -29,6 +33,7 @@ impl Consistency {
             && self.orphan_posts == 0
             && self.post_events == self.posts
             && self.comment_events == self.comments
+            && self.search_index_gaps == 0
     }
 }
 
@@ -58,5 +63,16 @@ pub fn consistency(conn: &Conn<'_>) -> Result<Consistency> {
         posts: count("SELECT COUNT(*) FROM posts")?,
         comment_events: count("SELECT COUNT(*) FROM events WHERE event_type = 'comment_created'")?,
         comments: count("SELECT COUNT(*) FROM comments")?,
+        search_index_gaps: match conn.engine() {
+            Engine::Sqlite => count(
+                "SELECT ABS((SELECT COUNT(*) FROM posts) - (SELECT COUNT(*) FROM posts_fts_docsize))
+                      + ABS((SELECT COUNT(*) FROM comments)
+                            - (SELECT COUNT(*) FROM comments_fts_docsize))
+                      + ABS((SELECT COUNT(*) FROM agents) - (SELECT COUNT(*) FROM agents_fts_docsize))
+                      + ABS((SELECT COUNT(*) FROM hives) - (SELECT COUNT(*) FROM hives_fts_docsize))
+                      + (SELECT COUNT(*) FROM fts_queue)",
+            )?,
+            Engine::Postgres => 0,
+        },
     })
 }

@@ -160,13 +160,16 @@ fn run_batch(wc: &mut dyn WriterSession, mut jobs: Vec<Box<dyn Job>>, ctx: &Stor
         }
         return;
     }
+    let wc: &dyn WriterSession = wc;
     let conn = Conn::with_context(wc.session(), ctx);
     let end_tx = |conn: &Conn<'_>| {
-        conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            tracing::error!(error = %e, "commit failed");
-            format!("commit failed: {e}")
-        })
+        wc.before_commit()
+            .and_then(|()| conn.execute_batch("COMMIT"))
+            .map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                tracing::error!(error = %e, "commit failed");
+                format!("commit failed: {e}")
+            })
     };
     if jobs.len() == 1 {
         // Alone in its transaction: no savepoint needed (they cost a sub-journal copy of

@@ -45,6 +45,7 @@ pub const SQLITE: &[Migration] = &[
         include_str!("../migrations/sqlite/0013_owner_succession.sql"),
     ),
     (14, include_str!("../migrations/sqlite/0014_gossip.sql")),
+    (17, include_str!("../migrations/sqlite/0017_fts_queue.sql")),
 ];
 
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version

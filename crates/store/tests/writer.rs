@@ -69,3 +69,69 @@ fn concurrent_writes_commit_together_but_fail_alone() -> Result<()> {
     }
     Ok(())
 }
+
+/// The full-text index writes of a batch are applied once, before its commit (SQLite,
+/// migration 0017): what a committed job wrote is searchable, what a failed job wrote is not,
+/// an edit replaces the indexed words, and nothing stays queued.
+#[test]
+fn search_index_follows_each_job_of_a_batch() -> Result<()> {
+    let (_dir, store) = common::open_store();
+    if store.engine() != openhive_store::Engine::Sqlite {
+        return Ok(()); // PostgreSQL indexes through generated columns.
+    }
+    let insert = |tx: &openhive_store::Conn<'_>, i: usize, name: &str| {
+        tx.execute(
+            "INSERT INTO agents (id, name, instance_id, is_local, created_at, updated_at)
+             VALUES (?1, ?2, 'inst_x', 1, 0, 0)",
+            openhive_store::params![format!("agt_{i}"), name],
+        )
+    };
+    let handles: Vec<_> = (0..60)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.write_blocking(move |tx| {
+                    insert(tx, i, &format!("zebra{i} common"))?;
+                    if i % 3 == 1 {
+                        return Err(StoreError::Invalid("fails after writing".into()));
+                    }
+                    if i % 3 == 2 {
+                        tx.execute(
+                            "UPDATE agents SET name = ?2 WHERE id = ?1",
+                            openhive_store::params![format!("agt_{i}"), format!("okapi{i} common")],
+                        )?;
+                    }
+                    Ok(())
+                })
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join().map_err(|_| StoreError::Task("join".into()))?;
+    }
+    let found = |q: &'static str| -> Result<Vec<i64>> {
+        store.read_blocking(move |c| {
+            Ok(
+                c.prepare("SELECT rowid FROM agents_fts WHERE agents_fts MATCH ?1")?
+                    .query_map([q], |r| r.get(0))?
+                    .collect::<std::result::Result<Vec<i64>, _>>()?,
+            )
+        })
+    };
+    assert_eq!(found("common")?.len(), 40, "jobs 0, 2, 3, 5, ... committed");
+    assert_eq!(
+        found("zebra1")?.len(),
+        0,
+        "a failed job's row is not indexed"
+    );
+    assert_eq!(found("zebra3")?.len(), 1);
+    assert_eq!(
+        found("zebra2")?.len(),
+        0,
+        "an edited name is no longer indexed"
+    );
+    assert_eq!(found("okapi2")?.len(), 1);
+    let health = store.read_blocking(openhive_store::check::consistency)?;
+    assert_eq!(health.search_index_gaps, 0, "{health:?}");
+    Ok(())
+}

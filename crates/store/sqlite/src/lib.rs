@@ -127,7 +127,40 @@ impl WriterSession for SqliteWriter {
     fn checkpoint(&mut self) -> DbResult<()> {
         self.0.batch("PRAGMA wal_checkpoint(TRUNCATE);")
     }
+
+    /// Applies the full-text index writes the triggers queued during the transaction
+    /// (migration 0017), in order, once: FTS5 then writes one segment per transaction
+    /// instead of one per savepoint or statement.
+    fn before_commit(&self) -> DbResult<()> {
+        let conn = &self.0.0;
+        let queued = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM fts_queue)")
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, bool>(0)))
+            .map_err(db_err)?;
+        if !queued {
+            return Ok(());
+        }
+        for sql in FTS_FLUSH {
+            conn.prepare_cached(sql)
+                .and_then(|mut st| st.execute([]))
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
 }
+
+/// Applies `fts_queue` to the four full-text tables, in queue order, then empties it.
+const FTS_FLUSH: [&str; 5] = [
+    "INSERT INTO posts_fts (posts_fts, rowid, title, content)
+     SELECT cmd, rid, a, b FROM fts_queue WHERE tbl = 1 ORDER BY id",
+    "INSERT INTO comments_fts (comments_fts, rowid, content)
+     SELECT cmd, rid, a FROM fts_queue WHERE tbl = 2 ORDER BY id",
+    "INSERT INTO agents_fts (agents_fts, rowid, name, description)
+     SELECT cmd, rid, a, b FROM fts_queue WHERE tbl = 3 ORDER BY id",
+    "INSERT INTO hives_fts (hives_fts, rowid, name, description)
+     SELECT cmd, rid, a, b FROM fts_queue WHERE tbl = 4 ORDER BY id",
+    "DELETE FROM fts_queue",
+];
 
 /// The SQLite engine: the file, its writer (handed out once) and the reader pool.
 pub struct SqliteBackend {

@@ -477,6 +477,12 @@ pub trait WriterSession: Send {
     fn begin(&mut self) -> DbResult<()>;
     /// Makes the data durable in the main file (SQLite WAL checkpoint); a no-op elsewhere.
     fn checkpoint(&mut self) -> DbResult<()>;
+    /// Work deferred to the end of the transaction, run just before its COMMIT, outside
+    /// any job's savepoint (SQLite: the queued full-text index writes). A failure fails the
+    /// whole transaction.
+    fn before_commit(&self) -> DbResult<()> {
+        Ok(())
+    }
 }
 
 /// Messages published by one app process and heard by every process of the instance.
