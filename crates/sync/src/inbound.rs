@@ -641,9 +641,12 @@ pub async fn heartbeat(
             return Err(e.into());
         }
     };
-    h.inner
-        .gossip
-        .record(&auth.peer_id, &plan, &out, std::time::Instant::now());
+    h.inner.gossip.record(
+        &auth.peer_id,
+        &plan,
+        &out,
+        tokio::time::Instant::now().into_std(),
+    );
     groups::after_commit(h, &auth.peer_id, applied);
     crate::gossip::after_commit(h, learned).await;
     Ok(Heartbeat {
