@@ -71,8 +71,9 @@ pub struct Deliveries {
     received: HashMap<(usize, String), u32>,
     /// (instance, from, event id) → receptions over that link, by call.
     per_link: HashMap<(usize, usize, String), Vec<&'static str>>,
-    /// Events pushed to the peer they came from: (from, to, event id).
-    pub pushed_back: Vec<(usize, usize, String)>,
+    /// Every event pushed: (from, to, event id). Whether one went back to the peer it came
+    /// from is the sender's log's say (`received_from`): see [`Deliveries::pushes`].
+    pushes: Vec<(usize, usize, String)>,
 }
 
 /// The `from` of an event created on the instance itself.
@@ -93,9 +94,12 @@ impl Deliveries {
     }
 
     fn pushing(&mut self, from: usize, to: usize, id: &str) {
-        if self.first_from.get(&(from, id.to_string())) == Some(&to) {
-            self.pushed_back.push((from, to, id.to_string()));
-        }
+        self.pushes.push((from, to, id.to_string()));
+    }
+
+    /// Every event pushed since the last [`Deliveries::clear`]: (from, to, event id).
+    pub fn pushes(&self) -> &[(usize, usize, String)] {
+        &self.pushes
     }
 
     /// Per instance: receptions of an event it already held (duplicates).

@@ -17,6 +17,7 @@ use openhive_store::sync_state::{self, LinkState, PeerSource};
 use openhive_store::{Store, StoreError, hives, ingest, log};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -350,9 +351,32 @@ fn per_event(before: &[Traffic], after: &[Traffic], events: usize) -> PerEvent {
     }
 }
 
-fn loop_check(net: &SimNet, links: &[usize]) -> LoopCheck {
+/// The loop checks over what the network recorded since the phase began. An event went
+/// back to the peer it came from if the sender's log says it received it from that peer.
+async fn loop_check(net: &SimNet, nodes: &[Node], links: &[usize]) -> Result<LoopCheck, String> {
     let n = links.len();
-    net.with_deliveries(|d| {
+    let pushes: Vec<(usize, usize, String)> = net.with_deliveries(|d| d.pushes().to_vec());
+    let mut came_from: HashMap<(usize, String), String> = HashMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let hive = node.hive_id.clone();
+        let logged = node
+            .store
+            .read(move |c| log::since(c, &hive, 0, 1_000_000))
+            .await
+            .map_err(|e| e.to_string())?;
+        for e in logged {
+            if let Some(f) = e.received_from {
+                came_from.insert((i, e.event.id), f);
+            }
+        }
+    }
+    let pushed_back = pushes
+        .iter()
+        .filter(|(from, to, id)| {
+            came_from.get(&(*from, id.clone())) == Some(&nodes[*to].me.instance_id)
+        })
+        .count();
+    Ok(net.with_deliveries(|d| {
         let dups = d.duplicates(n);
         let over_links = d
             .max_receptions(n)
@@ -367,9 +391,9 @@ fn loop_check(net: &SimNet, links: &[usize]) -> LoopCheck {
             over_links,
             repeated_on_a_link: d.repeated_on_a_link().len(),
             repeated_examples: d.repeated_on_a_link().into_iter().take(8).collect(),
-            pushed_back: d.pushed_back.len(),
+            pushed_back,
         }
-    })
+    }))
 }
 
 /// Waits (virtual time, checking every `step`) until all digests are equal over at least
@@ -640,7 +664,9 @@ pub async fn run(
     let convergence = span(t_writes, hb);
     let per_event = per_event(&before, &net.traffic(), cfg.writes);
     let link_counts = links(&nodes).await.map_err(|e| fail(seed, e))?;
-    let loops = loop_check(&net, &link_counts);
+    let loops = loop_check(&net, &nodes, &link_counts)
+        .await
+        .map_err(|e| fail(seed, e))?;
     log(format!(
         "{} writes converged after {:.2} rounds ({:.1} s); per event per instance: {:.2} messages (max {:.2}), {:.0} bytes (max {:.0}); duplicates {} (max {} on one instance)",
         cfg.writes,
@@ -761,7 +787,9 @@ pub async fn run(
     let fault_convergence = span(t_heal, hb);
     let fault_total = span(t_faults, hb);
     let link_counts = links(&nodes).await.map_err(|e| fail(seed, e))?;
-    let fault_loops = loop_check(&net, &link_counts);
+    let fault_loops = loop_check(&net, &nodes, &link_counts)
+        .await
+        .map_err(|e| fail(seed, e))?;
     let (lost, cut) = net.faults();
     log(format!(
         "after healing: converged in {:.2} rounds ({:.1} s); {lost} messages lost, {cut} calls cut, {restarts_done} restarts; duplicates {}",
