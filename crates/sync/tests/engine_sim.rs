@@ -50,9 +50,17 @@ fn eight_engines_discover_converge_without_loops_and_heal_after_loss_partition_a
         verbose: true,
         ..EngineSimConfig::default()
     };
+    // Opened before the runtime starts: the PostgreSQL client runs its own.
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let open = move |i: usize| open_store(&root, i);
+    let stores: Vec<std::sync::Mutex<Option<Store>>> = (0..cfg.nodes)
+        .map(|i| std::sync::Mutex::new(Some(open_store(dir.path(), i).unwrap())))
+        .collect();
+    let open = move |i: usize| {
+        stores
+            .get(i)
+            .and_then(|s| s.lock().unwrap().take())
+            .ok_or_else(|| format!("no store {i}"))
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)

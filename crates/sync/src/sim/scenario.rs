@@ -765,7 +765,9 @@ pub async fn run(
                 }
             }
         }
-        tokio::time::sleep(hb).await;
+        if round < last_round {
+            tokio::time::sleep(hb).await;
+        }
     }
     net.set_loss(0.0);
     net.partition(None);
