@@ -17,7 +17,7 @@ use crate::error::{Result, StoreError};
 use crate::params;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// How the database is opened.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ struct Inner {
     room: Arc<tokio::sync::Semaphore>,
     capacity: usize,
     refused: AtomicU64,
+    /// Async writes wait for the writer on a blocking-pool thread ([`Store::hold_paused_clock`]).
+    wait_on_blocking_pool: AtomicBool,
     /// One permit per pooled reader: an async read waits here, not on a blocking thread, so
     /// the blocking threads reads use stay bounded by the pool whatever the concurrency.
     reads: Arc<tokio::sync::Semaphore>,
@@ -239,6 +241,7 @@ impl Store {
                 room: Arc::new(tokio::sync::Semaphore::new(capacity)),
                 capacity,
                 refused: AtomicU64::new(0),
+                wait_on_blocking_pool: AtomicBool::new(false),
                 reads: Arc::new(tokio::sync::Semaphore::new(opts.readers.max(1) as usize)),
                 backend,
                 ctx,
@@ -313,6 +316,38 @@ impl Store {
         rx
     }
 
+    /// For simulations under tokio's paused clock (`tokio::time::pause`): from now on an
+    /// async write waits for the writer thread from a blocking-pool thread instead of on a
+    /// channel, so that, like a read (already on the blocking pool), a write in flight holds
+    /// the clock's auto-advance back (tokio does not advance a paused clock while a blocking
+    /// task runs; the writer thread is not one). Costs a blocking thread per write in
+    /// flight: never set in production.
+    pub fn hold_paused_clock(&self) {
+        self.inner
+            .wait_on_blocking_pool
+            .store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for a submitted write's answer (see [`Store::hold_paused_clock`]).
+    async fn answer<T, E>(
+        &self,
+        rx: tokio::sync::oneshot::Receiver<std::result::Result<T, E>>,
+    ) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let dropped = || Err(E::from(StoreError::Task("writer dropped the reply".into())));
+        if self.inner.wait_on_blocking_pool.load(Ordering::Relaxed) {
+            return match tokio::task::spawn_blocking(move || rx.blocking_recv()).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => dropped(),
+                Err(e) => Err(E::from(StoreError::Task(e.to_string()))),
+            };
+        }
+        rx.await.unwrap_or_else(|_| dropped())
+    }
+
     /// Runs `f` on the writer connection, atomically: its changes commit if it returns `Ok`
     /// and are rolled back if it returns `Err`. Concurrent writes are committed together
     /// (group commit); this returns only after the commit. Waits while the queue is full.
@@ -329,9 +364,7 @@ impl Store {
             .acquire_owned()
             .await
             .map_err(|_| E::from(StoreError::Task("the write queue is closed".into())))?;
-        self.submit(f, Some(permit))
-            .await
-            .unwrap_or_else(|_| Err(E::from(StoreError::Task("writer dropped the reply".into()))))
+        self.answer(self.submit(f, Some(permit))).await
     }
 
     /// [`Store::write`] that refuses with [`StoreError::Overloaded`] when the queue is full,
@@ -346,9 +379,7 @@ impl Store {
             self.inner.refused.fetch_add(1, Ordering::Relaxed);
             return Err(E::from(StoreError::Overloaded));
         };
-        self.submit(f, Some(permit))
-            .await
-            .unwrap_or_else(|_| Err(E::from(StoreError::Task("writer dropped the reply".into()))))
+        self.answer(self.submit(f, Some(permit))).await
     }
 
     /// [`Store::write`] for code off the async runtime (tests, benches, blocking tasks).

@@ -21,6 +21,7 @@ use crate::news::News;
 use crate::protocol::MAX_BATCH_GROUPS;
 use crate::ratelimit::RateLimiter;
 use crate::scheduler::{After, Scheduler, SchedulerStats};
+use crate::transport::Transport;
 use openhive_core::time::now_ms;
 use openhive_core::{RotationStatement, SharedKey};
 use openhive_store::materialize::Change;
@@ -112,7 +113,10 @@ pub(crate) struct Inner {
     pub store: Store,
     pub me: LocalIdentity,
     pub settings: SyncSettings,
-    pub client: SyncClient,
+    /// Every outbound `/sync/v1` call goes through this ([`SyncClient`] in production).
+    pub client: Arc<dyn Transport>,
+    /// The pooled HTTP client (same TLS roots), for the MAP hub client only.
+    pub http: SyncClient,
     pub on_changes: OnChanges,
     pub limiter: RateLimiter,
     pub in_flight: Arc<Semaphore>,
@@ -125,10 +129,12 @@ pub(crate) struct Inner {
     pub shutdown_tx: watch::Sender<bool>,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
     /// When each (peer, hive) last pulled from us, and up to which seq.
-    pub pulled: Mutex<HashMap<LinkKey, (std::time::Instant, i64)>>,
+    /// (`tokio::time::Instant`: the same clock as `std` in production, virtual in the
+    /// simulation.)
+    pub pulled: Mutex<HashMap<LinkKey, (tokio::time::Instant, i64)>>,
     /// Handshake initiators recently confirmed at their configured endpoint:
     /// (endpoint, instance id, signing key) → when.
-    pub confirmed: Mutex<HashMap<(String, String, String), std::time::Instant>>,
+    pub confirmed: Mutex<HashMap<(String, String, String), tokio::time::Instant>>,
     /// The MAP hub whose introductions we accept (set by the hub client once it knows the
     /// hub's key).
     pub trusted_hub: Mutex<Option<crate::admission::TrustedHub>>,
@@ -174,6 +180,33 @@ impl SyncEngine {
     ) -> Result<SyncHandle, SyncError> {
         let client = SyncClient::new(settings.handshake_secret.clone())
             .map_err(|e| SyncError::Store(StoreError::Invalid(e.to_string())))?;
+        let transport: Arc<dyn Transport> = Arc::new(client.clone());
+        Self::start_inner(store, me, settings, on_changes, transport, client).await
+    }
+
+    /// [`SyncEngine::start`] with outbound calls going through `transport` instead of HTTP
+    /// (the simulation's in-memory network, `crate::sim`). The MAP hub client, if started,
+    /// still speaks HTTP.
+    pub async fn start_with_transport(
+        store: Store,
+        me: LocalIdentity,
+        settings: SyncSettings,
+        on_changes: OnChanges,
+        transport: Arc<dyn Transport>,
+    ) -> Result<SyncHandle, SyncError> {
+        let http = SyncClient::new(settings.handshake_secret.clone())
+            .map_err(|e| SyncError::Store(StoreError::Invalid(e.to_string())))?;
+        Self::start_inner(store, me, settings, on_changes, transport, http).await
+    }
+
+    async fn start_inner(
+        store: Store,
+        me: LocalIdentity,
+        settings: SyncSettings,
+        on_changes: OnChanges,
+        client: Arc<dyn Transport>,
+        http: SyncClient,
+    ) -> Result<SyncHandle, SyncError> {
         let (shutdown_tx, _) = watch::channel(false);
         let progress_log = settings.progress_log;
         let handle = SyncHandle {
@@ -187,6 +220,7 @@ impl SyncEngine {
                 me,
                 settings,
                 client,
+                http,
                 on_changes,
                 sched: Scheduler::default(),
                 news: News::default(),
@@ -357,8 +391,14 @@ impl SyncHandle {
         self.inner.settings.enabled
     }
 
-    pub(crate) fn client(&self) -> &SyncClient {
+    /// The outbound calls (the engine's transport).
+    pub(crate) fn client(&self) -> &Arc<dyn Transport> {
         &self.inner.client
+    }
+
+    /// The pooled HTTP client, for the MAP hub client.
+    pub(crate) fn http(&self) -> &SyncClient {
+        &self.inner.http
     }
 
     pub(crate) fn shutdown_rx(&self) -> watch::Receiver<bool> {
@@ -491,7 +531,7 @@ impl SyncHandle {
 
     fn lock_confirmed(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), std::time::Instant>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), tokio::time::Instant>> {
         self.inner
             .confirmed
             .lock()
@@ -526,7 +566,7 @@ impl SyncHandle {
                 instance_id.to_string(),
                 signing_key.to_string(),
             ),
-            std::time::Instant::now(),
+            tokio::time::Instant::now(),
         );
     }
 
@@ -560,7 +600,7 @@ impl SyncHandle {
             .unwrap_or_else(|p| p.into_inner())
             .insert(
                 (peer_id.to_string(), hive_id.to_string()),
-                (std::time::Instant::now(), since),
+                (tokio::time::Instant::now(), since),
             );
     }
 

@@ -584,9 +584,12 @@ pub(crate) fn plan(h: &crate::engine::SyncHandle, peer_id: &str, due: &crate::ne
         crate::news::Due::All => None,
         crate::news::Due::Some(hives) => Some(hives),
     };
-    h.inner
-        .gossip
-        .plan(peer_id, due, &h.settings().gossip, Instant::now())
+    h.inner.gossip.plan(
+        peer_id,
+        due,
+        &h.settings().gossip,
+        tokio::time::Instant::now().into_std(),
+    )
 }
 
 /// [`outgoing`] with the engine's identity and settings.

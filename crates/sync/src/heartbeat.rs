@@ -127,9 +127,12 @@ async fn beat(h: SyncHandle, peer: PeerRow, link: LinkRow) {
             return;
         }
     };
-    h.inner
-        .gossip
-        .record(&peer.id, &plan, &out, std::time::Instant::now());
+    h.inner.gossip.record(
+        &peer.id,
+        &plan,
+        &out,
+        tokio::time::Instant::now().into_std(),
+    );
     let req = Heartbeat {
         instance_id: h.me().instance_id.clone(),
         sync_endpoint: Some(h.me().sync_endpoint.clone()),

@@ -384,7 +384,7 @@ impl Client {
 
     fn authed(&self, m: reqwest::Method, path: &str, r: &Registration) -> reqwest::RequestBuilder {
         self.h
-            .client()
+            .http()
             .http()
             .request(m, self.api(path))
             .bearer_auth(&r.token)
@@ -423,7 +423,7 @@ impl Client {
         };
         let resp: RegisterResponse = self
             .send(
-                self.h.client().http().post(self.api("/swarms")).json(&body),
+                self.h.http().http().post(self.api("/swarms")).json(&body),
                 Duration::from_secs(10),
             )
             .await?;

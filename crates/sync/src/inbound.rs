@@ -296,13 +296,13 @@ pub async fn pull_events(
         .await?;
     let caught_up = page.next_seq <= since && !page.has_more;
     h.note_pull(&auth.peer_id, &hive_id, since, caught_up);
-    if ack || stale {
+    if ack.is_some() || stale {
         let (hv, peer_id) = (hive_id, auth.peer_id.clone());
         h.store()
             .write(move |tx| -> Result<(), StoreError> {
                 let now = now_ms();
-                if ack {
-                    sync_state::advance_sent(tx, &peer_id, &hv, since, now)?;
+                if let Some(through) = ack {
+                    sync_state::advance_sent(tx, &peer_id, &hv, through, now)?;
                 }
                 if stale {
                     sync_state::record_contact(tx, &peer_id, now)?;
@@ -315,15 +315,19 @@ pub async fn pull_events(
 }
 
 /// One page of our log of `hive_id` after `since` for the caller (`limit` entries read;
-/// events it originated or relayed to us are skipped but covered), and whether its cursor
-/// `since` acknowledges more than our push cursor holds.
+/// events it originated or relayed to us are skipped but covered), and how far our push
+/// cursor for it may move if that is further than it is: to its cursor `since` (it durably
+/// holds everything up to there), or, for a page that holds no event, to the page's end (the
+/// range holds only events the caller originated or relayed to us, which it holds: our
+/// outbox leaves such a range to be covered by the next batch with events,
+/// `outbox::hold_skipped`, and this is how it is covered when none comes).
 pub(crate) fn read_page(
     c: &openhive_store::Conn<'_>,
     auth: &PeerAuth,
     hive_id: &str,
     since: i64,
     limit: i64,
-) -> Result<(EventsPage, bool), StoreError> {
+) -> Result<(EventsPage, Option<i64>), StoreError> {
     let peer_inst = auth.peer_instance_id.as_str();
     // At most `limit` seqs: below a compaction point the page holds only the retained
     // events of its range (dropped seqs are covered, not sent), so a caller's check that a
@@ -344,8 +348,15 @@ pub(crate) fn read_page(
     let evs: Vec<openhive_core::Event> = events.iter().map(|w| w.event.clone()).collect();
     let key_rotations = trust::batch_rotations(c, &evs)?;
     // The caller's cursor is `since`: it durably holds everything up to there, so our push
-    // cursor may skip ahead to it.
-    let ack = sync_state::link(c, &auth.peer_id, hive_id)?.is_some_and(|l| l.last_seq_sent < since);
+    // cursor may skip ahead to it (or over an event-less page).
+    let through = if events.is_empty() {
+        next_seq.max(since)
+    } else {
+        since
+    };
+    let ack = sync_state::link(c, &auth.peer_id, hive_id)?
+        .is_some_and(|l| l.last_seq_sent < through)
+        .then_some(through);
     let page = EventsPage {
         events,
         next_seq,
@@ -641,9 +652,12 @@ pub async fn heartbeat(
             return Err(e.into());
         }
     };
-    h.inner
-        .gossip
-        .record(&auth.peer_id, &plan, &out, std::time::Instant::now());
+    h.inner.gossip.record(
+        &auth.peer_id,
+        &plan,
+        &out,
+        tokio::time::Instant::now().into_std(),
+    );
     groups::after_commit(h, &auth.peer_id, applied);
     crate::gossip::after_commit(h, learned).await;
     Ok(Heartbeat {

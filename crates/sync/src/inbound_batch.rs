@@ -194,7 +194,7 @@ pub async fn pull(
         .read(move |c| -> Result<_, StoreError> {
             let mut left = budget;
             let mut pages = Vec::new();
-            let mut acks: Vec<(String, i64, bool)> = Vec::new();
+            let mut acks: Vec<(String, i64, Option<i64>, bool)> = Vec::new();
             for g in req.groups {
                 if left <= 0 {
                     break;
@@ -210,7 +210,7 @@ pub async fn pull(
                         let (page, ack) = inbound::read_page(c, &auth2, &hive_id, since, left)?;
                         left -= (page.next_seq - since).max(0);
                         let caught_up = page.next_seq <= since && !page.has_more;
-                        acks.push((hive_id, if ack { since } else { -1 }, caught_up));
+                        acks.push((hive_id, since, ack, caught_up));
                         BatchPage {
                             hive: g.hive,
                             page: Some(page),
@@ -223,21 +223,20 @@ pub async fn pull(
             Ok((pages, acks, inbound::contact_is_stale(c, &auth2.peer_id)?))
         })
         .await?;
-    for (hive_id, since, caught_up) in &acks {
-        h.note_pull(&auth.peer_id, hive_id, (*since).max(0), *caught_up);
+    for (hive_id, since, _, caught_up) in &acks {
+        h.note_pull(&auth.peer_id, hive_id, *since, *caught_up);
     }
     let acks: Vec<(String, i64)> = acks
         .into_iter()
-        .filter(|(_, s, _)| *s >= 0)
-        .map(|(h, s, _)| (h, s))
+        .filter_map(|(h, _, ack, _)| ack.map(|through| (h, through)))
         .collect();
     if !acks.is_empty() || stale {
         let peer_id = auth.peer_id.clone();
         h.store()
             .write(move |tx| -> Result<(), StoreError> {
                 let now = now_ms();
-                for (hive_id, since) in &acks {
-                    sync_state::advance_sent(tx, &peer_id, hive_id, *since, now)?;
+                for (hive_id, through) in &acks {
+                    sync_state::advance_sent(tx, &peer_id, hive_id, *through, now)?;
                 }
                 if stale {
                     sync_state::record_contact(tx, &peer_id, now)?;

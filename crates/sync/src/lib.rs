@@ -6,7 +6,9 @@
 //!
 //! # Layout
 //! - [`protocol`]: the wire messages (docs/PROTOCOL-sync.md).
-//! - [`client`]: outbound calls (pooled reqwest, per-call timeouts).
+//! - [`transport`]: the [`transport::Transport`] trait, every outbound call the engine makes
+//!   (the engine never calls reqwest directly); [`client`] implements it over HTTP (pooled
+//!   reqwest, per-call timeouts, TLS), [`sim`] over an in-memory network.
 //! - [`engine`]: [`SyncEngine::start`] and the [`SyncHandle`] the server keeps.
 //! - [`scheduler`]: which link runs when, on a fixed pool of workers (idle links cost
 //!   nothing).
@@ -55,7 +57,9 @@ pub mod progress;
 pub mod protocol;
 pub mod ratelimit;
 pub mod scheduler;
+pub mod sim;
 mod tokens;
+pub mod transport;
 pub mod trust;
 
 pub use engine::{LocalIdentity, OnChanges, SyncEngine, SyncHandle, SyncSettings};

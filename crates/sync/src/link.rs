@@ -585,6 +585,6 @@ async fn push_once(
     };
     Ok(match outbox::step(h.store(), &sink, limits).await? {
         Progress::UpToDate => Step::Idle,
-        Progress::Skipped { .. } | Progress::Delivered { .. } => Step::More,
+        Progress::Delivered { .. } => Step::More,
     })
 }

@@ -694,6 +694,9 @@ async fn push(
             continue;
         }
         let batch = outbox::select(sink, read, bytes_left);
+        if outbox::hold_skipped(&batch, limit) {
+            continue; // only entries the peer must not get: held (see `hold_skipped`), Idle
+        }
         let size: usize = batch
             .events
             .iter()
@@ -701,16 +704,6 @@ async fn push(
             .sum();
         bytes_left = bytes_left.saturating_sub(size.max(1));
         results[pos] = Ok(Step::More);
-        if batch.events.is_empty() {
-            // Only entries the peer must not get: covered without a call.
-            acks.push(outbox::Ack {
-                consumer: ConsumerId::peer(&peer.id),
-                hive_id: sink.link.hive_id.clone(),
-                through: batch.last_seq,
-                then: outbox::Sink::on_acked(sink, false),
-            });
-            continue;
-        }
         sent.push((pos, batch.last_seq));
         groups.push(BatchPushGroup {
             hive: sink.link.hive_name.clone(),
@@ -753,7 +746,7 @@ async fn push(
         match resp {
             Err(e) => {
                 // The call failed as a whole: every group it carried fails (a refused bearer
-                // token only its own); the skipped-only acks below still commit.
+                // token only its own).
                 let fails = fan_out(e.into(), sent.len(), true);
                 for ((pos, _), r) in sent.iter().zip(fails) {
                     results[*pos] = r;

@@ -15,7 +15,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How often a peer gets every shared hive again, changed or not.
 pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(3600);

@@ -13,7 +13,10 @@
 //!   committed log: never past durable data, never past an entry not yet delivered;
 //! - a step delivers at most one batch; when the next step runs is the scheduler's business
 //!   ([`crate::scheduler`]);
-//! - the outbox never talks to a peer itself: delivery is the sink's.
+//! - the outbox never talks to a peer itself: delivery is the sink's;
+//! - a range of only skipped entries is not covered on its own ([`hold_skipped`]): the
+//!   next batch with events covers it, so every batch starts right after the last one the
+//!   receiver saw (no gap for it to repair by pulling what it was just sent).
 
 use openhive_core::Event;
 use openhive_core::time::now_ms;
@@ -69,8 +72,6 @@ pub(crate) struct Limits {
 pub(crate) enum Progress {
     /// The cursor is at the log's head: nothing to deliver.
     UpToDate,
-    /// Only unwanted entries were found; the cursor moved over them.
-    Skipped { through: i64 },
     /// A batch was delivered and acknowledged; the cursor moved to `through`.
     Delivered { events: usize, through: i64 },
 }
@@ -169,6 +170,18 @@ pub(crate) async fn read_many<S: Sink>(
         .await
 }
 
+/// True if `batch` (only entries the consumer must not get) is left where it is: the cursor
+/// stays before it, without a call, and the next batch with events covers it. Moving the
+/// cursor over it without telling the receiver would make that next batch start after a
+/// range the receiver never saw: a gap, which it repairs by pulling from its cursor, and
+/// that pull fetches again the events the batch just delivered (every event it originated
+/// or relayed to us, echoed back in our log, did this). A full page (`limit` seqs) is
+/// delivered as an empty batch instead, so a long run of skipped entries cannot hold the
+/// cursor back for good.
+pub(crate) fn hold_skipped(batch: &Batch, limit: i64) -> bool {
+    batch.events.is_empty() && batch.last_seq - batch.first_seq + 1 < limit.max(1)
+}
+
 /// One acknowledged (or only skipped) range of one consumer: the cursor move and the sink's
 /// bookkeeping, committed by [`ack_many`].
 pub(crate) struct Ack {
@@ -215,9 +228,11 @@ pub(crate) async fn step<S: Sink>(
         return Ok(Progress::UpToDate);
     }
     let n = batch.events.len();
-    if n > 0 {
-        sink.deliver(batch).await?;
+    if n == 0 && hold_skipped(&batch, limits.events) {
+        return Ok(Progress::UpToDate);
     }
+    // (A full page of skipped entries goes as an empty batch: the receiver's cursor follows.)
+    sink.deliver(batch).await?;
     let then = sink.on_acked(n > 0);
     let (id, hive) = (id.clone(), hive.to_string());
     store
@@ -231,11 +246,7 @@ pub(crate) async fn step<S: Sink>(
         })
         .await
         .map_err(|e| S::store_error("moving the outbox cursor", e))?;
-    Ok(if n > 0 {
-        Progress::Delivered { events: n, through }
-    } else {
-        Progress::Skipped { through }
-    })
+    Ok(Progress::Delivered { events: n, through })
 }
 
 #[cfg(test)]
@@ -315,5 +326,56 @@ mod tests {
         ];
         let b = select(&sink, read(0, raw, 3), 500);
         assert_eq!((b.last_seq, b.events.len()), (1, 1));
+    }
+
+    #[test]
+    fn a_range_of_only_skipped_entries_waits_for_the_next_batch_unless_it_is_a_full_page() {
+        let sink = SkipOrigin {
+            id: ConsumerId::peer("p"),
+            hive: "h".into(),
+            skip_origin: "them".into(),
+        };
+        let entry = |seq: i64, origin: &str| LoggedEvent {
+            seq,
+            event: Event {
+                id: format!("e{seq}"),
+                hive: "h".into(),
+                event_type: openhive_core::EventType::PostCreated,
+                origin_instance_id: origin.into(),
+                origin_ts: 0,
+                payload: "x".into(),
+                signature: String::new(),
+            },
+            received_from: None,
+            received_at: 0,
+        };
+        let theirs = |seq| entry(seq, "them");
+        let ours = |seq| entry(seq, "us");
+        // Seqs 4-5 are the peer's own: no call, the cursor stays at 3...
+        let read = Pending {
+            after: 3,
+            raw: vec![theirs(4), theirs(5)],
+            covered: 5,
+        };
+        let b = select(&sink, read, usize::MAX);
+        assert!(hold_skipped(&b, 500));
+        // ...so the next batch starts right after what the receiver saw: no gap.
+        let read = Pending {
+            after: 3,
+            raw: vec![theirs(4), theirs(5), ours(6)],
+            covered: 6,
+        };
+        let b = select(&sink, read, usize::MAX);
+        assert!(!hold_skipped(&b, 500));
+        assert_eq!((b.first_seq, b.last_seq, b.events.len()), (4, 6, 1));
+        // A full page of skipped entries goes (empty) so the cursor cannot be held for good.
+        let read = Pending {
+            after: 0,
+            raw: (1..=500).map(theirs).collect(),
+            covered: 500,
+        };
+        let b = select(&sink, read, usize::MAX);
+        assert!(!hold_skipped(&b, 500));
+        assert_eq!((b.first_seq, b.last_seq, b.events.len()), (1, 500, 0));
     }
 }

@@ -66,7 +66,7 @@ impl RateLimiter {
     }
 
     pub fn check(&self, key: &str, n: u32) -> Result<(), Duration> {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now().into_std();
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(key.to_string())
             .or_insert_with(|| TokenBucket::new(self.rate, self.burst, now))
