@@ -93,6 +93,17 @@ impl InstanceKey {
     }
 }
 
+/// Keys [`PublicKey::from_base64`] accepted, by their text (only accepted ones: a refusal is
+/// checked again each time). Cleared when full.
+const PARSED_KEYS_MAX: usize = 4096;
+
+fn parsed_keys() -> &'static std::sync::Mutex<std::collections::HashMap<String, PublicKey>> {
+    static KEYS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, PublicKey>>,
+    > = std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
 /// A verifying key.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PublicKey(VerifyingKey);
@@ -119,7 +130,24 @@ impl PublicKey {
     ///   against;
     /// - non-canonical encodings (a y coordinate ≥ p, a sign bit on x = 0, a base64 text
     ///   other than the standard one): one key, one text, so keys compare as strings.
+    ///
+    /// Keys accepted are remembered (a bounded map, per process): parsing decompresses a curve
+    /// point, and the same few keys are parsed again for every hive a sync batch covers.
     pub fn from_base64(s: &str) -> Result<Self, KeyError> {
+        if let Some(k) = parsed_keys().lock().ok().and_then(|m| m.get(s).copied()) {
+            return Ok(k);
+        }
+        let key = Self::parse(s)?;
+        if let Ok(mut m) = parsed_keys().lock() {
+            if m.len() >= PARSED_KEYS_MAX {
+                m.clear();
+            }
+            m.insert(s.to_string(), key);
+        }
+        Ok(key)
+    }
+
+    fn parse(s: &str) -> Result<Self, KeyError> {
         let der = B64.decode(s).map_err(|_| KeyError::BadPublicKey)?;
         if der.len() != 44 || der[..12] != SPKI_PREFIX {
             return Err(KeyError::BadPublicKey);
@@ -201,6 +229,24 @@ mod tests {
             key.public().verify(b"tampered", &sig),
             Err(KeyError::BadSignature)
         );
+    }
+
+    /// Parsed keys are remembered: a second parse gives the same key, and a refused text is
+    /// refused again (only accepted keys are kept), also once the memory was full.
+    #[test]
+    fn remembered_keys_parse_alike_and_refusals_stay_refusals() {
+        let k = InstanceKey::generate().public();
+        let text = k.to_base64();
+        assert_eq!(PublicKey::from_base64(&text), Ok(k));
+        assert_eq!(PublicKey::from_base64(&text), Ok(k));
+        for _ in 0..=PARSED_KEYS_MAX {
+            let _ = PublicKey::from_base64(&InstanceKey::generate().public().to_base64());
+        }
+        assert_eq!(PublicKey::from_base64(&text), Ok(k));
+        let zero = B64.encode([&SPKI_PREFIX[..], &[0u8; 32]].concat());
+        assert_eq!(PublicKey::from_base64(&zero), Err(KeyError::WeakPublicKey));
+        assert_eq!(PublicKey::from_base64(&zero), Err(KeyError::WeakPublicKey));
+        assert!(parsed_keys().lock().unwrap().len() <= PARSED_KEYS_MAX);
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //! the CPU time each instance spent until B held everything (independent of how busy the
 //! machine is), "calls" the `/sync/v1` requests both answered meanwhile.
 //!
+//! `LINKS_BENCH_LOG_DIR` keeps each instance's log there (`LINKS_BENCH_RUST_LOG` sets its
+//! filter, default "info").
+//!
 //! Run: `cargo bench -p openhive --bench links_bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -50,6 +53,15 @@ async fn spawn(http: &reqwest::Client) -> Proc {
 async fn spawn_batched(http: &reqwest::Client, batch: usize) -> Proc {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    // `LINKS_BENCH_LOG_DIR`: each instance logs (`LINKS_BENCH_RUST_LOG`, default "info")
+    // to `<dir>/<port>.log`, for a timeline of the pairing.
+    let (log_filter, stdout) = match std::env::var("LINKS_BENCH_LOG_DIR") {
+        Ok(d) => (
+            std::env::var("LINKS_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            Stdio::from(std::fs::File::create(format!("{d}/{port}.log")).unwrap()),
+        ),
+        Err(_) => ("warn".to_string(), Stdio::null()),
+    };
     let child = Command::new(env!("CARGO_BIN_EXE_openhive"))
         .arg("serve")
         .env("OPENHIVE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
@@ -57,8 +69,8 @@ async fn spawn_batched(http: &reqwest::Client, batch: usize) -> Proc {
         .env("OPENHIVE_AUTH__MODE", "local")
         .env("OPENHIVE_SYNC__HEARTBEAT_INTERVAL_SECS", "5")
         .env("OPENHIVE_SYNC__BATCH_GROUPS", batch.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", log_filter)
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

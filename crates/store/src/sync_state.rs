@@ -1022,6 +1022,10 @@ pub fn issue_token(conn: &Conn<'_>, peer_id: &str, hive_id: &str, now: i64) -> R
         "INSERT INTO peer_tokens (token_hash, peer_id, hive_id, created_at) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![ids::hash_secret(&secret), peer_id, hive_id, at])?;
+    if last.is_none() {
+        // The link's first token: nothing older to expire (the common case when pairing).
+        return Ok(secret);
+    }
     // Tokens retired by a rotation live until their expiry (then go); of the others, the
     // newest are kept.
     conn.prepare_cached(
