@@ -99,12 +99,16 @@ async fn a_resync_shows_progress_while_it_pulls_and_none_after() {
     assert_eq!(post_total(&b, "long").await, 2_000);
     // The peer listing reads the same tracker, a moment later: it once (load 10) still
     // showed an entry there, so it too must clear within the deadline.
-    wait_for(Duration::from_secs(60), "no progress in the peer listing", || async {
-        let peers = get(&b, "/sync/peers").await;
-        peers["data"][0]["groups"][0]
-            .get("progress")
-            .is_none()
-            .then_some(())
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "no progress in the peer listing",
+        || async {
+            let peers = get(&b, "/sync/peers").await;
+            peers["data"][0]["groups"][0]
+                .get("progress")
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
 }
