@@ -295,9 +295,8 @@ pub async fn pull_events(
         })
         .await?;
     let caught_up = page.next_seq <= since && !page.has_more;
-    h.note_pull(&auth.peer_id, &hive_id, since, caught_up);
     if ack.is_some() || stale {
-        let (hv, peer_id) = (hive_id, auth.peer_id.clone());
+        let (hv, peer_id) = (hive_id.clone(), auth.peer_id.clone());
         h.store()
             .write(move |tx| -> Result<(), StoreError> {
                 let now = now_ms();
@@ -311,6 +310,10 @@ pub async fn pull_events(
             })
             .await?;
     }
+    // After the acknowledgement committed: a caught-up pull resumes our push to the peer,
+    // which must find its cursor already moved (noted before, the push raced the commit
+    // and sent again what the pull had just fetched; seen on PostgreSQL).
+    h.note_pull(&auth.peer_id, &hive_id, since, caught_up);
     Ok(page)
 }
 

@@ -223,9 +223,10 @@ pub async fn pull(
             Ok((pages, acks, inbound::contact_is_stale(c, &auth2.peer_id)?))
         })
         .await?;
-    for (hive_id, since, _, caught_up) in &acks {
-        h.note_pull(&auth.peer_id, hive_id, *since, *caught_up);
-    }
+    let pulls: Vec<(String, i64, bool)> = acks
+        .iter()
+        .map(|(hive_id, since, _, caught_up)| (hive_id.clone(), *since, *caught_up))
+        .collect();
     let acks: Vec<(String, i64)> = acks
         .into_iter()
         .filter_map(|(h, _, ack, _)| ack.map(|through| (h, through)))
@@ -244,6 +245,10 @@ pub async fn pull(
                 Ok(())
             })
             .await?;
+    }
+    // After the acknowledgements committed (see `inbound::pull_events`).
+    for (hive_id, since, caught_up) in &pulls {
+        h.note_pull(&auth.peer_id, hive_id, *since, *caught_up);
     }
     Ok(BatchPullResponse { groups: pages })
 }

@@ -554,10 +554,9 @@ impl outbox::Sink for PeerSink<'_> {
 }
 
 /// How long after a peer's last pull (or its handshake) we leave delivery to its pulls. A
-/// pull that catches up ends the wait at once ([`SyncHandle::note_pull`]); this only bounds
-/// the wait for a puller that stopped half-way. Long enough for a page applied slowly (a
-/// loaded PostgreSQL took over 2 s: the push resumed and sent the events again).
-pub(crate) const PULL_QUIET: Duration = Duration::from_secs(10);
+/// pull that catches up ends the wait at once ([`SyncHandle::note_pull`], after its
+/// acknowledgement committed); this only bounds the wait for a puller that stopped half-way.
+pub(crate) const PULL_QUIET: Duration = Duration::from_secs(2);
 
 /// One outbox step of the link: sends one batch, or advances over skipped events.
 async fn push_once(
