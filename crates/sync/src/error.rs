@@ -37,6 +37,10 @@ pub enum SyncError {
     /// 429: the peer exceeded its event rate; retry after this many seconds.
     #[error("sync rate limit exceeded; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// 503: a new link refused for lack of room (`max_gossip_peers` gossip peers for the
+    /// hive already); the initiator may retry later.
+    #[error("{0}")]
+    Full(String),
     /// Storage failed (500, or what the store's own variant says: `Invalid` input is 422,
     /// `Overloaded` 503, `Corrupt` stored data 500).
     #[error(transparent)]
@@ -60,7 +64,7 @@ impl SyncError {
             SyncError::BadRequest(_) => 400,
             SyncError::Store(StoreError::Invalid(_)) => 422,
             SyncError::RateLimited { .. } => 429,
-            SyncError::Store(StoreError::Overloaded) => 503,
+            SyncError::Store(StoreError::Overloaded) | SyncError::Full(_) => 503,
             SyncError::Store(_) => 500,
         }
     }

@@ -139,13 +139,14 @@ pub async fn handshake(
     }
     let me = h.me().clone();
     let hub = h.trusted_hub();
+    let max_gossip_peers = h.settings().gossip.max_gossip_peers;
     let (hv, hl) = (hive.clone(), hello.clone());
     let out = h
         .store()
         .write(move |tx| -> Result<_, SyncError> {
             let now = now_ms();
             if !secret_ok {
-                admit(tx, &hv, &hl, hub.as_ref(), now)?;
+                admit(tx, &hv, &hl, hub.as_ref(), max_gossip_peers, now)?;
             }
             let r = respond(tx, &me, &hv, &hl, now)?;
             if !secret_ok && let Ok((_, _, a)) = &r {
@@ -169,11 +170,17 @@ pub async fn handshake(
 /// Without the mesh secret, a handshake for `hive` is admitted by its introduction (with its
 /// proof), or else only from a configured peer's endpoint (confirmed at its `/identity`
 /// before the transaction, checked again inside it). See `admission`.
+///
+/// A *peer* introduction opens a gossip-sourced link (see [`mark_introduced`]), so it is
+/// bounded like the links gossip opens here: a new one is refused while the hive already has
+/// `max_gossip_peers` gossip-sourced links (a handshake again on an existing link is not).
+/// Without this bound an instance that many others learn about by gossip accepts them all.
 pub(crate) fn admit(
     tx: &openhive_store::Conn<'_>,
     hive: &str,
     hello: &Hello,
     hub: Option<&crate::admission::TrustedHub>,
+    max_gossip_peers: usize,
     now: i64,
 ) -> Result<(), SyncError> {
     match hello.candidate(hive) {
@@ -192,9 +199,50 @@ pub(crate) fn admit(
                 c,
                 hub,
                 now,
-            )
+            )?;
+            if i.introduction.kind == openhive_core::IntroductionKind::Peer {
+                check_gossip_room(
+                    tx,
+                    &group.hive_id,
+                    hive,
+                    &hello.instance_id,
+                    max_gossip_peers,
+                )?;
+            }
+            Ok(())
         }
     }
+}
+
+/// Whether a link with `instance_id` for `hive_id` admitted by a peer introduction fits under
+/// `max_gossip_peers`: it already exists (not `left`), or the hive has fewer gossip-sourced
+/// links than the cap. A refusal is a 503: the initiator backs off, and as a gossip peer of
+/// its own that keeps failing, we are dropped from its peers after `max_failures`.
+fn check_gossip_room(
+    tx: &openhive_store::Conn<'_>,
+    hive_id: &str,
+    hive: &str,
+    instance_id: &str,
+    max_gossip_peers: usize,
+) -> Result<(), SyncError> {
+    if let Some(p) = sync_state::peer_by_instance(tx, instance_id)?
+        && sync_state::link(tx, &p.id, hive_id)?
+            .is_some_and(|l| l.state != sync_state::LinkState::Left)
+    {
+        return Ok(());
+    }
+    if sync_state::gossip_peer_count(tx, hive_id)? >= max_gossip_peers as i64 {
+        tracing::info!(
+            hive,
+            peer = instance_id,
+            max_gossip_peers,
+            "introduced handshake refused: max_gossip_peers reached"
+        );
+        return Err(SyncError::Full(format!(
+            "this instance already has max_gossip_peers ({max_gossip_peers}) gossip peers for hive {hive:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// A peer admitted by a *peer* introduction found us through gossip: its row (created by

@@ -83,6 +83,7 @@ pub async fn handshake(
     }
     let me = h.me().clone();
     let hub = h.trusted_hub();
+    let max_gossip_peers = h.settings().gossip.max_gossip_peers;
     let label = first.instance_id.clone();
     type Done = (String, Hello, accept::Accepted);
     let (answers, done) = h
@@ -97,7 +98,8 @@ pub async fn handshake(
             for (hive, hello) in hellos {
                 let hello = hello.and_then(|hl| match secret_ok {
                     true => Ok(hl),
-                    false => inbound::admit(tx, &hive, &hl, hub.as_ref(), now).map(|()| hl),
+                    false => inbound::admit(tx, &hive, &hl, hub.as_ref(), max_gossip_peers, now)
+                        .map(|()| hl),
                 });
                 let answer = match hello {
                     Err(e) => Err(e),

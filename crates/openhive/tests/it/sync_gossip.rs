@@ -379,3 +379,81 @@ async fn introduced_handshakes_are_refused_unless_a_member_vouches_for_exactly_t
     let (st, _) = call(&b, Method::GET, "/sync/status", None).await;
     assert_eq!(st, StatusCode::OK);
 }
+
+/// M (a fresh identity) asks `s` to pair for `eng` with an introduction by `voucher` (a
+/// member of `s`'s roster) and a valid proof.
+async fn vouched_handshake(
+    s: &TestServer,
+    voucher: &TestServer,
+    m_key: &InstanceKey,
+    m_id: &str,
+) -> (StatusCode, Value) {
+    let m_ep = format!("http://127.0.0.1:9/{m_id}/sync/v1");
+    let now = time::now_ms();
+    let intro = Introduction::sign(
+        &voucher.running.state.identity.key.get(),
+        IntroductionKind::Peer,
+        &inst(voucher),
+        m_id,
+        &m_key.public().to_base64(),
+        &m_ep,
+        vec![HIVE.to_string()],
+        now - 1000,
+        now + 3_600_000,
+    );
+    let token = ids::new_secret_token("ohs_");
+    let proof = HandshakeProof::sign(m_key, HIVE, m_id, &m_ep, &token, now);
+    handshake_with_token(
+        s,
+        m_id,
+        m_key,
+        &m_ep,
+        HIVE,
+        Some(&intro),
+        Some(&proof),
+        &token,
+    )
+    .await
+}
+
+/// The accepting side keeps `max_gossip_peers` too: a responder whose hive already has that
+/// many gossip-sourced links refuses a new introduced handshake with 503 (the initiator backs
+/// off and drops it after `max_failures`), while a peer already linked may handshake again.
+/// Before, only the links gossip opened were capped, and an instance many others learned of
+/// accepted them all (54 links at 100 instances in the engine simulation).
+#[tokio::test]
+async fn introduced_handshakes_beyond_max_gossip_peers_are_refused() {
+    let a = gossiping().await;
+    let b = instance_with(|c| {
+        fast_gossip(c);
+        c.sync.gossip.max_gossip_peers = 1;
+        c.sync.gossip.max_failures = 1000;
+    })
+    .await;
+    create_hive(&a, HIVE).await;
+    mesh(&[&a, &b], HIVE).await;
+    wait_linked(&b, &a, HIVE).await;
+
+    let (k1, id1) = (InstanceKey::generate(), ids::new_instance_id());
+    let (k2, id2) = (InstanceKey::generate(), ids::new_instance_id());
+    let (st, body) = vouched_handshake(&b, &a, &k1, &id1).await;
+    assert_eq!(st, StatusCode::OK, "the first gossip peer fits: {body}");
+    let (st, body) = vouched_handshake(&b, &a, &k2, &id2).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_gossip_peers")),
+        "{body}"
+    );
+    let p = peers(&b).await;
+    assert!(
+        !p.iter().any(|(i, _)| *i == id2),
+        "no row for the refused one: {p:?}"
+    );
+    // The admitted one handshakes again (a lost token, a restart): still admitted.
+    let (st, body) = vouched_handshake(&b, &a, &k1, &id1).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    // The configured peer is not a gossip peer: A's handshakes go on being admitted.
+    wait_linked(&b, &a, HIVE).await;
+}

@@ -108,6 +108,10 @@ impl From<SyncError> for ApiError {
                 message: "Sync rate limit exceeded".into(),
                 retry_after_secs,
             },
+            SyncError::Full(message) => ApiError::Unavailable {
+                message,
+                retry_after_secs: 60,
+            },
             SyncError::Store(e) => ApiError::from(e),
         }
     }
