@@ -507,6 +507,7 @@ async fn start_sync(
             url: url.clone(),
             preauth_key: c.hub.preauth_key.clone(),
             pinned_key: c.hub.key.clone(),
+            max_peers: c.hub.max_peers,
             heartbeat: Duration::from_secs(c.heartbeat_interval_secs),
         };
         // The task stops with the engine (its shutdown signal).

@@ -71,7 +71,7 @@ pub enum Discovery {
 }
 
 /// The MAP hub this instance registers with (`[sync.hub]`).
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubClientConfig {
     /// The hub's base URL (`http://hub:3000`); unset: no hub.
@@ -84,6 +84,21 @@ pub struct HubClientConfig {
     /// rather than on first registration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Most hub peers this instance opens links with per hive (besides its successor on the
+    /// hive's ring, which keeps the mesh connected): the hub lists every instance sharing
+    /// the hive, and linking them all makes traffic per event grow with the mesh.
+    pub max_peers: usize,
+}
+
+impl Default for HubClientConfig {
+    fn default() -> Self {
+        HubClientConfig {
+            url: None,
+            preauth_key: None,
+            key: None,
+            max_peers: openhive_sync::hub_client::DEFAULT_MAX_HUB_PEERS,
+        }
+    }
 }
 
 impl std::fmt::Debug for HubClientConfig {
@@ -92,6 +107,7 @@ impl std::fmt::Debug for HubClientConfig {
             .field("url", &self.url)
             .field("preauth_key", &self.preauth_key.as_ref().map(|_| "***"))
             .field("key", &self.key)
+            .field("max_peers", &self.max_peers)
             .finish()
     }
 }
@@ -589,6 +605,9 @@ impl Config {
         {
             return bad(format!("sync.hub.url must be an http(s) URL, got {url:?}"));
         }
+        if !(1..=1000).contains(&self.sync.hub.max_peers) {
+            return bad("sync.hub.max_peers must be 1-1000".into());
+        }
         if self.sync.discovery == Discovery::Hub && self.sync.hub.url.is_none() {
             return bad("sync.discovery = \"hub\" needs sync.hub.url".into());
         }
@@ -883,6 +902,9 @@ mod tests {
         assert!(c.validate().is_ok());
         c.server.body_limit_bytes = 0;
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.sync.hub.max_peers = 0;
+        assert!(c.validate().is_err());
     }
 
     #[test]
@@ -891,7 +913,9 @@ mod tests {
             let c = Config::load(None, &Overrides::default()).unwrap();
             assert!(!c.map_hub.enabled);
             assert_eq!(c.sync.discovery, Discovery::Both);
+            assert_eq!(c.sync.hub.max_peers, 8, "default");
             jail.set_env("OPENHIVE_MAP_HUB__ENABLED", "true");
+            jail.set_env("OPENHIVE_SYNC__HUB__MAX_PEERS", "3");
             jail.set_env("OPENHIVE_SYNC__HUB__URL", "http://hub.example:3000");
             jail.set_env("OPENHIVE_SYNC__HUB__PREAUTH_KEY", "ohpak_x");
             jail.set_env("OPENHIVE_SYNC__DISCOVERY", "hub");
@@ -901,6 +925,7 @@ mod tests {
             assert_eq!(c.sync.discovery, Discovery::Hub);
             assert_eq!(c.sync.hub.url.as_deref(), Some("http://hub.example:3000"));
             assert_eq!(c.sync.hub.preauth_key.as_deref(), Some("ohpak_x"));
+            assert_eq!(c.sync.hub.max_peers, 3);
             assert!(!format!("{:?}", c.sync.hub).contains("ohpak_x"));
             assert_eq!(
                 expand_cidrs(&c.sync.allowed_cidrs),

@@ -176,13 +176,20 @@ pub struct HubSettings {
     pub pinned_key: Option<String>,
     /// Heartbeat period (also the longest long poll).
     pub heartbeat: Duration,
+    /// `[sync.hub] max_peers`: most hub peers we open links with per hive (see
+    /// [`choose_links`]).
+    pub max_peers: usize,
 }
+
+/// Default of `[sync.hub] max_peers`.
+pub const DEFAULT_MAX_HUB_PEERS: usize = 8;
 
 impl std::fmt::Debug for HubSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HubSettings")
             .field("url", &self.url)
             .field("heartbeat", &self.heartbeat)
+            .field("max_peers", &self.max_peers)
             .finish_non_exhaustive()
     }
 }
@@ -591,10 +598,11 @@ impl Client {
                     && crate::protocol::normalize_endpoint(&p.sync_endpoint) != my_endpoint
             })
             .collect();
+        let max_peers = self.s.max_peers;
         let changed = self
             .h
             .store()
-            .write(move |tx| apply_peers(tx, &peers, now_ms()))
+            .write(move |tx| apply_peers(tx, &me.instance_id, &peers, max_peers, now_ms()))
             .await?;
         if changed {
             self.h.reconcile().await?;
@@ -603,23 +611,134 @@ impl Client {
     }
 }
 
-/// Makes the hub-sourced peers and their links match the hub's list (one transaction):
-/// each listed peer sharing a hive we sync gets a row (source `hub`, or its higher source
-/// kept) and a link per shared hive; hub-sourced links the hub no longer lists are left.
-/// Manual peers (`api`, `config`) are not touched. Returns whether anything changed.
+/// A hub peer as [`choose_links`] sees it for one hive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate<'a> {
+    pub instance_id: &'a str,
+    /// The hub reports it online.
+    pub online: bool,
+    /// We hold a link with it for the hive already (not `left`).
+    pub linked: bool,
+}
+
+fn digest(parts: &[&str]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+/// Which of the hub peers sharing `hive` we keep or open a link with (their instance ids).
+///
+/// The hub lists every instance sharing the hive; linking them all would make every event
+/// cross O(instances) links. So, per hive:
+/// - every link we hold is kept (a link is never dropped for being over the cap: the peer
+///   may have chosen us);
+/// - the **ring successor**: members (the candidates and us) ordered by SHA-256 of
+///   (hive, instance id), the first *online* one after us. Every instance links its
+///   successor, so the links of all members contain a ring through the online ones and the
+///   mesh is connected whatever the cap, without any coordination (every instance computes
+///   the same order from the same list);
+/// - then online candidates by rendezvous rank (SHA-256 of (us, them)) until `max_peers`
+///   online peers are linked: stable as members come and go, and different for each
+///   instance, so the links form a random graph of degree about `2 × max_peers`.
+pub(crate) fn choose_links<'a>(
+    me: &str,
+    hive: &str,
+    candidates: &[Candidate<'a>],
+    max_peers: usize,
+) -> Vec<&'a str> {
+    let mut chosen: Vec<&'a str> = candidates
+        .iter()
+        .filter(|c| c.linked)
+        .map(|c| c.instance_id)
+        .collect();
+    let mut online_linked = candidates.iter().filter(|c| c.linked && c.online).count();
+    let me_pos = digest(&[hive, me]);
+    let successor = candidates
+        .iter()
+        .filter(|c| c.online)
+        .map(|c| (digest(&[hive, c.instance_id]), c))
+        // The first after us on the ring: smallest position above ours, else the smallest.
+        .min_by_key(|(pos, _)| (*pos <= me_pos, *pos))
+        .map(|(_, c)| c);
+    if let Some(c) = successor
+        && !c.linked
+    {
+        chosen.push(c.instance_id);
+        online_linked += 1;
+    }
+    let mut rest: Vec<([u8; 32], &Candidate<'a>)> = candidates
+        .iter()
+        .filter(|c| c.online && !c.linked && !chosen.contains(&c.instance_id))
+        .map(|c| (digest(&[me, c.instance_id]), c))
+        .collect();
+    rest.sort_by_key(|(rank, _)| *rank);
+    for (_, c) in rest {
+        if online_linked >= max_peers {
+            break;
+        }
+        chosen.push(c.instance_id);
+        online_linked += 1;
+    }
+    chosen
+}
+
+/// Makes the hub-sourced peers and their links match the hub's list (one transaction): per
+/// hive we sync, the listed peers sharing it that [`choose_links`] picks get a row (source
+/// `hub`, or its higher source kept) and a link; a listed peer picked for no hive and
+/// unknown here gets no row. Hub-sourced links of hives the hub no longer lists for a peer
+/// are left. Manual peers (`api`, `config`) are not touched. Returns whether anything
+/// changed.
 fn apply_peers(
     tx: &openhive_store::Conn<'_>,
+    me: &str,
     peers: &[HubPeer],
+    max_peers: usize,
     now: i64,
 ) -> Result<bool, StoreError> {
+    use std::collections::{HashMap, HashSet};
+    // Per hive we sync: the listed peers sharing it, and which of them we link.
+    let mut by_hive: HashMap<&str, Vec<&HubPeer>> = HashMap::new();
+    for p in peers {
+        for hive in &p.shared_hives {
+            by_hive.entry(hive.as_str()).or_default().push(p);
+        }
+    }
+    let mut picked: HashSet<(String, String)> = HashSet::new();
+    for (hive, listed) in &by_hive {
+        let Some(g) = sync_state::group_by_name(tx, hive)? else {
+            continue;
+        };
+        let mut cands = Vec::with_capacity(listed.len());
+        for p in listed {
+            let linked = match sync_state::peer_by_instance(tx, &p.instance_id)? {
+                Some(row) => sync_state::link(tx, &row.id, &g.hive_id)?
+                    .is_some_and(|l| l.state != LinkState::Left),
+                None => false,
+            };
+            cands.push(Candidate {
+                instance_id: &p.instance_id,
+                online: p.status == "online",
+                linked,
+            });
+        }
+        for id in choose_links(me, hive, &cands, max_peers) {
+            picked.insert((id.to_string(), hive.to_string()));
+        }
+    }
     let mut changed = false;
-    let mut listed = std::collections::HashSet::new();
+    let mut listed = HashSet::new();
     for p in peers {
         let endpoint = crate::protocol::normalize_endpoint(&p.sync_endpoint);
         let found = match sync_state::peer_by_instance(tx, &p.instance_id)? {
             Some(row) => Some(row),
             None => sync_state::peer_by_endpoint(tx, &endpoint)?,
         };
+        let is_picked = |hive: &str| picked.contains(&(p.instance_id.clone(), hive.to_string()));
         let peer_id = match found {
             Some(row) if matches!(row.source, PeerSource::Api | PeerSource::Config) => {
                 listed.insert(row.id);
@@ -635,6 +754,7 @@ fn apply_peers(
                 }
                 row.id
             }
+            None if !p.shared_hives.iter().any(|h| is_picked(h)) => continue,
             None => {
                 let (row, _) = sync_state::upsert_configured_peer(
                     tx,
@@ -648,11 +768,13 @@ fn apply_peers(
             }
         };
         listed.insert(peer_id.clone());
-        let mut wanted = std::collections::HashSet::new();
+        let mut wanted = HashSet::new();
         for hive in &p.shared_hives {
             if let Some(g) = sync_state::group_by_name(tx, hive)? {
-                changed |=
-                    sync_state::ensure_link(tx, &peer_id, &g.hive_id, LinkState::Handshaking)?;
+                if is_picked(hive) {
+                    changed |=
+                        sync_state::ensure_link(tx, &peer_id, &g.hive_id, LinkState::Handshaking)?;
+                }
                 wanted.insert(g.hive_id);
             }
         }
@@ -681,4 +803,177 @@ fn apply_peers(
         }
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    fn cands(ids: &[String], online: impl Fn(usize) -> bool) -> Vec<Candidate<'_>> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| Candidate {
+                instance_id: id,
+                online: online(i),
+                linked: false,
+            })
+            .collect()
+    }
+
+    fn ids(rng: &mut StdRng, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| format!("inst_{:016x}", rng.random::<u64>()))
+            .collect()
+    }
+
+    #[test]
+    fn under_the_cap_every_online_peer_is_linked() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let all = ids(&mut rng, 6);
+        let (me, others) = all.split_first().unwrap();
+        let c = cands(others, |i| i != 2);
+        let mut got = choose_links(me, "eng", &c, 8);
+        got.sort();
+        let mut want: Vec<&str> = others
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "every online peer, not the offline one");
+    }
+
+    #[test]
+    fn links_held_are_kept_and_only_online_ones_count() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let all = ids(&mut rng, 12);
+        let (me, others) = all.split_first().unwrap();
+        let mut c = cands(others, |i| i != 0);
+        // Linked: one offline (kept, not counted), two online.
+        for i in [0, 1, 2] {
+            c[i].linked = true;
+        }
+        let got = choose_links(me, "eng", &c, 3);
+        for i in [0, 1, 2] {
+            assert!(got.contains(&others[i].as_str()), "held link {i} kept");
+        }
+        // Two online held + one more (the successor, or the best ranked) = the cap of 3.
+        assert_eq!(got.len(), 4, "{got:?}");
+        // A cap below what is held drops nothing.
+        assert_eq!(choose_links(me, "eng", &c, 1).len(), 3);
+    }
+
+    /// With the smallest cap every instance opens one link, to its ring successor: the union
+    /// of everyone's choices is a ring through the online instances, so the mesh is
+    /// connected whatever the ids; with a cap k nobody opens more than k links.
+    #[test]
+    fn every_instance_choosing_alone_gives_a_connected_mesh_of_bounded_degree() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for round in 0..200 {
+            let n = rng.random_range(2..40usize);
+            let cap = if round % 2 == 0 {
+                1
+            } else {
+                rng.random_range(1..6usize)
+            };
+            let all = ids(&mut rng, n);
+            let offline: Vec<bool> = (0..n).map(|i| i > 0 && rng.random_bool(0.2)).collect();
+            let mut edges: Vec<(usize, usize)> = Vec::new();
+            for (i, me) in all.iter().enumerate() {
+                if offline[i] {
+                    continue;
+                }
+                let others: Vec<String> = all.iter().filter(|o| *o != me).cloned().collect();
+                let c: Vec<Candidate<'_>> = others
+                    .iter()
+                    .map(|o| Candidate {
+                        instance_id: o,
+                        online: !offline[all.iter().position(|a| a == o).unwrap()],
+                        linked: false,
+                    })
+                    .collect();
+                let got = choose_links(me, "eng", &c, cap);
+                assert!(got.len() <= cap, "n {n} cap {cap}: {} links", got.len());
+                for g in got {
+                    let j = all.iter().position(|a| a == g).unwrap();
+                    assert!(!offline[j], "an offline peer was chosen");
+                    edges.push((i, j));
+                }
+            }
+            // Union-find over the undirected edges: one component of the online instances.
+            let mut parent: Vec<usize> = (0..n).collect();
+            fn find(p: &mut [usize], x: usize) -> usize {
+                let mut x = x;
+                while p[x] != x {
+                    p[x] = p[p[x]];
+                    x = p[x];
+                }
+                x
+            }
+            for (a, b) in edges {
+                let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+                parent[ra] = rb;
+            }
+            let online: Vec<usize> = (0..n).filter(|i| !offline[*i]).collect();
+            let root = find(&mut parent, online[0]);
+            for i in online {
+                assert_eq!(
+                    find(&mut parent, i),
+                    root,
+                    "round {round}: n {n} cap {cap} not connected"
+                );
+            }
+        }
+    }
+
+    fn hub_peer(id: &str, hive: &str) -> HubPeer {
+        HubPeer {
+            swarm_id: format!("swarm_{id}"),
+            instance_id: id.to_string(),
+            name: "peer".into(),
+            sync_endpoint: format!("http://127.0.0.1:9/{id}/sync/v1"),
+            signing_key: String::new(),
+            shared_hives: vec![hive.to_string()],
+            status: "online".into(),
+            capabilities: serde_json::json!({ "hive_sync": true }),
+            map_endpoint: None,
+            last_seen_at: "2026-11-29T00:00:00Z".into(),
+        }
+    }
+
+    /// The hub lists 20 instances sharing the hive: with `max_peers` 3 we open 3 links and
+    /// keep no row for the others (before, every listed peer got a row and a link).
+    #[test]
+    fn a_long_hub_list_opens_at_most_max_peers_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = openhive_store_sqlite::open(
+            &dir.path().join("h.sqlite"),
+            &openhive_store::StoreOptions::default(),
+        )
+        .unwrap();
+        let me = openhive_core::ids::new_instance_id();
+        let peers: Vec<HubPeer> = (0..20)
+            .map(|_| hub_peer(&openhive_core::ids::new_instance_id(), "eng"))
+            .collect();
+        let (links, rows) = store
+            .write_blocking(move |tx| -> Result<_, StoreError> {
+                sync_state::ensure_group(tx, "hive_eng", "eng", &me, 1)?;
+                assert!(apply_peers(tx, &me, &peers, 3, 2)?);
+                // Again with the same list: nothing changes, nothing is added.
+                assert!(!apply_peers(tx, &me, &peers, 3, 3)?);
+                let rows = sync_state::list_peers(tx)?;
+                let mut links = 0;
+                for r in &rows {
+                    links += sync_state::links_for_peer(tx, &r.id)?.len();
+                }
+                Ok((links, rows.len()))
+            })
+            .unwrap();
+        assert_eq!(links, 3);
+        assert_eq!(rows, 3);
+    }
 }
