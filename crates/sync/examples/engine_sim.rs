@@ -6,13 +6,15 @@
 //! cargo run --release -p openhive-sync --example engine_sim -- [--nodes 100] [--seed 1]
 //!     [--writes 100] [--fault-writes 40] [--loss 0.05] [--partition-rounds 3]
 //!     [--restarts 2] [--heartbeat-secs 30] [--max-gossip-peers 8] [--max-degree 8]
-//!     [--max-rounds 60] [--quiet]
+//!     [--max-rounds 60] [--hub] [--hub-max-peers 8] [--quiet]
 //! ```
 //!
 //! Prints the seed first, then per phase: rounds and virtual seconds to full discovery
 //! (every roster complete) and to equal state digests after the concurrent writes, messages
 //! and bytes sent per event per instance, duplicates and the loop checks, and convergence
-//! after the faults heal. Exits non-zero (printing the seed) if a run fails.
+//! after the faults heal. Exits non-zero (printing the seed) if a run fails. `--hub` seeds
+//! discovery from a MAP hub (every instance registered, the hub client's choice of
+//! `--hub-max-peers` links per hive) instead of a random tree of configured pairings.
 
 use openhive_store::StoreOptions;
 use openhive_sync::sim::{EngineSimConfig, run};
@@ -47,10 +49,12 @@ fn main() -> ExitCode {
             }
             "--max-degree" => cfg.max_degree = val().parse().unwrap_or(cfg.max_degree),
             "--max-rounds" => cfg.max_rounds = val().parse().unwrap_or(cfg.max_rounds),
+            "--hub" => cfg.hub = true,
+            "--hub-max-peers" => cfg.hub_max_peers = val().parse().unwrap_or(cfg.hub_max_peers),
             "--quiet" => cfg.verbose = false,
             _ => {
                 eprintln!(
-                    "usage: engine_sim [--nodes N] [--seed S] [--writes K] [--fault-writes K] [--loss P] [--partition-rounds R] [--restarts N] [--heartbeat-secs S] [--max-gossip-peers N] [--max-degree D] [--max-rounds R] [--quiet]"
+                    "usage: engine_sim [--nodes N] [--seed S] [--writes K] [--fault-writes K] [--loss P] [--partition-rounds R] [--restarts N] [--heartbeat-secs S] [--max-gossip-peers N] [--max-degree D] [--max-rounds R] [--hub] [--hub-max-peers N] [--quiet]"
                 );
                 return ExitCode::from(2);
             }

@@ -693,7 +693,7 @@ pub(crate) fn choose_links<'a>(
 /// unknown here gets no row. Hub-sourced links of hives the hub no longer lists for a peer
 /// are left. Manual peers (`api`, `config`) are not touched. Returns whether anything
 /// changed.
-fn apply_peers(
+pub(crate) fn apply_peers(
     tx: &openhive_store::Conn<'_>,
     me: &str,
     peers: &[HubPeer],

@@ -4,17 +4,19 @@
 
 use super::net::{SimNet, Traffic};
 use crate::admin::{self, AddPeer};
+use crate::admission::TrustedHub;
 use crate::engine::{LocalIdentity, OnChanges, SyncEngine, SyncHandle, SyncSettings};
+use crate::hub_client::HubPeer;
 use openhive_core::ids::{self, Kind};
 use openhive_core::payload::{
     AgentRef, CommentCreated, HiveCreated, HiveSettings, Payload, PostCreated, TargetType,
     VoteCast, VoterRef,
 };
 use openhive_core::time::now_ms;
-use openhive_core::{InstanceKey, SharedKey};
+use openhive_core::{InstanceKey, Introduction, IntroductionKind, SharedKey};
 use openhive_store::materialize::state_digest;
 use openhive_store::sync_state::{self, LinkState, PeerSource};
-use openhive_store::{Store, StoreError, hives, ingest, log};
+use openhive_store::{Store, StoreError, hives, ingest, introductions, log};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::collections::HashMap;
@@ -49,6 +51,14 @@ pub struct EngineSimConfig {
     pub latency: (Duration, Duration),
     /// Gives up after this many heartbeat rounds per phase.
     pub max_rounds: u64,
+    /// Hub-seeded instead of seed-tree: every instance is registered with one MAP hub (an
+    /// introduction of kind `hub` signed by the hub's key, the hub trusted by every
+    /// engine), and gets the hub's peer list (every other instance, online) through the hub
+    /// client's own `apply_peers` with `[sync.hub] max_peers` = `hub_max_peers`; no peer is
+    /// configured. The hub's HTTP side is not simulated: the list is handed over at once.
+    pub hub: bool,
+    /// `[sync.hub] max_peers` of the hub-seeded variant.
+    pub hub_max_peers: usize,
     /// Prints progress lines.
     pub verbose: bool,
 }
@@ -67,6 +77,8 @@ impl Default for EngineSimConfig {
             restarts: 2,
             latency: (Duration::from_millis(5), Duration::from_millis(50)),
             max_rounds: 60,
+            hub: false,
+            hub_max_peers: crate::hub_client::DEFAULT_MAX_HUB_PEERS,
             verbose: false,
         }
     }
@@ -165,6 +177,7 @@ async fn start(
     i: usize,
     node: &Node,
     cfg: &EngineSimConfig,
+    hub: Option<&TrustedHub>,
 ) -> Result<SyncHandle, String> {
     let s = settings(cfg);
     let transport = net.transport(i, s.handshake_secret.clone());
@@ -178,6 +191,8 @@ async fn start(
     )
     .await
     .map_err(|e| format!("starting instance {i}: {e}"))?;
+    // As the hub client does at every start, from the stored registration.
+    h.set_trusted_hub(hub.cloned());
     net.up(i, h.clone());
     Ok(h)
 }
@@ -416,6 +431,116 @@ async fn await_convergence(
     }
 }
 
+/// The seed topology: a random tree of degree ≤ `max_degree`, paired both ways (each side
+/// configures the other). Returns when the pairings were made.
+async fn seed_tree(
+    nodes: &[Node],
+    rng: &mut StdRng,
+    max_degree: usize,
+    log: &dyn Fn(String),
+) -> Result<Instant, String> {
+    let n = nodes.len();
+    let mut degree = vec![0usize; n];
+    let mut edges = Vec::new();
+    for i in 1..n {
+        let open: Vec<usize> = (0..i).filter(|s| degree[*s] < max_degree.max(2)).collect();
+        let s = if open.is_empty() {
+            rng.random_range(0..i)
+        } else {
+            open[rng.random_range(0..open.len())]
+        };
+        degree[i] += 1;
+        degree[s] += 1;
+        edges.push((i, s));
+    }
+    log(format!(
+        "{n} instances up; seed tree: {} pairings, max degree {}",
+        edges.len(),
+        degree.iter().max().copied().unwrap_or(0)
+    ));
+    let t_discovery = Instant::now();
+    for (a, b) in &edges {
+        for (x, y) in [(*a, *b), (*b, *a)] {
+            let Some(h) = nodes[x].handle.clone() else {
+                continue;
+            };
+            admin::add_peer_with_source(
+                &h,
+                AddPeer {
+                    name: format!("sim-{y}"),
+                    sync_endpoint: endpoint(y),
+                    shared_hives: vec![HIVE.into()],
+                },
+                PeerSource::Config,
+            )
+            .await
+            .map_err(|e| format!("instance {x}: adding peer {y}: {e}"))?;
+        }
+    }
+    Ok(t_discovery)
+}
+
+/// The hub-seeded start: each instance holds the hub's introduction of itself (as its
+/// registration stores it) and applies the hub's peer list (every other instance, online,
+/// sharing the hive) as the hub client does, then its engine picks up the links.
+async fn register_with_hub(
+    nodes: &[Node],
+    hub: &TrustedHub,
+    hub_key: &InstanceKey,
+    max_peers: usize,
+) -> Result<(), String> {
+    let listed: Vec<HubPeer> = nodes
+        .iter()
+        .map(|n| HubPeer {
+            swarm_id: format!("swarm_{}", n.me.instance_id),
+            instance_id: n.me.instance_id.clone(),
+            name: n.me.instance_name.clone(),
+            sync_endpoint: n.me.sync_endpoint.clone(),
+            signing_key: n.me.key.get().public().to_base64(),
+            shared_hives: vec![HIVE.into()],
+            status: "online".into(),
+            capabilities: serde_json::json!({ "hive_sync": true }),
+            map_endpoint: None,
+            last_seen_at: String::new(),
+        })
+        .collect();
+    for (i, node) in nodes.iter().enumerate() {
+        let Some(h) = node.handle.clone() else {
+            continue;
+        };
+        let now = now_ms();
+        let intro = Introduction::sign(
+            hub_key,
+            IntroductionKind::Hub,
+            &hub.instance_id,
+            &node.me.instance_id,
+            &node.me.key.get().public().to_base64(),
+            &node.me.sync_endpoint,
+            vec![HIVE.into()],
+            now - 1000,
+            now + 24 * 3600 * 1000,
+        );
+        let me = node.me.instance_id.clone();
+        let peers: Vec<HubPeer> = listed
+            .iter()
+            .filter(|p| p.instance_id != me)
+            .cloned()
+            .collect();
+        node.store
+            .write(move |tx| -> Result<(), StoreError> {
+                introductions::put_own(tx, &intro, now)?;
+                crate::hub_client::apply_peers(tx, &me, &peers, max_peers, now)?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| format!("instance {i}: registering with the hub: {e}"))?;
+        h.reconcile()
+            .await
+            .map_err(|e| format!("instance {i}: starting the hub links: {e}"))?;
+    }
+    Ok(())
+}
+
 /// A fault of the fault phase, at a heartbeat round.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -469,6 +594,13 @@ pub async fn run(
         }
     };
     log(format!("opening {n} stores"));
+    // The MAP hub of the hub-seeded variant: an identity whose introductions every engine
+    // trusts.
+    let hub_key = InstanceKey::generate();
+    let hub = cfg.hub.then(|| TrustedHub {
+        instance_id: ids::new_instance_id(),
+        key: hub_key.public(),
+    });
 
     // Instances.
     let mut nodes = Vec::with_capacity(n);
@@ -498,7 +630,7 @@ pub async fn run(
             last_ts: 0,
         };
         node.handle = Some(
-            start(&net, i, &node, cfg)
+            start(&net, i, &node, cfg, hub.as_ref())
                 .await
                 .map_err(|e| fail(seed, e))?,
         );
@@ -558,46 +690,20 @@ pub async fn run(
         node.posts.push(first_post.clone());
     }
 
-    // The seed topology: a random tree of degree ≤ max_degree, paired both ways.
-    let mut degree = vec![0usize; n];
-    let mut edges = Vec::new();
-    for i in 1..n {
-        let open: Vec<usize> = (0..i)
-            .filter(|s| degree[*s] < cfg.max_degree.max(2))
-            .collect();
-        let s = if open.is_empty() {
-            rng.random_range(0..i)
-        } else {
-            open[rng.random_range(0..open.len())]
-        };
-        degree[i] += 1;
-        degree[s] += 1;
-        edges.push((i, s));
-    }
-    log(format!(
-        "{n} instances up; seed tree: {} pairings, max degree {}",
-        edges.len(),
-        degree.iter().max().copied().unwrap_or(0)
-    ));
-    let t_discovery = Instant::now();
-    for (a, b) in &edges {
-        for (x, y) in [(*a, *b), (*b, *a)] {
-            let Some(h) = nodes[x].handle.clone() else {
-                continue;
-            };
-            admin::add_peer_with_source(
-                &h,
-                AddPeer {
-                    name: format!("sim-{y}"),
-                    sync_endpoint: endpoint(y),
-                    shared_hives: vec![HIVE.into()],
-                },
-                PeerSource::Config,
-            )
+    let t_discovery = if let Some(hub) = &hub {
+        register_with_hub(&nodes, hub, &hub_key, cfg.hub_max_peers)
             .await
-            .map_err(|e| fail(seed, format!("instance {x}: adding peer {y}: {e}")))?;
-        }
-    }
+            .map_err(|e| fail(seed, e))?;
+        log(format!(
+            "{n} instances up, registered with one hub (max_peers {})",
+            cfg.hub_max_peers
+        ));
+        Instant::now()
+    } else {
+        seed_tree(&nodes, &mut rng, cfg.max_degree, &log)
+            .await
+            .map_err(|e| fail(seed, e))?
+    };
 
     // (a) Discovery.
     let step = hb / 10;
@@ -756,7 +862,7 @@ pub async fn run(
                     log(format!("instance {i} down"));
                 }
                 Fault::Up(i) => {
-                    let h = start(&net, *i, &nodes[*i], cfg)
+                    let h = start(&net, *i, &nodes[*i], cfg, hub.as_ref())
                         .await
                         .map_err(|e| fail(seed, e))?;
                     nodes[*i].handle = Some(h);
