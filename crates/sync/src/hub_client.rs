@@ -17,6 +17,10 @@
 //!   engine handshakes it by itself. Hub peers are ordinary peer rows: sync goes on while the
 //!   hub is down.
 //!
+//! Where several app processes serve one instance (PostgreSQL), only the one holding the
+//! lease `hub_client` talks to the hub; the others read the registration it stores (and
+//! trust the hub it pins) once per heartbeat.
+//!
 //! Invariants: the swarm token goes only to the hub, in `Authorization`, and is never
 //! logged; a hub whose identity differs from the pinned one is refused (logged), never
 //! re-pinned silently; manual peers (`api`, `config`) are never changed by the hub.
@@ -181,6 +185,9 @@ pub struct HubSettings {
     pub max_peers: usize,
 }
 
+/// The lease naming the app process that talks to the hub (see `SyncHandle::holds_lease`).
+const HUB_LEASE: &str = "hub_client";
+
 /// Default of `[sync.hub] max_peers`.
 pub const DEFAULT_MAX_HUB_PEERS: usize = 8;
 
@@ -275,9 +282,28 @@ impl Client {
         let mut since = 0i64;
         let mut failures = 0u32;
         let mut next_beat = tokio::time::Instant::now();
+        let mut leading = true;
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            // One app process of the instance speaks to the hub (on PostgreSQL several
+            // may run): two would each register, and each registration replaces the
+            // other's token, so they would take turns re-registering until the preauth
+            // key is spent. The others follow the registration the leader stores.
+            if !self.h.holds_lease(HUB_LEASE.into()).await {
+                leading = false;
+                reg = self.stored_registration().await;
+                if sleep_or_shutdown(self.s.heartbeat, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            if !leading {
+                // Taking over: the last leader's registration is ours.
+                leading = true;
+                reg = self.stored_registration().await;
+                next_beat = tokio::time::Instant::now();
             }
             let round = self.round(&mut reg, &mut since, &mut next_beat, &mut shutdown);
             match round.await {
@@ -304,6 +330,32 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The registration stored for this hub (by this or another app process), and the hub
+    /// it pins trusted by the engine. `None` (and the trusted hub left as it is) if there is
+    /// none or it cannot be read.
+    async fn stored_registration(&self) -> Option<Registration> {
+        let u = self.s.url.clone();
+        let reg = match self
+            .h
+            .store()
+            .read(move |c| map_hub::registration(c, &u))
+            .await
+        {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::warn!(hub = %self.s.url, error = %e, "reading the hub registration");
+                return None;
+            }
+        };
+        match trusted_of(&reg, self.s.pinned_key.as_deref()) {
+            Ok(t) => self.h.set_trusted_hub(Some(t)),
+            Err(e) => {
+                tracing::error!(hub = %self.s.url, error = %e, "the stored hub identity is not usable")
+            }
+        }
+        Some(reg)
     }
 
     /// One round: register if needed, heartbeat when due, then wait for events (or a local

@@ -173,3 +173,90 @@ async fn two_app_processes_serve_one_instance_and_survive_kill_9() {
     kill(p2);
     s.running.shutdown().await.unwrap();
 }
+
+/// Two app processes of one instance, both configured with a MAP hub and a preauth key:
+/// one of them (the holder of the `hub_client` lease) registers, once, and the other
+/// follows its stored registration, also when the hub forgets the swarm. Before, a 401
+/// made each process register again, each registration replaced the other's token, and
+/// they took turns re-registering until the preauth key was spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_app_processes_register_with_the_hub_once() {
+    if test_pg_url().is_none() {
+        eprintln!("skipped: needs PostgreSQL (OPENHIVE_TEST_PG_URL); CI runs it there");
+        return;
+    }
+    let hub = instance_with(|c| {
+        c.storage.engine = StorageEngine::Sqlite;
+        c.storage.url = None;
+        c.map_hub.enabled = true;
+    })
+    .await;
+    let (st, key) = hub_admin(
+        &hub,
+        reqwest::Method::POST,
+        "/map/preauth-keys",
+        Some(json!({ "uses": 10 })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{key}");
+    let key = key["key"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = FAST_SYNC.to_vec();
+    env.push(("OPENHIVE_SYNC__HUB__URL", hub.base_url.as_str()));
+    env.push(("OPENHIVE_SYNC__HUB__PREAUTH_KEY", key.as_str()));
+    let p1 = spawn_binary_env(dir.path(), &env);
+    let p2 = spawn_binary_env(dir.path(), &env);
+    let uses_left = || async {
+        let (st, b) = hub_admin(&hub, reqwest::Method::GET, "/map/preauth-keys", None).await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        b["data"][0]["uses_left"].as_i64().unwrap()
+    };
+    wait_for(T, "the instance registered with the hub", || async {
+        (uses_left().await < 10).then_some(())
+    })
+    .await;
+    // Both processes run several heartbeats (1 s) with the hub: nothing registers again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(uses_left().await, 9, "one registration for one instance");
+    // Both processes answer for the instance the hub knows (one swarm, online).
+    let (st, swarms) = hub_admin(&hub, reqwest::Method::GET, "/map/swarms", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(swarms["total"], 1, "{swarms}");
+    assert_eq!(swarms["data"][0]["status"], "online", "{swarms}");
+    // The hub's admin removes the swarm: its token is refused (401), and the instance
+    // registers again, once (without the lease both processes did, and each registration
+    // replaced the other's token: they took turns until the key was spent).
+    let id = swarms["data"][0]["id"].as_str().unwrap().to_string();
+    let (st, b) = hub_admin(
+        &hub,
+        reqwest::Method::DELETE,
+        &format!("/map/swarms/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{b}");
+    wait_for(T, "the instance registered again", || async {
+        (uses_left().await < 9).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(uses_left().await, 8, "one registration again");
+    kill(p1);
+    kill(p2);
+}
+
+/// An admin call to the hub (`X-Admin-Key`).
+async fn hub_admin(
+    hub: &crate::harness::TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, hub.api(path))
+        .header("X-Admin-Key", hub.admin_key());
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    crate::harness::json(req.send().await.unwrap()).await
+}
