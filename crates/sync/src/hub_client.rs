@@ -739,12 +739,13 @@ pub(crate) fn choose_links<'a>(
     chosen
 }
 
-/// Makes the hub-sourced peers and their links match the hub's list (one transaction): per
-/// hive we sync, the listed peers sharing it that [`choose_links`] picks get a row (source
-/// `hub`, or its higher source kept) and a link; a listed peer picked for no hive and
-/// unknown here gets no row. Hub-sourced links of hives the hub no longer lists for a peer
-/// are left. Manual peers (`api`, `config`) are not touched. Returns whether anything
-/// changed.
+/// Makes the hub-sourced peers and their links match the hub's list (one transaction):
+/// every listed peer sharing a hive we sync gets a row (source `hub`, or its higher source
+/// kept), and a link for each such hive where [`choose_links`] picks it. The rows of the
+/// peers not picked are what keeps gossip from linking them after all (gossip never
+/// changes a peer of a higher source: the hub's choice wins). Hub-sourced links of hives
+/// the hub no longer lists for a peer are left. Manual peers (`api`, `config`) are not
+/// touched. Returns whether anything changed.
 pub(crate) fn apply_peers(
     tx: &openhive_store::Conn<'_>,
     me: &str,
@@ -806,7 +807,6 @@ pub(crate) fn apply_peers(
                 }
                 row.id
             }
-            None if !p.shared_hives.iter().any(|h| is_picked(h)) => continue,
             None => {
                 let (row, _) = sync_state::upsert_configured_peer(
                     tx,
@@ -997,8 +997,9 @@ mod tests {
         }
     }
 
-    /// The hub lists 20 instances sharing the hive: with `max_peers` 3 we open 3 links and
-    /// keep no row for the others (before, every listed peer got a row and a link).
+    /// The hub lists 20 instances sharing the hive: with `max_peers` 3 we open 3 links; the
+    /// others get a row (so that gossip does not link them) and no link (before, every
+    /// listed peer got a link).
     #[test]
     fn a_long_hub_list_opens_at_most_max_peers_links() {
         let dir = tempfile::tempdir().unwrap();
@@ -1026,6 +1027,6 @@ mod tests {
             })
             .unwrap();
         assert_eq!(links, 3);
-        assert_eq!(rows, 3);
+        assert_eq!(rows, 20);
     }
 }
