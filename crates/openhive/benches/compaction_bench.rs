@@ -17,106 +17,9 @@
 mod common;
 
 use common::{CpuMeter, Engine, Inst, env_or, pair, wait_until};
-use openhive_core::ids::{self, Kind};
-use openhive_core::payload::*;
-use openhive_core::time;
 use std::time::{Duration, Instant};
 
 const HIVE: &str = "big";
-
-/// Appends `n` signed events of the mix to `HIVE` on `s`, through the store.
-async fn load(s: &Inst, n: usize) {
-    let state = s.srv.state.clone();
-    let hive_id = s.hive_id(HIVE).await.unwrap();
-    tokio::task::spawn_blocking(move || {
-        let inst = state.identity.instance_id.clone();
-        let author = AgentRef {
-            instance_id: inst.clone(),
-            agent_id: state.identity.local_agent_id.clone(),
-            name: "local".into(),
-            avatar_url: None,
-        };
-        let voters: Vec<String> = (0..5).map(|_| ids::new_id(Kind::Agent, &inst)).collect();
-        let (mut posts, mut comments): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-        let t0 = time::now_ms();
-        let mut i = 0usize;
-        while i < n {
-            let end = (i + 2000).min(n);
-            let mut batch = Vec::with_capacity(end - i);
-            for k in i..end {
-                let pick = |v: &Vec<String>| v[(k * 7919) % v.len()].clone();
-                let p = match k % 10 {
-                    _ if posts.is_empty() || k % 10 == 0 => {
-                        let id = ids::new_id(Kind::Post, &inst);
-                        posts.push(id.clone());
-                        Payload::PostCreated(PostCreated {
-                            post_id: id,
-                            title: format!("post {k}"),
-                            content: Some(format!("body {k}: {}", "lorem ipsum ".repeat(12))),
-                            url: None,
-                            author: author.clone(),
-                        })
-                    }
-                    1 => {
-                        let id = ids::new_id(Kind::Comment, &inst);
-                        comments.push(id.clone());
-                        Payload::CommentCreated(CommentCreated {
-                            comment_id: id,
-                            post_id: posts[posts.len() - 1].clone(),
-                            parent_comment_id: None,
-                            content: format!("comment {k} {}", "dolor sit ".repeat(6)),
-                            author: author.clone(),
-                        })
-                    }
-                    2..=5 => Payload::PostUpdated(PostUpdated {
-                        post_id: pick(&posts),
-                        title: (k % 2 == 0).then(|| format!("edited title {k}")),
-                        content: Some(format!("edited body {k}: {}", "amet ".repeat(20))),
-                        url: None,
-                        updated_by: author.clone(),
-                    }),
-                    6 if !comments.is_empty() => Payload::CommentUpdated(CommentUpdated {
-                        comment_id: pick(&comments),
-                        content: format!("edited comment {k}"),
-                        updated_by: author.clone(),
-                    }),
-                    _ => Payload::VoteCast(VoteCast {
-                        target_type: TargetType::Post,
-                        target_id: posts[(k * 31) % posts.len().min(50)].clone(),
-                        voter: VoterRef {
-                            instance_id: inst.clone(),
-                            agent_id: voters[k % voters.len()].clone(),
-                        },
-                        value: [1, -1, 0][(k / 10) % 3],
-                    }),
-                };
-                batch.push(
-                    openhive_store::ingest::Verified::sign(
-                        &state.identity.key.get(),
-                        &inst,
-                        HIVE,
-                        &p,
-                        t0 + k as i64,
-                    )
-                    .unwrap(),
-                );
-            }
-            let hid = hive_id.clone();
-            state
-                .store
-                .write_blocking(move |tx| -> Result<(), openhive_store::StoreError> {
-                    for v in &batch {
-                        openhive_store::ingest::ingest(tx, &hid, v, None, time::now_ms())?;
-                    }
-                    Ok(())
-                })
-                .unwrap();
-            i = end;
-        }
-    })
-    .await
-    .unwrap();
-}
 
 /// `(events, approximate bytes)` of A's log of `HIVE` (the measure of `snapshot_bytes`).
 async fn log_size(s: &Inst) -> (i64, i64) {
@@ -198,7 +101,7 @@ async fn main() {
     let a = Inst::new(&Engine::Sqlite).await;
     a.shared_hive(&http, HIVE).await;
     let t = Instant::now();
-    load(&a, n).await;
+    common::load_mixed(&a, HIVE, n, common::Mix::Mixed).await;
     let head = a.head(HIVE).await;
     let (events, bytes) = log_size(&a).await;
     println!(

@@ -105,7 +105,15 @@ pub fn ingest(
     received_from: Option<&str>,
     now: i64,
 ) -> Result<Ingested> {
-    let out = append_and_apply(conn, hive_id, &v.event, &v.payload, received_from, now)?;
+    let out = append_and_apply(
+        conn,
+        hive_id,
+        &v.event,
+        &v.payload,
+        received_from,
+        now,
+        false,
+    )?;
     if out.seq.is_some() {
         crate::notify::publish(conn, hive_id, &out.changes)?;
     }
@@ -113,6 +121,9 @@ pub fn ingest(
 }
 
 /// [`ingest`] without the commit notice (batches publish one notice for the batch).
+///
+/// `checked_new`: the caller has just found (in this transaction) that the log does not
+/// hold the event, so the append skips that lookup.
 fn append_and_apply(
     conn: &Conn<'_>,
     hive_id: &str,
@@ -120,8 +131,14 @@ fn append_and_apply(
     payload: &Payload,
     received_from: Option<&str>,
     now: i64,
+    checked_new: bool,
 ) -> Result<Ingested> {
-    let Some(seq) = log::append(conn, hive_id, ev, received_from, now)? else {
+    let seq = if checked_new {
+        Some(log::append_new(conn, hive_id, ev, received_from, now)?)
+    } else {
+        log::append(conn, hive_id, ev, received_from, now)?
+    };
+    let Some(seq) = seq else {
         return Ok(Ingested::default());
     };
     let mut changes = Vec::new();
@@ -304,7 +321,8 @@ pub fn ingest_remote_checked(
                 continue;
             }
         };
-        let out = append_and_apply(conn, hive_id, ev, &payload, Some(from), now)?;
+        // `log::contains` said no above, in this transaction.
+        let out = append_and_apply(conn, hive_id, ev, &payload, Some(from), now, true)?;
         if out.seq.is_some() {
             report.accepted += 1;
         } else {

@@ -43,6 +43,18 @@ pub fn append(
     if contains(conn, &ev.id)? {
         return Ok(None);
     }
+    append_new(conn, hive_id, ev, received_from, now).map(Some)
+}
+
+/// [`append`] of an event the caller has just checked, in this transaction, the log does
+/// not hold ([`contains`] is false): no second lookup.
+pub(crate) fn append_new(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    ev: &Event,
+    received_from: Option<&str>,
+    now: i64,
+) -> Result<i64> {
     let seq: i64 = conn
         .query_row(
             "UPDATE hive_logs SET head_seq = head_seq + 1 WHERE hive_id = ?1 RETURNING head_seq",
@@ -68,7 +80,7 @@ pub fn append(
         received_from,
         now
     ])?;
-    Ok(Some(seq))
+    Ok(seq)
 }
 
 /// Whether an event of this id is known: logged, or logged once and dropped by compaction

@@ -356,8 +356,11 @@ async fn pull_all(
     let mut total = 0usize;
     let key = (peer.id.clone(), link.hive_id.clone());
     let label = peer_label(peer);
-    // The next page is fetched while the current one is ingested (at most two pages in
-    // memory); the cursor still moves only with the data it covers.
+    // The next page is fetched and its signatures checked (on reader threads, split over
+    // the cores) while the current one is ingested by the writer: at most two pages in
+    // memory. A signature checked ahead counts only if the writer, holding the origin's
+    // key chain as of its transaction, assigns the event the same key (else it checks it
+    // again); the cursor still moves only with the data it covers.
     let fetch = |since: i64| {
         let (h, endpoint, token, hive) = (
             h.clone(),
@@ -366,11 +369,33 @@ async fn pull_all(
             link.hive_name.clone(),
         );
         tokio::spawn(async move {
-            let _permit = permit(&h).await?;
-            h.client()
-                .pull(&endpoint, &token, &hive, since, h.settings().pull_batch)
+            let page = {
+                let _permit = permit(&h).await?;
+                h.client()
+                    .pull(&endpoint, &token, &hive, since, h.settings().pull_batch)
+                    .await
+                    .map_err(LinkError::from)?
+            };
+            let EventsPage {
+                events,
+                next_seq,
+                has_more,
+                head_seq,
+                key_rotations,
+            } = page;
+            let events: Vec<openhive_core::Event> = events.into_iter().map(|w| w.event).collect();
+            let events = std::sync::Arc::new(events);
+            let verified = preverify_parallel(h.store(), &events)
                 .await
-                .map_err(LinkError::from)
+                .map_err(LinkError::store("verifying pulled events"))?;
+            Ok::<_, LinkError>(Fetched {
+                events,
+                verified,
+                next_seq,
+                has_more,
+                head_seq,
+                key_rotations,
+            })
         })
     };
     let mut in_flight = Some(fetch(since));
@@ -391,8 +416,12 @@ async fn pull_all(
         if has_more {
             in_flight = Some(fetch(next));
         }
-        let events: Vec<openhive_core::Event> = page.events.into_iter().map(|w| w.event).collect();
-        let rotations = page.key_rotations;
+        let Fetched {
+            events,
+            verified,
+            key_rotations: rotations,
+            ..
+        } = page;
         let me_id = h.me().instance_id.clone();
         let n = events.len();
         let (p, hv, hname, from2) = (
@@ -401,14 +430,6 @@ async fn pull_all(
             link.hive_name.clone(),
             from.clone(),
         );
-        // Signatures are checked on a reader thread, in parallel with the writer.
-        let events = std::sync::Arc::new(events);
-        let ev2 = events.clone();
-        let verified = h
-            .store()
-            .read(move |c| ingest::preverify(c, &ev2))
-            .await
-            .map_err(LinkError::store("verifying pulled events"))?;
         let (report, learned) = h
             .store()
             .write(move |tx| -> Result<_, StoreError> {
@@ -474,6 +495,41 @@ async fn pull_all(
         tracing::info!(accepted = total, seq = since, "pull caught up");
     }
     Ok(())
+}
+
+/// A pulled page, its signatures checked ahead of the write ([`preverify_parallel`]).
+struct Fetched {
+    events: std::sync::Arc<Vec<openhive_core::Event>>,
+    verified: Vec<Option<openhive_core::PublicKey>>,
+    next_seq: i64,
+    has_more: bool,
+    head_seq: Option<i64>,
+    key_rotations: Vec<openhive_core::RotationStatement>,
+}
+
+/// Events per reader below which a page is checked on one reader only.
+const VERIFY_CHUNK_MIN: usize = 64;
+
+/// [`ingest::preverify`] of `events` split into contiguous chunks checked on up to as many
+/// reader threads as the machine has cores, at the same time; the answer is aligned with
+/// `events`.
+pub(crate) async fn preverify_parallel(
+    store: &Store,
+    events: &std::sync::Arc<Vec<openhive_core::Event>>,
+) -> Result<Vec<Option<openhive_core::PublicKey>>, StoreError> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let parts = (events.len() / VERIFY_CHUNK_MIN).clamp(1, cores.min(8));
+    let size = events.len().div_ceil(parts).max(1);
+    let reads = (0..parts).map(|i| {
+        let events = events.clone();
+        let range = (i * size).min(events.len())..((i + 1) * size).min(events.len());
+        store.read(move |c| ingest::preverify(c, &events[range]))
+    });
+    let mut out = Vec::with_capacity(events.len());
+    for part in futures::future::join_all(reads).await {
+        out.extend(part?);
+    }
+    Ok(out)
 }
 
 /// A peer link's outbox sink: pushes batches to the peer with the link's token; events the

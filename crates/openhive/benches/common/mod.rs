@@ -10,7 +10,10 @@
 
 use openhive::start;
 use openhive_core::ids::{self, Kind};
-use openhive_core::payload::{AgentRef, Payload, PostCreated};
+use openhive_core::payload::{
+    AgentRef, CommentCreated, CommentUpdated, Payload, PostCreated, PostUpdated, TargetType,
+    VoteCast, VoterRef,
+};
 use openhive_core::time;
 use openhive_server::RunningServer;
 use openhive_server::config::{AuthMode, Config, StorageEngine};
@@ -119,6 +122,18 @@ impl Inst {
         let r = http
             .post(format!("{}/api/v1{path}", self.base))
             .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status();
+        let b: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(st.is_success(), "{path}: {st} {b}");
+        b
+    }
+
+    pub async fn get_json(&self, http: &reqwest::Client, path: &str) -> Value {
+        let r = http
+            .get(format!("{}/api/v1{path}", self.base))
             .send()
             .await
             .unwrap();
@@ -272,6 +287,141 @@ pub async fn bulk(s: &Inst, hive: &str, n: usize) {
                     Ok(())
                 })
                 .unwrap();
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// The events a bulk load writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// `post_created` only (what [`bulk`] writes).
+    Posts,
+    /// 10 % posts, 10 % comments, 40 % post edits, 10 % comment edits, 30 % votes by five
+    /// voters that change their minds.
+    Mixed,
+}
+
+impl Mix {
+    /// `OPENHIVE_BENCH_MIX`: `posts` or `mixed` (the default).
+    pub fn from_env() -> Mix {
+        match std::env::var("OPENHIVE_BENCH_MIX").as_deref() {
+            Ok("posts") => Mix::Posts,
+            _ => Mix::Mixed,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::Posts => "posts only",
+            Mix::Mixed => {
+                "mixed: 10% posts, 10% comments, 40% post edits, 10% comment edits, 30% votes"
+            }
+        }
+    }
+}
+
+/// Appends `n` signed events of `mix` to `hive` on `s`, through the store (2,000 events
+/// per write transaction).
+pub async fn load_mixed(s: &Inst, hive: &str, n: usize, mix: Mix) {
+    let state = s.srv.state.clone();
+    let hive_id = s.hive_id(hive).await.unwrap();
+    let hive = hive.to_string();
+    tokio::task::spawn_blocking(move || {
+        let inst = state.identity.instance_id.clone();
+        let author = AgentRef {
+            instance_id: inst.clone(),
+            agent_id: state.identity.local_agent_id.clone(),
+            name: "local".into(),
+            avatar_url: None,
+        };
+        let voters: Vec<String> = (0..5).map(|_| ids::new_id(Kind::Agent, &inst)).collect();
+        let (mut posts, mut comments): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+        let t0 = time::now_ms();
+        let mut i = 0usize;
+        while i < n {
+            let end = (i + 2000).min(n);
+            let mut batch = Vec::with_capacity(end - i);
+            for k in i..end {
+                let pick = |v: &Vec<String>| v[(k * 7919) % v.len()].clone();
+                let p = match k % 10 {
+                    _ if mix == Mix::Posts => Payload::PostCreated(PostCreated {
+                        post_id: ids::new_id(Kind::Post, &inst),
+                        title: format!("bulk post number {k}"),
+                        content: Some(format!(
+                            "body {k}: {}",
+                            "lorem ipsum dolor sit amet ".repeat(8)
+                        )),
+                        url: None,
+                        author: author.clone(),
+                    }),
+                    _ if posts.is_empty() || k % 10 == 0 => {
+                        let id = ids::new_id(Kind::Post, &inst);
+                        posts.push(id.clone());
+                        Payload::PostCreated(PostCreated {
+                            post_id: id,
+                            title: format!("post {k}"),
+                            content: Some(format!("body {k}: {}", "lorem ipsum ".repeat(12))),
+                            url: None,
+                            author: author.clone(),
+                        })
+                    }
+                    1 => {
+                        let id = ids::new_id(Kind::Comment, &inst);
+                        comments.push(id.clone());
+                        Payload::CommentCreated(CommentCreated {
+                            comment_id: id,
+                            post_id: posts[posts.len() - 1].clone(),
+                            parent_comment_id: None,
+                            content: format!("comment {k} {}", "dolor sit ".repeat(6)),
+                            author: author.clone(),
+                        })
+                    }
+                    2..=5 => Payload::PostUpdated(PostUpdated {
+                        post_id: pick(&posts),
+                        title: (k % 2 == 0).then(|| format!("edited title {k}")),
+                        content: Some(format!("edited body {k}: {}", "amet ".repeat(20))),
+                        url: None,
+                        updated_by: author.clone(),
+                    }),
+                    6 if !comments.is_empty() => Payload::CommentUpdated(CommentUpdated {
+                        comment_id: pick(&comments),
+                        content: format!("edited comment {k}"),
+                        updated_by: author.clone(),
+                    }),
+                    _ => Payload::VoteCast(VoteCast {
+                        target_type: TargetType::Post,
+                        target_id: posts[(k * 31) % posts.len().min(50)].clone(),
+                        voter: VoterRef {
+                            instance_id: inst.clone(),
+                            agent_id: voters[k % voters.len()].clone(),
+                        },
+                        value: [1, -1, 0][(k / 10) % 3],
+                    }),
+                };
+                batch.push(
+                    openhive_store::ingest::Verified::sign(
+                        &state.identity.key.get(),
+                        &inst,
+                        &hive,
+                        &p,
+                        t0 + k as i64,
+                    )
+                    .unwrap(),
+                );
+            }
+            let hid = hive_id.clone();
+            state
+                .store
+                .write_blocking(move |tx| -> Result<(), openhive_store::StoreError> {
+                    for v in &batch {
+                        openhive_store::ingest::ingest(tx, &hid, v, None, time::now_ms())?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            i = end;
         }
     })
     .await

@@ -1,0 +1,273 @@
+//! Backfill benchmark (issue 11): a new instance joins a hive of N events and pulls it all
+//! (verify + log + materialize), with the joiner in a process of its own so that its CPU
+//! and peak RSS are its own.
+//!
+//! Run: `cargo bench -p openhive --bench backfill_bench`
+//! - `OPENHIVE_BENCH_BACKFILL` (100000): events in A's hive (1000000 for the 1M figure);
+//! - `OPENHIVE_BENCH_MIX` (`mixed`): `mixed` is 10 % posts, 10 % comments, 40 % post edits,
+//!   10 % comment edits, 30 % votes; `posts` is `post_created` only (the log `sync_bench`
+//!   backfills);
+//! - `OPENHIVE_BENCH_PULL_BATCH` (unset: the default `[sync] pull_batch`): B's page size;
+//! - `OPENHIVE_BENCH_PERF_DIR`: if set, `perf record -g` (cpu-clock) samples both sides
+//!   during the backfill into `<dir>/a.data` (serving side: this process) and `<dir>/b.data`
+//!   (the joiner).
+//!
+//! A (the holder) runs in this process (SQLite, loaded through the store: signed events of
+//! A's own instance); B is the release `openhive serve` binary on its own SQLite data
+//! directory. The backfill is timed from the pairing until B's log head reaches A's. CPU
+//! seconds come from `/proc/<pid>/stat` (meaningful on a loaded machine): "A" is this
+//! process (A serving pages, plus this driver polling B twice a second); "B" the joiner.
+//! B's peak RSS is its `VmHWM` (the process is new, so it covers its start and the
+//! backfill).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{CLK_TCK, Engine, Inst, Mix, env_or, load_mixed, proc_status, self_cpu_ticks};
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HIVE: &str = "big";
+
+/// The joiner: the release binary on a temporary data directory; killed when dropped.
+struct Joiner {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Joiner {
+    async fn spawn(http: &reqwest::Client) -> Joiner {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openhive"));
+        cmd.arg("serve")
+            .env("OPENHIVE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("OPENHIVE_SERVER__DATA_DIR", dir.path())
+            .env("OPENHIVE_AUTH__MODE", "local")
+            .env("OPENHIVE_SYNC__HEARTBEAT_INTERVAL_SECS", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Ok(b) = std::env::var("OPENHIVE_BENCH_PULL_BATCH") {
+            cmd.env("OPENHIVE_SYNC__PULL_BATCH", b);
+        }
+        let child = cmd.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/health")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the joiner did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Joiner {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn call(&self, http: &reqwest::Client, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/api/v1{path}", self.base);
+        let req = match body {
+            Some(b) => http.post(url).json(&b),
+            None => http.get(url),
+        };
+        let r = req.send().await.unwrap();
+        let st = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(st.is_success(), "{path}: {st} {v}");
+        v
+    }
+
+    /// B's log head of `HIVE` (0 until the hive arrived).
+    async fn head(&self, http: &reqwest::Client) -> i64 {
+        let v = self.call(http, "/sync/groups?limit=10", None).await;
+        let groups = v
+            .get("data")
+            .or_else(|| v.get("groups"))
+            .or_else(|| v.get("items"))
+            .cloned()
+            .unwrap_or(v);
+        groups
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["hive_name"] == HIVE)
+            .and_then(|g| g["local_seq"].as_i64())
+            .unwrap_or(0)
+    }
+
+    /// (CPU ticks, VmHWM KiB, VmRSS KiB) of the process.
+    fn proc(&self) -> (u64, u64, u64) {
+        let pid = self.pid();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let f: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (ticks, field("VmHWM:"), field("VmRSS:"))
+    }
+}
+
+/// `perf record` of one process until stopped (SIGINT), if `OPENHIVE_BENCH_PERF_DIR` is set.
+fn perf(pid: u32, name: &str) -> Option<Child> {
+    let dir = std::env::var("OPENHIVE_BENCH_PERF_DIR").ok()?;
+    std::fs::create_dir_all(&dir).ok()?;
+    Command::new("perf")
+        .args([
+            "record",
+            "-F",
+            "299",
+            "-e",
+            "cpu-clock",
+            "--call-graph",
+            "dwarf,16384",
+            "-p",
+        ])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(format!("{dir}/{name}.data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn stop_perf(p: Option<Child>) {
+    if let Some(mut c) = p {
+        let _ = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    openhive_sync::client::install_crypto_provider();
+    let n: usize = env_or("OPENHIVE_BENCH_BACKFILL", 100_000);
+    let mix = Mix::from_env();
+    let http = reqwest::Client::new();
+    println!(
+        "== backfill benchmark ({} CPUs): {n} events, {} ==",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        mix.name()
+    );
+    let a = Inst::new(&Engine::Sqlite).await;
+    a.shared_hive(&http, HIVE).await;
+    let t = Instant::now();
+    load_mixed(&a, HIVE, n, mix).await;
+    let head = a.head(HIVE).await;
+    println!(
+        "setup: {head} signed events in A's log in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let b = Joiner::spawn(&http).await;
+    let (b_ticks0, _, b_rss_idle) = b.proc();
+    let a_hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let a_ticks0 = self_cpu_ticks();
+    let perf_a = perf(std::process::id(), "a");
+    let perf_b = perf(b.pid(), "b");
+    let start = Instant::now();
+    a.post(
+        &http,
+        "/sync/peers",
+        json!({"name": "joiner", "sync_endpoint": format!("{}/sync/v1", b.base), "shared_hives": [HIVE]}),
+    )
+    .await;
+    b.call(
+        &http,
+        "/sync/peers",
+        Some(json!({"name": "holder", "sync_endpoint": a.endpoint(), "shared_hives": [HIVE]})),
+    )
+    .await;
+    let deadline = start + Duration::from_secs(3600);
+    let mut b_rss_max = 0u64;
+    loop {
+        b_rss_max = b_rss_max.max(b.proc().2);
+        if b.head(&http).await >= head {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backfill did not finish");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let took = start.elapsed();
+    let (b_ticks1, b_hwm, b_rss_end) = b.proc();
+    let a_ticks1 = self_cpu_ticks();
+    stop_perf(perf_a);
+    stop_perf(perf_b);
+    let a_cpu = a_ticks1.saturating_sub(a_ticks0) as f64 / CLK_TCK;
+    let b_cpu = b_ticks1.saturating_sub(b_ticks0) as f64 / CLK_TCK;
+    let rate = head as f64 / took.as_secs_f64();
+    println!(
+        "backfill: {head} events (verify + log + materialize) in {:.2} s = {rate:.0} events/s",
+        took.as_secs_f64()
+    );
+    println!(
+        "CPU: A (serving + driver) {a_cpu:.2} s = {:.1} µs/event; B (joiner) {b_cpu:.2} s = {:.1} µs/event; both {:.1} µs/event",
+        a_cpu * 1e6 / head as f64,
+        b_cpu * 1e6 / head as f64,
+        (a_cpu + b_cpu) * 1e6 / head as f64
+    );
+    println!(
+        "joiner RSS: peak (VmHWM) {:.1} MB, sampled max {:.1} MB, idle before {:.1} MB, at the end {:.1} MB",
+        b_hwm as f64 / 1024.0,
+        b_rss_max.max(b_rss_end) as f64 / 1024.0,
+        b_rss_idle as f64 / 1024.0,
+        b_rss_end as f64 / 1024.0
+    );
+    println!(
+        "A (this process) peak RSS during the backfill: {:.1} MB{}",
+        proc_status("VmHWM:").unwrap_or(0) as f64 / 1024.0,
+        if a_hwm_reset {
+            ""
+        } else {
+            " [watermark not reset]"
+        }
+    );
+    // The same content on both sides (a cheap check: post counts through the API).
+    let total = |v: Value| v["total"].as_i64().unwrap_or(-1);
+    let pa = total(a.get_json(&http, "/posts?limit=1").await);
+    let pb = total(b.call(&http, "/posts?limit=1", None).await);
+    println!("posts: A {pa}, B {pb}");
+    assert_eq!(pa, pb, "B's posts differ from A's");
+    drop(b);
+    a.shutdown().await;
+}
