@@ -269,8 +269,33 @@ pub(crate) struct Accepted {
     pub rotations: Vec<RotationStatement>,
 }
 
+/// What the handshakes of one batch (one transaction, one peer) share: once the peer's key
+/// was learned, its row upserted, its waiting events released and its contact recorded for
+/// one group, the next groups with the same identity skip those steps, which would only
+/// repeat them with the same result (a batch of N hives did them N times).
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The identity accepted last in this transaction (instance id, key as sent, endpoint,
+    /// name) and the peer row it gave.
+    accepted: Option<(String, String, String, String, String)>,
+}
+
+impl Shared {
+    /// The peer row of `hello` if a group of this transaction accepted the same identity.
+    fn peer_of(&self, hello: &Hello) -> Option<String> {
+        self.accepted.as_ref().and_then(|(i, k, e, n, p)| {
+            (*i == hello.instance_id
+                && *k == hello.signing_key
+                && *e == hello.endpoint
+                && *n == hello.instance_name)
+                .then(|| p.clone())
+        })
+    }
+}
+
 /// Accepts the other side's handshake data for the group `hive_id`, inside the caller's write
-/// transaction. `role` carries what differs between the two sides (see [`Role`]).
+/// transaction. `role` carries what differs between the two sides (see [`Role`]); `shared`
+/// is what the groups of one transaction share (a new one for a single handshake).
 pub(crate) fn accept(
     tx: &Conn<'_>,
     hive_id: &str,
@@ -278,26 +303,38 @@ pub(crate) fn accept(
     role: Role<'_>,
     me: &str,
     now: i64,
+    shared: &mut Shared,
 ) -> Result<Outcome, StoreError> {
     let inst = hello.instance_id.as_str();
+    // A group carrying rotation statements may change the key chain: it takes every step.
+    if !hello.key_rotations.is_empty() {
+        shared.accepted = None;
+    }
     // Rotation statements first: a key the other side rotated to since we learned its first
     // one is then part of its chain (checked statements only; they are facts signed by the
     // keys involved, kept even if the handshake is refused below).
     let rotations = trust::learn_rotations(tx, &hello.key_rotations, inst, me, now)?.new;
-    // First key wins (a later key only through the chain). Checked before anything is written: a conflict leaves only the count.
-    if keys::learn(tx, inst, &hello.key, Some(inst), now)? == keys::Learned::Conflict {
-        db::counter_add(tx, sync_state::KEY_CONFLICTS, 1)?;
-        tracing::warn!(
-            peer = inst,
-            "the {} presented a different key than the one we know; refused",
-            role.other()
-        );
-        return Ok(Outcome::Refused(PeerInputError::Conflict(format!(
-            "instance {inst} is known here with a different signing key"
-        ))));
-    }
-    let peer_id =
-        sync_state::upsert_handshake_peer(tx, inst, &hello.instance_name, &hello.endpoint, now)?;
+    let known = shared.peer_of(hello);
+    let peer_id = match known.clone() {
+        // Learned, upserted and recorded by an earlier group of this transaction.
+        Some(p) => p,
+        None => {
+            // First key wins (a later key only through the chain). Checked before anything
+            // is written: a conflict leaves only the count.
+            if keys::learn(tx, inst, &hello.key, Some(inst), now)? == keys::Learned::Conflict {
+                db::counter_add(tx, sync_state::KEY_CONFLICTS, 1)?;
+                tracing::warn!(
+                    peer = inst,
+                    "the {} presented a different key than the one we know; refused",
+                    role.other()
+                );
+                return Ok(Outcome::Refused(PeerInputError::Conflict(format!(
+                    "instance {inst} is known here with a different signing key"
+                ))));
+            }
+            sync_state::upsert_handshake_peer(tx, inst, &hello.instance_name, &hello.endpoint, now)?
+        }
+    };
     if let Role::Responder = role {
         sync_state::ensure_link(tx, &peer_id, hive_id, sync_state::LinkState::Backfilling)?;
     }
@@ -308,7 +345,11 @@ pub(crate) fn accept(
     }
     sync_state::set_token_out(tx, &peer_id, hive_id, Some(&hello.token))?;
     sync_state::add_member(tx, hive_id, inst)?;
-    let mut released = ingest::release_unverified(tx, inst, now)?;
+    // (Once the key is learned, nothing more waits for it in this transaction.)
+    let mut released = match known {
+        Some(_) => BatchReport::default(),
+        None => ingest::release_unverified(tx, inst, now)?,
+    };
     let r = trust::learn_roster(tx, hive_id, &hello.roster, inst, now)?.released;
     released.accepted += r.accepted;
     released.duplicates += r.duplicates;
@@ -318,7 +359,16 @@ pub(crate) fn accept(
     if let Role::Initiator { .. } = role {
         sync_state::set_link_error(tx, &peer_id, hive_id, None)?;
     }
-    sync_state::record_contact(tx, &peer_id, now)?;
+    if known.is_none() {
+        sync_state::record_contact(tx, &peer_id, now)?;
+        shared.accepted = Some((
+            hello.instance_id.clone(),
+            hello.signing_key.clone(),
+            hello.endpoint.clone(),
+            hello.instance_name.clone(),
+            peer_id.clone(),
+        ));
+    }
     let merged = matches!(role, Role::Initiator { peer_id: p } if p != peer_id);
     Ok(Outcome::Accepted(Accepted {
         peer_id,
@@ -358,9 +408,11 @@ pub(crate) async fn after_commit(
             // The initiator pulls right after its handshake: leave delivery to its pull
             // rather than push the same events at the same time (`link::push_once`).
             h.expect_pull(&accepted.peer_id, hive_id);
-            // The handshake created or reopened exactly this link: schedule it (a full
-            // reconcile per handshake would make pairing N hives cost N²).
-            h.schedule_link(&accepted.peer_id, hive_id).await?;
+            // The handshake created or reopened exactly this link (`accept` left it
+            // `backfilling` or `active` in the transaction that just committed): schedule it
+            // without reading it again (a full reconcile per handshake would make pairing N
+            // hives cost N², and even one read per hive shows when pairing thousands).
+            h.schedule_live_link(&accepted.peer_id, hive_id);
             if relay {
                 h.notify(hive_id);
             }

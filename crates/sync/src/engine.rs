@@ -466,16 +466,27 @@ impl SyncHandle {
             .read(move |c| sync_state::link(c, &p, &hv))
             .await?
             .is_some_and(|l| l.state != sync_state::LinkState::Left);
-        if live
-            && self
-                .inner
-                .sched
-                .insert((peer_id.to_string(), hive_id.to_string()))
+        if live {
+            self.schedule_live_link(peer_id, hive_id);
+        }
+        Ok(())
+    }
+
+    /// Schedules the link (peer, hive), known live (a transaction that committed just now
+    /// created or reopened it: an accepted inbound handshake), without reading it again. If
+    /// it was left meanwhile, its first step finds it so and forgets it.
+    pub(crate) fn schedule_live_link(&self, peer_id: &str, hive_id: &str) {
+        if !self.enabled() || self.is_shutting_down() {
+            return;
+        }
+        if self
+            .inner
+            .sched
+            .insert((peer_id.to_string(), hive_id.to_string()))
         {
             self.inner.news.mark(hive_id, [&peer_id.to_string()]);
             self.inner.gossip.bump();
         }
-        Ok(())
     }
 
     /// Schedules live links that are not scheduled yet, forgets links that are gone.

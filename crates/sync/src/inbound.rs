@@ -148,7 +148,7 @@ pub async fn handshake(
             if !secret_ok {
                 admit(tx, &hv, &hl, hub.as_ref(), max_gossip_peers, now)?;
             }
-            let r = respond(tx, &me, &hv, &hl, now)?;
+            let r = respond(tx, &me, &hv, &hl, now, &mut accept::Shared::default())?;
             if !secret_ok && let Ok((_, _, a)) = &r {
                 mark_introduced(tx, &a.peer_id, &hl)?;
             }
@@ -295,6 +295,7 @@ pub(crate) fn respond(
     hive: &str,
     hello: &Hello,
     now: i64,
+    shared: &mut accept::Shared,
 ) -> Result<Result<(HandshakeResponse, String, accept::Accepted), SyncError>, StoreError> {
     let Some(group) = sync_state::group_by_name(tx, hive)? else {
         return Ok(Err(SyncError::NotFound(format!(
@@ -302,8 +303,15 @@ pub(crate) fn respond(
         ))));
     };
     let hive_id = group.hive_id;
-    let accepted = match accept::accept(tx, &hive_id, hello, Role::Responder, &me.instance_id, now)?
-    {
+    let accepted = match accept::accept(
+        tx,
+        &hive_id,
+        hello,
+        Role::Responder,
+        &me.instance_id,
+        now,
+        shared,
+    )? {
         Outcome::Refused(e) => return Ok(Err(e.into())),
         Outcome::Accepted(a) => a,
     };

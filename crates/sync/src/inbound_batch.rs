@@ -95,6 +95,7 @@ pub async fn handshake(
             }
             let mut answers = Vec::with_capacity(hellos.len());
             let mut done: Vec<Done> = Vec::new();
+            let mut shared = accept::Shared::default();
             for (hive, hello) in hellos {
                 let hello = hello.and_then(|hl| match secret_ok {
                     true => Ok(hl),
@@ -103,7 +104,7 @@ pub async fn handshake(
                 });
                 let answer = match hello {
                     Err(e) => Err(e),
-                    Ok(hl) => match inbound::respond(tx, &me, &hive, &hl, now)? {
+                    Ok(hl) => match inbound::respond(tx, &me, &hive, &hl, now, &mut shared)? {
                         Ok((resp, hive_id, accepted)) => {
                             if !secret_ok {
                                 inbound::mark_introduced(tx, &accepted.peer_id, &hl)?;

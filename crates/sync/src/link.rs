@@ -321,6 +321,7 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
                 Role::Initiator { peer_id: &p },
                 &me_id,
                 now_ms(),
+                &mut accept::Shared::default(),
             )
             .map(Some)
         })
@@ -477,11 +478,13 @@ async fn pull_all(
         if report.accepted > 0 {
             h.notify(&link.hive_id);
         }
-        // A page that moved the cursor is followed by one more pull, also when it was the
-        // last: that pull acknowledges the page on the peer (its `since` moves the peer's
-        // push cursor), so the peer does not push the same events again. It is sent only
-        // now, after this commit, so the acknowledgement never runs ahead of our data.
-        let advanced = next > since;
+        // A page that moved the cursor past events is followed by one more pull, also when
+        // it was the last: that pull acknowledges the page on the peer (its `since` moves the
+        // peer's push cursor), so the peer does not push the same events again. It is sent
+        // only now, after this commit, so the acknowledgement never runs ahead of our data.
+        // A page without events needs none: the peer moved its cursor over that range when
+        // it served it (`inbound::read_page`).
+        let advanced = next > since && n > 0;
         since = next;
         if !has_more {
             if advanced {

@@ -420,6 +420,7 @@ async fn handshake(
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
             let mut out = Vec::with_capacity(hl2.len());
+            let mut shared = accept::Shared::default();
             for (pos, hive_id, hello) in &hl2 {
                 // Only a link that is still there is completed (see `link::handshake`).
                 if sync_state::link(tx, &p, hive_id)?
@@ -435,6 +436,7 @@ async fn handshake(
                     Role::Initiator { peer_id: &p },
                     &me_id,
                     now,
+                    &mut shared,
                 )?;
                 out.push((*pos, Some(o)));
             }
@@ -469,6 +471,16 @@ async fn handshake(
         .into_iter()
         .map(|r| r.unwrap_or(Ok(Step::More)))
         .collect()
+}
+
+/// What the commit of one pulled page would leave as it is (see [`pull`]).
+struct Unchanged {
+    /// The page ends where it began (`next == since`).
+    cursor: bool,
+    /// The head it reports is the link's `remote_seq` already.
+    remote_seq: bool,
+    /// The link is `active` without an error.
+    settled: bool,
 }
 
 /// One batched pull round for the members `idx` (each has a token): every page answered is
@@ -509,8 +521,12 @@ async fn pull(
         (0..idx.len()).map(|_| Ok(Step::More)).collect();
     // (position, hive id, hive name, next seq, has_more, events, advanced)
     let mut pages = Vec::new();
-    // Per page: (cursor before it, peer head it reported or the link's remote_seq).
+    // Per page: (cursor before it, peer head it reported, the link's remote_seq).
     let mut marks = Vec::new();
+    // Per page: what of the link's row its commit would rewrite to the same value (an
+    // event-less page that moved nothing, such as the pull acknowledging the last page,
+    // writes nothing then).
+    let mut unchanged = Vec::new();
     let mut rotations = Vec::new();
     for (pos, g) in resp.groups.into_iter().enumerate() {
         let l = members[idx[pos]].link.as_ref();
@@ -525,7 +541,13 @@ async fn pull(
         let has_more = page.has_more && next > since;
         let head = page.head_seq.filter(|hd| *hd >= next);
         marks.push((since, head, l.remote_seq));
+        unchanged.push(Unchanged {
+            cursor: next == since,
+            remote_seq: head.unwrap_or(next) == l.remote_seq,
+            settled: l.state == sync_state::LinkState::Active && l.last_error.is_none(),
+        });
         let events: Vec<openhive_core::Event> = page.events.into_iter().map(|w| w.event).collect();
+        let advanced = next > since && !events.is_empty();
         rotations.extend(page.key_rotations);
         pages.push((
             pos,
@@ -534,7 +556,7 @@ async fn pull(
             next,
             has_more,
             events,
-            next > since,
+            advanced,
         ));
     }
     if pages.is_empty() {
@@ -570,11 +592,15 @@ async fn pull(
             // The origins' key chains first: events signed after a rotation verify.
             let learned = trust::learn_rotations(tx, &rotations, &from, &me_id, now)?.new;
             let mut out = Vec::with_capacity(pages2.len());
-            for (page, ok) in pages2.iter().zip(&verified) {
+            for ((page, ok), same) in pages2.iter().zip(&verified).zip(&unchanged) {
                 let (_, hv, hname, next, has_more, events, _) = page;
+                let head = marks2.get(out.len()).and_then(|m| m.1);
+                if events.is_empty() && same.cursor && same.remote_seq && same.settled {
+                    out.push(ingest::BatchReport::default());
+                    continue;
+                }
                 let r = ingest::ingest_remote_checked(tx, hv, hname, events, ok, &from, now)?;
                 sync_state::advance_received(tx, &p, hv, *next, now)?;
-                let head = marks2.get(out.len()).and_then(|m| m.1);
                 sync_state::set_remote_seq(tx, &p, hv, head.unwrap_or(*next))?;
                 sync_state::count_events(tx, &p, hv, r.accepted as i64, r.rejected as i64)?;
                 if !has_more {
@@ -626,10 +652,12 @@ async fn pull(
         if report.accepted > 0 {
             h.notify(hv);
         }
-        // A page that moved the cursor is followed by one more pull, also when it was the
-        // last: that pull acknowledges the page on the peer (its `since` moves the peer's
-        // push cursor), so the peer does not push the same events again. It is sent after
-        // this commit, so the acknowledgement never runs ahead of our data.
+        // A page that moved the cursor past events is followed by one more pull, also when
+        // it was the last: that pull acknowledges the page on the peer (its `since` moves the
+        // peer's push cursor), so the peer does not push the same events again. It is sent
+        // after this commit, so the acknowledgement never runs ahead of our data. A page
+        // without events needs none: the peer moved its cursor over that range when it
+        // served it (`inbound::read_page`).
         members[idx[*pos]].job.need_pull = *has_more || *advanced;
         tracing::debug!(hive = %hv, seq = next, accepted = report.accepted, "pulled page (batch)");
     }

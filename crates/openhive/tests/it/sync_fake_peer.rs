@@ -40,6 +40,10 @@ struct Script {
     refuse: bool,
     /// Answer pulls with 429 and this `Retry-After`.
     throttle_pulls: Option<u64>,
+    /// Answer a pull from below this seq with an event-less page that ends there (a range
+    /// of F's log holding only events A originated: F skips them for A, and F's push cursor
+    /// for A moves over them as it serves the page).
+    skip_to: Option<i64>,
     on_heartbeat: Option<OnHeartbeat>,
 }
 
@@ -189,9 +193,9 @@ async fn pull(
     headers: HeaderMap,
 ) -> Response {
     f.record("pull", &headers);
-    let (refuse, throttle) = {
+    let (refuse, throttle, skip_to) = {
         let s = f.script();
-        (s.refuse, s.throttle_pulls)
+        (s.refuse, s.throttle_pulls, s.skip_to)
     };
     if refuse {
         return refused();
@@ -205,6 +209,10 @@ async fn pull(
             .into_response();
     }
     let since: i64 = q.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
+    if let Some(end) = skip_to.filter(|end| since < *end) {
+        return Json(json!({ "events": [], "next_seq": end, "has_more": false, "head_seq": end }))
+            .into_response();
+    }
     Json(json!({ "events": [], "next_seq": since, "has_more": false })).into_response()
 }
 
@@ -493,4 +501,35 @@ async fn sync_a_429_to_a_pull_is_backpressure_not_a_failure() {
         (the_peer(&a).await["groups"][0]["state"] == "active").then_some(())
     })
     .await;
+}
+
+/// A pulled page without events that moves the cursor (a range of the peer's log holding
+/// only events we originated, skipped for us) is not acknowledged by another pull: the peer
+/// moved its push cursor over that range when it served the page. (A page with events is:
+/// see `sync_backfill`.)
+#[tokio::test]
+async fn sync_an_event_less_page_is_not_followed_by_an_acknowledging_pull() {
+    // No heartbeats: only the link's own steps pull.
+    let a = instance_with(|c| c.sync.heartbeat_interval_secs = 60).await;
+    shared_hive(&a, "echo").await;
+    let f = Fake::start(&a).await;
+    f.script().skip_to = Some(5);
+    f.add_to(&a, "echo").await;
+    wait_for(T, "the cursor over the skipped range", || async {
+        (the_peer(&a).await["groups"][0]["last_seq_received"] == 5).then_some(())
+    })
+    .await;
+    // A's outbox (the hive's own events) goes to F after the pull: once F saw a push, A's
+    // pull steps are over, and an acknowledging pull would have come before it.
+    wait_for(Duration::from_secs(60), "a push from A", || async {
+        f.seen()
+            .calls
+            .iter()
+            .any(|(_, w, _)| *w == "push")
+            .then_some(())
+    })
+    .await;
+    let pulls = f.pulls().len();
+    assert_eq!(pulls, 1, "{pulls} pulls for one event-less page");
+    assert_eq!(the_peer(&a).await["groups"][0]["state"], "active");
 }

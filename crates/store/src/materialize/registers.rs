@@ -549,25 +549,67 @@ fn refresh_decider(conn: &Conn<'_>, hive_id: &str) -> Result<bool> {
 fn recompute_all_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
     // The period first (it prefers the owner), then the decider it gives, then everything
     // the decider decides.
-    recompute_setting(conn, hive_id, SettingKey::OwnerSuccessionSecs)?;
+    let mut known = Known::read(conn, hive_id)?;
+    recompute_setting_in(conn, hive_id, SettingKey::OwnerSuccessionSecs, &mut known)?;
     refresh_decider(conn, hive_id)?;
-    recompute_decided_registers(conn, hive_id)
+    recompute_decided_in(conn, hive_id, &mut known)
+}
+
+/// What recomputing many registers of one hive reads once, not once per register: which
+/// registers have candidates at all, and (when first needed) the winning creation's payload.
+struct Known {
+    /// The registers with candidates (`hive` included), in the order stored.
+    registers: Vec<String>,
+    /// The winning creation's stored payload: `None` until read, then `Some(None)` if the
+    /// hive has none.
+    created: Option<Option<String>>,
+}
+
+impl Known {
+    fn read(conn: &Conn<'_>, hive_id: &str) -> Result<Known> {
+        let registers = conn
+            .prepare_cached("SELECT DISTINCT register FROM state_candidates WHERE hive_id = ?1")?
+            .query_map([hive_id], |r| r.get(0))?
+            .collect::<DbResult<_>>()?;
+        Ok(Known {
+            registers,
+            created: None,
+        })
+    }
+
+    /// The winning creation's stored payload (read at the first call).
+    fn created(&mut self, conn: &Conn<'_>, hive_id: &str) -> Result<Option<String>> {
+        if let Some(c) = &self.created {
+            return Ok(c.clone());
+        }
+        let created: Option<String> = conn
+            .prepare_cached(
+                "SELECT c.value FROM hives h JOIN state_candidates c
+                   ON c.hive_id = h.id AND c.register = 'hive' AND c.event_id = h.created_event_id
+                 WHERE h.id = ?1",
+            )?
+            .query_row([hive_id], |r| r.get(0))
+            .optional()?;
+        self.created = Some(created.clone());
+        Ok(created)
+    }
 }
 
 /// Every register rule 1 of which prefers the deciding instance.
 fn recompute_decided_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
+    let mut known = Known::read(conn, hive_id)?;
+    recompute_decided_in(conn, hive_id, &mut known)
+}
+
+fn recompute_decided_in(conn: &Conn<'_>, hive_id: &str, known: &mut Known) -> Result<()> {
     // Base values come from the winning creation; registers override them.
     for &key in SettingKey::ALL {
         if key != SettingKey::OwnerSuccessionSecs {
-            recompute_setting(conn, hive_id, key)?;
+            recompute_setting_in(conn, hive_id, key, known)?;
         }
     }
-    let registers: Vec<String> = conn
-        .prepare("SELECT DISTINCT register FROM state_candidates WHERE hive_id = ?1 AND register <> 'hive'")?
-        .query_map([hive_id], |r| r.get(0))?
-        .collect::<DbResult<_>>()?;
-    for reg in registers {
-        match parse_register(&reg) {
+    for reg in known.registers.iter().filter(|r| *r != "hive") {
+        match parse_register(reg) {
             Some(Register::Member(agent)) => recompute_membership(conn, hive_id, agent)?,
             Some(Register::Moderator(agent)) => recompute_moderator(conn, hive_id, agent)?,
             Some(Register::Pin(post)) => recompute_pin(conn, hive_id, post)?,
@@ -585,21 +627,31 @@ fn recompute_decided_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
 }
 
 fn recompute_setting(conn: &Conn<'_>, hive_id: &str, key: SettingKey) -> Result<()> {
+    // One key: its winner is looked for without listing the hive's registers first.
+    let mut known = Known {
+        registers: vec![format!("setting:{key}")],
+        created: None,
+    };
+    recompute_setting_in(conn, hive_id, key, &mut known)
+}
+
+fn recompute_setting_in(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    key: SettingKey,
+    known: &mut Known,
+) -> Result<()> {
     let register = format!("setting:{key}");
-    let value = match register_winner(conn, hive_id, &register)? {
+    // No candidate: no winner to look for (`register_winner` would find none).
+    let winner = match known.registers.contains(&register) {
+        true => register_winner(conn, hive_id, &register)?,
+        false => None,
+    };
+    let value = match winner {
         Some((v, _)) => decode_setting(key, &v).map_err(|e| corrupt(hive_id, &register, e))?,
         None => {
             // The base value from the hive's winning creation.
-            let created: Option<String> = conn
-                .query_row(
-                    "SELECT c.value FROM hives h JOIN state_candidates c
-                       ON c.hive_id = h.id AND c.register = 'hive' AND c.event_id = h.created_event_id
-                     WHERE h.id = ?1",
-                    [hive_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(created) = created else {
+            let Some(created) = known.created(conn, hive_id)? else {
                 return Ok(());
             };
             let w = decode_creation(&created).map_err(|e| corrupt(hive_id, "hive", e))?;
@@ -608,12 +660,16 @@ fn recompute_setting(conn: &Conn<'_>, hive_id: &str, key: SettingKey) -> Result<
     };
     let sql = setting_update(key);
     match &value {
-        Setting::Description(s) => conn.execute(sql, params![hive_id, s])?,
+        Setting::Description(s) => conn.prepare_cached(sql)?.execute(params![hive_id, s])?,
         Setting::IsPublic(b) | Setting::RequireVerification(b) | Setting::AllowAnonymousRead(b) => {
-            conn.execute(sql, params![hive_id, b])?
+            conn.prepare_cached(sql)?.execute(params![hive_id, b])?
         }
-        Setting::PostPermissions(p) => conn.execute(sql, params![hive_id, p.as_str()])?,
-        Setting::OwnerSuccessionSecs(n) => conn.execute(sql, params![hive_id, n])?,
+        Setting::PostPermissions(p) => conn
+            .prepare_cached(sql)?
+            .execute(params![hive_id, p.as_str()])?,
+        Setting::OwnerSuccessionSecs(n) => {
+            conn.prepare_cached(sql)?.execute(params![hive_id, n])?
+        }
     };
     Ok(())
 }
