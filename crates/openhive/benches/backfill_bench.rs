@@ -31,79 +31,26 @@ use std::time::{Duration, Instant};
 const HIVE: &str = "big";
 
 /// The joiner: the release binary on a temporary data directory; killed when dropped.
-struct Joiner {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Joiner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+type Joiner = common::serve_process::ServeProcess;
 
 impl Joiner {
-    async fn spawn(http: &reqwest::Client) -> Joiner {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openhive"));
-        cmd.arg("serve")
-            .env("OPENHIVE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("OPENHIVE_SERVER__DATA_DIR", dir.path())
-            .env("OPENHIVE_AUTH__MODE", "local")
-            .env("OPENHIVE_SYNC__HEARTBEAT_INTERVAL_SECS", "1")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+    async fn spawn_joiner(http: &reqwest::Client) -> Joiner {
+        let mut env = vec![
+            ("OPENHIVE_SYNC__HEARTBEAT_INTERVAL_SECS", "1".to_string()),
+            ("RUST_LOG", "warn".to_string()),
+        ];
         if let Ok(b) = std::env::var("OPENHIVE_BENCH_PULL_BATCH") {
-            cmd.env("OPENHIVE_SYNC__PULL_BATCH", b);
+            env.push(("OPENHIVE_SYNC__PULL_BATCH", b));
         }
-        let child = cmd.spawn().unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http.get(format!("{base}/health")).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the joiner did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Joiner {
-            child,
-            base,
-            _dir: dir,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    async fn call(&self, http: &reqwest::Client, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/api/v1{path}", self.base);
-        let req = match body {
-            Some(b) => http.post(url).json(&b),
-            None => http.get(url),
-        };
-        let r = req.send().await.unwrap();
-        let st = r.status();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(st.is_success(), "{path}: {st} {v}");
-        v
+        let output = |_| (Stdio::null(), Stdio::inherit());
+        Joiner::spawn(http, &env, output, Duration::from_secs(60)).await
     }
 
     /// B's log head of `HIVE` (0 until the hive arrived).
     async fn head(&self, http: &reqwest::Client) -> i64 {
-        let v = self.call(http, "/sync/groups?limit=10", None).await;
+        let v = self
+            .call(http, reqwest::Method::GET, "/sync/groups?limit=10", None)
+            .await;
         let groups = v
             .get("data")
             .or_else(|| v.get("groups"))
@@ -121,27 +68,11 @@ impl Joiner {
 
     /// (CPU ticks, VmHWM KiB, VmRSS KiB) of the process.
     fn proc(&self) -> (u64, u64, u64) {
-        let pid = self.pid();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let f: Vec<u64> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .map(|v| v.parse().unwrap_or(0))
-            .collect();
-        let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (ticks, field("VmHWM:"), field("VmRSS:"))
+        (
+            self.cpu_ticks(),
+            self.status("VmHWM:"),
+            self.status("VmRSS:"),
+        )
     }
 }
 
@@ -199,7 +130,7 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let b = Joiner::spawn(&http).await;
+    let b = Joiner::spawn_joiner(&http).await;
     let (b_ticks0, _, b_rss_idle) = b.proc();
     let a_hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let a_ticks0 = self_cpu_ticks();
@@ -214,6 +145,7 @@ async fn main() {
     .await;
     b.call(
         &http,
+        reqwest::Method::POST,
         "/sync/peers",
         Some(json!({"name": "holder", "sync_endpoint": a.endpoint(), "shared_hives": [HIVE]})),
     )
@@ -265,7 +197,10 @@ async fn main() {
     // The same content on both sides (a cheap check: post counts through the API).
     let total = |v: Value| v["total"].as_i64().unwrap_or(-1);
     let pa = total(a.get_json(&http, "/posts?limit=1").await);
-    let pb = total(b.call(&http, "/posts?limit=1", None).await);
+    let pb = total(
+        b.call(&http, reqwest::Method::GET, "/posts?limit=1", None)
+            .await,
+    );
     println!("posts: A {pa}, B {pb}");
     assert_eq!(pa, pb, "B's posts differ from A's");
     drop(b);

@@ -24,97 +24,42 @@
 //! Run: `cargo bench -p openhive --bench links_bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Proc {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+type Proc = common::serve_process::ServeProcess;
 
 async fn spawn(http: &reqwest::Client) -> Proc {
     spawn_batched(http, 256).await
 }
 
 async fn spawn_batched(http: &reqwest::Client, batch: usize) -> Proc {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     // `LINKS_BENCH_LOG_DIR`: each instance logs (`LINKS_BENCH_RUST_LOG`, default "info")
     // to `<dir>/<port>.log`, for a timeline of the pairing.
-    let (log_filter, stdout) = match std::env::var("LINKS_BENCH_LOG_DIR") {
-        Ok(d) => (
-            std::env::var("LINKS_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            Stdio::from(std::fs::File::create(format!("{d}/{port}.log")).unwrap()),
-        ),
-        Err(_) => ("warn".to_string(), Stdio::null()),
+    let log_dir = std::env::var("LINKS_BENCH_LOG_DIR").ok();
+    let log_filter = match &log_dir {
+        Some(_) => std::env::var("LINKS_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        None => "warn".to_string(),
     };
-    let child = Command::new(env!("CARGO_BIN_EXE_openhive"))
-        .arg("serve")
-        .env("OPENHIVE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("OPENHIVE_SERVER__DATA_DIR", dir.path())
-        .env("OPENHIVE_AUTH__MODE", "local")
-        .env("OPENHIVE_SYNC__HEARTBEAT_INTERVAL_SECS", "5")
-        .env("OPENHIVE_SYNC__BATCH_GROUPS", batch.to_string())
-        .env("RUST_LOG", log_filter)
-        .stdout(stdout)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/health")).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "instance did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Proc {
-        child,
-        base,
-        _dir: dir,
-    }
+    let env = [
+        ("OPENHIVE_SYNC__HEARTBEAT_INTERVAL_SECS", "5".to_string()),
+        ("OPENHIVE_SYNC__BATCH_GROUPS", batch.to_string()),
+        ("RUST_LOG", log_filter),
+    ];
+    let output = |port: u16| {
+        let stdout = match &log_dir {
+            Some(d) => Stdio::from(std::fs::File::create(format!("{d}/{port}.log")).unwrap()),
+            None => Stdio::null(),
+        };
+        (stdout, Stdio::null())
+    };
+    Proc::spawn(http, &env, output, Duration::from_secs(30)).await
 }
 
 impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    async fn call(
-        &self,
-        http: &reqwest::Client,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Value {
-        let mut req = http.request(method, format!("{}/api/v1{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        let st = r.status();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(st.is_success(), "{path}: {st} {v}");
-        v
-    }
-
     async fn post(&self, http: &reqwest::Client, path: &str, body: Value) -> Value {
         self.call(http, reqwest::Method::POST, path, Some(body))
             .await
@@ -130,32 +75,11 @@ impl Proc {
 
     /// (total CPU ticks, threads, RSS KiB) from /proc.
     fn proc_figures(&self) -> (u64, u64, u64) {
-        let pid = self.pid();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let ticks = fields
-            .get(11)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            + fields
-                .get(12)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (ticks, field("Threads:"), field("VmRSS:"))
+        (
+            self.cpu_ticks(),
+            self.status("Threads:"),
+            self.status("VmRSS:"),
+        )
     }
 }
 

@@ -8,6 +8,8 @@
 // Each bench uses part of this module.
 #![allow(dead_code)]
 
+pub mod serve_process;
+
 use openhive::start;
 use openhive_core::ids::{self, Kind};
 use openhive_core::payload::{

@@ -1,0 +1,112 @@
+//! An `openhive serve` binary in its own process, for figures that must be one instance's
+//! own (CPU seconds, threads, RSS from /proc): the links and backfill benches.
+
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The release binary on a temporary data directory, reached at `base`; killed when dropped.
+pub struct ServeProcess {
+    pub child: Child,
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl ServeProcess {
+    /// Starts `openhive serve` on a free loopback port (local auth) with `env` on top, and
+    /// waits (up to `start_within`) until `/health` answers. `output` gives each stream
+    /// for the port chosen.
+    pub async fn spawn(
+        http: &reqwest::Client,
+        env: &[(&str, String)],
+        output: impl FnOnce(u16) -> (Stdio, Stdio),
+        start_within: Duration,
+    ) -> ServeProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let (stdout, stderr) = output(port);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openhive"));
+        cmd.arg("serve")
+            .env("OPENHIVE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("OPENHIVE_SERVER__DATA_DIR", dir.path())
+            .env("OPENHIVE_AUTH__MODE", "local")
+            .stdout(stdout)
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + start_within;
+        loop {
+            if let Ok(r) = http.get(format!("{base}/health")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "instance did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ServeProcess {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// An API call (`/api/v1` + `path`) that must succeed; its JSON answer.
+    pub async fn call(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut req = http.request(method, format!("{}/api/v1{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let st = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(st.is_success(), "{path}: {st} {v}");
+        v
+    }
+
+    /// utime + stime of the process, in clock ticks ([`super::CLK_TCK`] per second).
+    pub fn cpu_ticks(&self) -> u64 {
+        super::stat_fields(&self.pid().to_string()).map_or(0, |f| f[10] + f[11])
+    }
+
+    /// A `/proc/<pid>/status` figure (`"VmRSS:"`, `"VmHWM:"` in KiB, `"Threads:"`); 0 if
+    /// unreadable.
+    pub fn status(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
+}
