@@ -25,7 +25,7 @@ mod common;
 
 use common::{CLK_TCK, Engine, Inst, Mix, env_or, load_mixed, proc_status, self_cpu_ticks};
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const HIVE: &str = "big";
@@ -76,39 +76,6 @@ impl Joiner {
     }
 }
 
-/// `perf record` of one process until stopped (SIGINT), if `OPENHIVE_BENCH_PERF_DIR` is set.
-fn perf(pid: u32, name: &str) -> Option<Child> {
-    let dir = std::env::var("OPENHIVE_BENCH_PERF_DIR").ok()?;
-    std::fs::create_dir_all(&dir).ok()?;
-    Command::new("perf")
-        .args([
-            "record",
-            "-F",
-            "299",
-            "-e",
-            "cpu-clock",
-            "--call-graph",
-            "dwarf,16384",
-            "-p",
-        ])
-        .arg(pid.to_string())
-        .arg("-o")
-        .arg(format!("{dir}/{name}.data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()
-}
-
-fn stop_perf(p: Option<Child>) {
-    if let Some(mut c) = p {
-        let _ = Command::new("kill")
-            .args(["-INT", &c.id().to_string()])
-            .status();
-        let _ = c.wait();
-    }
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     openhive_sync::client::install_crypto_provider();
@@ -134,8 +101,8 @@ async fn main() {
     let (b_ticks0, _, b_rss_idle) = b.proc();
     let a_hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let a_ticks0 = self_cpu_ticks();
-    let perf_a = perf(std::process::id(), "a");
-    let perf_b = perf(b.pid(), "b");
+    let perf_a = common::perf::record(std::process::id(), "a");
+    let perf_b = common::perf::record(b.pid(), "b");
     let start = Instant::now();
     a.post(
         &http,
@@ -163,8 +130,8 @@ async fn main() {
     let took = start.elapsed();
     let (b_ticks1, b_hwm, b_rss_end) = b.proc();
     let a_ticks1 = self_cpu_ticks();
-    stop_perf(perf_a);
-    stop_perf(perf_b);
+    common::perf::stop(perf_a);
+    common::perf::stop(perf_b);
     let a_cpu = a_ticks1.saturating_sub(a_ticks0) as f64 / CLK_TCK;
     let b_cpu = b_ticks1.saturating_sub(b_ticks0) as f64 / CLK_TCK;
     let rate = head as f64 / took.as_secs_f64();

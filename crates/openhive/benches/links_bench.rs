@@ -18,6 +18,9 @@
 //! the CPU time each instance spent until B held everything (independent of how busy the
 //! machine is), "calls" the `/sync/v1` requests both answered meanwhile.
 //!
+//! `OPENHIVE_BENCH_PERF_DIR`: `perf record` of A and B during each pairing
+//! (`pair-<N>-a.data`, `pair-<N>-b.data`).
+//!
 //! `LINKS_BENCH_LOG_DIR` keeps each instance's log there (`LINKS_BENCH_RUST_LOG` sets its
 //! filter, default "info").
 //!
@@ -248,8 +251,13 @@ async fn main() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let calls0 = sync_calls(&http, &a).await + sync_calls(&http, &b).await;
             let (cpu_a0, cpu_b0) = (a.proc_figures().0, b.proc_figures().0);
+            let perf = [
+                common::perf::record(a.pid(), &format!("pair-{n}-a")),
+                common::perf::record(b.pid(), &format!("pair-{n}-b")),
+            ];
             pair(&http, &a, &b, &names, "B").await;
             let took = wait_all_posts(&http, &b, n).await;
+            perf.into_iter().for_each(common::perf::stop);
             let hz = ticks_per_sec();
             let pair_cpu = (
                 (a.proc_figures().0 - cpu_a0) as f64 / hz,
@@ -331,7 +339,11 @@ async fn main() {
         );
         others.push(p);
     }
+    // Every outbox acknowledged, then a heartbeat or two: the idle figure is not the
+    // pairings' tail (each peer's first heartbeats carry every shared hive).
+    wait_quiet(&http, &a).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
+    eprintln!("A {} (pid {})", a.base, a.pid());
     let cpu = idle_cpu(&[&a], idle_secs).await;
     let (_, threads, rss) = a.proc_figures();
     println!(
@@ -341,6 +353,8 @@ async fn main() {
         rss / 1024,
         n * peers
     );
+    let hold: u64 = env_or("LINKS_BENCH_HOLD_SECS", 0);
+    tokio::time::sleep(Duration::from_secs(hold)).await;
     let per_peer = idle_cpu(&others.iter().collect::<Vec<_>>(), idle_secs.min(10)).await;
     println!(
         "  peers idle CPU: {}",

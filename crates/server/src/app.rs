@@ -234,13 +234,14 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
     };
     let mut background = vec![
         spawn_expiry(state.store.clone()),
-        // The check reads every link: once a minute, not every heartbeat (an idle instance
-        // with thousands of links must cost nothing; `lagging` in status is always live).
+        // Once a minute, not every heartbeat: the check's query joins every link (it builds
+        // rows only for the lagging ones); `lagging` in status is always live.
         spawn_lag_watch(
             state.store.clone(),
             Duration::from_secs(state.config.sync.heartbeat_interval_secs.max(60)),
         ),
     ];
+    background.extend(crate::heap_trim::spawn());
     if state.config.sync.compaction_interval_secs > 0 {
         background.push(spawn_compaction(
             state.sync.clone(),
@@ -399,8 +400,10 @@ fn spawn_lag_watch(store: Store, every: Duration) -> JoinHandle<()> {
         loop {
             tick.tick().await;
             let now = openhive_core::time::now_ms();
+            // Only the lagging links are read (one query): the check costs nothing per
+            // link that keeps up, whatever the number of links.
             let links = match store
-                .read(move |c| crate::http::metrics::link_figures(c, now))
+                .read(move |c| openhive_store::sync_state::lagging_links(c, now))
                 .await
             {
                 Ok(l) => l,
@@ -409,19 +412,16 @@ fn spawn_lag_watch(store: Store, every: Duration) -> JoinHandle<()> {
                     continue;
                 }
             };
-            let lagging = links
+            let by_key: std::collections::HashMap<_, _> = links
                 .iter()
-                .filter(|l| l.lagging)
-                .map(|l| (l.peer_id.clone(), l.hive.clone()))
+                .map(|l| ((l.peer_id.clone(), l.hive_name.clone()), l))
                 .collect();
-            let (started, stopped) = watch.update(lagging);
-            for (peer_id, hive) in started {
-                if let Some(l) = links
-                    .iter()
-                    .find(|l| l.peer_id == peer_id && l.hive == hive)
-                {
+            let (started, stopped) = watch.update(by_key.keys().cloned().collect());
+            for key in started {
+                if let Some(l) = by_key.get(&key) {
+                    let (peer_id, hive) = key;
                     tracing::warn!(
-                        peer = %l.peer,
+                        peer = %l.peer_name,
                         %peer_id,
                         %hive,
                         lag_events = l.lag,

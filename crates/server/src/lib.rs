@@ -13,6 +13,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod heap_trim;
 pub mod http;
 pub mod identity;
 pub mod map_hub;

@@ -836,6 +836,50 @@ pub fn live_link_keys(conn: &Conn<'_>) -> Result<Vec<(String, String)>> {
         .collect::<DbResult<_>>()?)
 }
 
+/// A live link past a [`crate::context::LagAlert`] threshold (see [`lagging_links`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaggingLink {
+    pub peer_id: String,
+    pub peer_name: String,
+    pub hive_name: String,
+    /// Log head − the last seq the peer took.
+    pub lag: i64,
+    /// Milliseconds since the peer was last heard from (or since it was added).
+    pub silent_ms: i64,
+}
+
+/// The live links that pass the store's lag-alert thresholds at `now_ms` (the rule of
+/// `LagAlert::lagging`), found by one query: a periodic check costs the lagging links, not
+/// every link (no row is built and no token opened for a link that keeps up).
+pub fn lagging_links(conn: &Conn<'_>, now_ms: i64) -> Result<Vec<LaggingLink>> {
+    let alert = conn.context().lag_alert;
+    Ok(conn
+        .prepare_cached(
+            "SELECT l.peer_id, p.name, g.hive_name,
+                    COALESCE(h.head_seq, 0) - COALESCE(k.cursor_seq, 0),
+                    ?1 - COALESCE(p.last_contact_at, p.created_at)
+             FROM peer_groups l
+             JOIN peers p ON p.id = l.peer_id
+             JOIN sync_groups g ON g.hive_id = l.hive_id
+             LEFT JOIN hive_logs h ON h.hive_id = l.hive_id
+             LEFT JOIN consumers k ON k.id = 'peer:' || l.peer_id AND k.hive_id = l.hive_id
+             WHERE l.state <> 'left'
+               AND (COALESCE(h.head_seq, 0) - COALESCE(k.cursor_seq, 0) > ?2
+                    OR ?1 - COALESCE(p.last_contact_at, p.created_at) > ?3)
+             ORDER BY g.hive_name, l.peer_id",
+        )?
+        .query_map(params![now_ms, alert.events, alert.silence_ms], |r| {
+            Ok(LaggingLink {
+                peer_id: r.get(0)?,
+                peer_name: r.get(1)?,
+                hive_name: r.get(2)?,
+                lag: r.get::<_, i64>(3)?.max(0),
+                silent_ms: r.get::<_, i64>(4)?.max(0),
+            })
+        })?
+        .collect::<DbResult<_>>()?)
+}
+
 /// Live links whose outbox cursor is behind their hive's log head (work a missed wake-up
 /// would otherwise leave undone until the next commit).
 pub fn links_behind(conn: &Conn<'_>) -> Result<Vec<(String, String)>> {

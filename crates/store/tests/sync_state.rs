@@ -405,3 +405,45 @@ fn gossip_peers_never_override_other_sources_and_only_they_go_stale() {
     })
     .unwrap();
 }
+
+/// The lag check reads only the links past a threshold: one that keeps up is not returned,
+/// one whose outbox is behind by more than `events` is, and every link of a peer silent
+/// for more than `silence_ms` is.
+#[test]
+fn lagging_links_are_those_past_either_threshold() {
+    let (_d, s) = store();
+    s.configure(|c| {
+        c.lag_alert = openhive_store::LagAlert {
+            events: 2,
+            silence_ms: 1_000,
+        }
+    });
+    s.write_blocking(|c| {
+        let (hive, peer) = setup(c);
+        record_contact(c, &peer, 100)?;
+        assert!(lagging_links(c, 500)?.is_empty(), "no events, heard from");
+        c.execute(
+            "UPDATE hive_logs SET head_seq = 3 WHERE hive_id = ?1",
+            openhive_store::params![hive],
+        )?;
+        let l = lagging_links(c, 500)?;
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(l[0].peer_id, peer);
+        assert_eq!(l[0].peer_name, "b");
+        assert_eq!(l[0].hive_name, "general");
+        assert_eq!(l[0].lag, 3);
+        let id = openhive_store::consumers::ConsumerId::peer(&peer);
+        openhive_store::consumers::advance(c, &id, &hive, 2, 500)?;
+        assert!(lagging_links(c, 500)?.is_empty(), "1 behind, within 2");
+        let l = lagging_links(c, 1_101)?;
+        assert_eq!(l.len(), 1, "silent for 1001 ms: {l:?}");
+        assert_eq!((l[0].lag, l[0].silent_ms), (1, 1_001));
+        set_link_state(c, &peer, &hive, LinkState::Left)?;
+        assert!(
+            lagging_links(c, 1_101)?.is_empty(),
+            "a left link is not checked"
+        );
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}

@@ -8,6 +8,7 @@
 // Each bench uses part of this module.
 #![allow(dead_code)]
 
+pub mod perf;
 pub mod serve_process;
 
 use openhive::start;
