@@ -819,6 +819,33 @@ pub fn links_for_peer(conn: &Conn<'_>, peer_id: &str) -> Result<Vec<LinkRow>> {
     links_where(conn, "l.peer_id = ?1", &[peer_id])
 }
 
+/// The hives (id, name) of the peer's links that are not `left`, by name: what gossip and
+/// a full heartbeat need of each link, without building its row (no cursor subquery, no
+/// token opened), so a message to a peer sharing thousands of hives stays one index scan.
+pub fn live_hives_of_peer(conn: &Conn<'_>, peer_id: &str) -> Result<Vec<(String, String)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT l.hive_id, g.hive_name FROM peer_groups l
+             JOIN sync_groups g ON g.hive_id = l.hive_id
+             WHERE l.peer_id = ?1 AND l.state <> 'left' ORDER BY g.hive_name",
+        )?
+        .query_map([peer_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<DbResult<_>>()?)
+}
+
+/// The hive name of the peer's link to `hive_id` if that link is not `left` (the one-link
+/// form of [`live_hives_of_peer`]).
+pub fn live_hive_of_peer(conn: &Conn<'_>, peer_id: &str, hive_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT g.hive_name FROM peer_groups l
+             JOIN sync_groups g ON g.hive_id = l.hive_id
+             WHERE l.peer_id = ?1 AND l.hive_id = ?2 AND l.state <> 'left'",
+        )?
+        .query_row([peer_id, hive_id], |r| r.get(0))
+        .optional()?)
+}
+
 pub fn links_for_hive(conn: &Conn<'_>, hive_id: &str) -> Result<Vec<LinkRow>> {
     links_where(conn, "l.hive_id = ?1", &[hive_id])
 }

@@ -447,3 +447,35 @@ fn lagging_links_are_those_past_either_threshold() {
     })
     .unwrap();
 }
+
+/// The light link listings (gossip, heartbeats) name the live links only, by hive name.
+#[test]
+fn live_hives_of_a_peer_leave_out_left_links() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (general, peer) = setup(c);
+        let other = hives::ensure_log(c, "another")?;
+        ensure_group(c, &other, "another", "inst_self", 1)?;
+        ensure_link(c, &peer, &other, LinkState::Active)?;
+        assert_eq!(
+            live_hives_of_peer(c, &peer)?,
+            vec![
+                (other.clone(), "another".to_string()),
+                (general.clone(), "general".to_string())
+            ]
+        );
+        assert_eq!(
+            live_hive_of_peer(c, &peer, &general)?.as_deref(),
+            Some("general")
+        );
+        set_link_state(c, &peer, &general, LinkState::Left)?;
+        assert_eq!(
+            live_hives_of_peer(c, &peer)?,
+            vec![(other, "another".to_string())]
+        );
+        assert_eq!(live_hive_of_peer(c, &peer, &general)?, None);
+        assert_eq!(live_hive_of_peer(c, "nobody", &general)?, None);
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}

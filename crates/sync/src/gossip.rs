@@ -381,15 +381,13 @@ pub(crate) fn outgoing(
     let Some(receiver) = peer.instance_id.clone() else {
         return Ok(out);
     };
-    let links: Vec<_> = sync_state::links_for_peer(c, peer_id)?
-        .into_iter()
-        .filter(|l| l.state != sync_state::LinkState::Left)
-        .collect();
+    // (hive id, hive name) of the live links, by name.
+    let links = sync_state::live_hives_of_peer(c, peer_id)?;
     if plan.introduction {
         let names: Vec<String> = links
             .iter()
             .take(openhive_core::introduction::MAX_INTRODUCTION_HIVES)
-            .map(|l| l.hive_name.clone())
+            .map(|(_, name)| name.clone())
             .collect();
         if let Some(chain) = keys::chain(c, &receiver)?
             && !names.is_empty()
@@ -405,11 +403,11 @@ pub(crate) fn outgoing(
                 now,
                 now + INTRODUCTION_TTL_MS,
             ));
-            out.introduced_hives = Some(links.iter().map(|l| l.hive_id.clone()).collect());
+            out.introduced_hives = Some(links.iter().map(|(id, _)| id.clone()).collect());
         }
     }
     if plan.gossip.is_some() {
-        let shared: BTreeSet<String> = links.iter().map(|l| l.hive_name.clone()).collect();
+        let shared: BTreeSet<String> = links.iter().map(|(_, name)| name.clone()).collect();
         let mut known = Vec::new();
         for p in sync_state::gossip_peers(c)? {
             let Some(inst) = p.instance_id else { continue };
@@ -468,10 +466,9 @@ pub(crate) fn incoming(
     if !s.enabled || known_peers.is_empty() {
         return Ok(out);
     }
-    let shared: BTreeSet<String> = sync_state::links_for_peer(tx, peer_id)?
+    let shared: BTreeSet<String> = sync_state::live_hives_of_peer(tx, peer_id)?
         .into_iter()
-        .filter(|l| l.state != sync_state::LinkState::Left)
-        .map(|l| l.hive_name)
+        .map(|(_, name)| name)
         .collect();
     for e in known_peers.iter().take(MAX_KNOWN_PEERS) {
         let (ttl, hives) = match judge(e, me_id, me_endpoint, from, &shared) {

@@ -27,7 +27,7 @@ use crate::news::Due;
 use crate::protocol::{HeartbeatGroup, normalize_endpoint};
 use crate::trust;
 use openhive_store::materialize::Change;
-use openhive_store::sync_state::{self, LinkRow};
+use openhive_store::sync_state;
 use openhive_store::{Conn, StoreError, log};
 use std::collections::BTreeMap;
 
@@ -146,26 +146,27 @@ pub(crate) fn ours(
     peer_id: &str,
     due: &Due,
 ) -> Result<BTreeMap<String, HeartbeatGroup>, StoreError> {
-    let links: Vec<LinkRow> = match due {
-        Due::All => sync_state::links_for_peer(c, peer_id)?,
+    // (hive id, hive name) of the live links `due` names; no link row is built (no token
+    // opened): a heartbeat costs the hives it carries.
+    let links: Vec<(String, String)> = match due {
+        Due::All => sync_state::live_hives_of_peer(c, peer_id)?,
         Due::Some(hives) => {
             let mut v = Vec::with_capacity(hives.len());
             for h in hives {
-                v.extend(sync_state::link(c, peer_id, h)?);
+                if let Some(name) = sync_state::live_hive_of_peer(c, peer_id, h)? {
+                    v.push((h.clone(), name));
+                }
             }
             v
         }
     };
     let mut out = BTreeMap::new();
-    for l in links
-        .into_iter()
-        .filter(|l| l.state != sync_state::LinkState::Left)
-    {
+    for (hive_id, hive_name) in links {
         let group = HeartbeatGroup {
-            seq: log::head(c, &l.hive_id)?,
-            roster: trust::roster(c, &l.hive_id)?,
+            seq: log::head(c, &hive_id)?,
+            roster: trust::roster(c, &hive_id)?,
         };
-        out.insert(l.hive_name, group);
+        out.insert(hive_name, group);
     }
     Ok(out)
 }
