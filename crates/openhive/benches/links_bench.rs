@@ -11,7 +11,8 @@
 //! - the size of a default `/api/v1/sync/status` page.
 //!
 //! Then, with `LINKS_BENCH_PEERS` (default 5) peers sharing the largest N with A, A's idle
-//! CPU, threads and RSS.
+//! CPU, threads and RSS, measured `LINKS_BENCH_SETTLE_SECS` (default 70) after A's outboxes
+//! are acknowledged (the pairings' tail is over).
 //!
 //! `LINKS_BENCH_BATCH` (default "256") lists `[sync] batch_groups` values to run each size
 //! with ("256,1" compares batched calls with one call per hive, in one run); "pair CPU s" is
@@ -343,10 +344,11 @@ async fn main() {
         );
         others.push(p);
     }
-    // Every outbox acknowledged, then a heartbeat or two: the idle figure is not the
-    // pairings' tail (each peer's first heartbeats carry every shared hive).
+    // Every outbox acknowledged, then `LINKS_BENCH_SETTLE_SECS` (default 70): the idle
+    // figure is not the pairings' tail (each peer's first heartbeats carry every shared
+    // hive; gossip tells each peer what changed at most once per 60 s exchange interval).
     wait_quiet(&http, &a).await;
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_secs(env_or("LINKS_BENCH_SETTLE_SECS", 70))).await;
     eprintln!("A {} (pid {})", a.base, a.pid());
     let cpu = idle_cpu(&[&a], idle_secs).await;
     let (_, threads, rss) = a.proc_figures();

@@ -4,6 +4,8 @@ use openhive_server::cli::{Cli, Command};
 use openhive_server::config::Config;
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread exists (the allocator's arenas are created per thread).
+    let arenas = openhive_server::heap_trim::limit_arenas();
     // Before any HTTP client is built (reqwest's TLS needs a process-wide crypto provider).
     openhive_sync::client::install_crypto_provider();
     let cli = Cli::parse();
@@ -19,6 +21,9 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
+    if let Some(n) = arenas {
+        tracing::debug!(arenas = n, "malloc arenas capped at one per core");
+    }
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(args.config.as_deref(), &args.overrides())
