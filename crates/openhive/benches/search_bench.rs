@@ -114,16 +114,7 @@ async fn seed(s: &Inst, hive: &str, n: usize) -> (usize, usize) {
                     .unwrap(),
                 );
             }
-            let hid = hive_id.clone();
-            state
-                .store
-                .write_blocking(move |tx| -> Result<(), openhive_store::StoreError> {
-                    for v in &events {
-                        openhive_store::ingest::ingest(tx, &hid, v, None, time::now_ms())?;
-                    }
-                    Ok(())
-                })
-                .unwrap();
+            common::ingest_signed(&state, &hive_id, events);
         }
         (common, rare)
     })

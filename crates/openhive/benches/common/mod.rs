@@ -280,16 +280,7 @@ pub async fn bulk(s: &Inst, hive: &str, n: usize) {
                     .unwrap()
                 })
                 .collect();
-            let hid = hive_id.clone();
-            state
-                .store
-                .write_blocking(move |tx| -> Result<(), openhive_store::StoreError> {
-                    for v in &events {
-                        openhive_store::ingest::ingest(tx, &hid, v, None, time::now_ms())?;
-                    }
-                    Ok(())
-                })
-                .unwrap();
+            ingest_signed(&state, &hive_id, events);
         }
     })
     .await
@@ -414,16 +405,7 @@ pub async fn load_mixed(s: &Inst, hive: &str, n: usize, mix: Mix) {
                     .unwrap(),
                 );
             }
-            let hid = hive_id.clone();
-            state
-                .store
-                .write_blocking(move |tx| -> Result<(), openhive_store::StoreError> {
-                    for v in &batch {
-                        openhive_store::ingest::ingest(tx, &hid, v, None, time::now_ms())?;
-                    }
-                    Ok(())
-                })
-                .unwrap();
+            ingest_signed(&state, &hive_id, batch);
             i = end;
         }
     })
@@ -431,8 +413,33 @@ pub async fn load_mixed(s: &Inst, hive: &str, n: usize, mix: Mix) {
     .unwrap();
 }
 
+/// Ingests signed events into `hive_id` through the store, in one write transaction (the
+/// path a bulk load takes instead of the API).
+pub fn ingest_signed(
+    state: &openhive_server::app::AppState,
+    hive_id: &str,
+    events: Vec<openhive_store::ingest::Verified>,
+) {
+    let hid = hive_id.to_string();
+    state
+        .store
+        .write_blocking(move |tx| -> Result<(), openhive_store::StoreError> {
+            for v in &events {
+                openhive_store::ingest::ingest(tx, &hid, v, None, time::now_ms())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// A `kB` field of this process's `/proc/self/status` (`VmRSS:`, `VmHWM:`).
 pub fn proc_status(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_status_of("self", field)
+}
+
+/// A numeric field of `/proc/<pid>/status` (`pid` may be `self`).
+pub fn proc_status_of(pid: &str, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find(|l| l.starts_with(field))?
         .split_whitespace()

@@ -97,16 +97,6 @@ impl ServeProcess {
     /// A `/proc/<pid>/status` figure (`"VmRSS:"`, `"VmHWM:"` in KiB, `"Threads:"`); 0 if
     /// unreadable.
     pub fn status(&self, field: &str) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(field))?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
+        super::proc_status_of(&self.pid().to_string(), field).unwrap_or(0)
     }
 }
