@@ -977,20 +977,26 @@ pub fn touch_link(conn: &Conn<'_>, peer_id: &str, hive_id: &str, now: i64) -> Re
     Ok(())
 }
 
-/// Moves `last_seq_received` forward to `seq` (never back).
+/// A pulled page covering the peer's seqs `since + 1 ..= next` was applied: moves
+/// `last_seq_received` forward to `next` (never back), if the page still joins the cursor
+/// (`last_seq_received >= since`). Returns false when it does not: the cursor went back
+/// below the page's start while the page was in flight (an admin resync), and a page read
+/// before that reset must not undo it.
 pub fn advance_received(
     conn: &Conn<'_>,
     peer_id: &str,
     hive_id: &str,
-    seq: i64,
+    since: i64,
+    next: i64,
     now: i64,
-) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE peer_groups SET last_seq_received = GREATEST(last_seq_received, ?3), last_sync_at = ?4
-         WHERE peer_id = ?1 AND hive_id = ?2",
-    )?
-    .execute(params![peer_id, hive_id, seq, now])?;
-    Ok(())
+) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE peer_groups SET last_seq_received = GREATEST(last_seq_received, ?4), last_sync_at = ?5
+             WHERE peer_id = ?1 AND hive_id = ?2 AND last_seq_received >= ?3",
+        )?
+        .execute(params![peer_id, hive_id, since, next, now])?;
+    Ok(n > 0)
 }
 
 /// A pushed batch covering the sender's seqs `first..=last` was applied: the pull cursor moves

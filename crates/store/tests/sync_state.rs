@@ -134,12 +134,36 @@ fn cursors_only_move_forward_and_push_needs_contiguity() {
         // Overlap (already past) → not moved back.
         assert!(!advance_received_contiguous(c, &peer, &hive, 3, 6, 1)?);
         assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_received, 9);
-        advance_received(c, &peer, &hive, 7, 1)?;
+        // A pulled page behind the cursor never moves it back.
+        assert!(advance_received(c, &peer, &hive, 5, 7, 1)?);
         assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_received, 9);
         count_events(c, &peer, &hive, 3, 2)?;
         let l = link(c, &peer, &hive)?.unwrap();
         assert_eq!((l.events_received, l.events_rejected), (3, 2));
         assert!(!format!("{l:?}").contains("token_out: Some"));
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}
+
+/// A resync resets the pull cursor while a page may be in flight; that page (read from the
+/// old cursor) must not move the cursor back up when it commits: before, the resync was
+/// lost (seen in CI: `sync_progress::a_resync_shows_progress_while_it_pulls_and_none_after`
+/// waited for a pull that never came).
+#[test]
+fn a_page_read_before_a_resync_does_not_undo_it() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (hive, peer) = setup(c);
+        assert!(advance_received(c, &peer, &hive, 0, 40, 1)?);
+        assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_received, 40);
+        assert_eq!(reset_received(c, &hive)?, 1);
+        // The page pulled from 40 before the reset commits after it: not applied.
+        assert!(!advance_received(c, &peer, &hive, 40, 45, 2)?);
+        assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_received, 0);
+        // The resync's own pull starts at the reset cursor and moves it.
+        assert!(advance_received(c, &peer, &hive, 0, 5, 3)?);
+        assert_eq!(link(c, &peer, &hive)?.unwrap().last_seq_received, 5);
         Ok::<_, StoreError>(())
     })
     .unwrap();

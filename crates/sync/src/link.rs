@@ -431,7 +431,7 @@ async fn pull_all(
             link.hive_name.clone(),
             from.clone(),
         );
-        let (report, learned) = h
+        let (report, learned, joined) = h
             .store()
             .write(move |tx| -> Result<_, StoreError> {
                 let now = now_ms();
@@ -440,7 +440,7 @@ async fn pull_all(
                 let r = ingest::ingest_remote_checked(
                     tx, &hv, &hname, &events, &verified, &from2, now,
                 )?;
-                sync_state::advance_received(tx, &p, &hv, next, now)?;
+                let joined = sync_state::advance_received(tx, &p, &hv, since, next, now)?;
                 sync_state::set_remote_seq(tx, &p, &hv, head.unwrap_or(next))?;
                 sync_state::count_events(tx, &p, &hv, r.accepted as i64, r.rejected as i64)?;
                 sync_state::record_contact(tx, &p, now)?;
@@ -448,11 +448,25 @@ async fn pull_all(
                     sync_state::set_link_state(tx, &p, &hv, sync_state::LinkState::Active)?;
                     sync_state::set_link_error(tx, &p, &hv, None)?;
                 }
-                Ok((r, learned))
+                Ok((r, learned, joined))
             })
             .await
             .map_err(LinkError::store("ingesting pulled events"))?;
         h.announce_keys(learned, Some(peer.id.clone()));
+        if !joined {
+            // The cursor went back below this page while it was in flight (a resync): the
+            // events are in, but this pull's position is stale. Stop here; the pull the
+            // resync asked for starts again from the cursor.
+            tracing::info!(
+                seq = since,
+                "pull cursor reset meanwhile; pulling again from it"
+            );
+            if let Some(j) = in_flight.take() {
+                j.abort();
+            }
+            h.request_pull(&peer.id, &link.hive_id);
+            return Ok(());
+        }
         h.progress().page(
             &key,
             crate::progress::Page {

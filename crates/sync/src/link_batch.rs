@@ -592,6 +592,7 @@ async fn pull(
             // The origins' key chains first: events signed after a rotation verify.
             let learned = trust::learn_rotations(tx, &rotations, &from, &me_id, now)?.new;
             let mut out = Vec::with_capacity(pages2.len());
+            let mut stale = Vec::new();
             for ((page, ok), same) in pages2.iter().zip(&verified).zip(&unchanged) {
                 let (_, hv, hname, next, has_more, events, _) = page;
                 let head = marks2.get(out.len()).and_then(|m| m.1);
@@ -600,7 +601,12 @@ async fn pull(
                     continue;
                 }
                 let r = ingest::ingest_remote_checked(tx, hv, hname, events, ok, &from, now)?;
-                sync_state::advance_received(tx, &p, hv, *next, now)?;
+                let since = marks2.get(out.len()).map_or(0, |m| m.0);
+                if !sync_state::advance_received(tx, &p, hv, since, *next, now)? {
+                    // The cursor went back below this page meanwhile (a resync): the
+                    // events are in; the link's next step pulls again from its cursor.
+                    stale.push(out.len());
+                }
                 sync_state::set_remote_seq(tx, &p, hv, head.unwrap_or(*next))?;
                 sync_state::count_events(tx, &p, hv, r.accepted as i64, r.rejected as i64)?;
                 if !has_more {
@@ -610,13 +616,13 @@ async fn pull(
                 out.push(r);
             }
             sync_state::record_contact(tx, &p, now)?;
-            Ok((out, learned))
+            Ok((out, learned, stale))
         })
         .await;
-    let reports = match reports {
-        Ok((r, learned)) => {
+    let (reports, stale) = match reports {
+        Ok((r, learned, stale)) => {
             h.announce_keys(learned, Some(peer.id.clone()));
-            r
+            (r, stale)
         }
         Err(e) => {
             return fan_out(
@@ -631,8 +637,20 @@ async fn pull(
         .instance_id
         .clone()
         .unwrap_or_else(|| peer.endpoint.clone());
-    for ((page, report), (since, head, remote_seq)) in pages.iter().zip(reports).zip(marks) {
+    for (i, ((page, report), (since, head, remote_seq))) in
+        pages.iter().zip(reports).zip(marks).enumerate()
+    {
         let (pos, hv, hname, next, has_more, _, advanced) = page;
+        accepted += report.accepted;
+        h.emit(report.changes);
+        if report.accepted > 0 {
+            h.notify(hv);
+        }
+        if stale.contains(&i) {
+            tracing::info!(hive = %hv, seq = since, "pull cursor reset meanwhile; pulling again from it");
+            members[idx[*pos]].job.need_pull = true;
+            continue;
+        }
         h.progress().page(
             &(peer.id.clone(), hv.clone()),
             crate::progress::Page {
@@ -646,11 +664,6 @@ async fn pull(
         );
         if report.rejected > 0 {
             tracing::warn!(hive = %hv, rejected = report.rejected, first = ?report.rejections.first(), "pulled events rejected");
-        }
-        accepted += report.accepted;
-        h.emit(report.changes);
-        if report.accepted > 0 {
-            h.notify(hv);
         }
         // A page that moved the cursor past events is followed by one more pull, also when
         // it was the last: that pull acknowledges the page on the peer (its `since` moves the
