@@ -20,6 +20,8 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod journal;
+
 /// Opens (creating and migrating if needed) the database file at `path`.
 pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     let backend = SqliteBackend::open(path, opts)?;
@@ -172,6 +174,7 @@ pub struct SqliteBackend {
 impl SqliteBackend {
     /// Opens (creating and migrating) the file at `path`.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<SqliteBackend, StoreError> {
+        journal::configure_once();
         let writer = open_writer(path, opts.synchronous_full)?;
         let readers = r2d2::Pool::builder()
             .max_size(opts.readers.max(1))
