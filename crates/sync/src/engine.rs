@@ -140,6 +140,8 @@ pub(crate) struct Inner {
     pub trusted_hub: Mutex<Option<crate::admission::TrustedHub>>,
     /// Progress of the links pulling now (in memory, this process only).
     pub progress: crate::progress::Tracker,
+    /// Outbox ranges held as all skipped, so steps do not read them again.
+    pub held: crate::outbox::Held,
     /// Wakes the MAP hub client (`hub_client`) after a local sync group change.
     pub hub_wake: tokio::sync::Notify,
 }
@@ -232,6 +234,7 @@ impl SyncEngine {
                 confirmed: Mutex::new(HashMap::new()),
                 trusted_hub: Mutex::new(None),
                 progress: crate::progress::Tracker::new(progress_log),
+                held: crate::outbox::Held::default(),
                 hub_wake: tokio::sync::Notify::new(),
             }),
         };

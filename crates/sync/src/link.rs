@@ -658,8 +658,10 @@ async fn push_once(
         events: limit,
         bytes: PUSH_MAX_BYTES,
     };
-    Ok(match outbox::step(h.store(), &sink, limits).await? {
-        Progress::UpToDate => Step::Idle,
-        Progress::Delivered { .. } => Step::More,
-    })
+    Ok(
+        match outbox::step(h.store(), &h.inner.held, &sink, limits).await? {
+            Progress::UpToDate => Step::Idle,
+            Progress::Delivered { .. } => Step::More,
+        },
+    )
 }

@@ -711,7 +711,7 @@ async fn push(
             token: t,
         })
         .collect();
-    let pending = match outbox::read_many(h.store(), &sinks, limit).await {
+    let pending = match outbox::read_many(h.store(), &h.inner.held, &sinks, limit).await {
         Ok(p) => p,
         Err(e) => return fan_out(LinkError::store("reading the outbox")(e), idx.len(), false),
     };
@@ -734,10 +734,15 @@ async fn push(
             results[pos] = Ok(Step::More); // next round
             continue;
         }
+        let after = read.after;
         let batch = outbox::select(sink, read, bytes_left);
+        let (id, hive) = outbox::Sink::consumer(sink);
         if outbox::hold_skipped(&batch, limit) {
-            continue; // only entries the peer must not get: held (see `hold_skipped`), Idle
+            // Only entries the peer must not get: held (see `hold_skipped`), Idle.
+            h.inner.held.hold(id, hive, after, batch.last_seq);
+            continue;
         }
+        h.inner.held.forget(id, hive);
         let size: usize = batch
             .events
             .iter()

@@ -16,7 +16,9 @@
 //! - the outbox never talks to a peer itself: delivery is the sink's;
 //! - a range of only skipped entries is not covered on its own ([`hold_skipped`]): the
 //!   next batch with events covers it, so every batch starts right after the last one the
-//!   receiver saw (no gap for it to repair by pulling what it was just sent).
+//!   receiver saw (no gap for it to repair by pulling what it was just sent); a held
+//!   range is remembered ([`Held`]) so each step reads only what came after it, not the
+//!   whole held range again.
 
 use openhive_core::Event;
 use openhive_core::time::now_ms;
@@ -24,7 +26,9 @@ use openhive_store::consumers::{self, ConsumerId};
 use openhive_store::engine::Conn;
 use openhive_store::log::{self, LoggedEvent};
 use openhive_store::{Store, StoreError};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 
 /// The bookkeeping a sink commits with a cursor move: `(tx, covered_through, now)`.
 pub(crate) type OnAcked = Box<dyn FnOnce(&Conn<'_>, i64, i64) -> Result<(), StoreError> + Send>;
@@ -76,25 +80,89 @@ pub(crate) enum Progress {
     Delivered { events: usize, through: i64 },
 }
 
-/// Reads the entries after the consumer's cursor: the seqs up to `after + limit` (capped at
-/// the head), so one batch covers at most `limit` seqs even where compaction left gaps.
+/// Ranges of only skipped entries that steps left held ([`hold_skipped`]), per consumer and
+/// hive: `(cursor, through)`, the cursor the range starts after and its last seq. The next
+/// step of that consumer reads from `through` on instead of reading the range again: a
+/// replica's push cursor towards the peer it receives from sits before every event that
+/// peer sent since our last own event, and without this each step re-read them all (up
+/// to `push_batch` entries per step: the replica's largest cost per event at a steady
+/// 500 writes/s).
+///
+/// In memory only (a restart reads the range once more). A hint is used only while the
+/// consumer's cursor is still the one it starts after; the entries it covers are committed
+/// log entries, which never change, so what the sink's `wants` said of them still holds.
+#[derive(Default)]
+pub(crate) struct Held {
+    ranges: Mutex<HashMap<(ConsumerId, String), (i64, i64)>>,
+}
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(ConsumerId, String), (i64, i64)>> {
+        // Only hints behind this lock: a panic elsewhere leaves nothing to repair.
+        self.ranges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The held range of the consumer, if any: `(cursor, through)`.
+    pub(crate) fn get(&self, id: &ConsumerId, hive: &str) -> Option<(i64, i64)> {
+        self.lock().get(&(id.clone(), hive.to_string())).copied()
+    }
+
+    /// The consumer, with its cursor at `after`, holds `after + 1 ..= through`.
+    pub(crate) fn hold(&self, id: &ConsumerId, hive: &str, after: i64, through: i64) {
+        self.lock()
+            .insert((id.clone(), hive.to_string()), (after, through));
+    }
+
+    /// The consumer's cursor moved: its hint is void.
+    pub(crate) fn forget(&self, id: &ConsumerId, hive: &str) {
+        self.lock().remove(&(id.clone(), hive.to_string()));
+    }
+
+    /// Hints held now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Reads the entries after the consumer's cursor `after`: the seqs up to `after + limit`
+/// (capped at the head), so one batch covers at most `limit` seqs even where compaction
+/// left gaps. With a `hint` for that cursor, the held range is not read again (it is
+/// covered, and all skipped).
+fn read_pending(
+    c: &Conn<'_>,
+    id: &ConsumerId,
+    hive: &str,
+    limit: i64,
+    hint: Option<(i64, i64)>,
+) -> Result<Pending, StoreError> {
+    let after = consumers::cursor(c, id, hive)?;
+    let start = match hint {
+        Some((cursor, through))
+            if cursor == after && through > after && through <= log::head(c, hive)? =>
+        {
+            through.min(after.saturating_add(limit.max(1) - 1))
+        }
+        _ => after,
+    };
+    let (raw, covered) = log::covering(c, hive, start, limit.max(1) - (start - after))?;
+    Ok(Pending {
+        after,
+        raw,
+        covered,
+    })
+}
+
 async fn pending(
     store: &Store,
     id: &ConsumerId,
     hive: &str,
     limit: i64,
+    hint: Option<(i64, i64)>,
 ) -> Result<Pending, StoreError> {
     let (id, hive) = (id.clone(), hive.to_string());
     store
-        .read(move |c| -> Result<_, StoreError> {
-            let after = consumers::cursor(c, &id, &hive)?;
-            let (raw, covered) = log::covering(c, &hive, after, limit)?;
-            Ok(Pending {
-                after,
-                raw,
-                covered,
-            })
-        })
+        .read(move |c| read_pending(c, &id, &hive, limit, hint))
         .await
 }
 
@@ -143,29 +211,24 @@ pub(crate) struct Pending {
 /// [`pending`] for many sinks in one read (a step covering many links of one peer).
 pub(crate) async fn read_many<S: Sink>(
     store: &Store,
+    held: &Held,
     sinks: &[S],
     limit: i64,
 ) -> Result<Vec<Pending>, StoreError> {
-    let wanted: Vec<(ConsumerId, String)> = sinks
+    type Wanted = (ConsumerId, String, Option<(i64, i64)>);
+    let wanted: Vec<Wanted> = sinks
         .iter()
         .map(|s| {
             let (id, hive) = s.consumer();
-            (id.clone(), hive.to_string())
+            (id.clone(), hive.to_string(), held.get(id, hive))
         })
         .collect();
     store
         .read(move |c| -> Result<_, StoreError> {
-            let mut out = Vec::with_capacity(wanted.len());
-            for (id, hive) in &wanted {
-                let after = consumers::cursor(c, id, hive)?;
-                let (raw, covered) = log::covering(c, hive, after, limit)?;
-                out.push(Pending {
-                    after,
-                    raw,
-                    covered,
-                });
-            }
-            Ok(out)
+            wanted
+                .iter()
+                .map(|(id, hive, hint)| read_pending(c, id, hive, limit, *hint))
+                .collect()
         })
         .await
 }
@@ -214,11 +277,12 @@ pub(crate) async fn ack_many(store: &Store, acks: Vec<Ack>) -> Result<(), StoreE
 /// One outbox step for `sink`'s consumer: see the module documentation.
 pub(crate) async fn step<S: Sink>(
     store: &Store,
+    held: &Held,
     sink: &S,
     limits: Limits,
 ) -> Result<Progress, S::Error> {
     let (id, hive) = sink.consumer();
-    let read = pending(store, id, hive, limits.events)
+    let read = pending(store, id, hive, limits.events, held.get(id, hive))
         .await
         .map_err(|e| S::store_error("reading the outbox", e))?;
     let after = read.after;
@@ -229,8 +293,10 @@ pub(crate) async fn step<S: Sink>(
     }
     let n = batch.events.len();
     if n == 0 && hold_skipped(&batch, limits.events) {
+        held.hold(id, hive, after, through);
         return Ok(Progress::UpToDate);
     }
+    held.forget(id, hive);
     // (A full page of skipped entries goes as an empty batch: the receiver's cursor follows.)
     sink.deliver(batch).await?;
     let then = sink.on_acked(n > 0);
@@ -326,6 +392,91 @@ mod tests {
         ];
         let b = select(&sink, read(0, raw, 3), 500);
         assert_eq!((b.last_seq, b.events.len()), (1, 1));
+    }
+
+    /// A step that held a range of skipped entries makes the next step read only what came
+    /// after it, while its batch still covers the range (it starts right after the cursor);
+    /// once the cursor moves, the hint is not used. Before, every step read the held range
+    /// again: a replica's push step re-read every event of the peer it receives from.
+    #[test]
+    fn a_held_range_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = openhive_store_sqlite::open(
+            &dir.path().join("o.sqlite"),
+            &openhive_store::StoreOptions::default(),
+        )
+        .unwrap();
+        let sink = SkipOrigin {
+            id: ConsumerId::peer("p"),
+            hive: "hive_h".into(),
+            skip_origin: "them".into(),
+        };
+        let ev = |n: i64, origin: &str| Event {
+            id: format!("evt_{n}"),
+            hive: "h".into(),
+            event_type: openhive_core::EventType::PostCreated,
+            origin_instance_id: origin.into(),
+            origin_ts: n,
+            payload: "{}".into(),
+            signature: String::new(),
+        };
+        let append = |range: std::ops::RangeInclusive<i64>, origin: &'static str| {
+            store
+                .write_blocking(move |tx| -> Result<(), StoreError> {
+                    for n in range {
+                        log::append(tx, "hive_h", &ev(n, origin), None, 1)?;
+                    }
+                    Ok(())
+                })
+                .unwrap()
+        };
+        store
+            .write_blocking(|tx| log::create(tx, "hive_h"))
+            .unwrap();
+        let read_limit = |hint, limit| {
+            store
+                .read_blocking(|c| read_pending(c, &sink.id, "hive_h", limit, hint))
+                .unwrap()
+        };
+        let read = |hint| read_limit(hint, 500);
+        let held = Held::default();
+        append(1..=40, "them");
+        // The first step reads all 40, holds them.
+        let r = read(held.get(&sink.id, "hive_h"));
+        assert_eq!((r.after, r.raw.len(), r.covered), (0, 40, 40));
+        let b = select(&sink, r, usize::MAX);
+        assert!(hold_skipped(&b, 500));
+        held.hold(&sink.id, "hive_h", 0, b.last_seq);
+        // Two more of theirs and one of ours: the next read starts after the held range...
+        append(41..=42, "them");
+        append(43..=43, "us");
+        let r = read(held.get(&sink.id, "hive_h"));
+        assert_eq!(
+            r.raw.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![41, 42, 43]
+        );
+        // ...and the batch still covers everything after the cursor, with our event only.
+        let b = select(&sink, r, usize::MAX);
+        assert!(!hold_skipped(&b, 500));
+        assert_eq!((b.first_seq, b.last_seq, b.events.len()), (1, 43, 1));
+        // A page still covers at most `limit` seqs from the cursor.
+        let r = read_limit(held.get(&sink.id, "hive_h"), 42);
+        assert_eq!(
+            (
+                r.after,
+                r.raw.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                r.covered
+            ),
+            (0, vec![41, 42], 42)
+        );
+        // A hint for another cursor position, or past the head, is not used.
+        for (cursor, through) in [(7, 40), (0, 499)] {
+            held.hold(&sink.id, "hive_h", cursor, through);
+            let r = read(held.get(&sink.id, "hive_h"));
+            assert_eq!((r.after, r.raw.len(), r.covered), (0, 43, 43));
+        }
+        held.forget(&sink.id, "hive_h");
+        assert_eq!(held.len(), 0);
     }
 
     #[test]
