@@ -455,8 +455,12 @@ async fn pull_all(
         h.announce_keys(learned, Some(peer.id.clone()));
         if !joined {
             // The cursor went back below this page while it was in flight (a resync): the
-            // events are in, but this pull's position is stale. Stop here; the pull the
-            // resync asked for starts again from the cursor.
+            // events are in (and announced like any commit), but this pull's position is
+            // stale. Stop here; the pull the resync asked for starts again from the cursor.
+            h.emit(report.changes);
+            if report.accepted > 0 {
+                h.notify(&link.hive_id);
+            }
             tracing::info!(
                 seq = since,
                 "pull cursor reset meanwhile; pulling again from it"
