@@ -21,8 +21,17 @@
 
 use std::sync::OnceLock;
 
-/// Bytes of a savepoint's sub-journal kept in memory (SQLite's default: 64 KiB).
-pub const SUBJOURNAL_IN_MEMORY: i32 = 4 << 20;
+/// Bytes of a savepoint's sub-journal kept in memory (SQLite's default: 64 KiB): about 31
+/// pages of 4 KiB with their page numbers, more than one API post touches.
+///
+/// Trap: never above 128 KiB − 1. The in-memory journal is one chunk of this size, and
+/// when it spills SQLite writes that chunk to the file in one call, which its unix VFS
+/// masks to 17 bits (`seekAndWriteFd`: `nBuf &= 0x1ffff`): a chunk of 4 MiB became a
+/// 0-byte write, reported as SQLITE_FULL ("database or disk is full") for every job whose
+/// sub-journal outgrew it, such as a batched pull of a few hundred hives.
+pub const SUBJOURNAL_IN_MEMORY: i32 = (128 << 10) - 1;
+
+const _: () = assert!(SUBJOURNAL_IN_MEMORY > 0 && SUBJOURNAL_IN_MEMORY <= 0x1ffff);
 
 /// Sets the threshold, once per process, before the first connection. Returns whether
 /// SQLite took it.
@@ -54,6 +63,40 @@ mod tests {
 
     /// The setting is accepted before SQLite starts, and asking again changes nothing (a
     /// second `sqlite3_config` after a connection opened would be refused).
+    /// A savepoint whose sub-journal outgrows the threshold spills to a file and commits.
+    /// With a threshold of 4 MiB, SQLite's first write to the file was one 4 MiB chunk,
+    /// which its unix VFS masks to 0 bytes (see [`SUBJOURNAL_IN_MEMORY`]): every such job
+    /// failed with "database or disk is full" (a batched pull of 256 hives, for one).
+    #[test]
+    fn a_sub_journal_past_the_threshold_spills_to_a_file_and_commits() {
+        assert!(configure_once());
+        let dir = tempfile::tempdir().unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+             CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);",
+        )
+        .unwrap();
+        // ~10 MiB of committed pages, then a savepoint that rewrites every one of them: its
+        // sub-journal holds each page once, more than twice the old threshold.
+        conn.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO t(v) SELECT zeroblob(500) FROM n;",
+        )
+        .unwrap();
+        conn.execute_batch(
+            "BEGIN IMMEDIATE; SAVEPOINT job; UPDATE t SET v = zeroblob(501);
+             RELEASE job; COMMIT;",
+        )
+        .unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t WHERE length(v) = 501", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(n, 20000);
+    }
+
     #[test]
     fn the_threshold_is_taken_before_the_first_connection() {
         assert!(configure_once());
