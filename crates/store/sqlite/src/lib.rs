@@ -276,6 +276,23 @@ fn rank(v: &rusqlite::types::Value) -> u8 {
 /// for every hive of a batch. The whole crate has a few hundred distinct statements.
 const STATEMENT_CACHE: usize = 512;
 
+/// What every connection (the writer and each reader) sets for its prepared statements.
+///
+/// Trap: without SQLite's query planner stability guarantee (`ENABLE_QPSG`), a statement
+/// with `LIMIT ?N` (and, with STAT4 statistics, some comparisons) is planned for the value
+/// bound, and SQLite marks the prepared statement expired each time that parameter is bound
+/// again: every run of such a cached statement compiled it again (`sqlite3Reprepare`: the
+/// token pruning of every handshake, each page served to a pulling peer, list endpoints).
+/// Our statements are written for one plan whatever the values.
+fn configure_statements(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
 fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -285,12 +302,13 @@ fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
         if sync_full { "FULL" } else { "NORMAL" },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Temporary storage stays the default (a file, spilled only past 64 KiB): with
-    // `temp_store = MEMORY` the statement journal of every write inside a writer job's
-    // savepoint is an in-memory list that SQLite walks from its start each time a statement
-    // ends, so a large job (a batched sync call: hundreds of hives) cost quadratic time.
+    // Temporary storage stays the default (a file; the sub-journal in memory up to
+    // `journal::SUBJOURNAL_IN_MEMORY`): with `temp_store = MEMORY` the statement journal of
+    // every write inside a writer job's savepoint is an in-memory list that SQLite walks from
+    // its start each time a statement ends, so a large job (a batched sync call: hundreds of
+    // hives) cost quadratic time.
     conn.pragma_update(None, "cache_size", -32_000)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    configure_statements(conn)?;
     register_functions(conn)?;
     Ok(())
 }
@@ -354,7 +372,7 @@ fn reader_manager(path: &Path, sync_full: bool) -> r2d2_sqlite::SqliteConnection
         .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .with_init(move |c| {
             c.busy_timeout(std::time::Duration::from_secs(10))?;
-            c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            configure_statements(c)?;
             c.pragma_update(
                 None,
                 "synchronous",
@@ -377,6 +395,28 @@ mod tests {
         let l: String = c.query_row("SELECT least('b', 'a', NULL)", [], |r| r.get(0))?;
         let n: Option<i64> = c.query_row("SELECT greatest(NULL, NULL)", [], |r| r.get(0))?;
         assert_eq!((g, l.as_str(), n), (7, "a", None));
+        Ok(())
+    }
+
+    /// A cached statement with `LIMIT ?` runs again without being compiled again (without
+    /// the planner's stability guarantee every bind of the limit expired it).
+    #[test]
+    fn a_cached_statement_with_a_bound_limit_is_not_compiled_again() -> rusqlite::Result<()> {
+        let c = Connection::open_in_memory()?;
+        configure_statements(&c)?;
+        c.execute_batch(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT); CREATE INDEX tk ON t(k);",
+        )?;
+        let sql = "SELECT id FROM t WHERE k = ?1 ORDER BY id LIMIT ?2";
+        for limit in [1, 5, 10] {
+            let mut st = c.prepare_cached(sql)?;
+            let ids: Vec<i64> = st
+                .query_map(rusqlite::params!["x", limit], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            assert!(ids.is_empty());
+        }
+        let st = c.prepare_cached(sql)?;
+        assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0);
         Ok(())
     }
 }
