@@ -267,6 +267,12 @@ pub(crate) struct Accepted {
     pub released: BatchReport,
     /// Rotation statements new here (relayed to the other peers after the commit).
     pub rotations: Vec<RotationStatement>,
+    /// The peer's log of the hive is empty (it announced head 0): there is nothing to pull,
+    /// the link was left `active` and no pull follows the handshake.
+    pub peer_log_empty: bool,
+    /// Responder: our log of the hive is empty (we answered head 0), so the initiator will
+    /// not pull; our pushes need not wait for that pull. Set by [`crate::inbound::respond`].
+    pub own_log_empty: bool,
 }
 
 /// What the handshakes of one batch (one transaction, one peer) share: once the peer's key
@@ -356,6 +362,15 @@ pub(crate) fn accept(
     released.rejected += r.rejected;
     released.changes.extend(r.changes);
     sync_state::set_remote_seq(tx, &peer_id, hive_id, hello.current_seq)?;
+    // An empty log on the other side: nothing to backfill, so no pull follows (pairing
+    // thousands of new hives, the side that holds none of them answers head 0 for each).
+    let peer_log_empty = hello.current_seq == 0;
+    if peer_log_empty
+        && sync_state::link(tx, &peer_id, hive_id)?
+            .is_some_and(|l| l.state == sync_state::LinkState::Backfilling)
+    {
+        sync_state::set_link_state(tx, &peer_id, hive_id, sync_state::LinkState::Active)?;
+    }
     if let Role::Initiator { .. } = role {
         sync_state::set_link_error(tx, &peer_id, hive_id, None)?;
     }
@@ -375,6 +390,8 @@ pub(crate) fn accept(
         merged,
         released,
         rotations,
+        peer_log_empty,
+        own_log_empty: false,
     }))
 }
 
@@ -406,8 +423,11 @@ pub(crate) async fn after_commit(
     match role {
         Role::Responder => {
             // The initiator pulls right after its handshake: leave delivery to its pull
-            // rather than push the same events at the same time (`link::push_once`).
-            h.expect_pull(&accepted.peer_id, hive_id);
+            // rather than push the same events at the same time (`link::push_once`). It does
+            // not pull an empty log.
+            if !accepted.own_log_empty {
+                h.expect_pull(&accepted.peer_id, hive_id);
+            }
             // The handshake created or reopened exactly this link (`accept` left it
             // `backfilling` or `active` in the transaction that just committed): schedule it
             // without reading it again (a full reconcile per handshake would make pairing N
@@ -416,7 +436,9 @@ pub(crate) async fn after_commit(
             if relay {
                 h.notify(hive_id);
             }
-            h.request_pull(&accepted.peer_id, hive_id);
+            if !accepted.peer_log_empty {
+                h.request_pull(&accepted.peer_id, hive_id);
+            }
         }
         Role::Initiator { .. } => {
             // (The responder's pull was announced before the request: `link::handshake`.)
@@ -534,6 +556,62 @@ mod tests {
             let mut r = request();
             edit(&mut r);
             assert_eq!(Hello::from_request(r, ME).unwrap_err(), want);
+        }
+    }
+
+    /// A handshake answered with head 0 leaves the link `active` and asks for no pull (the
+    /// peer's log is empty); any other head leaves it `backfilling` for the pull that
+    /// follows. Before, the initiator pulled every hive after its handshake: pairing
+    /// thousands of hives with an instance that held none of them, one empty page each.
+    #[test]
+    fn an_empty_log_on_the_other_side_is_not_pulled() {
+        use openhive_store::sync_state::{self, LinkState, PeerSource};
+        let dir = tempfile::tempdir().unwrap();
+        let store = openhive_store_sqlite::open(
+            &dir.path().join("a.sqlite"),
+            &openhive_store::StoreOptions::default(),
+        )
+        .unwrap();
+        for (head, want_state, want_empty) in [
+            (0, LinkState::Active, true),
+            (7, LinkState::Backfilling, false),
+        ] {
+            let got = store
+                .write_blocking(move |tx| -> Result<_, StoreError> {
+                    let hive = format!("eng{head}");
+                    let hive_id = openhive_store::hives::ensure_log(tx, &hive)?;
+                    sync_state::ensure_group(tx, &hive_id, &hive, ME, 1)?;
+                    let endpoint = format!("http://10.0.0.{head}:3000/sync/v1");
+                    let (p, _) = sync_state::upsert_configured_peer(
+                        tx,
+                        "other",
+                        &endpoint,
+                        PeerSource::Api,
+                        1,
+                    )?;
+                    sync_state::ensure_link(tx, &p.id, &hive_id, LinkState::Handshaking)?;
+                    let mut r = response();
+                    r.hive = hive.clone();
+                    r.current_seq = head;
+                    r.instance_id = format!("inst_other{head}");
+                    let hello = Hello::from_response(r, &hive, &endpoint, ME, &p.id).unwrap();
+                    let o = accept(
+                        tx,
+                        &hive_id,
+                        &hello,
+                        Role::Initiator { peer_id: &p.id },
+                        ME,
+                        2,
+                        &mut Shared::default(),
+                    )?;
+                    let Outcome::Accepted(a) = o else {
+                        panic!("refused: {o:?}")
+                    };
+                    let link = sync_state::link(tx, &p.id, &hive_id)?.unwrap();
+                    Ok((link.state, a.peer_log_empty, link.token_out.is_some()))
+                })
+                .unwrap();
+            assert_eq!(got, (want_state, want_empty, true), "head {head}");
         }
     }
 

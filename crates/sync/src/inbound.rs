@@ -303,7 +303,7 @@ pub(crate) fn respond(
         ))));
     };
     let hive_id = group.hive_id;
-    let accepted = match accept::accept(
+    let mut accepted = match accept::accept(
         tx,
         &hive_id,
         hello,
@@ -316,13 +316,15 @@ pub(crate) fn respond(
         Outcome::Accepted(a) => a,
     };
     let token = sync_state::issue_token(tx, &accepted.peer_id, &hive_id, now)?;
+    let head = log::head(tx, &hive_id)?;
+    accepted.own_log_empty = head == 0;
     let resp = HandshakeResponse {
         protocol_version: PROTOCOL_VERSION,
         hive: hive.to_string(),
         instance_id: me.instance_id.clone(),
         instance_name: me.instance_name.clone(),
         signing_key: me.key.public().to_base64(),
-        current_seq: log::head(tx, &hive_id)?,
+        current_seq: head,
         roster: trust::roster(tx, &hive_id)?,
         token,
         key_rotations: trust::handshake_rotations(tx, &hive_id, &me.instance_id)?,

@@ -151,12 +151,13 @@ async fn step(h: &SyncHandle, peer_id: &str, hive_id: &str, job: &mut Job) -> Re
         // `seq`: the head we announce, recorded once read.
         let span = tracing::info_span!("sync.handshake", peer = %label, hive = %link.hive_name, seq = tracing::field::Empty);
         let r = handshake(h, &peer, &link).instrument(span.clone()).await;
-        let r = settle(h, &peer, &link, None, r.map(|()| Step::More))
+        let pull = r.as_ref().is_ok_and(|pull| *pull);
+        let r = settle(h, &peer, &link, None, r.map(|_| Step::More))
             .instrument(span)
             .await
             .map_err(Failed::of("handshake"))?;
         if let Step::More = r {
-            job.need_pull = true;
+            job.need_pull = pull;
         }
         return Ok(r);
     };
@@ -237,8 +238,9 @@ pub(crate) async fn permit(h: &SyncHandle) -> Result<tokio::sync::OwnedSemaphore
 }
 
 /// Initiator side of the handshake: the request is ours; what we do with the answer is
-/// [`accept::accept`] (shared with the responder).
-async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(), LinkError> {
+/// [`accept::accept`] (shared with the responder). Returns whether a pull follows (not when
+/// the peer's log of the hive is empty).
+async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<bool, LinkError> {
     let me = h.me().clone();
     let (p, hv) = (peer.id.clone(), link.hive_id.clone());
     let me_id = me.instance_id.clone();
@@ -290,8 +292,10 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
         proof,
     };
     // The responder pulls from us as soon as it accepts, maybe before its answer reaches us:
-    // announce that pull now, so our push leaves the backlog to it.
-    h.expect_pull(&peer.id, &link.hive_id);
+    // announce that pull now, so our push leaves the backlog to it (none from an empty log).
+    if head > 0 {
+        h.expect_pull(&peer.id, &link.hive_id);
+    }
     let resp = {
         let _permit = permit(h).await?;
         h.client().handshake(&peer.endpoint, &req).await?
@@ -330,16 +334,17 @@ async fn handshake(h: &SyncHandle, peer: &PeerRow, link: &LinkRow) -> Result<(),
     match accepted {
         None => {
             tracing::info!("link gone or left during the handshake; answer dropped");
-            Ok(())
+            Ok(false)
         }
         Some(Outcome::Refused(e)) => Err(e.into()),
         Some(Outcome::Accepted(a)) => {
             let role = Role::Initiator { peer_id: &peer.id };
+            let pull = !a.peer_log_empty;
             // Only the responder's post-commit path can fail (reconcile).
             if let Err(e) = accept::after_commit(h, role, &link.hive_id, &hello, a).await {
                 tracing::error!(error = %e, "after the handshake");
             }
-            Ok(())
+            Ok(pull)
         }
     }
 }

@@ -367,9 +367,12 @@ async fn handshake(
         sync_endpoint: me.sync_endpoint.clone(),
         groups,
     };
-    // The responder pulls as soon as it accepts (see `link::handshake`).
-    for &i in idx {
-        if let Some(l) = members[i].link.as_ref() {
+    // The responder pulls as soon as it accepts, unless our log is empty (see
+    // `link::handshake`).
+    // (`groups` follows the members that have a link, in order, as `wanted` did.)
+    let linked = idx.iter().filter_map(|&i| members[i].link.as_ref());
+    for (l, g) in linked.zip(&req.groups) {
+        if g.current_seq > 0 {
             h.expect_pull(&peer.id, &l.hive_id);
         }
     }
@@ -459,10 +462,11 @@ async fn handshake(
             Some(Outcome::Refused(e)) => Err(e.into()),
             Some(Outcome::Accepted(a)) => {
                 let role = Role::Initiator { peer_id: &peer.id };
+                let pull = !a.peer_log_empty;
                 if let Err(e) = accept::after_commit(h, role, &hive_id, &hello, a).await {
                     tracing::error!(error = %e, "after the handshake");
                 }
-                members[idx[pos]].job.need_pull = true;
+                members[idx[pos]].job.need_pull = pull;
                 Ok(Step::More)
             }
         });

@@ -44,6 +44,9 @@ struct Script {
     /// of F's log holding only events A originated: F skips them for A, and F's push cursor
     /// for A moves over them as it serves the page).
     skip_to: Option<i64>,
+    /// The head of its log F announces when it answers a handshake (default: `skip_to`,
+    /// else 0, an empty log, which A does not pull after the handshake).
+    head: Option<i64>,
     on_heartbeat: Option<OnHeartbeat>,
 }
 
@@ -168,9 +171,9 @@ async fn identity(State(f): State<Fake>) -> Json<Value> {
 }
 
 async fn handshake(State(f): State<Fake>, Json(req): Json<Value>) -> Json<Value> {
-    let (token, key) = {
+    let (token, key, head) = {
         let s = f.script();
-        (s.token.clone(), s.key.clone())
+        (s.token.clone(), s.key.clone(), s.head.or(s.skip_to).unwrap_or(0))
     };
     {
         let mut seen = f.seen();
@@ -181,7 +184,7 @@ async fn handshake(State(f): State<Fake>, Json(req): Json<Value>) -> Json<Value>
         "protocol_version": 1, "hive": req["hive"], "instance_id": f.0.id,
         "instance_name": "fake",
         "signing_key": key.unwrap_or_else(|| f.0.key.public().to_base64()),
-        "current_seq": 0, "roster": [],
+        "current_seq": head, "roster": [],
         "token": token.unwrap_or_else(|| ids::new_secret_token("ohs_")),
     }))
 }
@@ -474,6 +477,7 @@ async fn sync_a_429_to_a_pull_is_backpressure_not_a_failure() {
     shared_hive(&a, "slow").await;
     let f = Fake::start(&a).await;
     f.script().throttle_pulls = Some(1);
+    f.script().head = Some(1);
     f.add_to(&a, "slow").await;
     wait_for(T, "three pulls refused", || async {
         (f.pulls().len() >= 3).then_some(())
