@@ -173,7 +173,11 @@ async fn identity(State(f): State<Fake>) -> Json<Value> {
 async fn handshake(State(f): State<Fake>, Json(req): Json<Value>) -> Json<Value> {
     let (token, key, head) = {
         let s = f.script();
-        (s.token.clone(), s.key.clone(), s.head.or(s.skip_to).unwrap_or(0))
+        (
+            s.token.clone(),
+            s.key.clone(),
+            s.head.or(s.skip_to).unwrap_or(0),
+        )
     };
     {
         let mut seen = f.seen();

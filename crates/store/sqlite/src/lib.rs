@@ -398,6 +398,20 @@ mod tests {
         Ok(())
     }
 
+    /// SQLite is compiled as `.cargo/config.toml` asks (`LIBSQLITE3_FLAGS`): every page
+    /// cache its own (no global mutex per page fetch), no memory statistics (no global mutex
+    /// per allocation). A build without that configuration fails here.
+    #[test]
+    fn sqlite_is_built_without_shared_page_caches() {
+        let used = |opt: &str| {
+            let c = std::ffi::CString::new(opt).unwrap();
+            // SAFETY: a NUL-terminated string; the function only reads it.
+            unsafe { rusqlite::ffi::sqlite3_compileoption_used(c.as_ptr()) }
+        };
+        assert_eq!(used("ENABLE_MEMORY_MANAGEMENT"), 0);
+        assert_eq!(used("DEFAULT_MEMSTATUS=0"), 1);
+    }
+
     /// A cached statement with `LIMIT ?` runs again without being compiled again (without
     /// the planner's stability guarantee every bind of the limit expired it).
     #[test]
