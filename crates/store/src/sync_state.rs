@@ -846,6 +846,24 @@ pub fn live_hive_of_peer(conn: &Conn<'_>, peer_id: &str, hive_id: &str) -> Resul
         .optional()?)
 }
 
+/// The id and pull cursor of the peer's link to the hive named `hive_name`, if that link is
+/// not `left`: what a heartbeat group needs, without building the link's row (no token
+/// opened).
+pub fn live_link_cursor_by_name(
+    conn: &Conn<'_>,
+    peer_id: &str,
+    hive_name: &str,
+) -> Result<Option<(String, i64)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT l.hive_id, l.last_seq_received FROM sync_groups g
+             JOIN peer_groups l ON l.hive_id = g.hive_id AND l.peer_id = ?1
+             WHERE g.hive_name = ?2 AND l.state <> 'left'",
+        )?
+        .query_row([peer_id, hive_name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 pub fn links_for_hive(conn: &Conn<'_>, hive_id: &str) -> Result<Vec<LinkRow>> {
     links_where(conn, "l.hive_id = ?1", &[hive_id])
 }
@@ -1029,7 +1047,8 @@ pub fn reset_received(conn: &Conn<'_>, hive_id: &str) -> Result<usize> {
 
 pub fn set_remote_seq(conn: &Conn<'_>, peer_id: &str, hive_id: &str, seq: i64) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE peer_groups SET remote_seq = GREATEST(remote_seq, ?3) WHERE peer_id = ?1 AND hive_id = ?2",
+        "UPDATE peer_groups SET remote_seq = ?3
+         WHERE peer_id = ?1 AND hive_id = ?2 AND remote_seq < ?3",
     )?
     .execute(params![peer_id, hive_id, seq])?;
     Ok(())

@@ -503,3 +503,31 @@ fn live_hives_of_a_peer_leave_out_left_links() {
     })
     .unwrap();
 }
+
+/// A heartbeat group's lookup: the id and pull cursor of a live link by hive name; nothing
+/// for a name the peer has no link to, another peer, or a link that was left.
+#[test]
+fn a_live_link_is_found_by_hive_name_with_its_cursor() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (hive, peer) = setup(c);
+        assert!(advance_received(c, &peer, &hive, 0, 12, 5).unwrap());
+        assert_eq!(
+            live_link_cursor_by_name(c, &peer, "general").unwrap(),
+            Some((hive.clone(), 12))
+        );
+        assert_eq!(live_link_cursor_by_name(c, &peer, "other").unwrap(), None);
+        assert_eq!(
+            live_link_cursor_by_name(c, "peer_x", "general").unwrap(),
+            None
+        );
+        set_link_state(c, &peer, &hive, LinkState::Left).unwrap();
+        assert_eq!(live_link_cursor_by_name(c, &peer, "general").unwrap(), None);
+        // The peer's head only moves forward.
+        set_remote_seq(c, &peer, &hive, 30).unwrap();
+        set_remote_seq(c, &peer, &hive, 20).unwrap();
+        assert_eq!(link(c, &peer, &hive).unwrap().unwrap().remote_seq, 30);
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}

@@ -90,35 +90,31 @@ pub(crate) fn apply(
     // Only the groups the message carries are looked at (a heartbeat carries the hives that
     // changed, not every shared one: see `crate::news`).
     for (name, g) in groups {
-        let Some(l) = sync_state::link_by_name(tx, peer_id, name)? else {
+        // (Id and cursor only: a heartbeat carries up to every shared hive.)
+        let Some((hive_id, cursor)) = sync_state::live_link_cursor_by_name(tx, peer_id, name)?
+        else {
             continue;
         };
-        if l.state == sync_state::LinkState::Left {
-            continue;
-        }
         let _span = tracing::info_span!(
             "sync.heartbeat.group",
             peer = %peer_instance_id,
-            hive = %l.hive_name,
+            hive = %name,
             seq = g.seq
         )
         .entered();
-        let learned = trust::learn_roster(tx, &l.hive_id, &g.roster, peer_instance_id, now)?;
+        let learned = trust::learn_roster(tx, &hive_id, &g.roster, peer_instance_id, now)?;
         if learned.grew {
-            out.grew.push(l.hive_id.clone());
+            out.grew.push(hive_id.clone());
         }
         let r = learned.released;
         if r.accepted > 0 {
-            out.released.push(l.hive_id.clone());
+            out.released.push(hive_id.clone());
         }
         out.changes.extend(r.changes);
-        sync_state::set_remote_seq(tx, peer_id, &l.hive_id, g.seq)?;
-        if g.seq > l.last_seq_received {
-            tracing::debug!(
-                cursor = l.last_seq_received,
-                "peer is ahead of our cursor; pulling"
-            );
-            out.pulls.push(l.hive_id.clone());
+        sync_state::set_remote_seq(tx, peer_id, &hive_id, g.seq)?;
+        if g.seq > cursor {
+            tracing::debug!(cursor, "peer is ahead of our cursor; pulling");
+            out.pulls.push(hive_id);
         }
     }
     Ok(out)
