@@ -128,10 +128,11 @@ pub(crate) struct Inner {
     pub reconcile_lock: tokio::sync::Mutex<()>,
     pub shutdown_tx: watch::Sender<bool>,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// When each (peer, hive) last pulled from us, and up to which seq.
+    /// When each (peer, hive) last pulled from us: the pull's `since`, and the seq the page
+    /// we served ran to (what the peer fetched, not yet acknowledged).
     /// (`tokio::time::Instant`: the same clock as `std` in production, virtual in the
     /// simulation.)
-    pub pulled: Mutex<HashMap<LinkKey, (tokio::time::Instant, i64)>>,
+    pub pulled: Mutex<HashMap<LinkKey, (tokio::time::Instant, i64, i64)>>,
     /// Handshake initiators recently confirmed at their configured endpoint:
     /// (endpoint, instance id, signing key) → when.
     pub confirmed: Mutex<HashMap<(String, String, String), tokio::time::Instant>>,
@@ -148,6 +149,19 @@ pub(crate) struct Inner {
 
 /// The `since` recorded by [`SyncHandle::expect_pull`]: a pull announced by a handshake.
 const AWAITING_FIRST_PULL: i64 = -1;
+
+/// [`SyncHandle::peer_fetched_through`] for one recorded pull (when, since, through) at `now`.
+fn fetched_through(
+    pull: Option<&(tokio::time::Instant, i64, i64)>,
+    now: tokio::time::Instant,
+) -> Option<(i64, Duration)> {
+    let (at, since, through) = pull?;
+    if *since == AWAITING_FIRST_PULL {
+        return None;
+    }
+    let left = AWAITED_PULL.checked_sub(now.saturating_duration_since(*at))?;
+    (!left.is_zero()).then_some((*through, left))
+}
 
 /// How long a handshake's announced pull holds our push back if it does not come.
 const AWAITED_PULL: Duration = Duration::from_secs(10);
@@ -587,7 +601,14 @@ impl SyncHandle {
     /// Records a pull of our log of `hive_id` from `since` by the peer (inbound). A pull
     /// that found nothing after `since` ends its pulling: what we commit next is pushed at
     /// once.
-    pub(crate) fn note_pull(&self, peer_id: &str, hive_id: &str, since: i64, caught_up: bool) {
+    pub(crate) fn note_pull(
+        &self,
+        peer_id: &str,
+        hive_id: &str,
+        since: i64,
+        through: i64,
+        caught_up: bool,
+    ) {
         if caught_up {
             let was = self
                 .inner
@@ -602,20 +623,38 @@ impl SyncHandle {
                     .resume(&(peer_id.to_string(), hive_id.to_string()));
             }
         } else {
-            self.note_pulled(peer_id, hive_id, since);
+            self.note_pulled(peer_id, hive_id, since, through);
         }
     }
 
-    /// Records that the peer pulled our log of `hive_id` from `since` (inbound GET).
-    fn note_pulled(&self, peer_id: &str, hive_id: &str, since: i64) {
+    /// Records that the peer pulled our log of `hive_id` from `since`, and was served a page
+    /// that ran to `through` (inbound GET).
+    fn note_pulled(&self, peer_id: &str, hive_id: &str, since: i64, through: i64) {
         self.inner
             .pulled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
                 (peer_id.to_string(), hive_id.to_string()),
-                (tokio::time::Instant::now(), since),
+                (tokio::time::Instant::now(), since, through),
             );
+    }
+
+    /// If the peer fetched our log of `hive_id` through some seq by a pull within
+    /// [`AWAITED_PULL`], that seq and how much of the window is left. A push whose batch ends
+    /// there would send what the peer already holds or is committing: its acknowledging pull
+    /// follows (and resumes the push, [`SyncHandle::note_pull`]). Time-bounded, so a peer that
+    /// fetched a page and never came back is pushed to as before.
+    pub(crate) fn peer_fetched_through(
+        &self,
+        peer_id: &str,
+        hive_id: &str,
+    ) -> Option<(i64, Duration)> {
+        let pulled = self.inner.pulled.lock().unwrap_or_else(|p| p.into_inner());
+        fetched_through(
+            pulled.get(&(peer_id.to_string(), hive_id.to_string())),
+            tokio::time::Instant::now(),
+        )
     }
 
     /// Records that the peer and we just completed a handshake for `hive_id`: whichever
@@ -623,7 +662,7 @@ impl SyncHandle {
     /// at once), so until its first pull arrives (at most [`AWAITED_PULL`]) it counts as
     /// pulling.
     pub(crate) fn expect_pull(&self, peer_id: &str, hive_id: &str) {
-        self.note_pulled(peer_id, hive_id, AWAITING_FIRST_PULL);
+        self.note_pulled(peer_id, hive_id, AWAITING_FIRST_PULL, AWAITING_FIRST_PULL);
     }
 
     /// True if the peer pulled this hive from us within `window` (or a handshake announced
@@ -642,7 +681,7 @@ impl SyncHandle {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(peer_id.to_string(), hive_id.to_string()))
-            .and_then(|(at, since)| {
+            .and_then(|(at, since, _)| {
                 let w = if *since == AWAITING_FIRST_PULL {
                     AWAITED_PULL
                 } else {
@@ -740,5 +779,28 @@ pub(crate) async fn sleep_or_shutdown(d: Duration, rx: &mut watch::Receiver<bool
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
         r = rx.wait_for(|v| *v) => { let _ = r; true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a peer fetched by a pull holds our push back for [`AWAITED_PULL`] at most, and
+    /// only a real pull does (not one a handshake merely announced).
+    #[test]
+    fn a_fetched_page_holds_the_push_back_for_a_bounded_time() {
+        let t0 = tokio::time::Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(fetched_through(None, t0), None);
+        let pulled = (t0, 0, 40);
+        assert_eq!(
+            fetched_through(Some(&pulled), later(3)),
+            Some((40, AWAITED_PULL - Duration::from_secs(3)))
+        );
+        assert_eq!(fetched_through(Some(&pulled), later(10)), None);
+        assert_eq!(fetched_through(Some(&pulled), later(60)), None);
+        let announced = (t0, AWAITING_FIRST_PULL, AWAITING_FIRST_PULL);
+        assert_eq!(fetched_through(Some(&announced), later(1)), None);
     }
 }

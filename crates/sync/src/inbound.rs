@@ -372,7 +372,7 @@ pub async fn pull_events(
     // After the acknowledgement committed: a caught-up pull resumes our push to the peer,
     // which must find its cursor already moved (noted before, the push raced the commit
     // and sent again what the pull had just fetched; seen on PostgreSQL).
-    h.note_pull(&auth.peer_id, &hive_id, since, caught_up);
+    h.note_pull(&auth.peer_id, &hive_id, since, page.next_seq, caught_up);
     Ok(page)
 }
 

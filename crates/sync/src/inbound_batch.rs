@@ -197,7 +197,7 @@ pub async fn pull(
         .read(move |c| -> Result<_, StoreError> {
             let mut left = budget;
             let mut pages = Vec::new();
-            let mut acks: Vec<(String, i64, Option<i64>, bool)> = Vec::new();
+            let mut acks: Vec<(String, i64, i64, Option<i64>, bool)> = Vec::new();
             for g in req.groups {
                 if left <= 0 {
                     break;
@@ -213,7 +213,7 @@ pub async fn pull(
                         let (page, ack) = inbound::read_page(c, &auth2, &hive_id, since, left)?;
                         left -= (page.next_seq - since).max(0);
                         let caught_up = page.next_seq <= since && !page.has_more;
-                        acks.push((hive_id, since, ack, caught_up));
+                        acks.push((hive_id, since, page.next_seq, ack, caught_up));
                         BatchPage {
                             hive: g.hive,
                             page: Some(page),
@@ -226,13 +226,13 @@ pub async fn pull(
             Ok((pages, acks, inbound::contact_is_stale(c, &auth2.peer_id)?))
         })
         .await?;
-    let pulls: Vec<(String, i64, bool)> = acks
+    let pulls: Vec<(String, i64, i64, bool)> = acks
         .iter()
-        .map(|(hive_id, since, _, caught_up)| (hive_id.clone(), *since, *caught_up))
+        .map(|(hive_id, since, next, _, caught_up)| (hive_id.clone(), *since, *next, *caught_up))
         .collect();
     let acks: Vec<(String, i64)> = acks
         .into_iter()
-        .filter_map(|(h, _, ack, _)| ack.map(|through| (h, through)))
+        .filter_map(|(h, _, _, ack, _)| ack.map(|through| (h, through)))
         .collect();
     if !acks.is_empty() || stale {
         let peer_id = auth.peer_id.clone();
@@ -250,8 +250,8 @@ pub async fn pull(
             .await?;
     }
     // After the acknowledgements committed (see `inbound::pull_events`).
-    for (hive_id, since, caught_up) in &pulls {
-        h.note_pull(&auth.peer_id, hive_id, *since, *caught_up);
+    for (hive_id, since, next, caught_up) in &pulls {
+        h.note_pull(&auth.peer_id, hive_id, *since, *next, *caught_up);
     }
     Ok(BatchPullResponse { groups: pages })
 }

@@ -734,6 +734,15 @@ async fn push(
             results[pos] = Ok(Step::RetryAfter(left.max(Duration::from_millis(50))));
             continue;
         }
+        // It fetched all of this by a pull it has not acknowledged yet (busy committing a
+        // long backfill, its acknowledging pull comes later than `PULL_QUIET`): pushing now
+        // would send it all again; its acknowledgement resumes this link.
+        if let Some((through, left)) = h.peer_fetched_through(&peer.id, &sink.link.hive_id)
+            && read.covered <= through
+        {
+            results[pos] = Ok(Step::RetryAfter(left.max(Duration::from_millis(50))));
+            continue;
+        }
         if bytes_left == 0 {
             results[pos] = Ok(Step::More); // next round
             continue;
