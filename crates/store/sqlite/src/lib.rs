@@ -366,6 +366,9 @@ fn restrict_permissions(path: &Path) {
     }
 }
 
+/// Page cache of each reader connection (negative: KiB, SQLite's convention).
+const READER_CACHE_KIB: i64 = -1024;
+
 /// The pool manager of read-only connections.
 fn reader_manager(path: &Path, sync_full: bool) -> r2d2_sqlite::SqliteConnectionManager {
     r2d2_sqlite::SqliteConnectionManager::file(path)
@@ -373,6 +376,10 @@ fn reader_manager(path: &Path, sync_full: bool) -> r2d2_sqlite::SqliteConnection
         .with_init(move |c| {
             c.busy_timeout(std::time::Duration::from_secs(10))?;
             configure_statements(c)?;
+            // Each reader's page cache is its own (see `.cargo/config.toml`) and is dropped
+            // at the first read after a commit of the writer anyway: 1 MiB each, not
+            // SQLite's 2 MiB, so idle readers do not hold more than the writer's cache.
+            c.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
             c.pragma_update(
                 None,
                 "synchronous",
