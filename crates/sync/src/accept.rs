@@ -436,7 +436,12 @@ pub(crate) async fn after_commit(
             if relay {
                 h.notify(hive_id);
             }
-            if !accepted.peer_log_empty {
+            // The peer evidently reaches us: a link backing off (its own handshake failed
+            // while the peer did not know us yet) runs now, with a pull unless the peer's
+            // log is empty. Without that, its pushes waited for the backoff.
+            if accepted.peer_log_empty {
+                h.handshook(&accepted.peer_id, hive_id);
+            } else {
                 h.request_pull(&accepted.peer_id, hive_id);
             }
         }

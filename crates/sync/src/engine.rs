@@ -467,6 +467,14 @@ impl SyncHandle {
             .request_pull(&(peer_id.to_string(), hive_id.to_string()));
     }
 
+    /// The peer completed a handshake with the link and has nothing for it to pull: the link
+    /// runs now, even if it was backing off ([`crate::scheduler::Scheduler::handshook`]).
+    pub(crate) fn handshook(&self, peer_id: &str, hive_id: &str) {
+        self.inner
+            .sched
+            .handshook(&(peer_id.to_string(), hive_id.to_string()));
+    }
+
     /// Schedules the link (peer, hive) if it is live and not scheduled yet.
     pub(crate) async fn schedule_link(
         &self,
