@@ -344,10 +344,21 @@ pub(crate) fn accept(
     if let Role::Responder = role {
         sync_state::ensure_link(tx, &peer_id, hive_id, sync_state::LinkState::Backfilling)?;
     }
-    if sync_state::link(tx, &peer_id, hive_id)?
-        .is_some_and(|l| l.state == sync_state::LinkState::Handshaking)
-    {
-        sync_state::set_link_state(tx, &peer_id, hive_id, sync_state::LinkState::Backfilling)?;
+    // A link still handshaking backfills next. With an empty log on the other side there is
+    // nothing to backfill: the link is active at once and no pull follows (pairing thousands
+    // of new hives, the side that holds none of them answers head 0 for each).
+    let peer_log_empty = hello.current_seq == 0;
+    let next_state = match sync_state::link(tx, &peer_id, hive_id)?.map(|l| l.state) {
+        Some(sync_state::LinkState::Handshaking | sync_state::LinkState::Backfilling)
+            if peer_log_empty =>
+        {
+            Some(sync_state::LinkState::Active)
+        }
+        Some(sync_state::LinkState::Handshaking) => Some(sync_state::LinkState::Backfilling),
+        _ => None,
+    };
+    if let Some(state) = next_state {
+        sync_state::set_link_state(tx, &peer_id, hive_id, state)?;
     }
     sync_state::set_token_out(tx, &peer_id, hive_id, Some(&hello.token))?;
     sync_state::add_member(tx, hive_id, inst)?;
@@ -362,15 +373,6 @@ pub(crate) fn accept(
     released.rejected += r.rejected;
     released.changes.extend(r.changes);
     sync_state::set_remote_seq(tx, &peer_id, hive_id, hello.current_seq)?;
-    // An empty log on the other side: nothing to backfill, so no pull follows (pairing
-    // thousands of new hives, the side that holds none of them answers head 0 for each).
-    let peer_log_empty = hello.current_seq == 0;
-    if peer_log_empty
-        && sync_state::link(tx, &peer_id, hive_id)?
-            .is_some_and(|l| l.state == sync_state::LinkState::Backfilling)
-    {
-        sync_state::set_link_state(tx, &peer_id, hive_id, sync_state::LinkState::Active)?;
-    }
     if let Role::Initiator { .. } = role {
         sync_state::set_link_error(tx, &peer_id, hive_id, None)?;
     }

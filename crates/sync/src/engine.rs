@@ -132,7 +132,7 @@ pub(crate) struct Inner {
     /// we served ran to (what the peer fetched, not yet acknowledged).
     /// (`tokio::time::Instant`: the same clock as `std` in production, virtual in the
     /// simulation.)
-    pub pulled: Mutex<HashMap<LinkKey, (tokio::time::Instant, i64, i64)>>,
+    pub pulled: Mutex<HashMap<LinkKey, Pulled>>,
     /// Handshake initiators recently confirmed at their configured endpoint:
     /// (endpoint, instance id, signing key) → when.
     pub confirmed: Mutex<HashMap<(String, String, String), tokio::time::Instant>>,
@@ -150,17 +150,24 @@ pub(crate) struct Inner {
 /// The `since` recorded by [`SyncHandle::expect_pull`]: a pull announced by a handshake.
 const AWAITING_FIRST_PULL: i64 = -1;
 
-/// [`SyncHandle::peer_fetched_through`] for one recorded pull (when, since, through) at `now`.
-fn fetched_through(
-    pull: Option<&(tokio::time::Instant, i64, i64)>,
-    now: tokio::time::Instant,
-) -> Option<(i64, Duration)> {
-    let (at, since, through) = pull?;
-    if *since == AWAITING_FIRST_PULL {
+/// The last pull of one (peer, hive) from us.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pulled {
+    at: tokio::time::Instant,
+    /// The pull's `since` ([`AWAITING_FIRST_PULL`]: only announced by a handshake).
+    since: i64,
+    /// Where the page we served ended: what the peer fetched, not yet acknowledged.
+    through: i64,
+}
+
+/// [`SyncHandle::peer_fetched_through`] for one recorded pull at `now`.
+fn fetched_through(pull: Option<&Pulled>, now: tokio::time::Instant) -> Option<(i64, Duration)> {
+    let p = pull?;
+    if p.since == AWAITING_FIRST_PULL {
         return None;
     }
-    let left = AWAITED_PULL.checked_sub(now.saturating_duration_since(*at))?;
-    (!left.is_zero()).then_some((*through, left))
+    let left = AWAITED_PULL.checked_sub(now.saturating_duration_since(p.at))?;
+    (!left.is_zero()).then_some((p.through, left))
 }
 
 /// How long a handshake's announced pull holds our push back if it does not come.
@@ -644,7 +651,11 @@ impl SyncHandle {
             .unwrap_or_else(|p| p.into_inner())
             .insert(
                 (peer_id.to_string(), hive_id.to_string()),
-                (tokio::time::Instant::now(), since, through),
+                Pulled {
+                    at: tokio::time::Instant::now(),
+                    since,
+                    through,
+                },
             );
     }
 
@@ -689,7 +700,7 @@ impl SyncHandle {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(peer_id.to_string(), hive_id.to_string()))
-            .and_then(|(at, since, _)| {
+            .and_then(|Pulled { at, since, .. }| {
                 let w = if *since == AWAITING_FIRST_PULL {
                     AWAITED_PULL
                 } else {
@@ -801,14 +812,22 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         let later = |s: u64| t0 + Duration::from_secs(s);
         assert_eq!(fetched_through(None, t0), None);
-        let pulled = (t0, 0, 40);
+        let pulled = Pulled {
+            at: t0,
+            since: 0,
+            through: 40,
+        };
         assert_eq!(
             fetched_through(Some(&pulled), later(3)),
             Some((40, AWAITED_PULL - Duration::from_secs(3)))
         );
         assert_eq!(fetched_through(Some(&pulled), later(10)), None);
         assert_eq!(fetched_through(Some(&pulled), later(60)), None);
-        let announced = (t0, AWAITING_FIRST_PULL, AWAITING_FIRST_PULL);
+        let announced = Pulled {
+            at: t0,
+            since: AWAITING_FIRST_PULL,
+            through: AWAITING_FIRST_PULL,
+        };
         assert_eq!(fetched_through(Some(&announced), later(1)), None);
     }
 }
