@@ -349,7 +349,12 @@ pub async fn bulk_posts(s: &TestServer, hive: &str, n: usize) {
             .read_blocking(|c| openhive_store::hives::id_by_name(c, &hive))
             .unwrap()
             .unwrap();
-        let t0 = time::now_ms();
+        // Dated one per millisecond up to now, never ahead of the clock: a post dated in
+        // the future sorts above every post written after it, and a feed reader that pages
+        // by date (a subscription) stops on the page that reaches its watermark. With the
+        // dates running ahead, the subscription test missed the post it wrote next whenever
+        // it got there in under n ms.
+        let t0 = time::now_ms() - n as i64;
         for chunk in 0..n.div_ceil(1000) {
             let start = chunk * 1000;
             let end = (start + 1000).min(n);
