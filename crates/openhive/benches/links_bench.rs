@@ -260,6 +260,10 @@ async fn main() {
                 common::perf::record(a.pid(), &format!("pair-{n}-a")),
                 common::perf::record(b.pid(), &format!("pair-{n}-b")),
             ];
+            if perf.iter().any(Option::is_some) {
+                // perf needs a moment to attach: without it a short pairing loses its start.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             pair(&http, &a, &b, &names, "B").await;
             let took = wait_all_posts(&http, &b, n).await;
             perf.into_iter().for_each(common::perf::stop);

@@ -4,8 +4,12 @@
 //! - exactly one writer per process, and on PostgreSQL one writer at a time across every
 //!   process of the instance (each write transaction holds an advisory lock), so a hive's
 //!   seq is assigned by one writer at a time on both engines;
-//! - every `write` closure is atomic (its own savepoint): all of it commits or none of it
-//!   does, and its caller hears back only after the commit;
+//! - every `write` closure is atomic: all of it commits or none of it does, and its caller
+//!   hears back only after the commit. The first closure of a transaction needs nothing
+//!   more (a failure rolls the transaction back before any other ran); each later one runs
+//!   in its own savepoint, which costs a sub-journal copy of every page it first touches;
+//! - a bulk write ([`Store::write_bulk_if`], a batched sync step touching thousands of pages)
+//!   always runs first in its transaction, so it never pays that copy;
 //! - writes queued at the same time share one transaction and one commit (group commit);
 //! - the write queue is bounded: [`Store::write`] waits for room, [`Store::try_write`]
 //!   (API writes) fails fast with [`StoreError::Overloaded`] instead of queueing more;
@@ -76,13 +80,15 @@ enum Command {
 
 /// A write closure with its reply channel, type-erased for the writer thread.
 trait Job: Send {
-    /// Runs the closure (inside its own savepoint); true if it returned `Ok`.
+    /// Runs the closure; true if it returned `Ok`.
     fn run(&mut self, conn: &Conn<'_>) -> bool;
     /// Marks the job failed (its savepoint could not be released).
     fn fail(&mut self, e: StoreError);
     /// Delivers the result once the transaction's fate is known: a job's `Ok` becomes the
     /// commit error if the commit failed.
     fn finish(self: Box<Self>, commit: std::result::Result<(), String>);
+    /// Whether the job must run first in its transaction ([`Store::write_bulk_if`]).
+    fn bulk(&self) -> bool;
 }
 
 struct TypedJob<F, T, E> {
@@ -90,6 +96,7 @@ struct TypedJob<F, T, E> {
     out: Option<std::result::Result<T, E>>,
     reply: tokio::sync::oneshot::Sender<std::result::Result<T, E>>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    bulk: bool,
 }
 
 impl<F, T, E> Job for TypedJob<F, T, E>
@@ -121,11 +128,16 @@ where
         // The caller may have gone away (request cancelled); its write stands anyway.
         let _ = self.reply.send(out);
     }
+
+    fn bulk(&self) -> bool {
+        self.bulk
+    }
 }
 
-/// The writer thread: takes every queued write (up to [`MAX_BATCH`]), runs each in its own
-/// savepoint inside one transaction, commits once, then answers each caller. A failing
-/// closure rolls back only its own savepoint. Nobody is answered before the commit.
+/// The writer thread: takes every queued write (up to [`MAX_BATCH`]), runs them in one
+/// transaction ([`run_batch`]), commits once, then answers each caller. A failing closure
+/// rolls back only its own work. Nobody is answered before the commit. A bulk job ends the
+/// batch before it and starts the next one.
 fn writer_loop(
     mut wc: Box<dyn WriterSession>,
     rx: std::sync::mpsc::Receiver<Command>,
@@ -136,7 +148,12 @@ fn writer_loop(
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
-                Command::Write(j) => jobs.push(j),
+                Command::Write(j) => {
+                    if j.bulk() && !jobs.is_empty() {
+                        run_batch(wc.as_mut(), std::mem::take(&mut jobs), &current(&ctx));
+                    }
+                    jobs.push(j);
+                }
                 Command::Checkpoint(reply) => {
                     run_batch(wc.as_mut(), std::mem::take(&mut jobs), &current(&ctx));
                     let _ = reply.send(wc.checkpoint().map_err(StoreError::from));
@@ -150,61 +167,53 @@ fn writer_loop(
     }
 }
 
-fn run_batch(wc: &mut dyn WriterSession, mut jobs: Vec<Box<dyn Job>>, ctx: &StoreContext) {
-    if jobs.is_empty() {
-        return;
-    }
-    if let Err(e) = wc.begin() {
-        let msg = format!("could not begin a transaction: {e}");
-        tracing::error!(error = %e, "could not begin a write transaction");
-        for j in jobs {
-            j.finish(Err(msg.clone()));
+/// Runs `jobs` in one transaction and answers them. The first job runs without a savepoint:
+/// nothing else ran before it, so if it fails the whole transaction is rolled back and the
+/// others run in a new one. Each later job runs in a savepoint of its own.
+fn run_batch(wc: &mut dyn WriterSession, jobs: Vec<Box<dyn Job>>, ctx: &StoreContext) {
+    let mut jobs = jobs.into_iter();
+    // Each round ends with a commit, or with the rollback of a failed first job.
+    while let Some(mut first) = jobs.next() {
+        if let Err(e) = wc.begin() {
+            let msg = format!("could not begin a transaction: {e}");
+            tracing::error!(error = %e, "could not begin a write transaction");
+            for j in std::iter::once(first).chain(jobs) {
+                j.finish(Err(msg.clone()));
+            }
+            return;
         }
-        return;
-    }
-    let wc: &dyn WriterSession = wc;
-    let conn = Conn::with_context(wc.session(), ctx);
-    let end_tx = |conn: &Conn<'_>| {
-        wc.before_commit()
+        let wc: &dyn WriterSession = wc;
+        let conn = Conn::with_context(wc.session(), ctx);
+        if !first.run(&conn) {
+            let _ = conn.execute_batch("ROLLBACK");
+            first.finish(Ok(()));
+            continue;
+        }
+        let mut done = vec![first];
+        for mut j in jobs.by_ref() {
+            let end = conn.execute_batch("SAVEPOINT job").and_then(|()| {
+                if j.run(&conn) {
+                    conn.execute_batch("RELEASE SAVEPOINT job")
+                } else {
+                    conn.execute_batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+                }
+            });
+            if let Err(e) = end {
+                j.fail(e.into());
+            }
+            done.push(j);
+        }
+        let commit = wc
+            .before_commit()
             .and_then(|()| conn.execute_batch("COMMIT"))
             .map_err(|e| {
                 let _ = conn.execute_batch("ROLLBACK");
                 tracing::error!(error = %e, "commit failed");
                 format!("commit failed: {e}")
-            })
-    };
-    if jobs.len() == 1 {
-        // Alone in its transaction: no savepoint needed (they cost a sub-journal copy of
-        // every page touched); a failure rolls the whole transaction back.
-        let ok = jobs.iter_mut().all(|j| j.run(&conn));
-        let end = if ok {
-            end_tx(&conn)
-        } else {
-            let _ = conn.execute_batch("ROLLBACK");
-            Ok(())
-        };
-        for j in jobs {
-            j.finish(end.clone());
+            });
+        for j in done {
+            j.finish(commit.clone());
         }
-        return;
-    }
-    for j in jobs.iter_mut() {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            j.fail(e.into());
-            continue;
-        }
-        let end = if j.run(&conn) {
-            conn.execute_batch("RELEASE SAVEPOINT job")
-        } else {
-            conn.execute_batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
-        };
-        if let Err(e) = end {
-            j.fail(e.into());
-        }
-    }
-    let commit = end_tx(&conn);
-    for j in jobs {
-        j.finish(commit.clone());
     }
 }
 
@@ -295,6 +304,7 @@ impl Store {
         &self,
         f: F,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        bulk: bool,
     ) -> tokio::sync::oneshot::Receiver<std::result::Result<T, E>>
     where
         T: Send + 'static,
@@ -307,6 +317,7 @@ impl Store {
             out: None,
             reply,
             _permit: permit,
+            bulk,
         };
         if let Err(std::sync::mpsc::SendError(Command::Write(job))) =
             self.inner.writer.send(Command::Write(Box::new(job)))
@@ -364,7 +375,41 @@ impl Store {
             .acquire_owned()
             .await
             .map_err(|_| E::from(StoreError::Task("the write queue is closed".into())))?;
-        self.answer(self.submit(f, Some(permit))).await
+        self.answer(self.submit(f, Some(permit), false)).await
+    }
+
+    /// [`Store::write`] for a job that may touch many pages (`bulk`: a batched sync step of
+    /// many hives). A bulk job runs first in a transaction of its own making, where it needs
+    /// no savepoint, so SQLite does not copy every page it touches into a sub-journal (which
+    /// it spills to a temporary file past 128 KiB: `openhive_store_sqlite::journal`). Jobs
+    /// queued after it may join its transaction, each in its savepoint. A small job gains
+    /// nothing from it and would end its group commit early: pass `false`.
+    pub async fn write_bulk_if<T, E, F>(&self, bulk: bool, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let permit = self
+            .inner
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| E::from(StoreError::Task("the write queue is closed".into())))?;
+        self.answer(self.submit(f, Some(permit), bulk)).await
+    }
+
+    /// [`Store::write_bulk_if`] for code off the async runtime (tests, benches).
+    pub fn write_bulk_blocking<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
+    {
+        self.submit(f, None, true)
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(E::from(StoreError::Task("writer dropped the reply".into()))))
     }
 
     /// [`Store::write`] that refuses with [`StoreError::Overloaded`] when the queue is full,
@@ -379,7 +424,7 @@ impl Store {
             self.inner.refused.fetch_add(1, Ordering::Relaxed);
             return Err(E::from(StoreError::Overloaded));
         };
-        self.answer(self.submit(f, Some(permit))).await
+        self.answer(self.submit(f, Some(permit), false)).await
     }
 
     /// [`Store::write`] for code off the async runtime (tests, benches, blocking tasks).
@@ -389,7 +434,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
-        self.submit(f, None)
+        self.submit(f, None, false)
             .blocking_recv()
             .unwrap_or_else(|_| Err(E::from(StoreError::Task("writer dropped the reply".into()))))
     }

@@ -787,6 +787,48 @@ pub fn link(conn: &Conn<'_>, peer_id: &str, hive_id: &str) -> Result<Option<Link
     .next())
 }
 
+/// Hives per statement in [`links_for_hives`].
+const LINKS_CHUNK: usize = 32;
+
+/// The links with `peer_id` for each of `hive_ids`, aligned with it (`None`: no such link).
+/// One statement per [`LINKS_CHUNK`] hives instead of one per hive: a batched sync step
+/// loads hundreds of links, and one statement walks the neighbouring rows together.
+pub fn links_for_hives(
+    conn: &Conn<'_>,
+    peer_id: &str,
+    hive_ids: &[String],
+) -> Result<Vec<Option<LinkRow>>> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let marks: Vec<String> = (2..LINKS_CHUNK + 2).map(|i| format!("?{i}")).collect();
+        format!(
+            "SELECT {LINK_COLS} FROM peer_groups l JOIN sync_groups g ON g.hive_id = l.hive_id
+             WHERE l.peer_id = ?1 AND l.hive_id IN ({})",
+            marks.join(", ")
+        )
+    });
+    let mut found: std::collections::HashMap<String, LinkRow> =
+        std::collections::HashMap::with_capacity(hive_ids.len());
+    let mut stmt = conn.prepare_cached(&SQL)?;
+    for chunk in hive_ids.chunks(LINKS_CHUNK) {
+        // A short chunk repeats its first id: one statement text for every chunk.
+        let args: Vec<&str> = std::iter::once(peer_id)
+            .chain((0..LINKS_CHUNK).map(|i| chunk.get(i).unwrap_or(&chunk[0]).as_str()))
+            .collect();
+        for row in stmt.query_map(params_from_iter(args.iter()), link_row)? {
+            let l = row?;
+            found.insert(l.hive_id.clone(), l);
+        }
+    }
+    drop(stmt);
+    for l in found.values_mut() {
+        l.token_out = l
+            .token_out
+            .take()
+            .and_then(|t| open_token(conn, t, &l.peer_id, &l.hive_id));
+    }
+    Ok(hive_ids.iter().map(|h| found.get(h).cloned()).collect())
+}
+
 /// The link with `peer_id` for the hive named `hive_name`.
 pub fn link_by_name(conn: &Conn<'_>, peer_id: &str, hive_name: &str) -> Result<Option<LinkRow>> {
     Ok(links_where(

@@ -531,3 +531,46 @@ fn a_live_link_is_found_by_hive_name_with_its_cursor() {
     })
     .unwrap();
 }
+
+/// A batched step's links, read together: aligned with the hives asked for, each equal to
+/// what `link` reads for it (token opened), `None` for a hive without a link with that peer,
+/// across more hives than one statement takes.
+#[test]
+fn links_for_many_hives_are_read_together_and_aligned() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (general, peer) = setup(c);
+        let mut hives = vec![general.clone()];
+        for i in 0..70 {
+            let name = format!("h{i:02}");
+            let hive = hives::ensure_log(c, &name)?;
+            ensure_group(c, &hive, &name, "inst_self", 1)?;
+            // Every third hive has no link with the peer.
+            if i % 3 != 0 {
+                ensure_link(c, &peer, &hive, LinkState::Active)?;
+                set_token_out(c, &peer, &hive, Some(&format!("tok-{i}")))?;
+            }
+            hives.push(hive);
+        }
+        hives.push("no-such-hive".into());
+        hives.push(general.clone());
+        let read = links_for_hives(c, &peer, &hives)?;
+        assert_eq!(read.len(), hives.len());
+        for (h, l) in hives.iter().zip(&read) {
+            assert!(*l == link(c, &peer, h)?, "{h}");
+        }
+        assert_eq!(read.iter().filter(|l| l.is_some()).count(), 2 + 46);
+        assert_eq!(
+            read[2].as_ref().unwrap().token_out.as_deref(),
+            Some("tok-1")
+        );
+        assert!(
+            links_for_hives(c, "peer_x", &hives)?
+                .iter()
+                .all(Option::is_none)
+        );
+        assert!(links_for_hives(c, &peer, &[])?.is_empty());
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}

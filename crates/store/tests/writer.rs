@@ -135,3 +135,96 @@ fn search_index_follows_each_job_of_a_batch() -> Result<()> {
     assert_eq!(health.search_index_gaps, 0, "{health:?}");
     Ok(())
 }
+
+/// Waits (generous deadline) until `n` async writes are queued or running.
+async fn queued(store: &openhive_store::Store, n: usize) {
+    let t0 = std::time::Instant::now();
+    while store.queue_stats().depth < n {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "write not queued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// Writes queued while the writer is busy share its next transaction. The first job of a
+/// transaction runs without a savepoint (a savepoint costs a sub-journal copy of every page
+/// the job touches): if it fails, the transaction is rolled back before any other job ran,
+/// and the jobs after it commit in a new one. A bulk job ends the batch before it and runs
+/// first in the next, outside any savepoint, whatever is queued around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_job_of_a_transaction_and_a_bulk_job_run_without_a_savepoint() -> Result<()> {
+    let (_dir, store) = common::open_store();
+    if store.engine() != openhive_store::Engine::Sqlite {
+        // The probe below (rolling back to a savepoint that may not exist) would abort a
+        // PostgreSQL transaction; the batching itself is the same code on both engines.
+        return Ok(());
+    }
+    // Inside a savepoint named `job`, rolling back to it succeeds (and undoes nothing yet);
+    // outside one, SQLite answers "no such savepoint".
+    fn in_savepoint(tx: &openhive_store::Conn<'_>) -> bool {
+        tx.execute_batch("ROLLBACK TO SAVEPOINT job").is_ok()
+    }
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let mut tasks = Vec::new();
+    let s = store.clone();
+    tasks.push(tokio::spawn(async move {
+        s.write(move |tx| -> Result<bool> {
+            wait.recv().map_err(|e| StoreError::Task(e.to_string()))?;
+            meta_set(tx, "blocker", "1")?;
+            Ok(in_savepoint(tx))
+        })
+        .await
+    }));
+    queued(&store, 1).await;
+    // Queued in this order behind the blocked writer: (key, fails, bulk).
+    let jobs = [
+        ("fails", true, false),
+        ("second", false, false),
+        ("third", false, false),
+        ("bulk", false, true),
+        ("after_bulk", false, false),
+    ];
+    for (i, (key, fails, bulk)) in jobs.into_iter().enumerate() {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.write_bulk_if(bulk, move |tx| -> Result<bool> {
+                let saved = in_savepoint(tx);
+                meta_set(tx, key, "1")?;
+                if fails {
+                    return Err(StoreError::Invalid("this job fails".into()));
+                }
+                Ok(saved)
+            })
+            .await
+        }));
+        queued(&store, i + 2).await;
+    }
+    release
+        .send(())
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.map_err(|e| StoreError::Task(e.to_string()))?.ok());
+    }
+    // The blocker ran alone; "fails" was first of the next batch and rolled it back, so
+    // "second" began a new transaction; "bulk" began the one after "third".
+    assert_eq!(
+        out,
+        vec![
+            Some(false),
+            None,
+            Some(false),
+            Some(true),
+            Some(false),
+            Some(true)
+        ]
+    );
+    for (key, fails, _) in jobs {
+        let k = key.to_string();
+        let v = store.read_blocking(move |c| meta_get(c, &k))?;
+        assert_eq!(v.is_some(), !fails, "{key}");
+    }
+    Ok(())
+}

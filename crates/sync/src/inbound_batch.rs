@@ -19,6 +19,7 @@ use crate::accept::{self, Hello, Role};
 use crate::engine::SyncHandle;
 use crate::error::SyncError;
 use crate::inbound::{self, PeerAuth};
+use crate::link_batch::BULK_GROUPS;
 use crate::protocol::*;
 use openhive_core::time::now_ms;
 use openhive_store::{Conn, StoreError, ingest, sync_state};
@@ -86,9 +87,10 @@ pub async fn handshake(
     let max_gossip_peers = h.settings().gossip.max_gossip_peers;
     let label = first.instance_id.clone();
     type Done = (String, Hello, accept::Accepted);
+    let bulk = hellos.len() >= BULK_GROUPS;
     let (answers, done) = h
         .store()
-        .write(move |tx| -> Result<_, SyncError> {
+        .write_bulk_if(bulk, move |tx| -> Result<_, SyncError> {
             let now = now_ms();
             if !secret_ok && uninvited {
                 inbound::check_configured(tx, &first.endpoint)?;
@@ -237,16 +239,19 @@ pub async fn pull(
     if !acks.is_empty() || stale {
         let peer_id = auth.peer_id.clone();
         h.store()
-            .write(move |tx| -> Result<(), StoreError> {
-                let now = now_ms();
-                for (hive_id, through) in &acks {
-                    sync_state::advance_sent(tx, &peer_id, hive_id, *through, now)?;
-                }
-                if stale {
-                    sync_state::record_contact(tx, &peer_id, now)?;
-                }
-                Ok(())
-            })
+            .write_bulk_if(
+                acks.len() >= BULK_GROUPS,
+                move |tx| -> Result<(), StoreError> {
+                    let now = now_ms();
+                    for (hive_id, through) in &acks {
+                        sync_state::advance_sent(tx, &peer_id, hive_id, *through, now)?;
+                    }
+                    if stale {
+                        sync_state::record_contact(tx, &peer_id, now)?;
+                    }
+                    Ok(())
+                },
+            )
             .await?;
     }
     // After the acknowledgements committed (see `inbound::pull_events`).
@@ -296,31 +301,34 @@ pub async fn push(
     let me_id = h.me().instance_id.clone();
     let applied = h
         .store()
-        .write(move |tx| -> Result<_, StoreError> {
-            let now = now_ms();
-            let mut out = Vec::with_capacity(checked.len());
-            let mut learned = Vec::new();
-            for (hive, ok, claim, verified) in checked {
-                let r = match ok {
-                    Err(e) => Err(e),
-                    Ok(hive_id) => {
-                        let (report, received, gap, new) = inbound::apply_push(
-                            tx,
-                            (&peer_id, &from, &me_id),
-                            (&hive_id, &hive),
-                            (claim.first_seq, claim.last_seq),
-                            (&claim.events, &claim.key_rotations),
-                            &verified,
-                            now,
-                        )?;
-                        learned.extend(new);
-                        Ok((hive_id, report, received, gap, claim.last_seq))
-                    }
-                };
-                out.push((hive, r));
-            }
-            Ok((out, learned))
-        })
+        .write_bulk_if(
+            checked.len() >= BULK_GROUPS,
+            move |tx| -> Result<_, StoreError> {
+                let now = now_ms();
+                let mut out = Vec::with_capacity(checked.len());
+                let mut learned = Vec::new();
+                for (hive, ok, claim, verified) in checked {
+                    let r = match ok {
+                        Err(e) => Err(e),
+                        Ok(hive_id) => {
+                            let (report, received, gap, new) = inbound::apply_push(
+                                tx,
+                                (&peer_id, &from, &me_id),
+                                (&hive_id, &hive),
+                                (claim.first_seq, claim.last_seq),
+                                (&claim.events, &claim.key_rotations),
+                                &verified,
+                                now,
+                            )?;
+                            learned.extend(new);
+                            Ok((hive_id, report, received, gap, claim.last_seq))
+                        }
+                    };
+                    out.push((hive, r));
+                }
+                Ok((out, learned))
+            },
+        )
         .await?;
     let (applied, learned) = applied;
     h.announce_keys(learned, Some(auth.peer_id.clone()));

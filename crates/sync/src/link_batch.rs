@@ -32,6 +32,11 @@ use openhive_store::{StoreError, ingest, log};
 use std::time::Duration;
 use tracing::Instrument as _;
 
+/// A batched step for at least this many hives writes as a bulk job
+/// ([`openhive_store::Store::write_bulk_if`]): it touches pages by the thousand, and a
+/// savepoint would copy each one into a sub-journal first.
+pub(crate) const BULK_GROUPS: usize = 16;
+
 /// One link of a batch: its key, the job it carries through the step, and (once loaded) its
 /// row.
 struct Member {
@@ -171,13 +176,10 @@ async fn load(
         .store()
         .read(move |c| -> Result<_, StoreError> {
             let peer = sync_state::peer_by_id(c, &p)?;
-            let mut links = Vec::with_capacity(hives.len());
-            for hv in &hives {
-                links.push(match &peer {
-                    Some(_) => sync_state::link(c, &p, hv)?,
-                    None => None,
-                });
-            }
+            let links = match &peer {
+                Some(_) => sync_state::links_for_hives(c, &p, &hives)?,
+                None => vec![None; hives.len()],
+            };
             Ok((peer, links))
         })
         .await
@@ -328,9 +330,10 @@ async fn handshake(
     let p = peer.id.clone();
     let me_id = me.instance_id.clone();
     let (key, endpoint) = (me.key.get(), me.sync_endpoint.clone());
+    let bulk = wanted.len() >= BULK_GROUPS;
     let prepared = h
         .store()
-        .write(move |tx| -> Result<_, StoreError> {
+        .write_bulk_if(bulk, move |tx| -> Result<_, StoreError> {
             let now = now_ms();
             let mut groups = Vec::with_capacity(wanted.len());
             let held = openhive_store::introductions::own_valid(tx, now)?;
@@ -420,31 +423,34 @@ async fn handshake(
     let (p, hl2, me_id) = (peer.id.clone(), hellos.clone(), me.instance_id.clone());
     let accepted = h
         .store()
-        .write(move |tx| -> Result<_, StoreError> {
-            let now = now_ms();
-            let mut out = Vec::with_capacity(hl2.len());
-            let mut shared = accept::Shared::default();
-            for (pos, hive_id, hello) in &hl2 {
-                // Only a link that is still there is completed (see `link::handshake`).
-                if sync_state::link(tx, &p, hive_id)?
-                    .is_none_or(|l| l.state == sync_state::LinkState::Left)
-                {
-                    out.push((*pos, None));
-                    continue;
+        .write_bulk_if(
+            hl2.len() >= BULK_GROUPS,
+            move |tx| -> Result<_, StoreError> {
+                let now = now_ms();
+                let mut out = Vec::with_capacity(hl2.len());
+                let mut shared = accept::Shared::default();
+                for (pos, hive_id, hello) in &hl2 {
+                    // Only a link that is still there is completed (see `link::handshake`).
+                    if sync_state::link(tx, &p, hive_id)?
+                        .is_none_or(|l| l.state == sync_state::LinkState::Left)
+                    {
+                        out.push((*pos, None));
+                        continue;
+                    }
+                    let o = accept::accept(
+                        tx,
+                        hive_id,
+                        hello,
+                        Role::Initiator { peer_id: &p },
+                        &me_id,
+                        now,
+                        &mut shared,
+                    )?;
+                    out.push((*pos, Some(o)));
                 }
-                let o = accept::accept(
-                    tx,
-                    hive_id,
-                    hello,
-                    Role::Initiator { peer_id: &p },
-                    &me_id,
-                    now,
-                    &mut shared,
-                )?;
-                out.push((*pos, Some(o)));
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
         .await;
     let accepted = match accepted {
         Ok(a) => a,
@@ -591,37 +597,40 @@ async fn pull(
     let marks2 = marks.clone();
     let reports = h
         .store()
-        .write(move |tx| -> Result<_, StoreError> {
-            let now = now_ms();
-            // The origins' key chains first: events signed after a rotation verify.
-            let learned = trust::learn_rotations(tx, &rotations, &from, &me_id, now)?.new;
-            let mut out = Vec::with_capacity(pages2.len());
-            let mut stale = Vec::new();
-            for ((page, ok), same) in pages2.iter().zip(&verified).zip(&unchanged) {
-                let (_, hv, hname, next, has_more, events, _) = page;
-                let head = marks2.get(out.len()).and_then(|m| m.1);
-                if events.is_empty() && same.cursor && same.remote_seq && same.settled {
-                    out.push(ingest::BatchReport::default());
-                    continue;
+        .write_bulk_if(
+            pages2.len() >= BULK_GROUPS,
+            move |tx| -> Result<_, StoreError> {
+                let now = now_ms();
+                // The origins' key chains first: events signed after a rotation verify.
+                let learned = trust::learn_rotations(tx, &rotations, &from, &me_id, now)?.new;
+                let mut out = Vec::with_capacity(pages2.len());
+                let mut stale = Vec::new();
+                for ((page, ok), same) in pages2.iter().zip(&verified).zip(&unchanged) {
+                    let (_, hv, hname, next, has_more, events, _) = page;
+                    let head = marks2.get(out.len()).and_then(|m| m.1);
+                    if events.is_empty() && same.cursor && same.remote_seq && same.settled {
+                        out.push(ingest::BatchReport::default());
+                        continue;
+                    }
+                    let r = ingest::ingest_remote_checked(tx, hv, hname, events, ok, &from, now)?;
+                    let since = marks2.get(out.len()).map_or(0, |m| m.0);
+                    if !sync_state::advance_received(tx, &p, hv, since, *next, now)? {
+                        // The cursor went back below this page meanwhile (a resync): the
+                        // events are in; the link's next step pulls again from its cursor.
+                        stale.push(out.len());
+                    }
+                    sync_state::set_remote_seq(tx, &p, hv, head.unwrap_or(*next))?;
+                    sync_state::count_events(tx, &p, hv, r.accepted as i64, r.rejected as i64)?;
+                    if !has_more {
+                        sync_state::set_link_state(tx, &p, hv, sync_state::LinkState::Active)?;
+                        sync_state::set_link_error(tx, &p, hv, None)?;
+                    }
+                    out.push(r);
                 }
-                let r = ingest::ingest_remote_checked(tx, hv, hname, events, ok, &from, now)?;
-                let since = marks2.get(out.len()).map_or(0, |m| m.0);
-                if !sync_state::advance_received(tx, &p, hv, since, *next, now)? {
-                    // The cursor went back below this page meanwhile (a resync): the
-                    // events are in; the link's next step pulls again from its cursor.
-                    stale.push(out.len());
-                }
-                sync_state::set_remote_seq(tx, &p, hv, head.unwrap_or(*next))?;
-                sync_state::count_events(tx, &p, hv, r.accepted as i64, r.rejected as i64)?;
-                if !has_more {
-                    sync_state::set_link_state(tx, &p, hv, sync_state::LinkState::Active)?;
-                    sync_state::set_link_error(tx, &p, hv, None)?;
-                }
-                out.push(r);
-            }
-            sync_state::record_contact(tx, &p, now)?;
-            Ok((out, learned, stale))
-        })
+                sync_state::record_contact(tx, &p, now)?;
+                Ok((out, learned, stale))
+            },
+        )
         .await;
     let (reports, stale) = match reports {
         Ok((r, learned, stale)) => {

@@ -29,7 +29,7 @@
 use super::agents::upsert_agent_snapshot;
 use super::posts::find_post;
 use super::{Change, Ctx, Outcome, applied, hive_dep, to_json};
-use crate::engine::{Conn, DbResult, OptionalExtension};
+use crate::engine::{Conn, DbResult, OptionalExtension, Value, params_from_iter};
 use crate::error::{Result, StoreError};
 use crate::params;
 use openhive_core::hive::{MembershipState, Setting, SettingKey};
@@ -129,22 +129,33 @@ fn decode_creation(stored: &str) -> std::result::Result<HiveCreated, Undecodable
     serde_json::from_str(stored).map_err(|e| undecodable("a hive_created payload", e))
 }
 
-/// The update of a setting's column (named as its key).
-fn setting_update(key: SettingKey) -> &'static str {
-    match key {
-        SettingKey::Description => "UPDATE hives SET description = ?2 WHERE id = ?1",
-        SettingKey::IsPublic => "UPDATE hives SET is_public = ?2 WHERE id = ?1",
-        SettingKey::RequireVerification => {
-            "UPDATE hives SET require_verification = ?2 WHERE id = ?1"
-        }
-        SettingKey::AllowAnonymousRead => {
-            "UPDATE hives SET allow_anonymous_read = ?2 WHERE id = ?1"
-        }
-        SettingKey::PostPermissions => "UPDATE hives SET post_permissions = ?2 WHERE id = ?1",
-        SettingKey::OwnerSuccessionSecs => {
-            "UPDATE hives SET owner_succession_secs = ?2 WHERE id = ?1"
-        }
+/// Sets the columns (each named as its key) of `values` in one statement: recomputing a
+/// hive's settings after its creation rewrites its row once, not once per key.
+fn write_settings(conn: &Conn<'_>, hive_id: &str, values: &[Setting]) -> Result<()> {
+    if values.is_empty() {
+        return Ok(());
     }
+    let mut sql = String::from("UPDATE hives SET ");
+    let mut args = Vec::with_capacity(values.len() + 1);
+    args.push(Value::Text(hive_id.to_string()));
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("{} = ?{}", v.key(), i + 2));
+        args.push(match v {
+            Setting::Description(s) => Value::Text(s.clone()),
+            Setting::IsPublic(b)
+            | Setting::RequireVerification(b)
+            | Setting::AllowAnonymousRead(b) => Value::Int(i64::from(*b)),
+            Setting::PostPermissions(p) => Value::Text(p.as_str().to_string()),
+            Setting::OwnerSuccessionSecs(n) => Value::Int(*n),
+        });
+    }
+    sql.push_str(" WHERE id = ?1");
+    conn.prepare_cached(&sql)?
+        .execute(params_from_iter(&args))?;
+    Ok(())
 }
 
 /// A stored `setting:<key>` candidate: the JSON text of a value `validate::setting`
@@ -560,9 +571,9 @@ fn recompute_all_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
 struct Known {
     /// The registers with candidates (`hive` included), in the order stored.
     registers: Vec<String>,
-    /// The winning creation's stored payload: `None` until read, then `Some(None)` if the
+    /// The winning creation's payload, decoded: `None` until read, then `Some(None)` if the
     /// hive has none.
-    created: Option<Option<String>>,
+    created: Option<Option<HiveCreated>>,
 }
 
 impl Known {
@@ -577,21 +588,23 @@ impl Known {
         })
     }
 
-    /// The winning creation's stored payload (read at the first call).
-    fn created(&mut self, conn: &Conn<'_>, hive_id: &str) -> Result<Option<String>> {
-        if let Some(c) = &self.created {
-            return Ok(c.clone());
+    /// The winning creation's payload (read and decoded at the first call).
+    fn created(&mut self, conn: &Conn<'_>, hive_id: &str) -> Result<Option<&HiveCreated>> {
+        if self.created.is_none() {
+            let stored: Option<String> = conn
+                .prepare_cached(
+                    "SELECT c.value FROM hives h JOIN state_candidates c
+                       ON c.hive_id = h.id AND c.register = 'hive' AND c.event_id = h.created_event_id
+                     WHERE h.id = ?1",
+                )?
+                .query_row([hive_id], |r| r.get(0))
+                .optional()?;
+            let decoded = stored
+                .map(|s| decode_creation(&s).map_err(|e| corrupt(hive_id, "hive", e)))
+                .transpose()?;
+            self.created = Some(decoded);
         }
-        let created: Option<String> = conn
-            .prepare_cached(
-                "SELECT c.value FROM hives h JOIN state_candidates c
-                   ON c.hive_id = h.id AND c.register = 'hive' AND c.event_id = h.created_event_id
-                 WHERE h.id = ?1",
-            )?
-            .query_row([hive_id], |r| r.get(0))
-            .optional()?;
-        self.created = Some(created.clone());
-        Ok(created)
+        Ok(self.created.as_ref().and_then(Option::as_ref))
     }
 }
 
@@ -603,11 +616,13 @@ fn recompute_decided_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
 
 fn recompute_decided_in(conn: &Conn<'_>, hive_id: &str, known: &mut Known) -> Result<()> {
     // Base values come from the winning creation; registers override them.
+    let mut values = Vec::with_capacity(SettingKey::ALL.len());
     for &key in SettingKey::ALL {
         if key != SettingKey::OwnerSuccessionSecs {
-            recompute_setting_in(conn, hive_id, key, known)?;
+            values.extend(setting_value(conn, hive_id, key, known)?);
         }
     }
+    write_settings(conn, hive_id, &values)?;
     for reg in known.registers.iter().filter(|r| *r != "hive") {
         match parse_register(reg) {
             Some(Register::Member(agent)) => recompute_membership(conn, hive_id, agent)?,
@@ -641,37 +656,30 @@ fn recompute_setting_in(
     key: SettingKey,
     known: &mut Known,
 ) -> Result<()> {
+    let value = setting_value(conn, hive_id, key, known)?;
+    write_settings(conn, hive_id, value.as_slice())
+}
+
+/// The value `key` takes: its register's winner, else the base value of the hive's winning
+/// creation; `None` if the hive has neither (nothing to set).
+fn setting_value(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    key: SettingKey,
+    known: &mut Known,
+) -> Result<Option<Setting>> {
     let register = format!("setting:{key}");
     // No candidate: no winner to look for (`register_winner` would find none).
     let winner = match known.registers.contains(&register) {
         true => register_winner(conn, hive_id, &register)?,
         false => None,
     };
-    let value = match winner {
-        Some((v, _)) => decode_setting(key, &v).map_err(|e| corrupt(hive_id, &register, e))?,
-        None => {
-            // The base value from the hive's winning creation.
-            let Some(created) = known.created(conn, hive_id)? else {
-                return Ok(());
-            };
-            let w = decode_creation(&created).map_err(|e| corrupt(hive_id, "hive", e))?;
-            base_setting(key, &w)
-        }
-    };
-    let sql = setting_update(key);
-    match &value {
-        Setting::Description(s) => conn.prepare_cached(sql)?.execute(params![hive_id, s])?,
-        Setting::IsPublic(b) | Setting::RequireVerification(b) | Setting::AllowAnonymousRead(b) => {
-            conn.prepare_cached(sql)?.execute(params![hive_id, b])?
-        }
-        Setting::PostPermissions(p) => conn
-            .prepare_cached(sql)?
-            .execute(params![hive_id, p.as_str()])?,
-        Setting::OwnerSuccessionSecs(n) => {
-            conn.prepare_cached(sql)?.execute(params![hive_id, n])?
-        }
-    };
-    Ok(())
+    Ok(match winner {
+        Some((v, _)) => Some(decode_setting(key, &v).map_err(|e| corrupt(hive_id, &register, e))?),
+        None => known
+            .created(conn, hive_id)?
+            .map(|created| base_setting(key, created)),
+    })
 }
 
 fn ensure_membership_row(conn: &Conn<'_>, hive_id: &str, agent_id: &str) -> Result<()> {
@@ -933,7 +941,7 @@ mod tests {
     }
 
     #[test]
-    fn every_setting_key_has_a_column_and_a_base_value() {
+    fn every_setting_key_has_a_base_value() {
         let created = HiveCreated {
             name: "general".into(),
             description: "d".into(),
@@ -950,8 +958,6 @@ mod tests {
             },
         };
         for &key in SettingKey::ALL {
-            let sql = setting_update(key);
-            assert!(sql.contains(&format!("SET {key} = ?2")), "{sql}");
             let base = base_setting(key, &created);
             assert_eq!(base.key(), key, "{base:?}");
             // The base value is one its register could hold.
