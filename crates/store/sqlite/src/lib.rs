@@ -293,6 +293,14 @@ fn configure_statements(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// WAL frames after which a commit checkpoints (SQLite's default: 1,000, 4 MB). The writer
+/// runs the checkpoint at the end of its commit: two `fsync`s and a copy of every page the
+/// WAL holds into the database file, 8-11 % of an instance's CPU while pairing thousands of
+/// hives. Four times fewer checkpoints copy a page written by several of them once, and
+/// `fsync` a quarter as often. The WAL file stays up to ~16 MB on disk (not in memory:
+/// readers read it through the OS page cache); its index grows by 32 KiB.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4000;
+
 fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -308,6 +316,7 @@ fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
     // its start each time a statement ends, so a large job (a batched sync call: hundreds of
     // hives) cost quadratic time.
     conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     configure_statements(conn)?;
     register_functions(conn)?;
     Ok(())
@@ -393,6 +402,25 @@ fn reader_manager(path: &Path, sync_full: bool) -> r2d2_sqlite::SqliteConnection
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The writer checkpoints every [`WAL_AUTOCHECKPOINT_PAGES`] frames, not SQLite's 1,000.
+    #[test]
+    fn the_writer_checkpoints_less_often_than_sqlites_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().join("db.sqlite"), &StoreOptions::default()).unwrap();
+        let pages: i64 = store
+            .write_blocking(|c| {
+                c.query_row(
+                    "PRAGMA wal_autocheckpoint",
+                    openhive_store::params![],
+                    |r: &openhive_store::engine::Row<'_>| r.get::<_, i64>(0),
+                )
+                .map_err(StoreError::from)
+            })
+            .unwrap();
+        assert_eq!(pages, WAL_AUTOCHECKPOINT_PAGES);
+        assert!(pages > 1000);
+    }
 
     #[test]
     fn greatest_and_least_follow_postgres() -> rusqlite::Result<()> {
