@@ -73,6 +73,16 @@ fn current(ctx: &SharedContext) -> Arc<StoreContext> {
 /// Most write closures committed together in one transaction (group commit).
 const MAX_BATCH: usize = 64;
 
+/// A pause in the writes this long lets the writer free its cache
+/// ([`WriterSession::release_memory`]), at most once per [`RELEASE_EVERY`] and only if it
+/// wrote since: an instance that synced a burst does not keep the burst's pages (up to the
+/// 32 MB of SQLite's cache) while it idles between heartbeats. The next write reads what it
+/// needs again from the OS (a full cache is ~40 ms of reads: at most 0.2 % of the time).
+pub const RELEASE_GAP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// See [`RELEASE_GAP`].
+pub const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+
 enum Command {
     Write(Box<dyn Job>),
     Checkpoint(std::sync::mpsc::Sender<Result<()>>),
@@ -144,7 +154,21 @@ fn writer_loop(
     ctx: SharedContext,
 ) {
     let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
+    // Whether a write ran since the cache was last freed, and when that was.
+    let (mut wrote, mut released_at) = (false, std::time::Instant::now());
+    loop {
+        let first = match rx.recv_timeout(RELEASE_GAP) {
+            Ok(c) => c,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if wrote && released_at.elapsed() >= RELEASE_EVERY {
+                    wc.release_memory();
+                    (wrote, released_at) = (false, std::time::Instant::now());
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        wrote = true;
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {

@@ -126,6 +126,14 @@ impl WriterSession for SqliteWriter {
         self.0.batch("BEGIN IMMEDIATE")
     }
 
+    /// Frees the writer's page cache (up to 32 MB once the database outgrows it); the heap
+    /// trim (`openhive_server::heap_trim`) then gives the pages back to the kernel.
+    fn release_memory(&mut self) {
+        if let Err(e) = self.0.0.release_memory() {
+            tracing::debug!(error = %e, "releasing the writer's page cache");
+        }
+    }
+
     fn checkpoint(&mut self) -> DbResult<()> {
         self.0.batch("PRAGMA wal_checkpoint(TRUNCATE);")
     }
@@ -420,6 +428,42 @@ mod tests {
             .unwrap();
         assert_eq!(pages, WAL_AUTOCHECKPOINT_PAGES);
         assert!(pages > 1000);
+    }
+
+    /// The writer's page cache, full after a large write, is freed when the writer pauses
+    /// (`WriterSession::release_memory`, called by the store's writer loop).
+    #[test]
+    fn the_writer_frees_its_page_cache_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join("db.sqlite")).unwrap();
+        configure(&c, false).unwrap();
+        c.execute_batch(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO t SELECT i, printf('%.200c', 'x') FROM n;",
+        )
+        .unwrap();
+        let used = |c: &Connection| {
+            let (mut cur, mut hi) = (0, 0);
+            // SAFETY: a live connection's handle and two out-parameters, as documented.
+            let rc = unsafe {
+                rusqlite::ffi::sqlite3_db_status(
+                    c.handle(),
+                    rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+                    &mut cur,
+                    &mut hi,
+                    0,
+                )
+            };
+            assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+            cur
+        };
+        let mut w = SqliteWriter(SqliteSession(c));
+        let before = used(&w.0.0);
+        assert!(before > 2 << 20, "{before}");
+        w.release_memory();
+        let after = used(&w.0.0);
+        assert!(after < 256 << 10, "{before} -> {after}");
     }
 
     #[test]

@@ -483,6 +483,10 @@ pub trait WriterSession: Send {
     fn before_commit(&self) -> DbResult<()> {
         Ok(())
     }
+    /// The writer paused ([`crate::db::RELEASE_GAP`]): free what its cache
+    /// holds (SQLite: the page cache; the pages are read again when next needed). A no-op
+    /// elsewhere.
+    fn release_memory(&mut self) {}
 }
 
 /// Messages published by one app process and heard by every process of the instance.
