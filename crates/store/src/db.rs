@@ -392,14 +392,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
-        let permit = self
-            .inner
-            .room
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| E::from(StoreError::Task("the write queue is closed".into())))?;
-        self.answer(self.submit(f, Some(permit), false)).await
+        self.write_bulk_if(false, f).await
     }
 
     /// [`Store::write`] for a job that may touch many pages (`bulk`: a batched sync step of
@@ -422,18 +415,6 @@ impl Store {
             .await
             .map_err(|_| E::from(StoreError::Task("the write queue is closed".into())))?;
         self.answer(self.submit(f, Some(permit), bulk)).await
-    }
-
-    /// [`Store::write_bulk_if`] for code off the async runtime (tests, benches).
-    pub fn write_bulk_blocking<T, E, F>(&self, f: F) -> std::result::Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
-    {
-        self.submit(f, None, true)
-            .blocking_recv()
-            .unwrap_or_else(|_| Err(E::from(StoreError::Task("writer dropped the reply".into()))))
     }
 
     /// [`Store::write`] that refuses with [`StoreError::Overloaded`] when the queue is full,

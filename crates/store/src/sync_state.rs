@@ -685,13 +685,18 @@ fn links_where(conn: &Conn<'_>, cond: &str, args: &[&str]) -> Result<Vec<LinkRow
         .prepare_cached(&sql)?
         .query_map(params_from_iter(args.iter()), link_row)?
         .collect::<DbResult<_>>()?;
-    for l in &mut rows {
+    open_tokens(conn, rows.iter_mut());
+    Ok(rows)
+}
+
+/// Replaces each link's stored outbound token with the token it seals ([`open_token`]).
+fn open_tokens<'a>(conn: &Conn<'_>, links: impl Iterator<Item = &'a mut LinkRow>) {
+    for l in links {
         l.token_out = l
             .token_out
             .take()
             .and_then(|t| open_token(conn, t, &l.peer_id, &l.hive_id));
     }
-    Ok(rows)
 }
 
 /// What is stored for an outbound token: sealed with the store's key when it has one.
@@ -820,12 +825,7 @@ pub fn links_for_hives(
         }
     }
     drop(stmt);
-    for l in found.values_mut() {
-        l.token_out = l
-            .token_out
-            .take()
-            .and_then(|t| open_token(conn, t, &l.peer_id, &l.hive_id));
-    }
+    open_tokens(conn, found.values_mut());
     Ok(hive_ids.iter().map(|h| found.get(h).cloned()).collect())
 }
 
