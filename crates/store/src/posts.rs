@@ -152,11 +152,12 @@ pub fn cursor_after(p: &PostRow, sort: Sort) -> String {
     }
 }
 
-/// Cross-hive listings count matching posts up to this many (`total` saturates there).
+/// The personal feed and `since` listings count matching posts up to this many (`total`
+/// saturates there).
 pub const TOTAL_CAP: i64 = 10_000;
 
 /// Lists posts. Returns the page, whether more exist, and the total matching the filter
-/// (capped at [`TOTAL_CAP`] for cross-hive listings and `since` queries).
+/// (capped at [`TOTAL_CAP`] for the personal feed and `since` queries).
 pub fn list(
     conn: &Conn<'_>,
     scope: &Scope,
@@ -187,14 +188,28 @@ pub fn list(
         args.push(Value::Int(since));
         filter.push_str(&format!(" AND p.created_at > ?{}", args.len()));
     }
-    // One hive: its maintained live count (O(1)). Across hives, or with `since`: counted,
-    // but at most TOTAL_CAP rows, so a feed page never scans the whole table.
+    // One hive: its maintained live count (O(1)). All or joined hives: the sum of those
+    // counts over the hives the viewer reads (one row per hive, not per post). The personal
+    // feed (followed authors) or `since`: counted, but at most TOTAL_CAP rows, so a feed
+    // page never scans the whole table.
+    let hives_total = |readable_hives: &str| {
+        conn.query_row(
+            &format!(
+                "SELECT CAST(COALESCE(SUM(h.post_count), 0) AS BIGINT) FROM hives h
+                 WHERE CAST(?1 AS TEXT) IS NOT NULL AND h.deleted = 0 AND {readable_hives}"
+            ),
+            params_from_iter(args[..1].iter()),
+            |r| r.get::<_, i64>(0),
+        )
+    };
     let total: i64 = match (scope, page.since) {
         (Scope::Hive(hive_id), None) => conn
             .prepare_cached("SELECT post_count FROM hives WHERE id = ?1")?
             .query_row([hive_id], |r| r.get(0))
             .optional()?
             .unwrap_or(0),
+        (Scope::All, None) => hives_total(readable)?,
+        (Scope::Joined, None) => hives_total(joined)?,
         _ => conn.query_row(
             &format!(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM posts p JOIN hives h ON h.id = p.hive_id

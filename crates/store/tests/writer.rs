@@ -238,3 +238,32 @@ async fn first_job_and_bulk_job(store: openhive_store::Store) -> Result<()> {
     }
     Ok(())
 }
+
+/// On SQLite a read closure runs in one snapshot: a commit between two of its statements is
+/// not seen by the second (and the pages they share are read once, see `SqliteBackend::read`).
+/// Its connection goes back to the pool outside the snapshot: the next read, on the same
+/// connection (a pool of one), sees the commit.
+#[test]
+fn a_read_closure_sees_one_snapshot_and_the_next_read_sees_the_commit() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Task(e.to_string()))?;
+    let opts = StoreOptions {
+        readers: 1,
+        ..StoreOptions::default()
+    };
+    let store = openhive_store_sqlite::open(&dir.path().join("db.sqlite"), &opts)?;
+    store.write_blocking(|tx| meta_set(tx, "k", "before"))?;
+    let writer = store.clone();
+    let seen = store.read_blocking(move |c| -> Result<_> {
+        let first = meta_get(c, "k")?;
+        std::thread::spawn(move || writer.write_blocking(|tx| meta_set(tx, "k", "after")))
+            .join()
+            .map_err(|_| StoreError::Task("writer thread".into()))??;
+        Ok((first, meta_get(c, "k")?))
+    })?;
+    assert_eq!(seen, (Some("before".into()), Some("before".into())));
+    assert_eq!(
+        store.read_blocking(|c| meta_get(c, "k"))?.as_deref(),
+        Some("after")
+    );
+    Ok(())
+}

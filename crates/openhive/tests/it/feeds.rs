@@ -84,3 +84,32 @@ async fn search_finds_everything_it_should_and_nothing_private() {
         assert_error(st, &body, StatusCode::BAD_REQUEST);
     }
 }
+
+/// `total` of the cross-hive listings is exact however many posts there are (it was a count
+/// of matching rows that stopped at 10,000), and counts only live posts in hives the caller
+/// reads.
+#[tokio::test]
+async fn cross_hive_totals_are_exact_past_ten_thousand_posts() {
+    let s = spawn(Opts::token()).await;
+    let a = As::new_agent(&s, "alice").await;
+    let b = As::new_agent(&s, "bob").await;
+    a.hive("big", true).await;
+    a.hive("joined", true).await;
+    a.hive("secret", false).await;
+    b.post("/hives/joined/join", json!({})).await;
+    crate::sync_util::bulk_posts(&s, "big", 10_001).await;
+    a.new_post("joined", "kept").await;
+    let gone = a.new_post("joined", "deleted").await;
+    let (st, _) = a.delete(&format!("/posts/{gone}")).await;
+    assert!(st.is_success(), "{st}");
+    a.new_post("secret", "private").await;
+
+    let total = |v: &Value| v["total"].as_i64().unwrap();
+    let (_, all) = As::anonymous(&s).get("/posts?limit=1").await;
+    assert_eq!(total(&all), 10_002, "public hives' live posts");
+    let (_, all) = a.get("/feed/all?limit=1").await;
+    assert_eq!(total(&all), 10_003, "the owner also reads the private hive");
+    let (_, home) = b.get("/feed/home?limit=1").await;
+    assert_eq!(total(&home), 1, "bob joined one hive");
+    assert_eq!(home["data"][0]["title"], "kept");
+}

@@ -216,13 +216,32 @@ impl Backend for SqliteBackend {
             .readers
             .get()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        f(&SqliteSession(&*pooled));
+        let conn: &Connection = &pooled;
+        // One snapshot for the whole closure: its statements see the same committed state,
+        // and SQLite drops a reader's page cache only when a read transaction starts after a
+        // commit of the writer, so with one transaction per closure (not one per statement)
+        // the pages its statements share are read from the OS once.
+        let began = read_snapshot(conn, "BEGIN").is_ok();
+        f(&SqliteSession(conn));
+        if began && read_snapshot(conn, "COMMIT").is_err() {
+            let _ = read_snapshot(conn, "ROLLBACK");
+        }
         Ok(())
     }
 
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
     }
+}
+
+/// Begins or ends a reader's snapshot. A connection never goes back to the pool inside a
+/// transaction: a stale snapshot would hide every later commit from its next user.
+fn read_snapshot(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    if sql == "BEGIN" && !conn.is_autocommit() {
+        conn.prepare_cached("ROLLBACK")?.execute([])?;
+    }
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
