@@ -176,10 +176,18 @@ fn append_and_apply(
 
 /// Removes and returns the logged events that waited for `dep`.
 fn take_pending(conn: &Conn<'_>, dep: &str) -> Result<Vec<(Event, Payload)>> {
+    // Read, then delete only if something waited: almost nothing waits, and a `DELETE …
+    // RETURNING` gathers its rows in a temporary table every time (~5 % of an origin's CPU
+    // per post when each temporary table also allocated a page-cache block).
     let ids: Vec<String> = conn
-        .prepare_cached("DELETE FROM pending_events WHERE depends_on = ?1 RETURNING event_id")?
+        .prepare_cached("SELECT event_id FROM pending_events WHERE depends_on = ?1")?
         .query_map([dep], |r| r.get(0))?
         .collect::<DbResult<_>>()?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    conn.prepare_cached("DELETE FROM pending_events WHERE depends_on = ?1")?
+        .execute([dep])?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some((_, logged)) = log::get(conn, &id)? {

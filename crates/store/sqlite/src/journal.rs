@@ -16,10 +16,9 @@
 //! (no walk) and moves it to a file past it, where large jobs were before.
 //!
 //! Invariant: a process-wide setting, applied once before SQLite's first connection of the
-//! process; if SQLite was initialized before (another library opened a database first), it
-//! refuses and SQLite's default stays: slower, never incorrect.
-
-use std::sync::OnceLock;
+//! process (`crate::configure_process_once`); if SQLite was initialized before (another
+//! library opened a database first), it refuses and SQLite's default stays: slower, never
+//! incorrect.
 
 /// Bytes of a savepoint's sub-journal kept in memory (SQLite's default: 64 KiB): about 31
 /// pages of 4 KiB with their page numbers, more than one API post touches.
@@ -33,43 +32,31 @@ pub const SUBJOURNAL_IN_MEMORY: i32 = (128 << 10) - 1;
 
 const _: () = assert!(SUBJOURNAL_IN_MEMORY > 0 && SUBJOURNAL_IN_MEMORY <= 0x1ffff);
 
-/// Sets the threshold, once per process, before the first connection. Returns whether
-/// SQLite took it.
-pub fn configure_once() -> bool {
-    static TAKEN: OnceLock<bool> = OnceLock::new();
-    *TAKEN.get_or_init(|| {
-        // SAFETY: `sqlite3_config` is called before any connection of this process is
-        // opened by us, with the one `int` argument SQLITE_CONFIG_STMTJRNL_SPILL takes; if
-        // SQLite is already initialized it returns SQLITE_MISUSE and changes nothing.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_STMTJRNL_SPILL,
-                SUBJOURNAL_IN_MEMORY as std::ffi::c_int,
-            )
-        };
-        if rc != rusqlite::ffi::SQLITE_OK {
-            tracing::debug!(
-                rc,
-                "SQLite already initialized: sub-journal threshold left at its default"
-            );
-        }
-        rc == rusqlite::ffi::SQLITE_OK
-    })
+/// Sets the threshold (SQLite's return code). Only [`crate::configure_process_once`] calls
+/// it, before the process's first connection.
+pub(crate) fn set_spill_threshold() -> std::ffi::c_int {
+    // SAFETY: called before any connection of this process is opened by us, with the one
+    // `int` argument SQLITE_CONFIG_STMTJRNL_SPILL takes; if SQLite is already initialized
+    // it returns SQLITE_MISUSE and changes nothing.
+    unsafe {
+        rusqlite::ffi::sqlite3_config(
+            rusqlite::ffi::SQLITE_CONFIG_STMTJRNL_SPILL,
+            SUBJOURNAL_IN_MEMORY as std::ffi::c_int,
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::configure_process_once;
 
-    /// The setting is accepted before SQLite starts, and asking again changes nothing (a
-    /// second `sqlite3_config` after a connection opened would be refused).
     /// A savepoint whose sub-journal outgrows the threshold spills to a file and commits.
     /// With a threshold of 4 MiB, SQLite's first write to the file was one 4 MiB chunk,
     /// which its unix VFS masks to 0 bytes (see [`SUBJOURNAL_IN_MEMORY`]): every such job
     /// failed with "database or disk is full" (a batched pull of 256 hives, for one).
     #[test]
     fn a_sub_journal_past_the_threshold_spills_to_a_file_and_commits() {
-        assert!(configure_once());
+        assert!(configure_process_once());
         let dir = tempfile::tempdir().unwrap();
         let conn = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
         conn.execute_batch(
@@ -95,19 +82,5 @@ mod tests {
             })
             .unwrap();
         assert_eq!(n, 20000);
-    }
-
-    #[test]
-    fn the_threshold_is_taken_before_the_first_connection() {
-        assert!(configure_once());
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        assert!(configure_once());
-        // SQLite is now initialized: a direct second call is refused, as documented.
-        // SAFETY: same call as above; SQLite refuses it without side effects.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_STMTJRNL_SPILL, 1)
-        };
-        assert_eq!(rc, rusqlite::ffi::SQLITE_MISUSE);
-        drop(conn);
     }
 }

@@ -21,6 +21,26 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod journal;
+mod page_cache;
+
+/// Applies the process-wide SQLite settings (`journal`, `page_cache`) once, before the
+/// process's first connection. Returns whether SQLite took them all; if SQLite was started
+/// before (another library opened a database first) it keeps its defaults: slower, never
+/// incorrect.
+pub(crate) fn configure_process_once() -> bool {
+    static TAKEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TAKEN.get_or_init(|| {
+        let codes = [journal::set_spill_threshold(), page_cache::no_first_block()];
+        let taken = codes.iter().all(|rc| *rc == rusqlite::ffi::SQLITE_OK);
+        if !taken {
+            tracing::debug!(
+                ?codes,
+                "SQLite already initialized: its process-wide defaults stay"
+            );
+        }
+        taken
+    })
+}
 
 /// Opens (creating and migrating if needed) the database file at `path`.
 pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
@@ -182,7 +202,7 @@ pub struct SqliteBackend {
 impl SqliteBackend {
     /// Opens (creating and migrating) the file at `path`.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<SqliteBackend, StoreError> {
-        journal::configure_once();
+        configure_process_once();
         let writer = open_writer(path, opts.synchronous_full)?;
         let readers = r2d2::Pool::builder()
             .max_size(opts.readers.max(1))
@@ -430,6 +450,23 @@ fn reader_manager(path: &Path, sync_full: bool) -> r2d2_sqlite::SqliteConnection
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sub-journal threshold and the page caches without a first block are accepted
+    /// before SQLite starts, and asking again changes nothing.
+    #[test]
+    fn the_process_settings_are_taken_before_the_first_connection() {
+        assert!(configure_process_once());
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        assert!(configure_process_once());
+        // SQLite is now initialized: a direct second call is refused, as documented.
+        // SAFETY: the call of `journal::set_spill_threshold`; SQLite refuses it without side
+        // effects.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_STMTJRNL_SPILL, 1)
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_MISUSE);
+        drop(conn);
+    }
 
     /// The writer's page cache, full after a large write, is freed when the writer pauses
     /// (`WriterSession::release_memory`, called by the store's writer loop).
