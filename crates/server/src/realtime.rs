@@ -14,6 +14,10 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 
+/// Changes of one commit rendered on the fan-out task's own thread ([`Store::read_point`]):
+/// one API write makes one or two; a sync page makes hundreds (then a blocking thread).
+const POINT_READ_CHANGES: usize = 4;
+
 /// One message for the clients subscribed to `channel`.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -43,17 +47,21 @@ impl Realtime {
                 if hub.receiver_count() == 0 {
                     continue;
                 }
-                let msgs = store
-                    .read(
-                        move |conn| -> Result<Vec<(String, &'static str, Value)>, StoreError> {
-                            let mut out = Vec::new();
-                            for c in changes {
-                                render(conn, c, &mut out)?;
-                            }
-                            Ok(out)
-                        },
-                    )
-                    .await;
+                // A commit of a few changes (one post) is a few point reads, done on this
+                // task's thread; a batch (a sync page) goes to a blocking thread.
+                let few = changes.len() <= POINT_READ_CHANGES;
+                let read = move |conn: &openhive_store::Conn<'_>| -> Result<Vec<(String, &'static str, Value)>, StoreError> {
+                    let mut out = Vec::new();
+                    for c in changes {
+                        render(conn, c, &mut out)?;
+                    }
+                    Ok(out)
+                };
+                let msgs = if few {
+                    store.read_point(read).await
+                } else {
+                    store.read(read).await
+                };
                 match msgs {
                     Ok(msgs) => {
                         for (channel, kind, data) in msgs {

@@ -468,6 +468,32 @@ impl Store {
         .map_err(|e| E::from(StoreError::Task(e.to_string())))?
     }
 
+    /// [`Store::read`] for a point read (a row or a few by a unique key, microseconds): on
+    /// SQLite it runs on the calling thread when a pooled reader is idle, which saves the
+    /// two thread hand-offs of a blocking-pool read (on a 2-core VM each wake of a parked
+    /// thread costs more than the lookup). Anywhere else, and when no reader is idle, it is
+    /// [`Store::read`]. Never for a scan or a page: it holds up the async worker meanwhile.
+    pub async fn read_point<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let mut f = Some(f);
+        let mut out = None;
+        let ctx = self.context();
+        let ran = self.inner.backend.try_read_here(&mut |s| {
+            if let Some(f) = f.take() {
+                out = Some(f(&Conn::with_context(s, &ctx)));
+            }
+        })?;
+        match (ran, out, f) {
+            (true, Some(out), _) => out,
+            (_, _, Some(f)) => self.read(f).await,
+            _ => Err(E::from(StoreError::Task("the read did not run".into()))),
+        }
+    }
+
     /// [`Store::read`] for code already off the async runtime.
     pub fn read_blocking<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where

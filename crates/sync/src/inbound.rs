@@ -32,7 +32,7 @@ async fn bound_group(h: &SyncHandle, auth: &PeerAuth, hive: &str) -> Result<Stri
     let name = hive.to_string();
     let g = h
         .store()
-        .read(move |c| sync_state::group_by_name(c, &name))
+        .read_point(move |c| sync_state::group_by_name(c, &name))
         .await?;
     match g {
         Some(g) if g.hive_id == auth.hive_id => Ok(g.hive_id),

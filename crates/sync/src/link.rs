@@ -120,7 +120,7 @@ async fn load(
 ) -> Result<Option<(PeerRow, LinkRow)>, LinkError> {
     let (p, hv) = (peer_id.to_string(), hive_id.to_string());
     store
-        .read(move |c| -> Result<_, StoreError> {
+        .read_point(move |c| -> Result<_, StoreError> {
             let Some(peer) = sync_state::peer_by_id(c, &p)? else {
                 return Ok(None);
             };

@@ -42,7 +42,7 @@ pub async fn authenticate(h: &SyncHandle, token: Option<&str>) -> Result<PeerAut
     let token = token.to_string();
     let found = h
         .store()
-        .read(
+        .read_point(
             move |c| -> Result<Option<(String, String, Option<PeerRow>)>, StoreError> {
                 let Some((peer_id, hive_id)) =
                     sync_state::authenticate(c, &token, openhive_core::time::now_ms())?

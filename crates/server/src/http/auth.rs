@@ -96,7 +96,7 @@ pub(super) async fn resolve_ingest_key(
     let hash = ids::hash_secret(token);
     let found = state
         .store
-        .read(move |c| -> Result<_, openhive_store::StoreError> {
+        .read_point(move |c| -> Result<_, openhive_store::StoreError> {
             let Some(k) = openhive_store::ingest_keys::by_hash(c, &hash)? else {
                 return Ok(None);
             };
@@ -134,13 +134,16 @@ async fn resolve(parts: &Parts, state: &AppState) -> ApiResult<Option<AgentRow>>
             let hash = ids::hash_secret(&token);
             let found = state
                 .store
-                .read(move |c| agents::get_by_api_key_hash(c, &hash))
+                .read_point(move |c| agents::get_by_api_key_hash(c, &hash))
                 .await?;
             Some(found.ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?)
         }
         None if state.auth_mode() == AuthMode::Local => {
             let id = state.identity.local_agent_id.clone();
-            let found = state.store.read(move |c| agents::get_by_id(c, &id)).await?;
+            let found = state
+                .store
+                .read_point(move |c| agents::get_by_id(c, &id))
+                .await?;
             Some(found.ok_or_else(|| ApiError::internal("the built-in local agent is missing"))?)
         }
         None => None,
@@ -232,7 +235,7 @@ async fn mode(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             let id = state.identity.local_agent_id.clone();
             let agent = state
                 .store
-                .read(move |c| agents::get_by_id(c, &id))
+                .read_point(move |c| agents::get_by_id(c, &id))
                 .await?
                 .ok_or_else(|| ApiError::internal("the built-in local agent is missing"))?;
             Ok(Json(

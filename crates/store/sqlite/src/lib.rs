@@ -236,21 +236,34 @@ impl Backend for SqliteBackend {
             .readers
             .get()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let conn: &Connection = &pooled;
-        // One snapshot for the whole closure: its statements see the same committed state,
-        // and SQLite drops a reader's page cache only when a read transaction starts after a
-        // commit of the writer, so with one transaction per closure (not one per statement)
-        // the pages its statements share are read from the OS once.
-        let began = read_snapshot(conn, "BEGIN").is_ok();
-        f(&SqliteSession(conn));
-        if began && read_snapshot(conn, "COMMIT").is_err() {
-            let _ = read_snapshot(conn, "ROLLBACK");
-        }
+        in_snapshot(&pooled, f);
         Ok(())
+    }
+
+    fn try_read_here(&self, f: &mut dyn FnMut(&dyn Session)) -> Result<bool, StoreError> {
+        match self.readers.try_get() {
+            Some(pooled) => {
+                in_snapshot(&pooled, f);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
+    }
+}
+
+/// Runs `f` on a reader in one snapshot: its statements see the same committed state, and
+/// SQLite drops a reader's page cache only when a read transaction starts after a commit of
+/// the writer, so with one transaction per closure (not one per statement) the pages its
+/// statements share are read from the OS once.
+fn in_snapshot(conn: &Connection, f: &mut dyn FnMut(&dyn Session)) {
+    let began = read_snapshot(conn, "BEGIN").is_ok();
+    f(&SqliteSession(conn));
+    if began && read_snapshot(conn, "COMMIT").is_err() {
+        let _ = read_snapshot(conn, "ROLLBACK");
     }
 }
 

@@ -500,6 +500,13 @@ pub trait Backend: Send + Sync + 'static {
     fn writer(&self) -> Result<Box<dyn WriterSession>, crate::StoreError>;
     /// Runs `f` on a pooled read-only session.
     fn read(&self, f: &mut dyn FnMut(&dyn Session)) -> Result<(), crate::StoreError>;
+    /// Runs `f` on a pooled read-only session *on the calling thread*, if the engine answers
+    /// a point read in microseconds (SQLite, in process) and a session is idle right now;
+    /// `Ok(false)` without running `f` otherwise (the caller then uses [`Backend::read`] on
+    /// a blocking thread). Never waits for a session.
+    fn try_read_here(&self, _f: &mut dyn FnMut(&dyn Session)) -> Result<bool, crate::StoreError> {
+        Ok(false)
+    }
     /// The database file, for an engine that has one.
     fn path(&self) -> Option<&Path> {
         None
