@@ -83,6 +83,15 @@ pub const RELEASE_GAP: std::time::Duration = std::time::Duration::from_secs(2);
 /// See [`RELEASE_GAP`].
 pub const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// How many times a writer of this process freed its cache: freed memory stays resident
+/// until the allocator gives it back, so the server's heap trim looks when this moves.
+static CACHE_RELEASES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`CACHE_RELEASES`].
+pub fn cache_releases() -> u64 {
+    CACHE_RELEASES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 enum Command {
     Write(Box<dyn Job>),
     Checkpoint(std::sync::mpsc::Sender<Result<()>>),
@@ -162,6 +171,7 @@ fn writer_loop(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 if wrote && released_at.elapsed() >= RELEASE_EVERY {
                     wc.release_memory();
+                    CACHE_RELEASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     (wrote, released_at) = (false, std::time::Instant::now());
                 }
                 continue;

@@ -29,7 +29,10 @@ fn a_point_read_runs_here_when_a_reader_is_idle_and_waits_its_turn_otherwise() -
         store.write(|tx| meta_set(tx, "k", "v")).await?;
         let here = std::thread::current().id();
         let (ran_on, v) = store.read_point(here_and_value).await?;
-        assert_eq!(ran_on, here, "an idle reader: the read ran on the caller's thread");
+        assert_eq!(
+            ran_on, here,
+            "an idle reader: the read ran on the caller's thread"
+        );
         assert_eq!(v.as_deref(), Some("v"));
 
         // The only reader is busy: the point read waits for it, then runs like any read.
@@ -49,8 +52,12 @@ fn a_point_read_runs_here_when_a_reader_is_idle_and_waits_its_turn_otherwise() -
         let point = tokio::spawn(async move { s.read_point(here_and_value).await });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!point.is_finished(), "no reader was free: it must wait");
-        release.send(()).map_err(|e| StoreError::Task(e.to_string()))?;
-        holder.await.map_err(|e| StoreError::Task(e.to_string()))??;
+        release
+            .send(())
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        holder
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
         let (ran_on, v) = point.await.map_err(|e| StoreError::Task(e.to_string()))??;
         assert_ne!(ran_on, here, "it waited for a reader on a blocking thread");
         assert_eq!(v.as_deref(), Some("v"));
