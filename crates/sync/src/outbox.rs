@@ -153,6 +153,11 @@ fn read_pending(
     })
 }
 
+/// Seqs a step first reads where it runs ([`Store::read_point`]): under a steady load a step
+/// finds one or a few entries. A read that reaches this many may stop short of the head, and
+/// the step then reads the whole batch on a blocking thread.
+const POINT_READ_SEQS: i64 = 8;
+
 async fn pending(
     store: &Store,
     id: &ConsumerId,
@@ -161,6 +166,16 @@ async fn pending(
     hint: Option<(i64, i64)>,
 ) -> Result<Pending, StoreError> {
     let (id, hive) = (id.clone(), hive.to_string());
+    if limit > POINT_READ_SEQS {
+        let (i, h) = (id.clone(), hive.clone());
+        let few = store
+            .read_point(move |c| read_pending(c, &i, &h, POINT_READ_SEQS, hint))
+            .await?;
+        // `covered` is min(after + POINT_READ_SEQS, head): below that bound it is the head.
+        if few.covered < few.after.saturating_add(POINT_READ_SEQS) {
+            return Ok(few);
+        }
+    }
     store
         .read(move |c| read_pending(c, &id, &hive, limit, hint))
         .await
@@ -392,6 +407,59 @@ mod tests {
         ];
         let b = select(&sink, read(0, raw, 3), 500);
         assert_eq!((b.last_seq, b.events.len()), (1, 1));
+    }
+
+    /// A step reads a few entries where it runs first; when they may not be all, it reads
+    /// the whole batch: what it gets is the same either way, up to its limit.
+    #[test]
+    fn a_step_reads_up_to_its_limit_whether_few_or_many_are_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = openhive_store_sqlite::open(
+            &dir.path().join("o.sqlite"),
+            &openhive_store::StoreOptions::default(),
+        )
+        .unwrap();
+        let id = ConsumerId::peer("p");
+        store
+            .write_blocking(|tx| log::create(tx, "hive_h"))
+            .unwrap();
+        let append = |range: std::ops::RangeInclusive<i64>| {
+            store
+                .write_blocking(move |tx| -> Result<(), StoreError> {
+                    for n in range {
+                        let ev = Event {
+                            id: format!("evt_{n}"),
+                            hive: "h".into(),
+                            event_type: openhive_core::EventType::PostCreated,
+                            origin_instance_id: "us".into(),
+                            origin_ts: n,
+                            payload: "{}".into(),
+                            signature: String::new(),
+                        };
+                        log::append(tx, "hive_h", &ev, None, 1)?;
+                    }
+                    Ok(())
+                })
+                .unwrap()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let read = |limit| {
+            let r = rt
+                .block_on(pending(&store, &id, "hive_h", limit, None))
+                .unwrap();
+            (r.after, r.raw.len(), r.covered)
+        };
+        append(1..=3);
+        assert_eq!(read(500), (0, 3, 3), "a few: all of them");
+        append(4..=(3 + POINT_READ_SEQS));
+        let n = 3 + POINT_READ_SEQS;
+        assert_eq!(read(500), (0, n as usize, n), "more than a point read's");
+        assert_eq!(read(10), (0, 10, 10), "up to the limit");
+        let small = POINT_READ_SEQS;
+        assert_eq!(read(small), (0, small as usize, small), "a small limit");
     }
 
     /// A step that held a range of skipped entries makes the next step read only what came
