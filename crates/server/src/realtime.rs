@@ -50,18 +50,15 @@ impl Realtime {
                 // A commit of a few changes (one post) is a few point reads, done on this
                 // task's thread; a batch (a sync page) goes to a blocking thread.
                 let few = changes.len() <= POINT_READ_CHANGES;
-                let read = move |conn: &openhive_store::Conn<'_>| -> Result<Vec<(String, &'static str, Value)>, StoreError> {
-                    let mut out = Vec::new();
-                    for c in changes {
-                        render(conn, c, &mut out)?;
-                    }
-                    Ok(out)
-                };
-                let msgs = if few {
-                    store.read_point(read).await
-                } else {
-                    store.read(read).await
-                };
+                let msgs = store
+                    .read_point_if(few, move |conn| -> Result<Vec<_>, StoreError> {
+                        let mut out = Vec::new();
+                        for c in changes {
+                            render(conn, c, &mut out)?;
+                        }
+                        Ok(out)
+                    })
+                    .await;
                 match msgs {
                     Ok(msgs) => {
                         for (channel, kind, data) in msgs {

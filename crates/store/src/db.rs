@@ -489,6 +489,20 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
+        self.read_point_if(true, f).await
+    }
+
+    /// [`Store::read_point`] if `point` (a read known to be small: one post's changes, a
+    /// push of an event or two), else [`Store::read`].
+    pub async fn read_point_if<T, E, F>(&self, point: bool, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
+    {
+        if !point {
+            return self.read(f).await;
+        }
         let mut f = Some(f);
         let mut out = None;
         let ctx = self.context();

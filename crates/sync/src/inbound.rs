@@ -466,12 +466,12 @@ pub async fn push_events(
     // Signatures are checked on a reader thread, in parallel with the writer; a push of one
     // or two events (a steady load) is checked where it arrived: ~60 µs each, less than the
     // two thread wake-ups of a blocking-pool read.
-    let verify = move |c: &openhive_store::Conn<'_>| ingest::preverify(c, &ev2);
-    let verified = if events.len() <= VERIFY_HERE {
-        h.store().read_point(verify).await?
-    } else {
-        h.store().read(verify).await?
-    };
+    let verified = h
+        .store()
+        .read_point_if(events.len() <= VERIFY_HERE, move |c| {
+            ingest::preverify(c, &ev2)
+        })
+        .await?;
     let (report, received_seq, gap, learned) = h
         .store()
         .write(move |tx| {
