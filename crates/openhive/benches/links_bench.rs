@@ -176,8 +176,11 @@ async fn wait_quiet(http: &reqwest::Client, p: &Proc) -> Duration {
     }
 }
 
-/// `/sync/v1` requests `p` answered, from its `/metrics`.
-async fn sync_calls(http: &reqwest::Client, p: &Proc) -> u64 {
+/// `/sync/v1` requests `p` answered, by route, from its `/metrics`.
+async fn sync_calls_by_route(
+    http: &reqwest::Client,
+    p: &Proc,
+) -> std::collections::BTreeMap<String, u64> {
     let text = http
         .get(format!("{}/metrics", p.base))
         .send()
@@ -186,12 +189,38 @@ async fn sync_calls(http: &reqwest::Client, p: &Proc) -> u64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("openhive_http_requests_total{") && l.contains("route=\"/sync/v1/")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    let mut out = std::collections::BTreeMap::new();
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("openhive_http_requests_total{"))
+    {
+        let Some(route) = l.split("route=\"").nth(1).and_then(|r| r.split('"').next()) else {
+            continue;
+        };
+        if !route.starts_with("/sync/v1/") {
+            continue;
+        }
+        let n = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        *out.entry(route.to_string()).or_insert(0) += n as u64;
+    }
+    out
+}
+
+/// Requests per route answered since `before`, e.g. `batch/pull 40`.
+fn calls_since(
+    before: &std::collections::BTreeMap<String, u64>,
+    now: &std::collections::BTreeMap<String, u64>,
+) -> String {
+    now.iter()
+        .map(|(route, n)| (route, n - before.get(route).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .map(|(route, n)| format!("{} {n}", route.trim_start_matches("/sync/v1/")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// % of one core used by each of `procs` over `secs` seconds.
@@ -254,7 +283,11 @@ async fn main() {
             let b = spawn_batched(&http, batch).await;
             let names = fill(&http, &a, n).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let calls0 = sync_calls(&http, &a).await + sync_calls(&http, &b).await;
+            let routes0 = (
+                sync_calls_by_route(&http, &a).await,
+                sync_calls_by_route(&http, &b).await,
+            );
+            let calls0 = routes0.0.values().sum::<u64>() + routes0.1.values().sum::<u64>();
             let (cpu_a0, cpu_b0) = (a.proc_figures().0, b.proc_figures().0);
             let perf = [
                 common::perf::record(a.pid(), &format!("pair-{n}-a")),
@@ -272,7 +305,16 @@ async fn main() {
                 (a.proc_figures().0 - cpu_a0) as f64 / hz,
                 (b.proc_figures().0 - cpu_b0) as f64 / hz,
             );
-            let calls = sync_calls(&http, &a).await + sync_calls(&http, &b).await - calls0;
+            let routes = (
+                sync_calls_by_route(&http, &a).await,
+                sync_calls_by_route(&http, &b).await,
+            );
+            let calls = routes.0.values().sum::<u64>() + routes.1.values().sum::<u64>() - calls0;
+            eprintln!(
+                "{n} hives, calls answered by A: {}; by B: {}",
+                calls_since(&routes0.0, &routes.0),
+                calls_since(&routes0.1, &routes.1)
+            );
             if batch == batches[0] {
                 times.push(took);
             }

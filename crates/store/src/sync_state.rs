@@ -9,7 +9,9 @@
 //!   for `last_seq_received` and in ours for `last_seq_sent`, and only move forward except on
 //!   an explicit resync;
 //! - tokens peers present to us are stored only as SHA-256 hashes, each bound to one peer and
-//!   one hive; at most [`TOKENS_KEPT`] per link survive (the newest);
+//!   one hive; at most [`TOKENS_KEPT`] per link survive (the newest); a token's stored key
+//!   starts with its issue time ([`token_key`]), so tokens issued together are stored
+//!   together;
 //! - `token_out` (the secret we present to a peer) never leaves this module except to the
 //!   HTTP client that sends it, and is stored sealed when the store has a sealing key
 //!   ([`crate::context`]): a copied database alone does not reveal it.
@@ -918,7 +920,10 @@ pub fn live_links(conn: &Conn<'_>) -> Result<Vec<LinkRow>> {
 /// The (peer id, hive id) of every link that is not `left`, without the rest of the row.
 pub fn live_link_keys(conn: &Conn<'_>) -> Result<Vec<(String, String)>> {
     Ok(conn
-        .prepare_cached("SELECT peer_id, hive_id FROM peer_groups WHERE state <> 'left'")?
+        .prepare_cached(
+            "SELECT peer_id, hive_id FROM peer_groups WHERE state <> 'left'
+             ORDER BY peer_id, hive_id",
+        )?
         .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<DbResult<_>>()?)
 }
@@ -1148,7 +1153,7 @@ pub fn mark_left(conn: &Conn<'_>, peer_id: &str, hive_id: &str) -> Result<()> {
 /// Issues a fresh token the peer will present to us for this hive; stores only its hash and
 /// keeps the [`TOKENS_KEPT`] newest for the link. Returns the secret (to send once).
 pub fn issue_token(conn: &Conn<'_>, peer_id: &str, hive_id: &str, now: i64) -> Result<String> {
-    let secret = ids::new_secret_token("ohs_");
+    let secret = new_token(now);
     // Strictly increasing creation times per link, so "newest" is well defined.
     let last: Option<i64> = conn
         .prepare_cached(
@@ -1159,7 +1164,12 @@ pub fn issue_token(conn: &Conn<'_>, peer_id: &str, hive_id: &str, now: i64) -> R
     conn.prepare_cached(
         "INSERT INTO peer_tokens (token_hash, peer_id, hive_id, created_at) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![ids::hash_secret(&secret), peer_id, hive_id, at])?;
+    .execute(params![
+        token_key(&secret).unwrap_or_else(|| ids::hash_secret(&secret)),
+        peer_id,
+        hive_id,
+        at
+    ])?;
     if last.is_none() {
         // The link's first token: nothing older to expire (the common case when pairing).
         return Ok(secret);
@@ -1177,20 +1187,53 @@ pub fn issue_token(conn: &Conn<'_>, peer_id: &str, hive_id: &str, now: i64) -> R
     Ok(secret)
 }
 
+/// Hex digits of a token's issue time (milliseconds, 48 bits) right after its `ohs_` prefix.
+const TOKEN_TIME_HEX: usize = 12;
+
+/// A fresh token: `ohs_`, its issue time (`now`, [`TOKEN_TIME_HEX`] hex digits), then 26
+/// random bytes in hex; as long as the tokens of before, which were 32 random bytes.
+fn new_token(now: i64) -> String {
+    let random = ids::new_secret_token("");
+    let time = u64::try_from(now).unwrap_or(0) & 0xffff_ffff_ffff;
+    format!("ohs_{time:012x}{}", &random[TOKEN_TIME_HEX..])
+}
+
+/// The key a token is stored under: `t`, its issue time, `.`, the SHA-256 of the whole
+/// token. The time first keeps tokens issued together (a batched handshake issues hundreds)
+/// on neighbouring pages of `peer_tokens`: keyed by the hash alone, each lands on a random
+/// page, and a batch wrote one page per token into the WAL (docs/PERFORMANCE.md, "Seventh
+/// round"). The time is not secret; the hash still covers every random byte. `None` for a
+/// token without a time (one issued before these keys, stored under its bare hash).
+fn token_key(token: &str) -> Option<String> {
+    let time = token
+        .strip_prefix("ohs_")?
+        .get(..TOKEN_TIME_HEX)
+        .filter(|t| t.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    Some(format!("t{time}.{}", ids::hash_secret(token)))
+}
+
 /// The (peer id, hive id) a presented token is bound to, if it is valid at `now` (not
 /// retired by a rotation whose grace period is over).
 pub fn authenticate(conn: &Conn<'_>, token: &str, now: i64) -> Result<Option<(String, String)>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT t.peer_id, t.hive_id FROM peer_tokens t
-             JOIN peer_groups l ON l.peer_id = t.peer_id AND l.hive_id = t.hive_id
-             WHERE t.token_hash = ?1 AND l.state <> 'left'
-               AND (t.expires_at IS NULL OR t.expires_at > ?2)",
-        )?
-        .query_row(params![ids::hash_secret(token), now], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?)
+    let mut st = conn.prepare_cached(
+        "SELECT t.peer_id, t.hive_id FROM peer_tokens t
+         JOIN peer_groups l ON l.peer_id = t.peer_id AND l.hive_id = t.hive_id
+         WHERE t.token_hash = ?1 AND l.state <> 'left'
+           AND (t.expires_at IS NULL OR t.expires_at > ?2)",
+    )?;
+    // Stored under its timed key; a token issued before those keys, under its bare hash.
+    for key in token_key(token)
+        .into_iter()
+        .chain(std::iter::once(ids::hash_secret(token)))
+    {
+        let found = st
+            .query_row(params![key, now], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// Token rotation: every token we issued to `peer_id` (all hives) stops authenticating at

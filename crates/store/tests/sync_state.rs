@@ -39,6 +39,55 @@ fn groups_and_roster() {
     .unwrap();
 }
 
+/// Tokens are stored in the order they were issued (their keys start with the issue time),
+/// never in the clear; a token stored under its bare hash, as before those keys, still
+/// authenticates.
+#[test]
+fn tokens_are_stored_in_issue_order_and_older_ones_still_work() {
+    let (_d, s) = store();
+    s.write_blocking(|c| {
+        let (hive, peer) = setup(c);
+        let mut issued = Vec::new();
+        for (i, name) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+            let other = hives::ensure_log(c, name)?;
+            ensure_link(c, &peer, &other, LinkState::Handshaking)?;
+            issued.push(issue_token(c, &peer, &other, 1_000 + 7 * i as i64)?);
+        }
+        let keys: Vec<String> = c
+            .prepare("SELECT token_hash FROM peer_tokens ORDER BY token_hash")?
+            .query_map(openhive_store::params![], |r| r.get::<_, String>(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        assert_eq!(keys.len(), issued.len());
+        for (key, token) in keys.iter().zip(&issued) {
+            assert!(
+                key.ends_with(&openhive_core::ids::hash_secret(token)),
+                "stored in issue order: {keys:?}"
+            );
+            assert!(!key.contains(&token[4..]), "never in the clear");
+            assert_eq!(token.len(), 4 + 64, "as long as before");
+        }
+        // A token issued before timed keys: stored under its bare hash.
+        let old = openhive_core::ids::new_secret_token("ohs_");
+        c.execute(
+            "INSERT INTO peer_tokens (token_hash, peer_id, hive_id, created_at)
+             VALUES (?1, ?2, ?3, 1)",
+            openhive_store::params![openhive_core::ids::hash_secret(&old), peer, hive],
+        )?;
+        assert_eq!(
+            authenticate(c, &old, 5)?,
+            Some((peer.clone(), hive.clone()))
+        );
+        assert!(authenticate(c, &issued[0], 5)?.is_some());
+        // A forged time in front of a real token's hash proves nothing.
+        let forged = format!("ohs_{}{}", "0".repeat(12), &issued[0][16..]);
+        assert!(authenticate(c, &forged, 5)?.is_none());
+        assert!(authenticate(c, "ohs_", 5)?.is_none());
+        assert!(authenticate(c, "ohs_é", 5)?.is_none());
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+}
+
 /// Token rotation: retired tokens work until their expiry, then not; they do not count
 /// against the two kept, and go at the next issue once expired.
 #[test]

@@ -532,24 +532,12 @@ impl SyncHandle {
             return Ok(());
         }
         let _guard = self.inner.reconcile_lock.lock().await;
-        let wanted: std::collections::HashSet<LinkKey> = self
-            .inner
-            .store
-            .read(sync_state::live_link_keys)
-            .await?
-            .into_iter()
-            .collect();
-        let sched = &self.inner.sched;
-        let before = sched.stats().links;
-        sched.retain(|k| wanted.contains(k));
-        let mut changed = sched.stats().links != before;
-        for key in wanted {
-            let (peer, hive) = (key.0.clone(), key.1.clone());
-            if sched.insert(key) {
-                self.inner.news.mark(&hive, [&peer]);
-                changed = true;
-            }
+        let live = self.inner.store.read(sync_state::live_link_keys).await?;
+        let (removed, added) = self.inner.sched.reconcile(live);
+        for (peer, hive) in &added {
+            self.inner.news.mark(hive, [peer]);
         }
+        let changed = removed || !added.is_empty();
         if changed {
             // Links came or went: what we can tell peers by gossip changed.
             self.inner.gossip.bump();

@@ -164,6 +164,28 @@ impl Scheduler {
         }
     }
 
+    /// Makes the scheduled links exactly `live`: forgets the others and adds the missing
+    /// ones, queued in key order (peer, then hive id), whatever the order of `live`. Returns
+    /// whether any link went, and the links added.
+    ///
+    /// Key order matters for a pairing: the links queued now are batched in queue order,
+    /// and a batch of neighbouring hive ids writes neighbouring rows. Queued in a hash set's
+    /// order, every batched step of a pairing wrote rows spread over every index, and the
+    /// pages written per hive grew with the number of hives (docs/PERFORMANCE.md, "Seventh
+    /// round").
+    pub fn reconcile(&self, mut live: Vec<LinkKey>) -> (bool, Vec<LinkKey>) {
+        live.sort_unstable();
+        live.dedup();
+        let before = self.stats().links;
+        self.retain(|k| live.binary_search(k).is_ok());
+        let removed = self.stats().links != before;
+        let added = live
+            .into_iter()
+            .filter(|k| self.insert(k.clone()))
+            .collect();
+        (removed, added)
+    }
+
     /// The peers with a link to `hive_id`.
     pub fn peers_of(&self, hive_id: &str) -> Vec<String> {
         self.lock()
@@ -461,6 +483,33 @@ mod tests {
         s.resume(&key("p", "a"));
         let (k, _) = take(&s).await.unwrap();
         assert_eq!(k, key("p", "a"));
+    }
+
+    /// Links added together are queued in key order, whatever order they come in; a
+    /// reconcile forgets links that are no longer live and does not queue known ones again.
+    #[tokio::test]
+    async fn reconciled_links_are_queued_in_key_order() {
+        let s = Scheduler::default();
+        let mut live: Vec<LinkKey> = (0..64).map(|i| key("p", &format!("h{i:03}"))).collect();
+        live.push(key("a", "h999"));
+        // A shuffled order, as a hash set would give.
+        live.sort_by_key(|k| (k.1.bytes().map(u32::from).sum::<u32>() * 7919) % 101);
+        let (removed, added) = s.reconcile(live.clone());
+        assert!(!removed);
+        assert_eq!(added.len(), 65);
+        let mut queued = Vec::new();
+        while let Some((k, _)) = take(&s).await {
+            queued.push(k);
+        }
+        let mut sorted = live.clone();
+        sorted.sort();
+        assert_eq!(queued, sorted);
+        // Again with one link gone: nothing is added or queued, the gone link is forgotten.
+        live.retain(|k| k.0 != "a");
+        let (removed, added) = s.reconcile(live);
+        assert!(removed);
+        assert!(added.is_empty());
+        assert_eq!(s.stats().links, 64);
     }
 
     #[tokio::test]
