@@ -117,6 +117,9 @@ pub(crate) fn apply(
             out.pulls.push(hive_id);
         }
     }
+    // Groups come by name; pulls are asked for by hive id, so that the links they queue are
+    // batched with their neighbours in key order (see `Scheduler::reconcile`).
+    out.pulls.sort_unstable();
     Ok(out)
 }
 
@@ -171,6 +174,44 @@ pub(crate) fn ours(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// A heartbeat names hives by name; the pulls it asks for come in hive id order (the
+    /// order links are batched in), not in name order.
+    #[test]
+    fn a_heartbeat_asks_for_pulls_in_hive_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = openhive_store_sqlite::open(
+            &dir.path().join("g.sqlite"),
+            &openhive_store::StoreOptions::default(),
+        )
+        .unwrap();
+        let applied = store
+            .write_blocking(|tx| -> Result<Applied, StoreError> {
+                let (peer, _) = sync_state::upsert_configured_peer(
+                    tx,
+                    "b",
+                    "http://b/sync/v1",
+                    sync_state::PeerSource::Api,
+                    1,
+                )?;
+                let mut groups = BTreeMap::new();
+                // Names in the opposite order of the hive ids.
+                for (i, name) in ["zeta", "mu", "delta", "alpha"].iter().enumerate() {
+                    let hive = format!("hive_{i}");
+                    log::create(tx, &hive)?;
+                    sync_state::ensure_group(tx, &hive, name, "inst_self", 1)?;
+                    sync_state::ensure_link(tx, &peer.id, &hive, sync_state::LinkState::Active)?;
+                    let group = HeartbeatGroup {
+                        seq: 5,
+                        roster: Vec::new(),
+                    };
+                    groups.insert((*name).to_string(), group);
+                }
+                apply(tx, &peer.id, "inst_b", &groups, &Direction::Answer, 2)
+            })
+            .unwrap();
+        assert_eq!(applied.pulls, ["hive_0", "hive_1", "hive_2", "hive_3"]);
+    }
 
     #[test]
     fn only_a_received_heartbeat_announces_an_endpoint() {
