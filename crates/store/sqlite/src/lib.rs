@@ -20,6 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod checkpointer;
 mod journal;
 mod page_cache;
 
@@ -135,7 +136,16 @@ impl<C: std::borrow::Borrow<Connection>> Session for SqliteSession<C> {
     }
 }
 
-struct SqliteWriter(SqliteSession<Connection>);
+/// The writer connection, and what its WAL hook reports to (dropped after the connection:
+/// fields drop in order).
+struct SqliteWriter(
+    SqliteSession<Connection>,
+    #[allow(
+        dead_code,
+        reason = "held, never read: the hook's context lives as long"
+    )]
+    Arc<checkpointer::Shared>,
+);
 
 impl WriterSession for SqliteWriter {
     fn session(&self) -> &dyn Session {
@@ -192,11 +202,15 @@ const FTS_FLUSH: [&str; 5] = [
     "DELETE FROM fts_queue",
 ];
 
-/// The SQLite engine: the file, its writer (handed out once) and the reader pool.
+/// The SQLite engine: the file, its writer (handed out once), the reader pool and the
+/// checkpointing thread.
 pub struct SqliteBackend {
     path: PathBuf,
     writer: std::sync::Mutex<Option<Connection>>,
     readers: r2d2::Pool<r2d2_sqlite::SqliteConnectionManager>,
+    /// What the writer's WAL hook reports to (after `writer`: dropped after it).
+    checkpoints: Arc<checkpointer::Shared>,
+    _checkpointer: checkpointer::Checkpointer,
 }
 
 impl SqliteBackend {
@@ -204,14 +218,20 @@ impl SqliteBackend {
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<SqliteBackend, StoreError> {
         configure_process_once();
         let writer = open_writer(path, opts.synchronous_full)?;
+        let checkpoints = Arc::new(checkpointer::Shared::default());
+        checkpointer::register(&writer, &checkpoints);
         let readers = r2d2::Pool::builder()
             .max_size(opts.readers.max(1))
             .build(reader_manager(path, opts.synchronous_full))
             .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let checkpointer =
+            checkpointer::Checkpointer::start(path, checkpoints.clone()).map_err(store_err)?;
         Ok(SqliteBackend {
             path: path.to_path_buf(),
             writer: std::sync::Mutex::new(Some(writer)),
             readers,
+            checkpoints,
+            _checkpointer: checkpointer,
         })
     }
 }
@@ -228,7 +248,10 @@ impl Backend for SqliteBackend {
             .map_err(|_| StoreError::Task("writer lock poisoned".into()))?
             .take()
             .ok_or_else(|| StoreError::Task("the SQLite writer is already in use".into()))?;
-        Ok(Box::new(SqliteWriter(SqliteSession(conn))))
+        Ok(Box::new(SqliteWriter(
+            SqliteSession(conn),
+            self.checkpoints.clone(),
+        )))
     }
 
     fn read(&self, f: &mut dyn FnMut(&dyn Session)) -> Result<(), StoreError> {
@@ -353,15 +376,6 @@ fn configure_statements(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// WAL frames after which a commit checkpoints: SQLite's default, set here because the
-/// trade-off was measured. The writer runs the checkpoint at the end of a commit (two
-/// `fsync`s and a copy of every page the WAL holds): 8-11 % of an instance's CPU while
-/// pairing thousands of hives. At 4,000 frames that fell to ~5 %, but each checkpoint
-/// stalls the writer four times longer, and under a steady 500 posts/s the API's p99 went
-/// from ~9.5 to 19-23 ms and propagation p99 from 13-15 to 24-28 ms (docs/PERFORMANCE.md,
-/// "Many hives per link", fifth round). Raise it only with the checkpoint off the writer.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 1000;
-
 fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -377,7 +391,6 @@ fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
     // its start each time a statement ends, so a large job (a batched sync call: hundreds of
     // hives) cost quadratic time.
     conn.pragma_update(None, "cache_size", -32_000)?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     configure_statements(conn)?;
     register_functions(conn)?;
     Ok(())
@@ -509,7 +522,7 @@ mod tests {
             assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
             cur
         };
-        let mut w = SqliteWriter(SqliteSession(c));
+        let mut w = SqliteWriter(SqliteSession(c), Arc::default());
         let before = used(&w.0.0);
         assert!(before > 2 << 20, "{before}");
         w.release_memory();
