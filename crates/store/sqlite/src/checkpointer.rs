@@ -11,6 +11,7 @@
 //! added since its last checkpoint; the thread checkpoints (`PASSIVE`: it never waits for
 //! the writer or readers) on its own connection while the writer goes on. SQLite restarts
 //! the WAL from its start at the first write after a checkpoint that copied everything.
+//! The thread starts at the first checkpoint due: an idle instance has no such thread.
 //!
 //! Invariants:
 //! - a checkpoint never blocks the writer and never changes what is durable: commits are in
@@ -23,9 +24,9 @@
 use rusqlite::Connection;
 use rusqlite::ffi;
 use std::ffi::{c_char, c_int, c_void};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
 /// Frames added to the WAL after which the thread checkpoints (SQLite's own default
 /// threshold, 1,000 pages: ~4 MB).
@@ -44,11 +45,17 @@ struct State {
     /// A checkpoint is due.
     due: bool,
     stop: bool,
+    /// The thread, once started (at the first checkpoint due: an instance that never
+    /// writes 1,000 frames never starts it).
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What the writer's hook and the thread share.
-#[derive(Default)]
 pub(crate) struct Shared {
+    /// The database the thread opens its connection to.
+    path: PathBuf,
+    /// Itself, for the thread to hold (started from the hook, which only has a reference).
+    me: Weak<Shared>,
     state: Mutex<State>,
     wake: Condvar,
     /// Checkpoints the thread ran (figures and tests).
@@ -58,6 +65,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// What a writer of the database at `path` reports to.
+    pub(crate) fn new(path: &Path) -> Arc<Shared> {
+        Arc::new_cyclic(|me| Shared {
+            path: path.to_path_buf(),
+            me: me.clone(),
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            done: AtomicU64::new(0),
+            by_writer: AtomicU64::new(0),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -70,11 +89,31 @@ impl Shared {
             st.mark = 0; // the WAL restarted from its start
         }
         st.frames = frames;
-        if frames - st.mark >= CHECKPOINT_FRAMES && !st.due {
+        if frames - st.mark >= CHECKPOINT_FRAMES && !st.due && !st.stop {
             st.due = true;
+            if st.thread.is_none() {
+                st.thread = self.start();
+            }
             self.wake.notify_one();
         }
         frames >= WRITER_CHECKPOINT_FRAMES
+    }
+
+    /// Starts the thread (`None` if it cannot: the writer's own checkpoint past
+    /// [`WRITER_CHECKPOINT_FRAMES`] then keeps the WAL bounded).
+    fn start(&self) -> Option<std::thread::JoinHandle<()>> {
+        let shared = self.me.upgrade()?;
+        std::thread::Builder::new()
+            .name("openhive-checkpoint".into())
+            .spawn(move || match Connection::open(&shared.path) {
+                Ok(conn) => {
+                    let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
+                    run(&conn, &shared);
+                }
+                Err(e) => tracing::warn!(error = %e, "checkpoint thread: opening the database"),
+            })
+            .inspect_err(|e| tracing::warn!(error = %e, "starting the checkpoint thread"))
+            .ok()
     }
 
     /// Checkpoints run by the thread, by the writer itself, and the frames the WAL held at
@@ -133,30 +172,9 @@ pub(crate) fn register(conn: &Connection, shared: &Arc<Shared>) {
     }
 }
 
-/// The checkpointing thread; stopped and joined when dropped.
-pub(crate) struct Checkpointer {
-    shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    /// Starts the thread with its own connection to `path`.
-    pub(crate) fn start(path: &Path, shared: Arc<Shared>) -> rusqlite::Result<Checkpointer> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("openhive-checkpoint".into())
-            .spawn(move || run(&conn, &s))
-            .map_err(|e| {
-                rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(e)))
-            })?;
-        Ok(Checkpointer {
-            shared,
-            thread: Some(thread),
-        })
-    }
-}
+/// Stops and joins the checkpointing thread (if it started) when dropped: the backend holds
+/// it.
+pub(crate) struct Checkpointer(pub(crate) Arc<Shared>);
 
 fn run(conn: &Connection, shared: &Shared) {
     loop {
@@ -189,9 +207,13 @@ fn run(conn: &Connection, shared: &Shared) {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_one();
-        if let Some(t) = self.thread.take() {
+        let thread = {
+            let mut st = self.0.lock();
+            st.stop = true;
+            st.thread.take()
+        };
+        self.0.wake.notify_one();
+        if let Some(t) = thread {
             let _ = t.join();
         }
     }
@@ -233,9 +255,11 @@ mod tests {
     fn the_thread_checkpoints_and_the_wal_starts_over() {
         let dir = tempfile::tempdir().unwrap();
         let writer = wal_db(dir.path());
-        let shared = Arc::new(Shared::default());
+        let shared = Shared::new(&dir.path().join("c.sqlite"));
         register(&writer, &shared);
-        let _thread = Checkpointer::start(&dir.path().join("c.sqlite"), shared.clone()).unwrap();
+        let _thread = Checkpointer(shared.clone());
+        write(&writer, 10);
+        assert!(shared.lock().thread.is_none(), "started only when due");
         for _ in 0..3 {
             write(&writer, 400);
         }
@@ -252,7 +276,9 @@ mod tests {
     fn without_the_thread_the_writer_checkpoints_itself() {
         let dir = tempfile::tempdir().unwrap();
         let writer = wal_db(dir.path());
-        let shared = Arc::new(Shared::default());
+        let shared = Shared::new(&dir.path().join("c.sqlite"));
+        // As if the thread could not start.
+        shared.lock().stop = true;
         register(&writer, &shared);
         let per_commit = 500;
         for _ in 0..(WRITER_CHECKPOINT_FRAMES as usize / per_commit + 2) {

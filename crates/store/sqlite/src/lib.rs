@@ -218,20 +218,18 @@ impl SqliteBackend {
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<SqliteBackend, StoreError> {
         configure_process_once();
         let writer = open_writer(path, opts.synchronous_full)?;
-        let checkpoints = Arc::new(checkpointer::Shared::default());
+        let checkpoints = checkpointer::Shared::new(path);
         checkpointer::register(&writer, &checkpoints);
         let readers = r2d2::Pool::builder()
             .max_size(opts.readers.max(1))
             .build(reader_manager(path, opts.synchronous_full))
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let checkpointer =
-            checkpointer::Checkpointer::start(path, checkpoints.clone()).map_err(store_err)?;
         Ok(SqliteBackend {
             path: path.to_path_buf(),
             writer: std::sync::Mutex::new(Some(writer)),
             readers,
+            _checkpointer: checkpointer::Checkpointer(checkpoints.clone()),
             checkpoints,
-            _checkpointer: checkpointer,
         })
     }
 }
@@ -522,7 +520,10 @@ mod tests {
             assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
             cur
         };
-        let mut w = SqliteWriter(SqliteSession(c), Arc::default());
+        let mut w = SqliteWriter(
+            SqliteSession(c),
+            checkpointer::Shared::new(&dir.path().join("db.sqlite")),
+        );
         let before = used(&w.0.0);
         assert!(before > 2 << 20, "{before}");
         w.release_memory();
