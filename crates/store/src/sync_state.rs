@@ -920,10 +920,7 @@ pub fn live_links(conn: &Conn<'_>) -> Result<Vec<LinkRow>> {
 /// The (peer id, hive id) of every link that is not `left`, without the rest of the row.
 pub fn live_link_keys(conn: &Conn<'_>) -> Result<Vec<(String, String)>> {
     Ok(conn
-        .prepare_cached(
-            "SELECT peer_id, hive_id FROM peer_groups WHERE state <> 'left'
-             ORDER BY peer_id, hive_id",
-        )?
+        .prepare_cached("SELECT peer_id, hive_id FROM peer_groups WHERE state <> 'left'")?
         .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<DbResult<_>>()?)
 }

@@ -2,8 +2,9 @@
 //! reader is idle, and otherwise wait for one like any read.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use openhive_store::StoreError;
 use openhive_store::db::{meta_get, meta_set};
-use openhive_store::{StoreError, StoreOptions};
 use std::thread::ThreadId;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -14,12 +15,7 @@ fn here_and_value(c: &openhive_store::Conn<'_>) -> Result<(ThreadId, Option<Stri
 
 #[test]
 fn a_point_read_runs_here_when_a_reader_is_idle_and_waits_its_turn_otherwise() -> Result<()> {
-    let dir = tempfile::tempdir().map_err(|e| StoreError::Task(e.to_string()))?;
-    let opts = StoreOptions {
-        readers: 1,
-        ..StoreOptions::default()
-    };
-    let store = openhive_store_sqlite::open(&dir.path().join("db.sqlite"), &opts)?;
+    let (_dir, store) = common::sqlite_with_one_reader();
     // One runtime thread: a task runs on it, a blocking read on another thread.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

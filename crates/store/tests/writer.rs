@@ -245,12 +245,7 @@ async fn first_job_and_bulk_job(store: openhive_store::Store) -> Result<()> {
 /// connection (a pool of one), sees the commit.
 #[test]
 fn a_read_closure_sees_one_snapshot_and_the_next_read_sees_the_commit() -> Result<()> {
-    let dir = tempfile::tempdir().map_err(|e| StoreError::Task(e.to_string()))?;
-    let opts = StoreOptions {
-        readers: 1,
-        ..StoreOptions::default()
-    };
-    let store = openhive_store_sqlite::open(&dir.path().join("db.sqlite"), &opts)?;
+    let (_dir, store) = common::sqlite_with_one_reader();
     store.write_blocking(|tx| meta_set(tx, "k", "before"))?;
     let writer = store.clone();
     let seen = store.read_blocking(move |c| -> Result<_> {

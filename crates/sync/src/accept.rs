@@ -573,12 +573,7 @@ mod tests {
     #[test]
     fn an_empty_log_on_the_other_side_is_not_pulled() {
         use openhive_store::sync_state::{self, LinkState, PeerSource};
-        let dir = tempfile::tempdir().unwrap();
-        let store = openhive_store_sqlite::open(
-            &dir.path().join("a.sqlite"),
-            &openhive_store::StoreOptions::default(),
-        )
-        .unwrap();
+        let (_dir, store) = crate::temp_store();
         for (head, want_state, want_empty) in [
             (0, LinkState::Active, true),
             (7, LinkState::Backfilling, false),

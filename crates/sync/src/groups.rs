@@ -179,12 +179,7 @@ mod tests {
     /// order links are batched in), not in name order.
     #[test]
     fn a_heartbeat_asks_for_pulls_in_hive_id_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = openhive_store_sqlite::open(
-            &dir.path().join("g.sqlite"),
-            &openhive_store::StoreOptions::default(),
-        )
-        .unwrap();
+        let (_dir, store) = crate::temp_store();
         let applied = store
             .write_blocking(|tx| -> Result<Applied, StoreError> {
                 let (peer, _) = sync_state::upsert_configured_peer(

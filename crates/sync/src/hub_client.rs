@@ -1002,12 +1002,7 @@ mod tests {
     /// listed peer got a link).
     #[test]
     fn a_long_hub_list_opens_at_most_max_peers_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = openhive_store_sqlite::open(
-            &dir.path().join("h.sqlite"),
-            &openhive_store::StoreOptions::default(),
-        )
-        .unwrap();
+        let (_dir, store) = crate::temp_store();
         let me = openhive_core::ids::new_instance_id();
         let peers: Vec<HubPeer> = (0..20)
             .map(|_| hub_peer(&openhive_core::ids::new_instance_id(), "eng"))

@@ -64,3 +64,17 @@ pub mod trust;
 
 pub use engine::{LocalIdentity, OnChanges, SyncEngine, SyncHandle, SyncSettings};
 pub use error::SyncError;
+
+/// A store on a fresh SQLite file, for the unit tests of this crate (the directory goes
+/// with the returned guard).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, openhive_store::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = openhive_store_sqlite::open(
+        &dir.path().join("test.sqlite"),
+        &openhive_store::StoreOptions::default(),
+    )
+    .unwrap();
+    (dir, store)
+}

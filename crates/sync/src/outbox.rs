@@ -413,12 +413,7 @@ mod tests {
     /// the whole batch: what it gets is the same either way, up to its limit.
     #[test]
     fn a_step_reads_up_to_its_limit_whether_few_or_many_are_pending() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = openhive_store_sqlite::open(
-            &dir.path().join("o.sqlite"),
-            &openhive_store::StoreOptions::default(),
-        )
-        .unwrap();
+        let (_dir, store) = crate::temp_store();
         let id = ConsumerId::peer("p");
         store
             .write_blocking(|tx| log::create(tx, "hive_h"))
@@ -468,12 +463,7 @@ mod tests {
     /// again: a replica's push step re-read every event of the peer it receives from.
     #[test]
     fn a_held_range_is_not_read_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = openhive_store_sqlite::open(
-            &dir.path().join("o.sqlite"),
-            &openhive_store::StoreOptions::default(),
-        )
-        .unwrap();
+        let (_dir, store) = crate::temp_store();
         let sink = SkipOrigin {
             id: ConsumerId::peer("p"),
             hive: "hive_h".into(),

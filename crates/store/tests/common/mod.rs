@@ -16,3 +16,14 @@ pub fn open_store() -> (tempfile::TempDir, Store) {
     };
     (dir, store)
 }
+
+/// A SQLite store with a pool of one reader (tests of what a reader sees and where it runs).
+pub fn sqlite_with_one_reader() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        readers: 1,
+        ..StoreOptions::default()
+    };
+    let store = openhive_store_sqlite::open(&dir.path().join("db.sqlite"), &opts).unwrap();
+    (dir, store)
+}
