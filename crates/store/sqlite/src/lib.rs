@@ -180,25 +180,64 @@ impl WriterSession for SqliteWriter {
         if !queued {
             return Ok(());
         }
-        for sql in FTS_FLUSH {
-            conn.prepare_cached(sql)
-                .and_then(|mut st| st.execute([]))
-                .map_err(db_err)?;
-        }
-        Ok(())
+        flush_fts_queue(conn).map_err(db_err)
     }
 }
 
-/// Applies `fts_queue` to the four full-text tables, in queue order, then empties it.
+/// Applies `fts_queue` to the four full-text tables, then empties it. Per row only the net
+/// change is applied: the first command if it is a `delete` (the values the row was indexed
+/// with before the transaction), the last if it is an insert (its values at the end); what
+/// lies between cancels out. They go in rowid order, a row's `delete` before its insert.
+///
+/// FTS5 flushes its pending data to a new segment whenever a write's rowid is lower than
+/// the one before, or equal after an insert. Applied in queue order, a transaction that
+/// updated rows out of rowid order (pairing thousands of hives updates each hive's row in
+/// hive id order) wrote one segment per row and merged them all again: the largest cost
+/// that grew with the number of hives on the joining side.
+fn flush_fts_queue(conn: &Connection) -> rusqlite::Result<()> {
+    for sql in FTS_FLUSH {
+        conn.prepare_cached(sql)?.execute([])?;
+    }
+    Ok(())
+}
+
+/// The net change of each row of one table's queue (`tbl`, with its value columns), in the
+/// order FTS5 writes without flushing: by rowid, `delete` first.
+macro_rules! fts_net {
+    ($tbl:literal, $values:literal) => {
+        concat!(
+            "SELECT cmd, rid, ",
+            $values,
+            " FROM (
+               SELECT cmd, rid, a, b,
+                      row_number() OVER (PARTITION BY rid ORDER BY id) AS nth,
+                      row_number() OVER (PARTITION BY rid ORDER BY id DESC) AS nth_last
+               FROM fts_queue WHERE tbl = ",
+            $tbl,
+            ")
+             WHERE (nth = 1 AND cmd = 'delete') OR (nth_last = 1 AND cmd IS NULL)
+             ORDER BY rid, cmd IS NULL"
+        )
+    };
+}
+
 const FTS_FLUSH: [&str; 5] = [
-    "INSERT INTO posts_fts (posts_fts, rowid, title, content)
-     SELECT cmd, rid, a, b FROM fts_queue WHERE tbl = 1 ORDER BY id",
-    "INSERT INTO comments_fts (comments_fts, rowid, content)
-     SELECT cmd, rid, a FROM fts_queue WHERE tbl = 2 ORDER BY id",
-    "INSERT INTO agents_fts (agents_fts, rowid, name, description)
-     SELECT cmd, rid, a, b FROM fts_queue WHERE tbl = 3 ORDER BY id",
-    "INSERT INTO hives_fts (hives_fts, rowid, name, description)
-     SELECT cmd, rid, a, b FROM fts_queue WHERE tbl = 4 ORDER BY id",
+    concat!(
+        "INSERT INTO posts_fts (posts_fts, rowid, title, content) ",
+        fts_net!(1, "a, b")
+    ),
+    concat!(
+        "INSERT INTO comments_fts (comments_fts, rowid, content) ",
+        fts_net!(2, "a")
+    ),
+    concat!(
+        "INSERT INTO agents_fts (agents_fts, rowid, name, description) ",
+        fts_net!(3, "a, b")
+    ),
+    concat!(
+        "INSERT INTO hives_fts (hives_fts, rowid, name, description) ",
+        fts_net!(4, "a, b")
+    ),
     "DELETE FROM fts_queue",
 ];
 
@@ -490,6 +529,115 @@ mod tests {
         };
         assert_eq!(rc, rusqlite::ffi::SQLITE_MISUSE);
         drop(conn);
+    }
+
+    /// The four full-text tables and the queue of migration 0017, with the triggers of
+    /// `hives` (the other tables stay empty).
+    fn fts_schema() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE posts (title TEXT, content TEXT);
+             CREATE TABLE comments (content TEXT);
+             CREATE TABLE agents (name TEXT, description TEXT);
+             CREATE TABLE hives (name TEXT, description TEXT);
+             CREATE VIRTUAL TABLE posts_fts USING fts5(title, content, content='posts', content_rowid='rowid');
+             CREATE VIRTUAL TABLE comments_fts USING fts5(content, content='comments', content_rowid='rowid');
+             CREATE VIRTUAL TABLE agents_fts USING fts5(name, description, content='agents', content_rowid='rowid');
+             CREATE VIRTUAL TABLE hives_fts USING fts5(name, description, content='hives', content_rowid='rowid');
+             CREATE TABLE fts_queue (id INTEGER PRIMARY KEY, tbl INTEGER NOT NULL, cmd TEXT,
+               rid INTEGER NOT NULL, a TEXT, b TEXT);
+             CREATE TRIGGER hives_fts_ai AFTER INSERT ON hives BEGIN
+               INSERT INTO fts_queue (tbl, cmd, rid, a, b) VALUES (4, NULL, new.rowid, new.name, new.description);
+             END;
+             CREATE TRIGGER hives_fts_ad AFTER DELETE ON hives BEGIN
+               INSERT INTO fts_queue (tbl, cmd, rid, a, b) VALUES (4, 'delete', old.rowid, old.name, old.description);
+             END;
+             CREATE TRIGGER hives_fts_au AFTER UPDATE OF name, description ON hives
+             WHEN old.name IS NOT new.name OR old.description IS NOT new.description BEGIN
+               INSERT INTO fts_queue (tbl, cmd, rid, a, b) VALUES (4, 'delete', old.rowid, old.name, old.description);
+               INSERT INTO fts_queue (tbl, cmd, rid, a, b) VALUES (4, NULL, new.rowid, new.name, new.description);
+             END;",
+        )
+        .unwrap();
+        c
+    }
+
+    /// A transaction that inserts, updates (out of rowid order, some rows twice), deletes
+    /// and re-creates rows leaves the index equal to the table, written as one segment: in
+    /// queue order it was one segment per row updated out of order.
+    #[test]
+    fn the_full_text_queue_applies_each_rows_net_change_in_one_segment() {
+        let c = fts_schema();
+        let segments = |c: &Connection| -> i64 {
+            c.query_row("SELECT COUNT(DISTINCT segid) FROM hives_fts_idx", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        let matches = |c: &Connection, q: &str| -> i64 {
+            c.query_row(
+                "SELECT COUNT(*) FROM hives_fts WHERE hives_fts MATCH ?1",
+                [q],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        c.execute_batch("BEGIN").unwrap();
+        for i in 1..=100 {
+            c.execute(
+                "INSERT INTO hives (rowid, name, description) VALUES (?1, ?2, 'stub')",
+                rusqlite::params![i, format!("h{i}")],
+            )
+            .unwrap();
+        }
+        flush_fts_queue(&c).unwrap();
+        c.execute_batch("COMMIT").unwrap();
+        let before = segments(&c);
+        c.execute_batch("BEGIN").unwrap();
+        // Out of rowid order, as hive ids order them; every fifth row twice.
+        for i in (1..=100).rev().chain((1..=100).step_by(5)) {
+            c.execute(
+                "UPDATE hives SET description = ?2 WHERE rowid = ?1",
+                rusqlite::params![i, format!("described {i} {}", i % 7)],
+            )
+            .unwrap();
+        }
+        c.execute("DELETE FROM hives WHERE rowid BETWEEN 41 AND 50", [])
+            .unwrap();
+        // A row created and deleted within the transaction, and one created then renamed.
+        c.execute(
+            "INSERT INTO hives (rowid, name, description) VALUES (200, 'gone', 'x')",
+            [],
+        )
+        .unwrap();
+        c.execute("DELETE FROM hives WHERE rowid = 200", [])
+            .unwrap();
+        c.execute(
+            "INSERT INTO hives (rowid, name, description) VALUES (150, 'late', 'stub')",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "UPDATE hives SET description = 'described late' WHERE rowid = 150",
+            [],
+        )
+        .unwrap();
+        flush_fts_queue(&c).unwrap();
+        c.execute_batch("COMMIT").unwrap();
+        assert_eq!(segments(&c), before + 1, "one segment per transaction");
+        c.execute(
+            "INSERT INTO hives_fts (hives_fts, rank) VALUES ('integrity-check', 1)",
+            [],
+        )
+        .expect("the index matches the table");
+        assert_eq!(matches(&c, "stub"), 0);
+        assert_eq!(matches(&c, "described"), 91);
+        assert_eq!(matches(&c, "gone OR x"), 0);
+        assert_eq!(matches(&c, "late"), 1);
+        let queued: i64 = c
+            .query_row("SELECT COUNT(*) FROM fts_queue", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(queued, 0);
     }
 
     /// The writer's page cache, full after a large write, is freed when the writer pauses
