@@ -163,6 +163,32 @@ pub fn covering(
     Ok((rows.collect::<DbResult<Vec<_>>>()?, covered))
 }
 
+/// How far the entries after `after` hold only events `instance` originated or relayed to
+/// us (what a push to it skips), looking at most `limit` seqs ahead: the last seq of that
+/// run, `after` itself if the next entry is one it lacks. Reads two columns of the
+/// entries, not the events.
+pub fn run_known_to(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    after: i64,
+    instance: &str,
+    limit: i64,
+) -> Result<i64> {
+    let end = head(conn, hive_id)?.min(after.saturating_add(limit.max(0)));
+    if end <= after {
+        return Ok(after);
+    }
+    let first_unknown: Option<i64> = conn
+        .prepare_cached(
+            "SELECT seq FROM events WHERE hive_id = ?1 AND seq > ?2 AND seq <= ?3
+               AND origin_instance_id <> ?4 AND COALESCE(received_from, '') <> ?4
+             ORDER BY seq LIMIT 1",
+        )?
+        .query_row(params![hive_id, after, end, instance], |r| r.get(0))
+        .optional()?;
+    Ok(first_unknown.map_or(end, |s| s - 1))
+}
+
 /// Newest-first page of the log (for browsing): events with `seq < before`.
 pub fn page_desc(
     conn: &Conn<'_>,

@@ -908,6 +908,17 @@ pub fn live_link_cursor_by_name(
         .optional()?)
 }
 
+/// The pull cursor (`last_seq_received`) of the peer's link to `hive_id` (0 without one).
+pub fn pull_cursor(conn: &Conn<'_>, peer_id: &str, hive_id: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT last_seq_received FROM peer_groups WHERE peer_id = ?1 AND hive_id = ?2",
+        )?
+        .query_row([peer_id, hive_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
 pub fn links_for_hive(conn: &Conn<'_>, hive_id: &str) -> Result<Vec<LinkRow>> {
     links_where(conn, "l.hive_id = ?1", &[hive_id])
 }

@@ -114,7 +114,7 @@ async fn beat(h: SyncHandle, peer: PeerRow, link: LinkRow) {
     let built = h
         .store()
         .read(move |c| -> Result<_, StoreError> {
-            let ours = groups::ours(c, &pid, &d)?;
+            let ours = groups::ours(c, &pid, &d, &h2.inner.held)?;
             let out = gossip::outgoing_for(&h2, c, &pid, &plan, &sent)?;
             Ok((ours, out))
         })

@@ -704,7 +704,7 @@ pub async fn heartbeat(
         .store()
         .write(move |tx| -> Result<_, StoreError> {
             let now = now_ms();
-            let applied = groups::apply(tx, &peer_id, &from, &req.groups, &direction, now)?;
+            let mut applied = groups::apply(tx, &peer_id, &from, &req.groups, &direction, now)?;
             let learned = crate::gossip::incoming_from(
                 &h2,
                 tx,
@@ -714,7 +714,9 @@ pub async fn heartbeat(
                 req.introduction.as_ref(),
                 now,
             )?;
-            let ours = groups::ours(tx, &peer_id, &due2)?;
+            // Where our pull cursor just moved without a pull, the answer says so.
+            let due2 = due2.including(applied.take_skipped_over());
+            let ours = groups::ours(tx, &peer_id, &due2, &h2.inner.held)?;
             let out = crate::gossip::outgoing_for(&h2, tx, &peer_id, &plan, &sent)?;
             Ok((ours, out, applied, learned))
         })

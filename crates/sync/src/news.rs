@@ -30,6 +30,19 @@ pub(crate) enum Due {
     Some(HashSet<String>),
 }
 
+impl Due {
+    /// `self` and `hives` too.
+    pub fn including(self, hives: impl IntoIterator<Item = String>) -> Due {
+        match self {
+            Due::All => Due::All,
+            Due::Some(mut h) => {
+                h.extend(hives);
+                Due::Some(h)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct PeerNews {
     hives: HashSet<String>,

@@ -431,6 +431,28 @@ pub struct HeartbeatGroup {
     pub seq: i64,
     #[serde(default)]
     pub roster: Vec<RosterEntry>,
+    /// A range of the sender's log that holds only entries the receiver originated or
+    /// relayed to the sender, starting right after the sender's push cursor for the
+    /// receiver: its push covers them without sending them. A receiver whose pull cursor is
+    /// inside the range (at or past `after`) moves it to `through` without pulling: after
+    /// a pairing, the joining side's log holds only the other side's events, and pulling
+    /// them back cost one page per hive. Absent when there is none; older peers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<SkippedRange>,
+    /// The sender's pull cursor for the receiver's log of this hive: the sender durably
+    /// holds everything up to there, so the receiver's push cursor for it may move there
+    /// (as a pull's `since` moves it). This is how a push cursor follows a pull cursor that
+    /// moved over a [`HeartbeatGroup::skipped`] range without a pull. Absent when 0; older
+    /// peers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<i64>,
+}
+
+/// The range `after + 1 ..= through` of a log (see [`HeartbeatGroup::skipped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRange {
+    pub after: i64,
+    pub through: i64,
 }
 
 /// `POST /sync/v1/heartbeat` request and response.

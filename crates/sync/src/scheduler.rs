@@ -250,7 +250,16 @@ impl Scheduler {
     /// The peer just completed a handshake with this link and has nothing for it to pull
     /// (its log is empty): run it now, even if it was backing off (its own handshake may
     /// have failed moments before, while the peer did not know us yet), without a pull.
+    /// The pull a new or failed link still owes (`need_pull`) is dropped too: what the peer
+    /// logs from now on reaches us by its push. (A running step keeps the job it returns:
+    /// at worst one pull of an empty log.) Pairing 10,000 hives with a peer that did not
+    /// know us yet, that pull was one page per hive, every one empty.
     pub fn handshook(&self, key: &LinkKey) {
+        if let Some(slot) = self.lock().slots.get_mut(key)
+            && slot.phase != Phase::Running
+        {
+            slot.job.need_pull = false;
+        }
         self.run_now(key, false);
     }
 
@@ -465,6 +474,29 @@ mod tests {
         assert!(job.need_pull);
         // Inserted twice, queued once.
         assert!(take(&s).await.is_none());
+    }
+
+    /// A link backing off after its own handshake failed (the peer did not know us yet)
+    /// runs at once when the peer's handshake completes, and without the pull a new link
+    /// owes: the peer's log was empty.
+    #[tokio::test]
+    async fn a_peer_handshake_with_an_empty_log_ends_the_backoff_without_a_pull() {
+        let s = Scheduler::default();
+        s.insert(key("p", "h"));
+        let (k, job) = take(&s).await.unwrap();
+        assert!(job.need_pull);
+        s.done(k, job, After::Backoff(Duration::from_secs(3600)));
+        assert!(take(&s).await.is_none());
+        s.handshook(&key("p", "h"));
+        let (k, job) = take(&s).await.unwrap();
+        assert_eq!(k, key("p", "h"));
+        assert!(!job.need_pull && !job.pull, "{job:?}");
+        // A pull asked for meanwhile is still made.
+        s.done(k, job, After::Backoff(Duration::from_secs(3600)));
+        s.request_pull(&key("p", "h"));
+        s.handshook(&key("p", "h"));
+        let (_, job) = take(&s).await.unwrap();
+        assert!(job.pull);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 use crate::harness::client;
 use crate::sync_util::*;
 use reqwest::StatusCode;
+use serde_json::Value;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -124,4 +125,78 @@ async fn sync_a_group_refused_in_a_batch_fails_only_its_own_link() {
     }
     let s = get(&a, "/sync/status?hive=nogroup").await;
     assert_eq!(s["groups"][0]["peers"][0]["state"], "handshaking", "{s}");
+}
+
+/// After a pairing, the joining side's log holds only the other side's events. The other
+/// side learns that from the heartbeat (`skipped`) and moves its pull cursor to the joining
+/// side's head without pulling its own events back; the joining side's push cursor follows
+/// (`received`), so no link is left lagging. Before, every hive cost one pull of our own
+/// events back at the first heartbeat after the pairing.
+#[tokio::test]
+async fn sync_a_paired_peer_is_not_asked_for_our_own_events_back() {
+    const N: usize = 12;
+    let a = instance().await;
+    let b = instance().await;
+    let names: Vec<String> = (0..N).map(|i| format!("echo{i:02}")).collect();
+    let mut ids = Vec::new();
+    for n in &names {
+        create_hive(&a, n).await;
+        enable_group(&a, n).await;
+        ids.push(new_post(&a, n, &format!("a in {n}")).await);
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    // B first: its handshake is refused until A knows it; A's own handshake then finds B's
+    // log empty, so A has nothing to pull from B, ever, in this test.
+    add_peer(&b, "A", &a, &refs).await;
+    add_peer(&a, "B", &b, &refs).await;
+    for id in &ids {
+        wait_visible(&b, &format!("/posts/{id}")).await;
+    }
+    // Per hive: B's head, A's pull cursor for B, B's push cursor for A.
+    let cursors = |st: Value, field: &str| -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = st["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let n = if field == "local_seq" {
+                    g["local_seq"].as_i64()
+                } else {
+                    g["peers"][0][field].as_i64()
+                };
+                (g["hive"].as_str().unwrap().to_string(), n.unwrap_or(-1))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    wait_for(
+        T,
+        "A's pull cursors at B's heads, B's push cursors too",
+        || async {
+            let heads = cursors(get(&b, "/sync/status?limit=100").await, "local_seq");
+            let pulled = cursors(get(&a, "/sync/status?limit=100").await, "last_seq_received");
+            let sent = cursors(get(&b, "/sync/status?limit=100").await, "last_seq_sent");
+            (heads.len() == N
+                && heads.iter().all(|(_, s)| *s > 0)
+                && pulled == heads
+                && sent == heads)
+                .then_some(())
+        },
+    )
+    .await;
+    let pulls = requests(&b.base_url, "/sync/v1/groups/{hive}/events").await
+        + requests(&b.base_url, "/sync/v1/batch/pull").await;
+    assert_eq!(pulls, 0, "A pulled from B, whose log holds only A's events");
+    // Still none a few heartbeats later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pulls = requests(&b.base_url, "/sync/v1/groups/{hive}/events").await
+        + requests(&b.base_url, "/sync/v1/batch/pull").await;
+    assert_eq!(pulls, 0, "A pulled from B after the pairing");
+    let lagging = get(&b, "/sync/status?state=lagging").await;
+    assert_eq!(
+        lagging["groups"].as_array().map(Vec::len),
+        Some(0),
+        "{lagging}"
+    );
 }
