@@ -22,6 +22,10 @@
 //! `OPENHIVE_BENCH_PERF_DIR`: `perf record` of A and B during each pairing
 //! (`pair-<N>-a.data`, `pair-<N>-b.data`).
 //!
+//! `OPENHIVE_BENCH_BIN` runs another build of `openhive` (say, a copy of the binary before a
+//! change): alternating two builds in one sitting is how a change is measured here, since
+//! this machine's speed drifts by 15 % and more over an hour.
+//!
 //! `LINKS_BENCH_LOG_DIR` keeps each instance's log there (`LINKS_BENCH_RUST_LOG` sets its
 //! filter, default "info").
 //!

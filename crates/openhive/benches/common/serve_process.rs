@@ -37,7 +37,10 @@ impl ServeProcess {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let (stdout, stderr) = output(port);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openhive"));
+        // `OPENHIVE_BENCH_BIN` runs another build (comparing two builds in one sitting).
+        let bin = std::env::var("OPENHIVE_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_openhive").to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env("OPENHIVE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("OPENHIVE_SERVER__DATA_DIR", dir.path())
