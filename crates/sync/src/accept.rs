@@ -348,7 +348,9 @@ pub(crate) fn accept(
     // nothing to backfill: the link is active at once and no pull follows (pairing thousands
     // of new hives, the side that holds none of them answers head 0 for each).
     let peer_log_empty = hello.current_seq == 0;
-    let next_state = match sync_state::link(tx, &peer_id, hive_id)?.map(|l| l.state) {
+    let link = sync_state::link(tx, &peer_id, hive_id)?;
+    let had_error = link.as_ref().is_some_and(|l| l.last_error.is_some());
+    let next_state = match link.map(|l| l.state) {
         Some(sync_state::LinkState::Handshaking | sync_state::LinkState::Backfilling)
             if peer_log_empty =>
         {
@@ -373,7 +375,10 @@ pub(crate) fn accept(
     released.rejected += r.rejected;
     released.changes.extend(r.changes);
     sync_state::set_remote_seq(tx, &peer_id, hive_id, hello.current_seq)?;
-    if let Role::Initiator { .. } = role {
+    // The link works: a failure recorded before is over. (On the responder's side, the
+    // link's own handshake may have failed moments before, while the peer did not know us
+    // yet; with nothing to pull, no later step of the link would clear it.)
+    if had_error || matches!(role, Role::Initiator { .. }) {
         sync_state::set_link_error(tx, &peer_id, hive_id, None)?;
     }
     if known.is_none() {

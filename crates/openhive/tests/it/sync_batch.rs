@@ -200,3 +200,42 @@ async fn sync_a_paired_peer_is_not_asked_for_our_own_events_back() {
         "{lagging}"
     );
 }
+
+/// A link whose own handshake failed (the peer did not know us yet) shows no error once
+/// the peer's handshake succeeds, though it has nothing to pull from the peer's empty log,
+/// so no later step of it would clear the error.
+#[tokio::test]
+async fn sync_a_peers_handshake_clears_the_error_of_our_failed_one() {
+    let a = instance().await;
+    let b = instance().await;
+    let names = ["clear1", "clear2", "clear3"];
+    let mut ids = Vec::new();
+    for n in names {
+        create_hive(&a, n).await;
+        enable_group(&a, n).await;
+        ids.push(new_post(&a, n, &format!("in {n}")).await);
+    }
+    let errors = |st: Value| -> Vec<Value> {
+        st["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["peers"][0]["last_error"].clone())
+            .collect()
+    };
+    add_peer(&a, "B", &b, &names).await;
+    wait_for(T, "A's failed handshakes recorded", || async {
+        let e = errors(get(&a, "/sync/status").await);
+        (e.len() == names.len() && e.iter().all(|e| e.is_string())).then_some(())
+    })
+    .await;
+    add_peer(&b, "A", &a, &names).await;
+    for id in &ids {
+        wait_visible(&b, &format!("/posts/{id}")).await;
+    }
+    wait_for(T, "A's link errors cleared", || async {
+        let e = errors(get(&a, "/sync/status").await);
+        e.iter().all(Value::is_null).then_some(())
+    })
+    .await;
+}
