@@ -277,31 +277,16 @@ mod tests {
     #[test]
     fn a_heartbeat_asks_for_pulls_in_hive_id_order() {
         let (_dir, store) = crate::temp_store();
+        // Names in the opposite order of the hive ids.
+        let names = ["zeta", "mu", "delta", "alpha"];
         let applied = store
-            .write_blocking(|tx| -> Result<Applied, StoreError> {
-                let (peer, _) = sync_state::upsert_configured_peer(
-                    tx,
-                    "b",
-                    "http://b/sync/v1",
-                    sync_state::PeerSource::Api,
-                    1,
-                )?;
-                let mut groups = BTreeMap::new();
-                // Names in the opposite order of the hive ids.
-                for (i, name) in ["zeta", "mu", "delta", "alpha"].iter().enumerate() {
-                    let hive = format!("hive_{i}");
-                    log::create(tx, &hive)?;
-                    sync_state::ensure_group(tx, &hive, name, "inst_self", 1)?;
-                    sync_state::ensure_link(tx, &peer.id, &hive, sync_state::LinkState::Active)?;
-                    let group = HeartbeatGroup {
-                        seq: 5,
-                        roster: Vec::new(),
-                        skipped: None,
-                        received: None,
-                    };
-                    groups.insert((*name).to_string(), group);
-                }
-                apply(tx, &peer.id, "inst_b", &groups, &Direction::Answer, 2)
+            .write_blocking(move |tx| -> Result<Applied, StoreError> {
+                let peer = shared_hives_named(tx, &names, 0)?;
+                let groups = names
+                    .iter()
+                    .map(|n| (n.to_string(), group(5, None, None)))
+                    .collect();
+                apply(tx, &peer, "inst_b", &groups, &Direction::Answer, 2)
             })
             .unwrap();
         assert_eq!(applied.pulls, ["hive_0", "hive_1", "hive_2", "hive_3"]);
@@ -322,6 +307,17 @@ mod tests {
     /// A peer `b` sharing the hives `hive_0 ..` (named `h0 ..`), each with `events` entries
     /// of ours in its log; returns the peer's id.
     fn shared_hives(tx: &Conn<'_>, n: usize, events: i64) -> Result<String, StoreError> {
+        let names: Vec<String> = (0..n).map(|i| format!("h{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        shared_hives_named(tx, &names, events)
+    }
+
+    /// As [`shared_hives`], the hive `hive_i` named `names[i]`.
+    fn shared_hives_named(
+        tx: &Conn<'_>,
+        names: &[&str],
+        events: i64,
+    ) -> Result<String, StoreError> {
         let (peer, _) = sync_state::upsert_configured_peer(
             tx,
             "b",
@@ -329,13 +325,13 @@ mod tests {
             sync_state::PeerSource::Api,
             1,
         )?;
-        for i in 0..n {
+        for (i, name) in names.iter().enumerate() {
             let hive = format!("hive_{i}");
             log::create(tx, &hive)?;
             for e in 1..=events {
                 log::append(tx, &hive, &event(&hive, e), None, 1)?;
             }
-            sync_state::ensure_group(tx, &hive, &format!("h{i}"), "inst_self", 1)?;
+            sync_state::ensure_group(tx, &hive, name, "inst_self", 1)?;
             sync_state::ensure_link(tx, &peer.id, &hive, sync_state::LinkState::Active)?;
         }
         Ok(peer.id)

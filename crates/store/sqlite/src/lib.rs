@@ -531,34 +531,14 @@ mod tests {
         drop(conn);
     }
 
-    /// The four full-text tables and the queue of migration 0017, with the triggers of
-    /// `hives` (the other tables stay empty).
+    /// The schema with the full-text tables and the queue's triggers, as migrations 0001
+    /// and 0017 create them.
     fn fts_schema() -> Connection {
         let c = Connection::open_in_memory().unwrap();
-        c.execute_batch(
-            "CREATE TABLE posts (title TEXT, content TEXT);
-             CREATE TABLE comments (content TEXT);
-             CREATE TABLE agents (name TEXT, description TEXT);
-             CREATE TABLE hives (name TEXT, description TEXT);
-             CREATE VIRTUAL TABLE posts_fts USING fts5(title, content, content='posts', content_rowid='rowid');
-             CREATE VIRTUAL TABLE comments_fts USING fts5(content, content='comments', content_rowid='rowid');
-             CREATE VIRTUAL TABLE agents_fts USING fts5(name, description, content='agents', content_rowid='rowid');
-             CREATE VIRTUAL TABLE hives_fts USING fts5(name, description, content='hives', content_rowid='rowid');
-             CREATE TABLE fts_queue (id INTEGER PRIMARY KEY, tbl INTEGER NOT NULL, cmd TEXT,
-               rid INTEGER NOT NULL, a TEXT, b TEXT);
-             CREATE TRIGGER hives_fts_ai AFTER INSERT ON hives BEGIN
-               INSERT INTO fts_queue (tbl, cmd, rid, a, b) VALUES (4, NULL, new.rowid, new.name, new.description);
-             END;
-             CREATE TRIGGER hives_fts_ad AFTER DELETE ON hives BEGIN
-               INSERT INTO fts_queue (tbl, cmd, rid, a, b) VALUES (4, 'delete', old.rowid, old.name, old.description);
-             END;
-             CREATE TRIGGER hives_fts_au AFTER UPDATE OF name, description ON hives
-             WHEN old.name IS NOT new.name OR old.description IS NOT new.description BEGIN
-               INSERT INTO fts_queue (tbl, cmd, rid, a, b) VALUES (4, 'delete', old.rowid, old.name, old.description);
-               INSERT INTO fts_queue (tbl, cmd, rid, a, b) VALUES (4, NULL, new.rowid, new.name, new.description);
-             END;",
-        )
-        .unwrap();
+        c.execute_batch(include_str!("../../migrations/sqlite/0001_init.sql"))
+            .unwrap();
+        c.execute_batch(include_str!("../../migrations/sqlite/0017_fts_queue.sql"))
+            .unwrap();
         c
     }
 
@@ -585,7 +565,8 @@ mod tests {
         c.execute_batch("BEGIN").unwrap();
         for i in 1..=100 {
             c.execute(
-                "INSERT INTO hives (rowid, name, description) VALUES (?1, ?2, 'stub')",
+                "INSERT INTO hives (rowid, id, name, description, created_at, updated_at)
+                 VALUES (?1, 'hive_' || ?1, ?2, 'stub', 0, 0)",
                 rusqlite::params![i, format!("h{i}")],
             )
             .unwrap();
@@ -606,14 +587,16 @@ mod tests {
             .unwrap();
         // A row created and deleted within the transaction, and one created then renamed.
         c.execute(
-            "INSERT INTO hives (rowid, name, description) VALUES (200, 'gone', 'x')",
+            "INSERT INTO hives (rowid, id, name, description, created_at, updated_at)
+             VALUES (200, 'hive_200', 'gone', 'x', 0, 0)",
             [],
         )
         .unwrap();
         c.execute("DELETE FROM hives WHERE rowid = 200", [])
             .unwrap();
         c.execute(
-            "INSERT INTO hives (rowid, name, description) VALUES (150, 'late', 'stub')",
+            "INSERT INTO hives (rowid, id, name, description, created_at, updated_at)
+             VALUES (150, 'hive_150', 'late', 'stub', 0, 0)",
             [],
         )
         .unwrap();
