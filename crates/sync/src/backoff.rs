@@ -3,7 +3,11 @@
 //! The delay before attempt `n` (n = consecutive failures, starting at 1) is drawn
 //! uniformly from `[d/2, d]` where `d = min(initial * 2^(n-1), max)` ("equal jitter"), so
 //! peers that failed together do not retry in lockstep, and the delay never exceeds `max`.
+//!
+//! Links of one peer that failed in one batched call are the exception: they share one
+//! draw per failure count ([`SharedDelays`]), so that their retry is one batched call again.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +69,26 @@ impl Backoff {
     }
 }
 
+/// One jittered delay per consecutive-failure count, drawn for the first link that needs it
+/// and given to every other link that failed in the same call with the same count: links
+/// that failed together retry together, as one batched call. (Drawn per link, the 10,000
+/// links of a pairing that failed in 40 calls of 256, because the peer did not know us yet,
+/// retried in over a hundred calls of a few links each.)
+#[derive(Debug, Default)]
+pub struct SharedDelays {
+    drawn: HashMap<u32, Duration>,
+}
+
+impl SharedDelays {
+    /// Records a failure of `backoff`'s link; returns how long to wait before the next
+    /// attempt, the same as for the other links of this call with the same count.
+    pub fn fail(&mut self, backoff: &mut Backoff, policy: &BackoffPolicy) -> Duration {
+        backoff.failures = backoff.failures.saturating_add(1);
+        let n = backoff.failures;
+        *self.drawn.entry(n).or_insert_with(|| policy.delay(n))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +117,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn links_failing_together_share_one_delay_per_failure_count() {
+        let p = BackoffPolicy {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(600),
+        };
+        // Independent draws from [5 s, 10 s] in ms: 64 of them all equal is impossible
+        // but for a shared draw.
+        let mut shared = SharedDelays::default();
+        let mut first = vec![Backoff::default(); 64];
+        let delays: Vec<Duration> = first.iter_mut().map(|b| shared.fail(b, &p)).collect();
+        assert!(delays.iter().all(|d| *d == delays[0]), "{delays:?}");
+        assert!(first.iter().all(|b| b.failures() == 1));
+        // A link on its second failure in the same call gets the second count's draw.
+        let mut again = Backoff::default();
+        again.fail(&p);
+        let d2 = shared.fail(&mut again, &p);
+        assert_eq!(again.failures(), 2);
+        assert!(d2 >= p.ceiling(2) / 2 && d2 <= p.ceiling(2), "{d2:?}");
+        // Another call draws again.
+        let mut next = SharedDelays::default();
+        let others: Vec<Duration> = (0..8)
+            .map(|_| next.fail(&mut Backoff::default(), &p))
+            .collect();
+        assert!(others.iter().all(|d| *d == others[0]));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //!   again at the next step, not counted as a failure.
 
 use crate::accept::{self, Hello, Outcome, Role};
+use crate::backoff::SharedDelays;
 use crate::engine::{LinkKey, SyncHandle};
 use crate::error::LinkError;
 use crate::link::{self, Failed, PeerSink, Step};
@@ -199,7 +200,8 @@ async fn fail_all(h: &SyncHandle, peer_id: &str, members: &mut [Member], msg: &s
     record_failures(h, peer_id, members, failures).await;
 }
 
-/// Records failed links (one transaction) and sets each one's backoff.
+/// Records failed links (one transaction) and sets their backoff: one delay per failure
+/// count for the whole call ([`SharedDelays`]).
 async fn record_failures(
     h: &SyncHandle,
     peer_id: &str,
@@ -210,9 +212,11 @@ async fn record_failures(
         return;
     }
     let mut rows = Vec::with_capacity(failures.len());
+    // Failed together, retried together: one batched call again.
+    let mut delays = SharedDelays::default();
     for (i, msg) in failures {
         let m = &mut members[i];
-        let delay = m.job.backoff.fail(&h.settings().backoff);
+        let delay = delays.fail(&mut m.job.backoff, &h.settings().backoff);
         m.after = Some(After::Backoff(delay));
         rows.push((m.key.1.clone(), msg));
     }

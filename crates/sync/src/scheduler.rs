@@ -24,6 +24,11 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+/// Waits that end this close together end together: the links of a batched call that
+/// failed set their backoff one after the other, microseconds apart, with the same delay
+/// (`crate::backoff::SharedDelays`); queued by one timer tick, they are batched again.
+const COALESCE: Duration = Duration::from_millis(20);
+
 /// The per-link state the worker carries through a step (kept in the slot in between).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Job {
@@ -390,12 +395,13 @@ impl Scheduler {
         }
     }
 
-    /// Queues the links whose wait is over; returns when the next one is due.
+    /// Queues the links whose wait is over, or ends within [`COALESCE`]; returns when the
+    /// next one is due.
     fn fire_due(&self, now: Instant) -> Option<Instant> {
         let mut st = self.lock();
         loop {
             let Reverse((at, _)) = st.timers.peek()?;
-            if *at > now {
+            if *at > now + COALESCE {
                 return Some(*at);
             }
             let Reverse((at, key)) = st.timers.pop()?;
@@ -654,6 +660,25 @@ mod tests {
         assert_eq!(k2, k);
         tx.send(true).unwrap();
         timers.await.unwrap();
+    }
+
+    /// Links whose backoffs end a few milliseconds apart (set one after the other by one
+    /// failed batched call) are queued by one timer tick, so they are claimed as one batch.
+    #[tokio::test(start_paused = true)]
+    async fn waits_ending_milliseconds_apart_are_queued_together() {
+        let s = std::sync::Arc::new(Scheduler::default());
+        s.insert(key("p", "a"));
+        s.insert(key("p", "b"));
+        let (ka, ja) = take(&s).await.unwrap();
+        let (kb, jb) = take(&s).await.unwrap();
+        s.done(ka, ja, After::Backoff(Duration::from_secs(5)));
+        tokio::time::advance(Duration::from_millis(5)).await;
+        s.done(kb, jb, After::Backoff(Duration::from_secs(5)));
+        // The first wait is over, the second ends 4 ms later: both are queued now.
+        tokio::time::advance(Duration::from_millis(4996)).await;
+        s.fire_due(Instant::now());
+        let batch = s.claim_siblings("p", 8);
+        assert_eq!(batch.len(), 2, "{batch:?}");
     }
 
     #[tokio::test]

@@ -239,3 +239,96 @@ async fn sync_a_peers_handshake_clears_the_error_of_our_failed_one() {
     })
     .await;
 }
+
+/// Links that failed in one batched call retry in one batched call: the peer did not know
+/// us yet, and every retry round of the 24 links is a call or two, not one call per link
+/// (each link drew its own jittered backoff before, so its retries went alone).
+#[tokio::test]
+async fn sync_links_that_failed_together_retry_together() {
+    const N: usize = 24;
+    let a = instance().await;
+    let b = instance().await;
+    let names: Vec<String> = (0..N).map(|i| format!("retry{i:02}")).collect();
+    for n in &names {
+        create_hive(&a, n).await;
+        enable_group(&a, n).await;
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    // B does not know A: every handshake of A is refused.
+    add_peer(&a, "B", &b, &refs).await;
+    let calls = || async {
+        requests(&b.base_url, "/sync/v1/batch/handshake").await
+            + requests(&b.base_url, "/sync/v1/handshake").await
+    };
+    wait_for(T, "A's first handshakes", || async {
+        (calls().await >= 1).then_some(())
+    })
+    .await;
+    // The harness's backoff: 100 ms doubling up to 1 s, each delay drawn from [d/2, d].
+    // In 5 s that is at most 13 rounds (0.05, 0.1, 0.2, 0.4, then 0.5 s apart) and at
+    // least 8; a call per link and round would be over 150 calls.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let made = calls().await;
+    eprintln!("{made} handshake calls");
+    assert!(
+        made <= 2 * 13,
+        "{made} handshake calls in at most 13 rounds of {N} links that failed together"
+    );
+}
+
+/// Heartbeat groups sent by `server` since start, from its `/metrics`.
+async fn heartbeat_groups_sent(base: &str) -> u64 {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("openhive_sync_heartbeat_groups_sent_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .expect("openhive_sync_heartbeat_groups_sent_total") as u64
+}
+
+/// A pairing's heartbeats carry each hive about once per side (the head B reached, where
+/// each side's pull cursor stands), not every new link again: a link's handshake told the
+/// peer our head and roster, and learning the peer's own key from it is no news for the
+/// peer. Each side's first heartbeat carried every shared hive before, and every roster
+/// the peer's handshake grew came back in the next answer.
+#[tokio::test]
+async fn sync_a_pairings_heartbeats_carry_each_hive_about_once() {
+    const N: usize = 30;
+    let a = instance().await;
+    let b = instance().await;
+    let names: Vec<String> = (0..N).map(|i| format!("news{i:02}")).collect();
+    let mut ids = Vec::new();
+    for n in &names {
+        create_hive(&a, n).await;
+        enable_group(&a, n).await;
+        ids.push(new_post(&a, n, &format!("a in {n}")).await);
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    add_peer(&a, "B", &b, &refs).await;
+    add_peer(&b, "A", &a, &refs).await;
+    for id in &ids {
+        wait_visible(&b, &format!("/posts/{id}")).await;
+    }
+    wait_for(T, "no lagging link on either side", || async {
+        let la = get(&a, "/sync/status?state=lagging").await;
+        let lb = get(&b, "/sync/status?state=lagging").await;
+        (la["groups"].as_array().is_some_and(Vec::is_empty)
+            && lb["groups"].as_array().is_some_and(Vec::is_empty))
+        .then_some(())
+    })
+    .await;
+    // A few more heartbeats (1 s apart in these tests): an idle pair sends no group.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = heartbeat_groups_sent(&a.base_url).await + heartbeat_groups_sent(&b.base_url).await;
+    eprintln!("{sent} heartbeat groups for {N} hives");
+    assert!(
+        sent <= 2 * N as u64 + N as u64 / 2,
+        "{sent} heartbeat groups for a pairing of {N} hives"
+    );
+}
