@@ -423,8 +423,9 @@ pub(crate) async fn after_commit(
     let relay = accepted.released.accepted > 0;
     h.announce_keys(accepted.rotations, Some(accepted.peer_id.clone()));
     h.emit(accepted.released.changes);
-    // The roster may have grown: the hive's other peers hear of it at their next heartbeat.
-    h.mark_news(hive_id);
+    // The roster may have grown: the hive's other peers hear of it at their next heartbeat
+    // (this one told us, and heard our roster in the same handshake).
+    h.mark_news_except(hive_id, &accepted.peer_id);
     // A peer paired (its key known, its status active): it may be passed on by gossip.
     h.inner.gossip.bump();
     match role {

@@ -123,9 +123,13 @@ pub(crate) struct Inner {
     pub sched: Scheduler,
     /// Per peer, the shared hives it has not heard about yet (what heartbeats carry).
     pub news: News,
+    /// Groups our heartbeats and heartbeat answers carried, since start.
+    pub heartbeat_groups_sent: std::sync::atomic::AtomicU64,
     /// Per peer, the gossip it has heard from us; the generation of our peer knowledge.
     pub gossip: crate::gossip::Memory,
-    pub reconcile_lock: tokio::sync::Mutex<()>,
+    /// Held while reconciling; whether a reconcile completed (the first, at start, marks
+    /// every live link as news: see [`SyncHandle::reconcile`]).
+    pub reconcile_lock: tokio::sync::Mutex<bool>,
     pub shutdown_tx: watch::Sender<bool>,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
     /// When each (peer, hive) last pulled from us: the pull's `since`, and the seq the page
@@ -248,7 +252,8 @@ impl SyncEngine {
                 sched: Scheduler::default(),
                 news: News::default(),
                 gossip: crate::gossip::Memory::default(),
-                reconcile_lock: tokio::sync::Mutex::new(()),
+                reconcile_lock: tokio::sync::Mutex::new(false),
+                heartbeat_groups_sent: Default::default(),
                 shutdown_tx,
                 tasks: Mutex::new(Vec::new()),
                 pulled: Mutex::new(HashMap::new()),
@@ -460,6 +465,15 @@ impl SyncHandle {
         self.inner.news.mark(hive_id, &peers);
     }
 
+    /// [`SyncHandle::mark_news`] for every peer of `hive_id` but `peer_id` (the roster grew
+    /// by what that peer's own handshake told us: it knows).
+    pub(crate) fn mark_news_except(&self, hive_id: &str, peer_id: &str) {
+        let peers = self.inner.sched.peers_of(hive_id);
+        self.inner
+            .news
+            .mark(hive_id, peers.iter().filter(|p| *p != peer_id));
+    }
+
     /// Wakes the link (peer, hive) only (e.g. to handshake again at once).
     pub(crate) fn wake_link(&self, peer_id: &str, hive_id: &str) {
         self.inner
@@ -511,12 +525,13 @@ impl SyncHandle {
         if !self.enabled() || self.is_shutting_down() {
             return;
         }
+        // (Not news for the peer: the handshake that created the link told it our head
+        // and roster.)
         if self
             .inner
             .sched
             .insert((peer_id.to_string(), hive_id.to_string()))
         {
-            self.inner.news.mark(hive_id, [&peer_id.to_string()]);
             self.inner.gossip.bump();
         }
     }
@@ -531,11 +546,18 @@ impl SyncHandle {
         if !self.enabled() || self.is_shutting_down() {
             return Ok(());
         }
-        let _guard = self.inner.reconcile_lock.lock().await;
+        let mut reconciled = self.inner.reconcile_lock.lock().await;
         let live = self.inner.store.read(sync_state::live_link_keys).await?;
         let (removed, added) = self.inner.sched.reconcile(live);
-        for (peer, hive) in &added {
-            self.inner.news.mark(hive, [peer]);
+        // The first reconcile, at start, schedules every live link: each is news for its
+        // peer (what it heard before we stopped is unknown). A link added later is new, and
+        // its first handshake tells the peer our head and roster: a heartbeat in the middle
+        // of a pairing need not carry it again.
+        if !*reconciled {
+            for (peer, hive) in &added {
+                self.inner.news.mark(hive, [peer]);
+            }
+            *reconciled = true;
         }
         let changed = removed || !added.is_empty();
         if changed {
@@ -729,6 +751,21 @@ impl SyncHandle {
     /// The scheduler's figures (links, queued, running, waiting).
     pub fn scheduler_stats(&self) -> SchedulerStats {
         self.inner.sched.stats()
+    }
+
+    /// Groups our heartbeats and heartbeat answers carried, since start (what the news
+    /// costs: an idle mesh sends none).
+    pub fn heartbeat_groups_sent(&self) -> u64 {
+        self.inner
+            .heartbeat_groups_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts the groups of a heartbeat or answer we send.
+    pub(crate) fn count_heartbeat_groups(&self, n: usize) {
+        self.inner
+            .heartbeat_groups_sent
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -231,9 +231,10 @@ struct PeerMemory {
     /// The generation it was computed at (`None`: never).
     sent_generation: Option<u64>,
     last_gossip: Option<Instant>,
-    /// When it last got an introduction, and its hives (ids).
+    /// When it last got an introduction, its hives (ids), and our generation then.
     introduced_at: Option<Instant>,
     introduced_hives: HashSet<String>,
+    introduced_generation: Option<u64>,
 }
 
 /// Per peer, what it has heard from us (in memory: after a restart everything is sent
@@ -290,9 +291,12 @@ impl Memory {
                 || match m {
                     None => true,
                     Some(m) => {
+                        // Stale, or links came since: a link created at run time is not
+                        // in the peer's news (`crate::news`), so `due` may not name it.
                         m.introduced_at.is_none_or(|t| {
                             now.saturating_duration_since(t) >= INTRODUCTION_REFRESH
-                        }) || due.is_none_or(|h| h.iter().any(|h| !m.introduced_hives.contains(h)))
+                        }) || m.introduced_generation != Some(generation)
+                            || due.is_none_or(|h| h.iter().any(|h| !m.introduced_hives.contains(h)))
                     }
                 });
         Plan {
@@ -330,6 +334,7 @@ impl Memory {
         if let Some(hives) = &out.introduced_hives {
             m.introduced_at = Some(now);
             m.introduced_hives = hives.clone();
+            m.introduced_generation = Some(plan.generation);
         }
     }
 

@@ -133,6 +133,7 @@ async fn beat(h: SyncHandle, peer: PeerRow, link: LinkRow) {
         &out,
         tokio::time::Instant::now().into_std(),
     );
+    h.count_heartbeat_groups(ours.len());
     let req = Heartbeat {
         instance_id: h.me().instance_id.clone(),
         sync_endpoint: Some(h.me().sync_endpoint.clone()),

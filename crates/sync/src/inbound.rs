@@ -736,6 +736,7 @@ pub async fn heartbeat(
     );
     groups::after_commit(h, &auth.peer_id, applied);
     crate::gossip::after_commit(h, learned).await;
+    h.count_heartbeat_groups(answer.len());
     Ok(Heartbeat {
         instance_id: h.me().instance_id.clone(),
         sync_endpoint: Some(h.me().sync_endpoint.clone()),

@@ -4,8 +4,11 @@
 //! This is what makes a heartbeat cost nothing per idle hive: a heartbeat carries only the
 //! hives in the peer's news (taken when the message is built, given back if it fails), and a
 //! hive enters the news when something happens to it: a commit grew its log, a roster key
-//! was learned, a link to it was created. Once an hour a peer gets everything again (a
-//! refresh that bounds the effect of an answer lost after it was sent).
+//! was learned from another peer, the engine started (every live link: what the peer heard
+//! before is unknown). A link created at run time is not news: its handshake told the peer
+//! our head and roster, so a heartbeat landing in the middle of a pairing carries only what
+//! changed since. Once an hour a peer gets everything again (a refresh that bounds the
+//! effect of an answer lost after it was sent), counted from its first message.
 //!
 //! Invariants:
 //! - news is only ever a superset of what changed: marking too much costs a few bytes,
@@ -46,8 +49,10 @@ impl Due {
 #[derive(Debug, Default)]
 struct PeerNews {
     hives: HashSet<String>,
-    /// When the peer last got everything (`None`: never, since we started).
+    /// When the peer last got everything, or its first message (`None`: no message yet).
     refreshed: Option<Instant>,
+    /// A message carrying everything did not get through: the next one does.
+    all_due: bool,
 }
 
 #[derive(Debug, Default)]
@@ -75,8 +80,14 @@ impl News {
     pub fn take(&self, peer_id: &str) -> Due {
         let mut all = self.lock();
         let n = all.entry(peer_id.to_string()).or_default();
-        if n.refreshed.is_none_or(|t| t.elapsed() >= REFRESH_EVERY) {
+        let Some(refreshed) = n.refreshed else {
+            // The first message: what was marked (at start, every live link).
             n.refreshed = Some(Instant::now());
+            return Due::Some(std::mem::take(&mut n.hives));
+        };
+        if n.all_due || refreshed.elapsed() >= REFRESH_EVERY {
+            n.refreshed = Some(Instant::now());
+            n.all_due = false;
             n.hives.clear();
             return Due::All;
         }
@@ -88,7 +99,7 @@ impl News {
         let mut all = self.lock();
         let n = all.entry(peer_id.to_string()).or_default();
         match due {
-            Due::All => n.refreshed = None,
+            Due::All => n.all_due = true,
             Due::Some(h) => n.hives.extend(h),
         }
     }
@@ -104,11 +115,13 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    #[test]
-    fn first_everything_then_only_what_changed_and_failures_give_it_back() {
+    #[tokio::test(start_paused = true)]
+    async fn only_what_changed_failures_give_it_back_and_everything_hourly() {
         let news = News::default();
         let p = "p".to_string();
-        assert_eq!(news.take("p"), Due::All);
+        // The first message carries what was marked (not every shared hive).
+        news.mark("h0", [&p]);
+        assert_eq!(news.take("p"), Due::Some(["h0".to_string()].into()));
         assert_eq!(news.take("p"), Due::Some(HashSet::new()));
         news.mark("h1", [&p]);
         news.mark("h2", [&p]);
@@ -124,11 +137,17 @@ mod tests {
             panic!("expected a delta")
         };
         assert_eq!(h.len(), 3);
-        // A failed full refresh is due again.
-        news.forget("p");
+        // Everything again an hour after the first message; a failed full refresh is due
+        // again at once.
+        tokio::time::advance(REFRESH_EVERY).await;
         let all = news.take("p");
         assert_eq!(all, Due::All);
+        assert_eq!(news.take("p"), Due::Some(HashSet::new()));
         news.give_back("p", all);
         assert_eq!(news.take("p"), Due::All);
+        assert_eq!(news.take("p"), Due::Some(HashSet::new()));
+        // A forgotten peer starts again from its news.
+        news.forget("p");
+        assert_eq!(news.take("p"), Due::Some(HashSet::new()));
     }
 }

@@ -268,6 +268,7 @@ async fn metrics_parse_and_count_requests_by_route_template() {
         "openhive_events_rejected_total",
         "openhive_events_waiting",
         "openhive_sync_scheduler_links",
+        "openhive_sync_heartbeat_groups_sent_total",
         "openhive_metrics_hives_truncated",
     ] {
         assert!(find(&m, name, &[]).is_some(), "missing {name}\n{text}");

@@ -278,6 +278,18 @@ pub async fn render(state: &AppState) -> ApiResult<String> {
         i64::try_from(queue.refused).unwrap_or(i64::MAX),
     );
 
+    e.family(
+        "openhive_sync_heartbeat_groups_sent_total",
+        Kind::Counter,
+        "Hive groups our heartbeats and heartbeat answers carried (only hives that changed \
+         since the peer last heard from us), since start.",
+    );
+    e.int(
+        "openhive_sync_heartbeat_groups_sent_total",
+        &[],
+        i64::try_from(state.sync.heartbeat_groups_sent()).unwrap_or(i64::MAX),
+    );
+
     for (name, help, v) in &figures.counters {
         e.family(name, Kind::Counter, help);
         e.int(name, &[], *v);
