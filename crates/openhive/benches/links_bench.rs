@@ -26,6 +26,11 @@
 //! change): alternating two builds in one sitting is how a change is measured here, since
 //! this machine's speed drifts by 15 % and more over an hour.
 //!
+//! `LINKS_BENCH_REPEAT` (default 1) runs the sizes that many times, alternating them
+//! (2500, 5000, 2500, 5000, ...), and prints the median pairing time and CPU of each size
+//! and the ratios of the medians: one stalled pairing on this shared machine then moves
+//! no ratio.
+//!
 //! `LINKS_BENCH_LOG_DIR` keeps each instance's log there (`LINKS_BENCH_RUST_LOG` sets its
 //! filter, default "info").
 //!
@@ -239,6 +244,54 @@ async fn idle_cpu(procs: &[&Proc], secs: u64) -> Vec<f64> {
         .collect()
 }
 
+/// The median of `v` (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[m - 1] + v[m]) / 2.0
+    } else {
+        v[m]
+    }
+}
+
+/// Median pairing time and CPU per size, and the ratios of the last size's medians to the
+/// first's.
+fn print_ratios(sizes: &[usize], runs: &std::collections::BTreeMap<usize, Vec<(f64, f64)>>) {
+    let (Some(&n0), Some(&n1)) = (sizes.first(), sizes.last()) else {
+        return;
+    };
+    if n0 == n1 {
+        return;
+    }
+    let med = |n: usize| {
+        let r = &runs[&n];
+        let fmt = |v: Vec<f64>| {
+            v.iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let (t, c): (Vec<f64>, Vec<f64>) = r.iter().copied().unzip();
+        println!(
+            "{n} hives: pair {} s (median {:.2}), CPU A+B {} s (median {:.2})",
+            fmt(t.clone()),
+            median(t.clone()),
+            fmt(c.clone()),
+            median(c.clone())
+        );
+        (median(t), median(c))
+    };
+    let ((t0, c0), (t1, c1)) = (med(n0), med(n1));
+    println!(
+        "time ratio {:.2}, CPU ratio {:.2}, for {:.2}x the hives (medians of {} run(s) each)",
+        t1 / t0,
+        c1 / c0,
+        n1 as f64 / n0 as f64,
+        runs[&n0].len()
+    );
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -280,102 +333,101 @@ async fn main() {
         "RSS MB",
         "status KB"
     );
-    let mut times = Vec::new();
-    for &batch in &batches {
-        for &n in &sizes {
-            let a = spawn_batched(&http, batch).await;
-            let b = spawn_batched(&http, batch).await;
-            let names = fill(&http, &a, n).await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let routes0 = (
-                sync_calls_by_route(&http, &a).await,
-                sync_calls_by_route(&http, &b).await,
-            );
-            let calls0 = routes0.0.values().sum::<u64>() + routes0.1.values().sum::<u64>();
-            let (cpu_a0, cpu_b0) = (a.proc_figures().0, b.proc_figures().0);
-            let perf = [
-                common::perf::record(a.pid(), &format!("pair-{n}-a")),
-                common::perf::record(b.pid(), &format!("pair-{n}-b")),
-            ];
-            if perf.iter().any(Option::is_some) {
-                // perf needs a moment to attach: without it a short pairing loses its start.
+    let repeat: usize = env_or("LINKS_BENCH_REPEAT", 1usize).max(1);
+    // (pairing time, pair CPU of A + B) of each run of each size, with the first batch size.
+    let mut runs: std::collections::BTreeMap<usize, Vec<(f64, f64)>> = Default::default();
+    for _ in 0..repeat {
+        for &batch in &batches {
+            for &n in &sizes {
+                let a = spawn_batched(&http, batch).await;
+                let b = spawn_batched(&http, batch).await;
+                let names = fill(&http, &a, n).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                let routes0 = (
+                    sync_calls_by_route(&http, &a).await,
+                    sync_calls_by_route(&http, &b).await,
+                );
+                let calls0 = routes0.0.values().sum::<u64>() + routes0.1.values().sum::<u64>();
+                let (cpu_a0, cpu_b0) = (a.proc_figures().0, b.proc_figures().0);
+                let perf = [
+                    common::perf::record(a.pid(), &format!("pair-{n}-a")),
+                    common::perf::record(b.pid(), &format!("pair-{n}-b")),
+                ];
+                if perf.iter().any(Option::is_some) {
+                    // perf needs a moment to attach: without it a short pairing loses its start.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                pair(&http, &a, &b, &names, "B").await;
+                let took = wait_all_posts(&http, &b, n).await;
+                perf.into_iter().for_each(common::perf::stop);
+                let hz = ticks_per_sec();
+                let pair_cpu = (
+                    (a.proc_figures().0 - cpu_a0) as f64 / hz,
+                    (b.proc_figures().0 - cpu_b0) as f64 / hz,
+                );
+                let routes = (
+                    sync_calls_by_route(&http, &a).await,
+                    sync_calls_by_route(&http, &b).await,
+                );
+                let calls =
+                    routes.0.values().sum::<u64>() + routes.1.values().sum::<u64>() - calls0;
+                eprintln!(
+                    "{n} hives, calls answered by A: {}; by B: {}",
+                    calls_since(&routes0.0, &routes.0),
+                    calls_since(&routes0.1, &routes.1)
+                );
+                if batch == batches[0] {
+                    runs.entry(n)
+                        .or_default()
+                        .push((took.as_secs_f64(), pair_cpu.0 + pair_cpu.1));
+                }
+                // Let the last pushes and acknowledgements settle, then a heartbeat or two.
+                let quiet = wait_quiet(&http, &a).await;
+                tokio::time::sleep(Duration::from_secs(11)).await;
+                eprintln!(
+                    "A {} (pid {}), B {} (pid {})",
+                    a.base,
+                    a.pid(),
+                    b.base,
+                    b.pid()
+                );
+                let cpu = idle_cpu(&[&a, &b], idle_secs).await;
+                // For a look at the idle pair (status, profiles) before it is stopped.
+                let hold: u64 = env_or("LINKS_BENCH_HOLD_SECS", 0);
+                tokio::time::sleep(Duration::from_secs(hold)).await;
+                let (_, threads_b, rss_b) = b.proc_figures();
+                let (_, threads_a, rss_a) = a.proc_figures();
+                let page = http
+                    .get(format!("{}/api/v1/sync/status", a.base))
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+                    .len();
+                println!(
+                    "{:>5} | {:>7} | {:>8.1} | {:>7.2} | {:>5.1} {:>5.1} | {:>6} | {:>9.1} | {:>5.2}% {:>5.2}% | {:>4} {:>4} | {:>4} {:>4} | {:>10.1}",
+                    batch,
+                    n,
+                    took.as_secs_f64(),
+                    took.as_secs_f64() * 1000.0 / n as f64,
+                    pair_cpu.0,
+                    pair_cpu.1,
+                    calls,
+                    (took + quiet).as_secs_f64(),
+                    cpu[0],
+                    cpu[1],
+                    threads_a,
+                    threads_b,
+                    rss_a / 1024,
+                    rss_b / 1024,
+                    page as f64 / 1024.0
+                );
             }
-            pair(&http, &a, &b, &names, "B").await;
-            let took = wait_all_posts(&http, &b, n).await;
-            perf.into_iter().for_each(common::perf::stop);
-            let hz = ticks_per_sec();
-            let pair_cpu = (
-                (a.proc_figures().0 - cpu_a0) as f64 / hz,
-                (b.proc_figures().0 - cpu_b0) as f64 / hz,
-            );
-            let routes = (
-                sync_calls_by_route(&http, &a).await,
-                sync_calls_by_route(&http, &b).await,
-            );
-            let calls = routes.0.values().sum::<u64>() + routes.1.values().sum::<u64>() - calls0;
-            eprintln!(
-                "{n} hives, calls answered by A: {}; by B: {}",
-                calls_since(&routes0.0, &routes.0),
-                calls_since(&routes0.1, &routes.1)
-            );
-            if batch == batches[0] {
-                times.push(took);
-            }
-            // Let the last pushes and acknowledgements settle, then a heartbeat or two.
-            let quiet = wait_quiet(&http, &a).await;
-            tokio::time::sleep(Duration::from_secs(11)).await;
-            eprintln!(
-                "A {} (pid {}), B {} (pid {})",
-                a.base,
-                a.pid(),
-                b.base,
-                b.pid()
-            );
-            let cpu = idle_cpu(&[&a, &b], idle_secs).await;
-            // For a look at the idle pair (status, profiles) before it is stopped.
-            let hold: u64 = env_or("LINKS_BENCH_HOLD_SECS", 0);
-            tokio::time::sleep(Duration::from_secs(hold)).await;
-            let (_, threads_b, rss_b) = b.proc_figures();
-            let (_, threads_a, rss_a) = a.proc_figures();
-            let page = http
-                .get(format!("{}/api/v1/sync/status", a.base))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
-                .len();
-            println!(
-                "{:>5} | {:>7} | {:>8.1} | {:>7.2} | {:>5.1} {:>5.1} | {:>6} | {:>9.1} | {:>5.2}% {:>5.2}% | {:>4} {:>4} | {:>4} {:>4} | {:>10.1}",
-                batch,
-                n,
-                took.as_secs_f64(),
-                took.as_secs_f64() * 1000.0 / n as f64,
-                pair_cpu.0,
-                pair_cpu.1,
-                calls,
-                (took + quiet).as_secs_f64(),
-                cpu[0],
-                cpu[1],
-                threads_a,
-                threads_b,
-                rss_a / 1024,
-                rss_b / 1024,
-                page as f64 / 1024.0
-            );
         }
     }
-    if times.len() >= 2 {
-        let (first, last) = (times[0], times[times.len() - 1]);
-        let (n0, n1) = (sizes[0], sizes[sizes.len() - 1]);
-        println!(
-            "time ratio {:.2} for {:.2}x the hives",
-            last.as_secs_f64() / first.as_secs_f64(),
-            n1 as f64 / n0 as f64
-        );
-    }
+    print_ratios(&sizes, &runs);
     if peers == 0 {
         return;
     }
