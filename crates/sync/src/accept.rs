@@ -284,6 +284,8 @@ pub(crate) struct Shared {
     /// The identity accepted last in this transaction (instance id, key as sent, endpoint,
     /// name) and the peer row it gave.
     accepted: Option<(String, String, String, String, String)>,
+    /// The roster entries settled in this transaction.
+    roster: trust::RosterMemo,
 }
 
 impl Shared {
@@ -315,6 +317,7 @@ pub(crate) fn accept(
     // A group carrying rotation statements may change the key chain: it takes every step.
     if !hello.key_rotations.is_empty() {
         shared.accepted = None;
+        shared.roster = trust::RosterMemo::default();
     }
     // Rotation statements first: a key the other side rotated to since we learned its first
     // one is then part of its chain (checked statements only; they are facts signed by the
@@ -369,7 +372,8 @@ pub(crate) fn accept(
         Some(_) => BatchReport::default(),
         None => ingest::release_unverified(tx, inst, now)?,
     };
-    let r = trust::learn_roster(tx, hive_id, &hello.roster, inst, now)?.released;
+    let r =
+        trust::learn_roster(tx, hive_id, &hello.roster, inst, now, &mut shared.roster)?.released;
     released.accepted += r.accepted;
     released.duplicates += r.duplicates;
     released.rejected += r.rejected;

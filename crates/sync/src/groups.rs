@@ -107,6 +107,8 @@ pub(crate) fn apply(
     }
     let mut out = Applied::default();
     let consumer = ConsumerId::peer(peer_id);
+    // Every group carries the same few roster entries: each is settled once.
+    let mut roster = trust::RosterMemo::default();
     // Only the groups the message carries are looked at (a heartbeat carries the hives that
     // changed, not every shared one: see `crate::news`).
     for (name, g) in groups {
@@ -122,7 +124,8 @@ pub(crate) fn apply(
             seq = g.seq
         )
         .entered();
-        let learned = trust::learn_roster(tx, &hive_id, &g.roster, peer_instance_id, now)?;
+        let learned =
+            trust::learn_roster(tx, &hive_id, &g.roster, peer_instance_id, now, &mut roster)?;
         if learned.grew {
             out.grew.push(hive_id.clone());
         }
@@ -271,6 +274,7 @@ fn skipped_for(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use openhive_store::{db, keys};
 
     /// A heartbeat names hives by name; the pulls it asks for come in hive id order (the
     /// order links are batched in), not in name order.
@@ -290,6 +294,56 @@ mod tests {
             })
             .unwrap();
         assert_eq!(applied.pulls, ["hive_0", "hive_1", "hive_2", "hive_3"]);
+    }
+
+    /// Every group of a heartbeat carries the same roster entries; each is settled once
+    /// per message (`trust::RosterMemo`), with the same outcome per group as alone: each
+    /// hive gains the member, and a conflicting key is refused in every group (counted once).
+    #[test]
+    fn a_roster_entry_repeated_in_every_group_is_learned_for_every_hive() {
+        let (_dir, store) = crate::temp_store();
+        let c_key = openhive_core::InstanceKey::generate().public().to_base64();
+        let d_key = openhive_core::InstanceKey::generate().public().to_base64();
+        let other = openhive_core::InstanceKey::generate().public().to_base64();
+        let (rosters, conflicts) = store
+            .write_blocking(move |tx| -> Result<_, StoreError> {
+                let peer = shared_hives(tx, 5, 0)?;
+                // D's key is known already; the peer's rosters claim another one for it.
+                keys::learn(
+                    tx,
+                    "inst_dddddddddddd",
+                    &openhive_core::PublicKey::from_base64(&d_key).unwrap(),
+                    None,
+                    1,
+                )?;
+                let entry = |i: &str, k: &str| crate::protocol::RosterEntry {
+                    instance_id: i.into(),
+                    signing_key: k.into(),
+                };
+                let groups = (0..5)
+                    .map(|i| {
+                        let mut g = group(0, None, None);
+                        g.roster = vec![
+                            entry("inst_cccccccccccc", &c_key),
+                            entry("inst_dddddddddddd", &other),
+                            entry("inst_bad", "not a key"),
+                        ];
+                        (format!("h{i}"), g)
+                    })
+                    .collect();
+                let applied = apply(tx, &peer, "inst_b", &groups, &Direction::Answer, 2)?;
+                assert_eq!(applied.grew.len(), 5, "{:?}", applied.grew);
+                let rosters: Vec<Vec<(String, String)>> = (0..5)
+                    .map(|i| sync_state::roster(tx, &format!("hive_{i}")))
+                    .collect::<Result<_, _>>()?;
+                Ok((rosters, db::counter_get(tx, sync_state::KEY_CONFLICTS)?))
+            })
+            .unwrap();
+        for r in &rosters {
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!(r[0].0, "inst_cccccccccccc");
+        }
+        assert_eq!(conflicts, 1);
     }
 
     fn event(hive: &str, n: i64) -> openhive_core::Event {

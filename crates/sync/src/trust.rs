@@ -11,6 +11,7 @@ use openhive_store::Conn;
 use openhive_store::error::Result;
 use openhive_store::ingest::{self, BatchReport};
 use openhive_store::{db, keys, sync_state};
+use std::collections::HashMap;
 
 /// What [`learn_roster`] did.
 #[derive(Debug, Default)]
@@ -21,26 +22,66 @@ pub struct RosterLearned {
     pub grew: bool,
 }
 
+/// What the roster entries seen so far in one transaction came to, by (instance id, key as
+/// sent): every group of a message (a heartbeat, a batched handshake) carries the same few
+/// entries, and parsing a key and reading its instance's chain cost tens of µs each, so each
+/// distinct entry is settled once per transaction. Only valid while no key chain changes
+/// otherwise than through [`learn_roster`] (a group carrying rotation statements starts a
+/// new one).
+#[derive(Debug, Default)]
+pub struct RosterMemo {
+    settled: HashMap<(String, String), Settled>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// The key is the instance's (known, or learned in this transaction).
+    Known,
+    /// Not taken: a malformed entry, or a key conflicting with the instance's chain.
+    Ignored,
+}
+
 /// Learns the keys of `roster` (vouched for by `from`), adds them to the group's roster and
-/// releases events that waited for a newly learned key.
+/// releases events that waited for a newly learned key. `memo` carries what earlier groups
+/// of the same transaction settled.
 pub fn learn_roster(
     conn: &Conn<'_>,
     hive_id: &str,
     roster: &[RosterEntry],
     from: &str,
     now: i64,
+    memo: &mut RosterMemo,
 ) -> Result<RosterLearned> {
     let mut total = BatchReport::default();
     let mut grew = false;
     for e in roster {
+        let seen = (e.instance_id.clone(), e.signing_key.clone());
+        match memo.settled.get(&seen) {
+            Some(Settled::Known) => {
+                grew |= sync_state::add_member(conn, hive_id, &e.instance_id)?;
+                continue;
+            }
+            Some(Settled::Ignored) => continue,
+            None => {}
+        }
         if openhive_core::ids::instance_suffix(&e.instance_id).is_none() {
+            memo.settled.insert(seen, Settled::Ignored);
             continue;
         }
         let Ok(key) = PublicKey::from_base64(&e.signing_key) else {
             tracing::warn!(peer = from, instance = %e.instance_id, "roster entry with a malformed key ignored");
+            memo.settled.insert(seen, Settled::Ignored);
             continue;
         };
-        match keys::learn(conn, &e.instance_id, &key, Some(from), now)? {
+        let learned = keys::learn(conn, &e.instance_id, &key, Some(from), now)?;
+        memo.settled.insert(
+            seen,
+            match learned {
+                keys::Learned::Conflict => Settled::Ignored,
+                keys::Learned::New | keys::Learned::AlreadyKnown => Settled::Known,
+            },
+        );
+        match learned {
             keys::Learned::New => {
                 grew |= sync_state::add_member(conn, hive_id, &e.instance_id)?;
                 tracing::info!(peer = from, instance = %e.instance_id, "learned instance key from roster");
