@@ -158,10 +158,13 @@ impl WriterSession for SqliteWriter {
 
     /// Frees the writer's page cache (up to 32 MB once the database outgrows it); the heap
     /// trim (`openhive_server::heap_trim`) then gives the pages back to the kernel.
-    fn release_memory(&mut self) {
+    fn release_memory(&mut self) -> usize {
+        let held = cache_used(&self.0.0);
         if let Err(e) = self.0.0.release_memory() {
             tracing::debug!(error = %e, "releasing the writer's page cache");
+            return 0;
         }
+        held
     }
 
     fn checkpoint(&mut self) -> DbResult<()> {
@@ -510,9 +513,62 @@ fn reader_manager(path: &Path, sync_full: bool) -> r2d2_sqlite::SqliteConnection
         })
 }
 
+/// Bytes of heap the connection's page cache holds (`SQLITE_DBSTATUS_CACHE_USED`), 0 if
+/// SQLite cannot tell.
+fn cache_used(conn: &Connection) -> usize {
+    let (mut current, mut high) = (0, 0);
+    // SAFETY: the handle is this open connection's, used on its own thread; the call only
+    // reads the connection's counters into the two locals.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+            &mut current,
+            &mut high,
+            0,
+        )
+    };
+    if rc == rusqlite::ffi::SQLITE_OK {
+        usize::try_from(current).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a release frees is what the page cache held: megabytes after writing a few,
+    /// next to nothing once released (the writer then signals the heap trim only for a
+    /// release worth it, `openhive_store::db::RELEASE_WORTH_A_TRIM`).
+    #[test]
+    fn the_page_cache_size_is_read_before_it_is_released() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        assert!(cache_used(&conn) < 1 << 20);
+        conn.execute_batch(
+            "CREATE TABLE t(x BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)
+             INSERT INTO t SELECT randomblob(1000) FROM n;",
+        )
+        .unwrap();
+        let held = cache_used(&conn);
+        assert!(held > 2 << 20, "{held}");
+        // (In memory, the pages are the database: only a file-backed cache can be freed.)
+        let dir = tempfile::tempdir().unwrap();
+        let file = rusqlite::Connection::open(dir.path().join("c.db")).unwrap();
+        file.execute_batch(
+            "CREATE TABLE t(x BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)
+             INSERT INTO t SELECT randomblob(1000) FROM n;",
+        )
+        .unwrap();
+        let before = cache_used(&file);
+        assert!(before > 2 << 20, "{before}");
+        file.release_memory().unwrap();
+        let after = cache_used(&file);
+        assert!(after < before / 4, "{before} -> {after}");
+    }
 
     /// The sub-journal threshold and the page caches without a first block are accepted
     /// before SQLite starts, and asking again changes nothing.

@@ -484,9 +484,11 @@ pub trait WriterSession: Send {
         Ok(())
     }
     /// The writer paused ([`crate::db::RELEASE_GAP`]): free what its cache
-    /// holds (SQLite: the page cache; the pages are read again when next needed). A no-op
-    /// elsewhere.
-    fn release_memory(&mut self) {}
+    /// holds (SQLite: the page cache; the pages are read again when next needed); returns
+    /// about how many bytes that freed. A no-op elsewhere (0).
+    fn release_memory(&mut self) -> usize {
+        0
+    }
 }
 
 /// Messages published by one app process and heard by every process of the instance.
