@@ -11,7 +11,8 @@
 //! effect of an answer lost after it was sent), counted from its first message.
 //!
 //! Invariants:
-//! - news is only ever a superset of what changed: marking too much costs a few bytes,
+//! - news is only ever a superset of what changed that the peer did not hear otherwise (a
+//!   handshake with it carries our head and roster): marking too much costs a few bytes,
 //!   marking too little would only delay the heartbeat's safety net (pushes and pulls do not
 //!   depend on it);
 //! - taking the news and giving it back on failure are the only ways it shrinks.
