@@ -2,7 +2,7 @@
 //! (`/sync/v1/batch/*`), converges exactly as one call per hive would, and a group the peer
 //! refuses fails only its own link.
 
-use crate::harness::client;
+use crate::harness::{TestServer, client};
 use crate::sync_util::*;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -10,16 +10,21 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Requests `server` answered for `route` (any method and status), from its `/metrics`.
-async fn requests(base: &str, route: &str) -> u64 {
-    let text = client()
+/// The `/metrics` text of the server at `base`.
+async fn metrics_text(base: &str) -> String {
+    client()
         .get(format!("{base}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Requests `server` answered for `route` (any method and status), from its `/metrics`.
+async fn requests(base: &str, route: &str) -> u64 {
+    let text = metrics_text(base).await;
     let label = format!("route=\"{route}\"");
     text.lines()
         .filter(|l| l.starts_with("openhive_http_requests_total{") && l.contains(&label))
@@ -138,12 +143,7 @@ async fn sync_a_paired_peer_is_not_asked_for_our_own_events_back() {
     let a = instance().await;
     let b = instance().await;
     let names: Vec<String> = (0..N).map(|i| format!("echo{i:02}")).collect();
-    let mut ids = Vec::new();
-    for n in &names {
-        create_hive(&a, n).await;
-        enable_group(&a, n).await;
-        ids.push(new_post(&a, n, &format!("a in {n}")).await);
-    }
+    let ids = shared_hives_with_a_post(&a, &names).await;
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     // B first: its handshake is refused until A knows it; A's own handshake then finds B's
     // log empty, so A has nothing to pull from B, ever, in this test.
@@ -276,17 +276,23 @@ async fn sync_links_that_failed_together_retry_together() {
     );
 }
 
+/// Creates each of `names` on `server` as a shared group with one post; returns the
+/// posts' ids.
+async fn shared_hives_with_a_post(server: &TestServer, names: &[String]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in names {
+        create_hive(server, n).await;
+        enable_group(server, n).await;
+        ids.push(new_post(server, n, &format!("a in {n}")).await);
+    }
+    ids
+}
+
 /// Heartbeat groups sent by `server` since start, from its `/metrics`.
 async fn heartbeat_groups_sent(base: &str) -> u64 {
-    let text = client()
-        .get(format!("{base}/metrics"))
-        .send()
+    metrics_text(base)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find(|l| l.starts_with("openhive_sync_heartbeat_groups_sent_total"))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .expect("openhive_sync_heartbeat_groups_sent_total") as u64
@@ -303,12 +309,7 @@ async fn sync_a_pairings_heartbeats_carry_each_hive_about_once() {
     let a = instance().await;
     let b = instance().await;
     let names: Vec<String> = (0..N).map(|i| format!("news{i:02}")).collect();
-    let mut ids = Vec::new();
-    for n in &names {
-        create_hive(&a, n).await;
-        enable_group(&a, n).await;
-        ids.push(new_post(&a, n, &format!("a in {n}")).await);
-    }
+    let ids = shared_hives_with_a_post(&a, &names).await;
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     add_peer(&a, "B", &b, &refs).await;
     add_peer(&b, "A", &a, &refs).await;

@@ -544,25 +544,18 @@ mod tests {
     /// release worth it, `openhive_store::db::RELEASE_WORTH_A_TRIM`).
     #[test]
     fn the_page_cache_size_is_read_before_it_is_released() {
+        const FOUR_MB: &str = "CREATE TABLE t(x BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)
+             INSERT INTO t SELECT randomblob(1000) FROM n;";
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         assert!(cache_used(&conn) < 1 << 20);
-        conn.execute_batch(
-            "CREATE TABLE t(x BLOB);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)
-             INSERT INTO t SELECT randomblob(1000) FROM n;",
-        )
-        .unwrap();
+        conn.execute_batch(FOUR_MB).unwrap();
         let held = cache_used(&conn);
         assert!(held > 2 << 20, "{held}");
         // (In memory, the pages are the database: only a file-backed cache can be freed.)
         let dir = tempfile::tempdir().unwrap();
         let file = rusqlite::Connection::open(dir.path().join("c.db")).unwrap();
-        file.execute_batch(
-            "CREATE TABLE t(x BLOB);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)
-             INSERT INTO t SELECT randomblob(1000) FROM n;",
-        )
-        .unwrap();
+        file.execute_batch(FOUR_MB).unwrap();
         let before = cache_used(&file);
         assert!(before > 2 << 20, "{before}");
         file.release_memory().unwrap();
