@@ -539,32 +539,6 @@ fn cache_used(conn: &Connection) -> usize {
 mod tests {
     use super::*;
 
-    /// What a release frees is what the page cache held: megabytes after writing a few,
-    /// next to nothing once released (the writer then signals the heap trim only for a
-    /// release worth it, `openhive_store::db::RELEASE_WORTH_A_TRIM`).
-    #[test]
-    fn the_page_cache_size_is_read_before_it_is_released() {
-        const FOUR_MB: &str = "CREATE TABLE t(x BLOB);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)
-             INSERT INTO t SELECT randomblob(1000) FROM n;";
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        assert!(cache_used(&conn) < 1 << 20);
-        conn.execute_batch(FOUR_MB).unwrap();
-        let held = cache_used(&conn);
-        assert!(held > 2 << 20, "{held}");
-        // (In memory, the pages are the database: only a file-backed cache can be freed.)
-        let dir = tempfile::tempdir().unwrap();
-        let file = rusqlite::Connection::open(dir.path().join("c.db")).unwrap();
-        file.execute_batch(FOUR_MB).unwrap();
-        let before = cache_used(&file);
-        assert!(before > 2 << 20, "{before}");
-        file.release_memory().unwrap();
-        let after = cache_used(&file);
-        assert!(after < before / 4, "{before} -> {after}");
-    }
-
-    /// The sub-journal threshold and the page caches without a first block are accepted
-    /// before SQLite starts, and asking again changes nothing.
     #[test]
     fn the_process_settings_are_taken_before_the_first_connection() {
         assert!(configure_process_once());
@@ -673,7 +647,8 @@ mod tests {
     }
 
     /// The writer's page cache, full after a large write, is freed when the writer pauses
-    /// (`WriterSession::release_memory`, called by the store's writer loop).
+    /// (`WriterSession::release_memory`, called by the store's writer loop), which reports
+    /// the bytes the cache held.
     #[test]
     fn the_writer_frees_its_page_cache_on_request() {
         let dir = tempfile::tempdir().unwrap();
@@ -685,29 +660,16 @@ mod tests {
              INSERT INTO t SELECT i, printf('%.200c', 'x') FROM n;",
         )
         .unwrap();
-        let used = |c: &Connection| {
-            let (mut cur, mut hi) = (0, 0);
-            // SAFETY: a live connection's handle and two out-parameters, as documented.
-            let rc = unsafe {
-                rusqlite::ffi::sqlite3_db_status(
-                    c.handle(),
-                    rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
-                    &mut cur,
-                    &mut hi,
-                    0,
-                )
-            };
-            assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
-            cur
-        };
         let mut w = SqliteWriter(
             SqliteSession(c),
             checkpointer::Shared::new(&dir.path().join("db.sqlite")),
         );
-        let before = used(&w.0.0);
+        let before = cache_used(&w.0.0);
         assert!(before > 2 << 20, "{before}");
-        w.release_memory();
-        let after = used(&w.0.0);
+        // It says what it freed: the writer signals the heap trim only for a release worth
+        // it (`openhive_store::db::RELEASE_WORTH_A_TRIM`).
+        assert_eq!(w.release_memory(), before);
+        let after = cache_used(&w.0.0);
         assert!(after < 256 << 10, "{before} -> {after}");
     }
 
