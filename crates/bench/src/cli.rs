@@ -23,6 +23,8 @@ EXAMPLES:
   openhive-bench -c 16 -d 10 --mix post --pid $(pgrep -x openhive)
   openhive-bench --rate 2000 -d 30 --json
   openhive-bench --url http://127.0.0.1:3000 --propagate-to http://127.0.0.1:3001 -d 10 --burst 10000
+  openhive-bench --url http://127.0.0.1:3000 --propagate-to http://127.0.0.1:3001 --mix post \
+    --rate 500 -d 15 --burst 10000 --after 10
 
 Latency is measured from the intended send time (open loop, --rate) or from the send
 (closed loop), to the end of the response; only successful responses are in the latency
@@ -90,6 +92,12 @@ pub struct Cli {
     /// and measure until all are visible on the other instance.
     #[arg(long, value_name = "POSTS")]
     pub burst: Option<u64>,
+
+    /// With --burst and --rate: right after the burst's last write (before it has drained),
+    /// run the load again at --rate for this many seconds, and report the propagation of
+    /// its posts on their own (row `after`): how soon the pair is back to steady latency.
+    #[arg(long, value_name = "SECS")]
+    pub after: Option<f64>,
 
     /// With --propagate-to: how long to wait for posts to arrive after a phase.
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
@@ -178,6 +186,14 @@ impl Cli {
         }
         if self.burst == Some(0) {
             return Err(invalid("--burst must be at least 1"));
+        }
+        if let Some(a) = self.after {
+            if self.burst.is_none() || self.rate.is_none() {
+                return Err(invalid("--after needs --burst and --rate"));
+            }
+            if !a.is_finite() || a <= 0.0 || a > 86_400.0 {
+                return Err(invalid("--after must be between 0 and 86400 seconds"));
+            }
         }
         if let Some(h) = &self.hive {
             check_hive_name(h)?;
@@ -383,6 +399,28 @@ mod tests {
             vec!["openhive-bench", "--hive", "Bad Name"],
             vec!["openhive-bench", "--rate", "0"],
             vec!["openhive-bench", "-d", "-1"],
+            // --after needs a burst to follow and a rate to keep.
+            vec!["openhive-bench", "--after", "5"],
+            vec![
+                "openhive-bench",
+                "--propagate-to",
+                "http://127.0.0.1:1",
+                "--burst",
+                "10",
+                "--after",
+                "5",
+            ],
+            vec![
+                "openhive-bench",
+                "--propagate-to",
+                "http://127.0.0.1:1",
+                "--burst",
+                "10",
+                "--rate",
+                "100",
+                "--after",
+                "0",
+            ],
         ] {
             let parsed = Cli::try_parse_from(&args);
             assert!(

@@ -27,6 +27,8 @@ pub enum Phase {
     Load,
     /// The burst after it.
     Burst,
+    /// The load again, right after the burst's last write (`--after`).
+    After,
 }
 
 #[derive(Debug, Default)]

@@ -37,6 +37,8 @@ pub struct ConfigReport {
     pub threads: usize,
     pub propagate_to: Option<String>,
     pub burst: Option<u64>,
+    /// `--after`: seconds of load at `rate` right after the burst.
+    pub after_s: Option<f64>,
 }
 
 /// Counts, rates and latencies of one phase.
@@ -206,6 +208,8 @@ pub struct PropagationReport {
     /// Posts written during the load phase.
     pub load: Option<PropReport>,
     pub burst: Option<BurstReport>,
+    /// The load again right after the burst's last write (`--after`).
+    pub after: Option<AfterReport>,
     /// `new_post` messages received in all.
     pub notices: u64,
 }
@@ -255,6 +259,14 @@ pub struct BurstReport {
     /// `cpu_us_per_op` is per post of the burst.
     pub processes: Vec<ProcReport>,
     pub bench: Option<ProcReport>,
+}
+
+/// The phase right after the burst (`--after`): its writes and their propagation.
+#[derive(Debug, Serialize)]
+pub struct AfterReport {
+    pub seconds: f64,
+    pub write: PhaseReport,
+    pub propagation: PropReport,
 }
 
 impl BurstReport {
@@ -346,9 +358,13 @@ impl Report {
             if let Some(b) = &p.burst {
                 row(&mut o, "burst", &b.propagation);
             }
+            if let Some(a) = &p.after {
+                row(&mut o, "after", &a.propagation);
+            }
             for (name, r) in [
                 ("load", p.load.as_ref()),
                 ("burst", p.burst.as_ref().map(|b| &b.propagation)),
+                ("after", p.after.as_ref().map(|a| &a.propagation)),
             ] {
                 let Some(r) = r else { continue };
                 if r.missing > 0 {
@@ -391,6 +407,14 @@ impl Report {
                     );
                 }
                 proc_table(&mut o, &b.processes, b.bench.as_ref(), "per post");
+            }
+            if let Some(a) = &p.after {
+                let _ = writeln!(o);
+                let _ = writeln!(
+                    o,
+                    "after the burst: {} ops in {:.2} s ({:.0} ops/s, {} errors), from the burst's last write on",
+                    a.write.ops, a.write.elapsed_s, a.write.ops_per_sec, a.write.errors
+                );
             }
         }
         for w in &self.warnings {

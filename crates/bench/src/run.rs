@@ -6,8 +6,8 @@ use crate::cli::{Cli, Mix, OpKind};
 use crate::http::{self, Conn, Target};
 use crate::propagate::{Phase, Subscriber, Tracker};
 use crate::report::{
-    BurstReport, ConfigReport, PROPAGATION_METHOD, PhaseReport, PropReport, PropagationReport,
-    Report, Watched,
+    AfterReport, BurstReport, ConfigReport, PROPAGATION_METHOD, PhaseReport, PropReport,
+    PropagationReport, Report, Watched,
 };
 use crate::stats::Stats;
 use crate::workload::{self, Client, PhaseSpec, Shared, Until};
@@ -242,6 +242,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
             threads: cli.threads,
             propagate_to: to_target.as_ref().map(|t| t.url.clone()),
             burst: cli.burst,
+            after_s: cli.after,
         },
         load: None,
         processes: Vec::new(),
@@ -288,10 +289,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         } else {
             None
         };
-        let burst = match cli.burst {
-            Some(n) => Some(
-                burst(
+        let after = match (cli.after, cli.rate) {
+            (Some(secs), Some(rate)) => Some(AfterSpec {
+                secs,
+                spec: PhaseSpec {
+                    mix: cli.mix.clone(),
+                    until: Until::Deadline(Instant::now()), // set when the phase starts
+                    rate: Some(rate),
+                    phase: Phase::After,
+                },
+            }),
+            _ => None,
+        };
+        let (burst, after) = match cli.burst {
+            Some(n) => {
+                let (b, a) = burst(
                     n,
+                    after,
                     &mut clients,
                     &shared,
                     tracker,
@@ -301,15 +315,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
                     &say,
                     &mut warnings,
                 )
-                .await?,
-            ),
-            None => None,
+                .await?;
+                (Some(b), a)
+            }
+            None => (None, None),
         };
         report.propagation = Some(PropagationReport {
             target: to.target().url.clone(),
             method: PROPAGATION_METHOD,
             load,
             burst,
+            after,
             notices: tracker.notices.load(Ordering::Relaxed),
         });
     }
@@ -327,11 +343,19 @@ fn run_id_seed(run: &str) -> u64 {
     u64::from_str_radix(run, 16).unwrap_or(1)
 }
 
-/// Writes `n` posts as fast as possible from the clients of the first instance, then waits
-/// until all are visible on the other instance.
+/// The phase `--after` runs right after the burst's last write.
+struct AfterSpec {
+    secs: f64,
+    spec: PhaseSpec,
+}
+
+/// Writes `n` posts as fast as possible from the clients of the first instance, then (with
+/// `after`) runs the load again at a fixed rate at once, then waits until all are visible on
+/// the other instance.
 #[allow(clippy::too_many_arguments)]
 async fn burst(
     n: u64,
+    after: Option<AfterSpec>,
     clients: &mut Vec<Client>,
     shared: &Arc<Shared>,
     tracker: &Tracker,
@@ -340,7 +364,7 @@ async fn burst(
     to: &mut Conn,
     say: &Say,
     warnings: &mut Vec<String>,
-) -> anyhow::Result<BurstReport> {
+) -> anyhow::Result<(BurstReport, Option<AfterReport>)> {
     let all = std::mem::take(clients);
     let (writers, others): (Vec<Client>, Vec<Client>) =
         all.into_iter().partition(|c| c.instance == 0);
@@ -359,21 +383,56 @@ async fn burst(
     let (mut writers, elapsed) = workload::run_phase(writers, shared, &spec).await?;
     end_progress(bar);
     let write = PhaseReport::new(&take_stats(&mut writers)?, elapsed)?;
-    let (_, readable) = settle(tracker, Phase::Burst, timeout, to, say).await?;
-    let after = watched.sample();
-    let prop = tracker.result(Phase::Burst)?;
-    let (all_visible, drain) = BurstReport::timings(&prop, start);
-    let (processes, bench) = watched.report(&before, &after, write.ops, warnings);
     writers.extend(others);
     writers.sort_by_key(|c| c.index);
+
+    // With --after, the burst's CPU covers its writes only: its drain overlaps the next phase.
+    let mut burst_end = None;
+    let mut after_write = None;
+    if let Some(mut a) = after {
+        burst_end = Some(watched.sample());
+        a.spec.until = Until::Deadline(Instant::now() + Duration::from_secs_f64(a.secs));
+        say.line(format!(
+            "after the burst: {} clients, mix {}, {} ops/s for {} s",
+            writers.len(),
+            a.spec.mix,
+            a.spec.rate.unwrap_or_default(),
+            a.secs
+        ));
+        let bar = progress(shared, say, "after");
+        let (mut done, elapsed) = workload::run_phase(writers, shared, &Arc::new(a.spec)).await?;
+        end_progress(bar);
+        after_write = Some((a.secs, PhaseReport::new(&take_stats(&mut done)?, elapsed)?));
+        writers = done;
+    }
     *clients = writers;
-    Ok(BurstReport {
-        posts: n,
-        write,
-        all_visible_after_s: all_visible,
-        drain_after_last_write_s: drain,
-        propagation: PropReport::new(&prop, readable),
-        processes,
-        bench,
-    })
+
+    let (_, readable) = settle(tracker, Phase::Burst, timeout, to, say).await?;
+    let end = burst_end.unwrap_or_else(|| watched.sample());
+    let prop = tracker.result(Phase::Burst)?;
+    let (all_visible, drain) = BurstReport::timings(&prop, start);
+    let (processes, bench) = watched.report(&before, &end, write.ops, warnings);
+    let after = match after_write {
+        Some((seconds, write)) => {
+            let (_, readable) = settle(tracker, Phase::After, timeout, to, say).await?;
+            Some(AfterReport {
+                seconds,
+                write,
+                propagation: PropReport::new(&tracker.result(Phase::After)?, readable),
+            })
+        }
+        None => None,
+    };
+    Ok((
+        BurstReport {
+            posts: n,
+            write,
+            all_visible_after_s: all_visible,
+            drain_after_last_write_s: drain,
+            propagation: PropReport::new(&prop, readable),
+            processes,
+            bench,
+        },
+        after,
+    ))
 }

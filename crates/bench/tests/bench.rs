@@ -137,6 +137,10 @@ async fn posts_written_on_one_instance_are_seen_on_its_peer() {
         "2",
         "--burst",
         "100",
+        "--rate",
+        "200",
+        "--after",
+        "1",
         "--propagate-timeout",
         "60",
     ])
@@ -151,6 +155,16 @@ async fn posts_written_on_one_instance_are_seen_on_its_peer() {
     assert_eq!(n(&burst["propagation"]["posts"]), 100, "{r:#}");
     assert_eq!(n(&burst["propagation"]["visible"]), 100, "{r:#}");
     assert!(burst["all_visible_after_s"].is_number(), "{r:#}");
+    // --after: the load again at --rate right after the burst, reported on its own.
+    let after = &p["after"];
+    assert_eq!(n(&after["write"]["errors"]), 0, "{r:#}");
+    assert!(n(&after["propagation"]["posts"]) > 0, "{r:#}");
+    assert_eq!(n(&after["propagation"]["missing"]), 0, "{r:#}");
+    assert!(
+        after["propagation"]["latency_ms"]["p99"].is_number(),
+        "{r:#}"
+    );
+    assert_eq!(r["config"]["after_s"], 1.0, "{r:#}");
     a.running.shutdown().await.unwrap();
     b.running.shutdown().await.unwrap();
 }
