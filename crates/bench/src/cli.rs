@@ -99,6 +99,12 @@ pub struct Cli {
     #[arg(long, value_name = "SECS")]
     pub after: Option<f64>,
 
+    /// With --propagate-to: WebSocket subscribers to the hive on the other instance. The
+    /// first times arrivals; the others only receive (the server's fan-out cost grows with
+    /// them: watch its CPU per post with --pid).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub subscribers: usize,
+
     /// With --propagate-to: how long to wait for posts to arrive after a phase.
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     pub propagate_timeout: f64,
@@ -186,6 +192,12 @@ impl Cli {
         }
         if self.burst == Some(0) {
             return Err(invalid("--burst must be at least 1"));
+        }
+        if self.subscribers == 0 || self.subscribers > 1000 {
+            return Err(invalid("--subscribers must be between 1 and 1000"));
+        }
+        if self.subscribers > 1 && self.propagate_to.is_none() {
+            return Err(invalid("--subscribers needs --propagate-to"));
         }
         if let Some(a) = self.after {
             if self.burst.is_none() || self.rate.is_none() {
@@ -399,6 +411,7 @@ mod tests {
             vec!["openhive-bench", "--hive", "Bad Name"],
             vec!["openhive-bench", "--rate", "0"],
             vec!["openhive-bench", "-d", "-1"],
+            vec!["openhive-bench", "--subscribers", "2"],
             // --after needs a burst to follow and a rate to keep.
             vec!["openhive-bench", "--after", "5"],
             vec![

@@ -39,6 +39,8 @@ pub struct ConfigReport {
     pub burst: Option<u64>,
     /// `--after`: seconds of load at `rate` right after the burst.
     pub after_s: Option<f64>,
+    /// WebSocket subscribers on the other instance (end-to-end mode).
+    pub subscribers: Option<usize>,
 }
 
 /// Counts, rates and latencies of one phase.
@@ -210,8 +212,10 @@ pub struct PropagationReport {
     pub burst: Option<BurstReport>,
     /// The load again right after the burst's last write (`--after`).
     pub after: Option<AfterReport>,
-    /// `new_post` messages received in all.
+    /// `new_post` messages received in all (by the timing subscriber).
     pub notices: u64,
+    /// `new_post` messages the other `--subscribers` received, together.
+    pub other_subscribers_notices: u64,
 }
 
 pub const PROPAGATION_METHOD: &str =

@@ -185,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
 
     // End-to-end mode: the hive must be readable on the other instance, and subscribed.
     let mut subscriber = None;
+    let mut listeners = Vec::new();
     let mut to_conn = None;
     if let (Some(to), Some(tracker)) = (&to_target, &tracker) {
         let mut b = Conn::new(Arc::clone(to), timeout);
@@ -203,6 +204,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         }
         api::wait_for_hive(&mut b, &hive, prop_timeout).await?;
         subscriber = Some(Subscriber::start(to, &hive, Arc::clone(tracker)).await?);
+        // The other subscribers only receive: their arrivals are not timed.
+        for _ in 1..cli.subscribers {
+            let t = Arc::new(Tracker::default());
+            listeners.push((Subscriber::start(to, &hive, Arc::clone(&t)).await?, t));
+        }
         to_conn = Some(b);
     }
 
@@ -243,6 +249,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
             propagate_to: to_target.as_ref().map(|t| t.url.clone()),
             burst: cli.burst,
             after_s: cli.after,
+            subscribers: cli.propagate_to.is_some().then_some(cli.subscribers),
         },
         load: None,
         processes: Vec::new(),
@@ -327,6 +334,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
             burst,
             after,
             notices: tracker.notices.load(Ordering::Relaxed),
+            other_subscribers_notices: 0,
         });
     }
     if let Some(mut s) = subscriber {
@@ -334,6 +342,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
             warnings.push("the WebSocket connection to the other instance ended early".into());
         }
         s.stop();
+    }
+    let dropped = listeners
+        .iter()
+        .filter(|(l, _)| l.disconnected.load(Ordering::Relaxed))
+        .count();
+    if dropped > 0 {
+        warnings.push(format!(
+            "{dropped} of the other WebSocket subscribers were disconnected early"
+        ));
+    }
+    for (mut l, t) in listeners {
+        l.stop();
+        if let Some(p) = report.propagation.as_mut() {
+            p.other_subscribers_notices += t.notices.load(Ordering::Relaxed);
+        }
     }
     report.warnings = warnings;
     Ok(report)

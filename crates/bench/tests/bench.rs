@@ -141,6 +141,8 @@ async fn posts_written_on_one_instance_are_seen_on_its_peer() {
         "200",
         "--after",
         "1",
+        "--subscribers",
+        "3",
         "--propagate-timeout",
         "60",
     ])
@@ -165,6 +167,11 @@ async fn posts_written_on_one_instance_are_seen_on_its_peer() {
         "{r:#}"
     );
     assert_eq!(r["config"]["after_s"], 1.0, "{r:#}");
+    assert_eq!(r["config"]["subscribers"], 3, "{r:#}");
+    // The two other subscribers received every post too (load, burst and after).
+    let posts = n(&p["load"]["posts"]) + 100 + n(&after["propagation"]["posts"]);
+    assert!(n(&p["notices"]) >= posts, "{r:#}");
+    assert!(n(&p["other_subscribers_notices"]) >= 2 * posts, "{r:#}");
     a.running.shutdown().await.unwrap();
     b.running.shutdown().await.unwrap();
 }

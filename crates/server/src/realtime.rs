@@ -3,10 +3,13 @@
 //!
 //! Invariants:
 //! - messages are published only after the transaction that produced them committed;
+//! - a message is rendered to its WebSocket text once, here, whatever the number of
+//!   subscribers: sessions only filter by channel and send the shared frame;
 //! - a message carries no more than the REST API would show a reader of that channel;
 //!   access to private hives is checked when a client subscribes (see `http::ws`).
 
 use crate::views;
+use axum::extract::ws::Utf8Bytes;
 use openhive_core::payload::TargetType;
 use openhive_store::materialize::Change;
 use openhive_store::{Store, StoreError, comments, posts};
@@ -23,7 +26,21 @@ const POINT_READ_CHANGES: usize = 4;
 pub struct Message {
     pub channel: String,
     pub kind: &'static str,
-    pub data: Value,
+    /// The whole text frame ([`envelope`]), shared by every session that sends it.
+    pub text: Utf8Bytes,
+}
+
+/// The JSON text of a WebSocket message: `{"channel"?, "data", "timestamp", "type"}`.
+pub fn envelope(kind: &str, data: Value, channel: Option<&str>) -> String {
+    let mut v = json!({
+        "type": kind,
+        "data": data,
+        "timestamp": openhive_core::time::rfc3339(openhive_core::time::now_ms()),
+    });
+    if let Some(c) = channel {
+        v["channel"] = json!(c);
+    }
+    v.to_string()
 }
 
 /// Fan-out of messages to every WebSocket connection. Cheap to clone.
@@ -62,11 +79,12 @@ impl Realtime {
                 match msgs {
                     Ok(msgs) => {
                         for (channel, kind, data) in msgs {
+                            let text = envelope(kind, data, Some(&channel)).into();
                             // No receivers is not an error: nobody is listening.
                             let _ = hub.send(Arc::new(Message {
                                 channel,
                                 kind,
-                                data,
+                                text,
                             }));
                         }
                     }

@@ -64,15 +64,7 @@ async fn upgrade(
 }
 
 fn envelope(kind: &str, data: Value, channel: Option<&str>) -> Message {
-    let mut v = json!({
-        "type": kind,
-        "data": data,
-        "timestamp": openhive_core::time::rfc3339(openhive_core::time::now_ms()),
-    });
-    if let Some(c) = channel {
-        v["channel"] = json!(c);
-    }
-    Message::Text(v.to_string().into())
+    Message::Text(crate::realtime::envelope(kind, data, channel).into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,8 +136,9 @@ async fn session(state: AppState, agent: Option<AgentRow>, mut socket: WebSocket
     }
 }
 
+/// The hub's frame, shared (a reference count, no copy).
 fn render(m: &Arc<HubMessage>) -> Message {
-    envelope(m.kind, m.data.clone(), Some(&m.channel))
+    Message::Text(m.text.clone())
 }
 
 async fn handle(
