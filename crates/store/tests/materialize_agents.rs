@@ -156,3 +156,67 @@ fn an_older_event_does_not_revert_a_newer_snapshot() {
         30
     );
 }
+
+/// A batch merges its references to one agent and writes them once (`AgentSnapshots`): the
+/// row must be the one the references give one event at a time, in any order, and the
+/// agent's row must exist for the karma of a vote in the same batch.
+#[test]
+fn a_batch_leaves_the_same_snapshot_as_its_events_one_by_one() {
+    let w = World::new();
+    let created = w.created(0, 1);
+    let a = w.agent(1, 0);
+    let (p1, e1) = w.post_by(renamed(&a, "name-30", None), 1, 30, "one");
+    let (_, e2) = w.post_by(
+        renamed(&a, "name-50", Some("https://x/50.png")),
+        1,
+        50,
+        "two",
+    );
+    let (_, e3) = w.post_by(
+        renamed(&a, "name-20", Some("https://x/20.png")),
+        1,
+        20,
+        "three",
+    );
+    let (_, e4) = w.post_by(renamed(&a, "name-40", None), 1, 40, "four");
+    let up = w.vote(2, 0, 60, TargetType::Post, &p1, 1);
+    let events = [e1, e2, e3, e4, up];
+
+    let one_by_one = w.replica();
+    one_by_one.deliver_ok(std::slice::from_ref(&created));
+    for e in &events {
+        one_by_one.deliver_ok(std::slice::from_ref(e));
+    }
+    let row = |r: &Replica| {
+        (
+            r.text(NAME, &a.agent_id),
+            r.text(AVATAR, &a.agent_id),
+            r.text(
+                "SELECT snapshot_version FROM agents WHERE id = ?1",
+                &a.agent_id,
+            ),
+            r.int("SELECT created_at FROM agents WHERE id = ?1", &a.agent_id),
+            r.int("SELECT updated_at FROM agents WHERE id = ?1", &a.agent_id),
+            r.int("SELECT karma FROM agents WHERE id = ?1", &a.agent_id),
+        )
+    };
+    let expected = row(&one_by_one);
+    assert_eq!(expected.0.as_deref(), Some("name-50"));
+    assert_eq!(expected.1.as_deref(), Some("https://x/50.png"));
+    assert_eq!((expected.3, expected.4, expected.5), (20, 50, 1));
+
+    // The whole batch in several orders, the creation first or inside it.
+    for order in [
+        [0, 1, 2, 3, 4],
+        [4, 3, 2, 1, 0],
+        [2, 0, 4, 1, 3],
+        [3, 1, 0, 4, 2],
+    ] {
+        let r = w.replica();
+        let mut batch = vec![created.clone()];
+        batch.extend(order.iter().map(|&i| events[i].clone()));
+        r.deliver_ok(&batch);
+        assert_eq!(row(&r), expected, "order {order:?}");
+        assert_eq!(r.digest(), one_by_one.digest(), "order {order:?}");
+    }
+}

@@ -44,6 +44,7 @@ mod posts;
 mod registers;
 mod votes;
 
+pub use agents::AgentSnapshots;
 pub use digest::state_digest;
 pub use registers::register_winner_event;
 
@@ -52,6 +53,7 @@ use crate::error::{Result, StoreError};
 use openhive_core::Event;
 use openhive_core::order;
 use openhive_core::payload::{Payload, TargetType};
+use std::cell::RefCell;
 
 /// What an applied event changed, for realtime notification after commit (serializable:
 /// it also travels between app processes, see [`crate::notify`]).
@@ -153,6 +155,8 @@ struct Ctx<'a> {
     conn: &'a Conn<'a>,
     hive_id: &'a str,
     ev: &'a Event,
+    /// The batch's merged agent snapshots, when the event is one of a batch.
+    snapshots: Option<&'a RefCell<AgentSnapshots>>,
 }
 
 impl Ctx<'_> {
@@ -166,7 +170,24 @@ impl Ctx<'_> {
 
 /// Applies one verified, logged event to the projection.
 pub fn apply(conn: &Conn<'_>, hive_id: &str, ev: &Event, p: &Payload) -> Result<Outcome> {
-    let cx = Ctx { conn, hive_id, ev };
+    apply_in(conn, hive_id, ev, p, None)
+}
+
+/// [`apply`] for one event of a batch: agent snapshots are merged into `snapshots`, which
+/// the caller flushes ([`AgentSnapshots::flush`]) before the transaction ends.
+pub fn apply_in(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    ev: &Event,
+    p: &Payload,
+    snapshots: Option<&RefCell<AgentSnapshots>>,
+) -> Result<Outcome> {
+    let cx = Ctx {
+        conn,
+        hive_id,
+        ev,
+        snapshots,
+    };
     // Every event of the hive counts as its origin's activity (owner succession), whatever
     // its outcome: the set of events that reach here is the hive's log.
     let decider_changed = registers::note_activity(&cx)?;
