@@ -18,7 +18,7 @@ use crate::engine::{Conn, DbResult};
 use crate::error::Result;
 use crate::keys;
 use crate::log;
-use crate::materialize::{self, AgentSnapshots, Change, Outcome};
+use crate::materialize::{self, Batch, Change, Outcome};
 use crate::params;
 use openhive_core::payload::Payload;
 use openhive_core::{Event, KeyChain, PublicKey};
@@ -125,8 +125,8 @@ pub fn ingest(
 /// [`ingest`] without the commit notice (batches publish one notice for the batch).
 ///
 /// `checked_new`: the caller has just found (in this transaction) that the log does not
-/// hold the event, so the append skips that lookup. `snapshots`: the batch's merged agent
-/// snapshots, flushed by the caller (see [`materialize::AgentSnapshots`]).
+/// hold the event, so the append skips that lookup. `batch`: what the page's events defer
+/// to its end, flushed by the caller (see [`materialize::Batch`]).
 #[allow(clippy::too_many_arguments)]
 fn append_and_apply(
     conn: &Conn<'_>,
@@ -136,7 +136,7 @@ fn append_and_apply(
     received_from: Option<&str>,
     now: i64,
     checked_new: bool,
-    snapshots: Option<&RefCell<AgentSnapshots>>,
+    batch: Option<&RefCell<Batch>>,
 ) -> Result<Ingested> {
     let seq = if checked_new {
         Some(log::append_new(conn, hive_id, ev, received_from, now)?)
@@ -149,7 +149,7 @@ fn append_and_apply(
     let mut changes = Vec::new();
     let mut queue = VecDeque::from([(ev.clone(), payload.clone())]);
     while let Some((ev, p)) = queue.pop_front() {
-        match materialize::apply_in(conn, hive_id, &ev, &p, snapshots)? {
+        match materialize::apply_in(conn, hive_id, &ev, &p, batch)? {
             Outcome::Applied {
                 changes: c,
                 provides,
@@ -283,8 +283,8 @@ pub fn ingest_remote_checked(
 ) -> Result<BatchReport> {
     let mut report = BatchReport::default();
     let mut key_cache: HashMap<String, Option<KeyChain>> = HashMap::new();
-    // The page's agent references, merged per agent and written once below.
-    let snapshots = RefCell::new(AgentSnapshots::default());
+    // What the page's events defer to its end (agent snapshots, activity), flushed below.
+    let batch = RefCell::new(Batch::default());
     // How many events wait for a key (delivered by `from`, in all): read at the first event
     // that would wait, then kept up to date as this batch parks more.
     let mut waiting: Option<(i64, i64)> = None;
@@ -345,7 +345,7 @@ pub fn ingest_remote_checked(
             Some(from),
             now,
             true,
-            Some(&snapshots),
+            Some(&batch),
         )?;
         if out.seq.is_some() {
             report.accepted += 1;
@@ -354,7 +354,7 @@ pub fn ingest_remote_checked(
         }
         report.changes.extend(out.changes);
     }
-    snapshots.into_inner().flush(conn)?;
+    report.changes.extend(batch.into_inner().flush(conn)?);
     if report.rejected > 0 {
         counter_add(conn, REJECTED, report.rejected as i64)?;
     }

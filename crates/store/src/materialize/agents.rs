@@ -9,7 +9,7 @@
 //! - a local agent's row (`is_local = 1`) is authoritative and never written here;
 //! - the decision is made inside the one upsert below (no read-then-write), so there is no
 //!   pure rule to test apart from the database: `tests/materialize_agents.rs` covers it;
-//! - within a batch of remote events ([`AgentSnapshots`]), the first reference to an agent
+//! - within a batch of remote events ([`super::Batch`]), the first reference to an agent
 //!   is written at once (its row exists for everything after it, e.g. karma) and the later
 //!   ones are merged in memory and written once by [`AgentSnapshots::flush`] before the
 //!   batch's transaction ends. The upsert is a merge (newest version's name and avatar, the
@@ -28,8 +28,8 @@ use std::collections::HashMap;
 /// agents are authoritative here and never overwritten.
 pub(super) fn upsert_agent_snapshot(cx: &Ctx<'_>, a: &AgentRef) -> Result<()> {
     let version = cx.version();
-    if let Some(batch) = cx.snapshots {
-        let mut batch = batch.borrow_mut();
+    if let Some(batch) = cx.batch {
+        let batch = &mut batch.borrow_mut().snapshots;
         if let Some(merged) = batch.merged.get_mut(&a.agent_id) {
             merged.merge(a, version, cx.ev.origin_ts);
             return Ok(());
@@ -50,7 +50,7 @@ pub(super) fn upsert_agent_snapshot(cx: &Ctx<'_>, a: &AgentRef) -> Result<()> {
 /// invariants). Dropping it unflushed loses the merged references: flush it in the same
 /// transaction, before it ends.
 #[derive(Debug, Default)]
-pub struct AgentSnapshots {
+pub(super) struct AgentSnapshots {
     merged: HashMap<String, Merged>,
 }
 

@@ -44,7 +44,7 @@ mod posts;
 mod registers;
 mod votes;
 
-pub use agents::AgentSnapshots;
+use agents::AgentSnapshots;
 pub use digest::state_digest;
 pub use registers::register_winner_event;
 
@@ -155,8 +155,29 @@ struct Ctx<'a> {
     conn: &'a Conn<'a>,
     hive_id: &'a str,
     ev: &'a Event,
-    /// The batch's merged agent snapshots, when the event is one of a batch.
-    snapshots: Option<&'a RefCell<AgentSnapshots>>,
+    /// What the batch the event is part of defers to its end, if it is part of one.
+    batch: Option<&'a RefCell<Batch>>,
+}
+
+/// What a batch of remote events (a pushed or pulled page, one transaction) defers to its
+/// end: the merged agent snapshots and the origins' activity maxima. Flush it
+/// ([`Batch::flush`]) before the transaction ends; dropping it unflushed loses them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    snapshots: AgentSnapshots,
+    activity: std::collections::BTreeMap<(String, String), registers::Activity>,
+}
+
+impl Batch {
+    /// Writes what the batch deferred; returns the changes that makes (hives whose deciding
+    /// instance changed).
+    pub fn flush(self, conn: &Conn<'_>) -> Result<Vec<Change>> {
+        let mut changes = Vec::new();
+        let mut snapshots = self.snapshots;
+        snapshots.flush(conn)?;
+        registers::flush_activity(conn, self.activity, &mut changes)?;
+        Ok(changes)
+    }
 }
 
 impl Ctx<'_> {
@@ -173,20 +194,20 @@ pub fn apply(conn: &Conn<'_>, hive_id: &str, ev: &Event, p: &Payload) -> Result<
     apply_in(conn, hive_id, ev, p, None)
 }
 
-/// [`apply`] for one event of a batch: agent snapshots are merged into `snapshots`, which
-/// the caller flushes ([`AgentSnapshots::flush`]) before the transaction ends.
+/// [`apply`] for one event of a batch: what [`Batch`] defers goes into `batch`, which the
+/// caller flushes before the transaction ends.
 pub fn apply_in(
     conn: &Conn<'_>,
     hive_id: &str,
     ev: &Event,
     p: &Payload,
-    snapshots: Option<&RefCell<AgentSnapshots>>,
+    batch: Option<&RefCell<Batch>>,
 ) -> Result<Outcome> {
     let cx = Ctx {
         conn,
         hive_id,
         ev,
-        snapshots,
+        batch,
     };
     // Every event of the hive counts as its origin's activity (owner succession), whatever
     // its outcome: the set of events that reach here is the hive's log.

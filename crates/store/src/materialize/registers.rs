@@ -492,15 +492,71 @@ const SUCCESSION_REGISTER: &str = "setting:owner_succession_secs";
 /// and, if that moved, recomputes the deciding instance, and every register when it
 /// changed. Idempotent (a maximum): an event applied again after waiting changes nothing.
 /// Returns whether the decider changed.
+///
+/// In a batch ([`super::Batch`]), an origin's first event in a hive is noted at once and its
+/// later ones only raise a maximum kept in memory, noted by [`flush_activity`] before the
+/// transaction ends: the activity is a maximum and the decider a function of the maxima, so
+/// noting the batch's maximum once ends in the same decider, and when that differs from the
+/// one the batch's registers were computed with, every register is recomputed then.
 pub(super) fn note_activity(cx: &Ctx<'_>) -> Result<bool> {
-    let conn = cx.conn;
+    let ts = cx.ev.origin_ts;
+    if let Some(batch) = cx.batch {
+        let mut batch = batch.borrow_mut();
+        let key = (cx.hive_id.to_string(), cx.ev.origin_instance_id.clone());
+        if let Some(seen) = batch.activity.get_mut(&key) {
+            if ts > seen.highest {
+                seen.highest = ts;
+                seen.unnoted = true;
+            }
+            return Ok(false);
+        }
+        batch.activity.insert(
+            key,
+            Activity {
+                hive: cx.hive(),
+                highest: ts,
+                unnoted: false,
+            },
+        );
+    }
+    note(cx.conn, cx.hive_id, &cx.ev.origin_instance_id, ts)
+}
+
+/// One origin's newest time in one hive, as a batch saw it.
+#[derive(Debug)]
+pub(super) struct Activity {
+    /// The hive's name (for the change notice).
+    hive: String,
+    highest: i64,
+    /// `highest` came after the origin's first event of the batch and is not noted yet.
+    unnoted: bool,
+}
+
+/// Notes what a batch's later events raised (see [`note_activity`]); the hives whose
+/// decider changed get a `HiveUpdated` change.
+pub(super) fn flush_activity(
+    conn: &Conn<'_>,
+    activity: std::collections::BTreeMap<(String, String), Activity>,
+    changes: &mut Vec<super::Change>,
+) -> Result<()> {
+    for ((hive_id, origin), a) in activity {
+        if a.unnoted && note(conn, &hive_id, &origin, a.highest)? {
+            changes.push(super::Change::HiveUpdated { hive: a.hive });
+        }
+    }
+    Ok(())
+}
+
+/// Raises `origin`'s activity in the hive to `ts`; if that moved the decider, recomputes
+/// every register it decides. True if the decider changed.
+fn note(conn: &Conn<'_>, hive_id: &str, origin: &str, ts: i64) -> Result<bool> {
     let known: Option<i64> = conn
         .prepare_cached(
             "SELECT last_ts FROM hive_instance_activity WHERE hive_id = ?1 AND instance_id = ?2",
         )?
-        .query_row(params![cx.hive_id, cx.ev.origin_instance_id], |r| r.get(0))
+        .query_row(params![hive_id, origin], |r| r.get(0))
         .optional()?;
-    if known.is_some_and(|t| t >= cx.ev.origin_ts) {
+    if known.is_some_and(|t| t >= ts) {
         return Ok(false);
     }
     conn.prepare_cached(
@@ -508,15 +564,11 @@ pub(super) fn note_activity(cx: &Ctx<'_>) -> Result<bool> {
          ON CONFLICT (hive_id, instance_id)
          DO UPDATE SET last_ts = GREATEST(hive_instance_activity.last_ts, excluded.last_ts)",
     )?
-    .execute(params![
-        cx.hive_id,
-        cx.ev.origin_instance_id,
-        cx.ev.origin_ts
-    ])?;
-    if !refresh_decider(conn, cx.hive_id)? {
+    .execute(params![hive_id, origin, ts])?;
+    if !refresh_decider(conn, hive_id)? {
         return Ok(false);
     }
-    recompute_decided_registers(conn, cx.hive_id)?;
+    recompute_decided_registers(conn, hive_id)?;
     Ok(true)
 }
 
