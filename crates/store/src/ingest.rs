@@ -113,7 +113,6 @@ pub fn ingest(
         &v.payload,
         received_from,
         now,
-        false,
         None,
     )?;
     if out.seq.is_some() {
@@ -124,10 +123,9 @@ pub fn ingest(
 
 /// [`ingest`] without the commit notice (batches publish one notice for the batch).
 ///
-/// `checked_new`: the caller has just found (in this transaction) that the log does not
-/// hold the event, so the append skips that lookup. `batch`: what the page's events defer
-/// to its end, flushed by the caller (see [`materialize::Batch`]).
-#[allow(clippy::too_many_arguments)]
+/// With `page` (one of a page of remote events), the caller has just found (in this
+/// transaction) that the log does not hold the event, so the append skips that lookup, and
+/// the seq and what the materializer defers are the page's ([`Page::finish`]).
 fn append_and_apply(
     conn: &Conn<'_>,
     hive_id: &str,
@@ -135,14 +133,19 @@ fn append_and_apply(
     payload: &Payload,
     received_from: Option<&str>,
     now: i64,
-    checked_new: bool,
-    batch: Option<&RefCell<Batch>>,
+    page: Option<&Page>,
 ) -> Result<Ingested> {
-    let seq = if checked_new {
-        Some(log::append_new(conn, hive_id, ev, received_from, now)?)
-    } else {
-        log::append(conn, hive_id, ev, received_from, now)?
+    let seq = match page {
+        Some(page) => {
+            Some(
+                page.seqs
+                    .borrow_mut()
+                    .append_new(conn, hive_id, ev, received_from, now)?,
+            )
+        }
+        None => log::append(conn, hive_id, ev, received_from, now)?,
     };
+    let batch = page.map(|p| &p.batch);
     let Some(seq) = seq else {
         return Ok(Ingested::default());
     };
@@ -177,6 +180,22 @@ fn append_and_apply(
         seq: Some(seq),
         changes,
     })
+}
+
+/// What a page of remote events (one `ingest_remote_checked`, one transaction) defers to its
+/// end: the log's head and what the materializer merges ([`materialize::Batch`]).
+#[derive(Default)]
+struct Page {
+    seqs: RefCell<log::SeqRun>,
+    batch: RefCell<Batch>,
+}
+
+impl Page {
+    /// Writes what the page deferred; returns the changes that makes.
+    fn finish(self, conn: &Conn<'_>, hive_id: &str) -> Result<Vec<Change>> {
+        self.seqs.into_inner().finish(conn, hive_id)?;
+        self.batch.into_inner().flush(conn)
+    }
 }
 
 /// Removes and returns the logged events that waited for `dep`.
@@ -283,8 +302,8 @@ pub fn ingest_remote_checked(
 ) -> Result<BatchReport> {
     let mut report = BatchReport::default();
     let mut key_cache: HashMap<String, Option<KeyChain>> = HashMap::new();
-    // What the page's events defer to its end (agent snapshots, activity), flushed below.
-    let batch = RefCell::new(Batch::default());
+    // What the page's events defer to its end (seqs, agent snapshots, activity).
+    let page = Page::default();
     // How many events wait for a key (delivered by `from`, in all): read at the first event
     // that would wait, then kept up to date as this batch parks more.
     let mut waiting: Option<(i64, i64)> = None;
@@ -337,16 +356,7 @@ pub fn ingest_remote_checked(
             }
         };
         // `log::contains` said no above, in this transaction.
-        let out = append_and_apply(
-            conn,
-            hive_id,
-            ev,
-            &payload,
-            Some(from),
-            now,
-            true,
-            Some(&batch),
-        )?;
+        let out = append_and_apply(conn, hive_id, ev, &payload, Some(from), now, Some(&page))?;
         if out.seq.is_some() {
             report.accepted += 1;
         } else {
@@ -354,7 +364,7 @@ pub fn ingest_remote_checked(
         }
         report.changes.extend(out.changes);
     }
-    report.changes.extend(batch.into_inner().flush(conn)?);
+    report.changes.extend(page.finish(conn, hive_id)?);
     if report.rejected > 0 {
         counter_add(conn, REJECTED, report.rejected as i64)?;
     }

@@ -63,6 +63,64 @@ pub(crate) fn append_new(
         )
         .optional()?
         .ok_or(crate::StoreError::NotFound("hive log"))?;
+    insert_at(conn, hive_id, seq, ev, received_from, now)?;
+    Ok(seq)
+}
+
+/// Seqs for a run of appends in one transaction (a page of remote events): the head is read
+/// at the first append and written once by [`SeqRun::finish`], instead of an
+/// `UPDATE … RETURNING` per event (which also gathers its row in a temporary table). Every
+/// append of the run must go through it, and `finish` must run before the transaction ends
+/// and before anything in it reads the head.
+#[derive(Debug, Default)]
+pub(crate) struct SeqRun {
+    /// The last seq handed out, once the head was read.
+    last: Option<i64>,
+}
+
+impl SeqRun {
+    /// Appends an event the caller has just checked the log does not hold (like
+    /// [`append_new`]) at the run's next seq.
+    pub(crate) fn append_new(
+        &mut self,
+        conn: &Conn<'_>,
+        hive_id: &str,
+        ev: &Event,
+        received_from: Option<&str>,
+        now: i64,
+    ) -> Result<i64> {
+        let last = match self.last {
+            Some(s) => s,
+            None => conn
+                .prepare_cached("SELECT head_seq FROM hive_logs WHERE hive_id = ?1")?
+                .query_row([hive_id], |r| r.get(0))
+                .optional()?
+                .ok_or(crate::StoreError::NotFound("hive log"))?,
+        };
+        let seq = last + 1;
+        insert_at(conn, hive_id, seq, ev, received_from, now)?;
+        self.last = Some(seq);
+        Ok(seq)
+    }
+
+    /// Writes the head the run reached (nothing if it appended nothing).
+    pub(crate) fn finish(self, conn: &Conn<'_>, hive_id: &str) -> Result<()> {
+        if let Some(last) = self.last {
+            conn.prepare_cached("UPDATE hive_logs SET head_seq = ?2 WHERE hive_id = ?1")?
+                .execute(params![hive_id, last])?;
+        }
+        Ok(())
+    }
+}
+
+fn insert_at(
+    conn: &Conn<'_>,
+    hive_id: &str,
+    seq: i64,
+    ev: &Event,
+    received_from: Option<&str>,
+    now: i64,
+) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (hive_id, seq, id, event_type, origin_instance_id, origin_ts,
                              payload, signature, received_from, received_at)
@@ -80,7 +138,7 @@ pub(crate) fn append_new(
         received_from,
         now
     ])?;
-    Ok(seq)
+    Ok(())
 }
 
 /// Whether an event of this id is known: logged, or logged once and dropped by compaction
