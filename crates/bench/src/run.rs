@@ -343,6 +343,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         }
         s.stop();
     }
+    // The other subscribers get the same messages a moment later or sooner: give them up to
+    // 5 s to have received what the timing one did, so their count is complete.
+    if let Some(t) = &tracker {
+        let want = t.notices.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && listeners
+                .iter()
+                .any(|(_, lt)| lt.notices.load(Ordering::Relaxed) < want)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let dropped = listeners
         .iter()
         .filter(|(l, _)| l.disconnected.load(Ordering::Relaxed))
