@@ -25,7 +25,6 @@ const POINT_READ_CHANGES: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Message {
     pub channel: String,
-    pub kind: &'static str,
     /// The whole text frame ([`envelope`]), shared by every session that sends it.
     pub text: Utf8Bytes,
 }
@@ -81,11 +80,7 @@ impl Realtime {
                         for (channel, kind, data) in msgs {
                             let text = envelope(kind, data, Some(&channel)).into();
                             // No receivers is not an error: nobody is listening.
-                            let _ = hub.send(Arc::new(Message {
-                                channel,
-                                kind,
-                                text,
-                            }));
+                            let _ = hub.send(Arc::new(Message { channel, text }));
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "rendering realtime messages"),

@@ -75,8 +75,8 @@ impl Merged {
 
 impl AgentSnapshots {
     /// Writes the merged references (one upsert per agent referenced more than once).
-    pub fn flush(&mut self, conn: &Conn<'_>) -> Result<()> {
-        for (_, m) in self.merged.drain() {
+    pub fn flush(self, conn: &Conn<'_>) -> Result<()> {
+        for m in self.merged.into_values() {
             if let Some((a, version)) = &m.reference {
                 write(conn, a, version, m.created_at, m.updated_at)?;
             }

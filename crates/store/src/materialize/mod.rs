@@ -173,8 +173,7 @@ impl Batch {
     /// instance changed).
     pub fn flush(self, conn: &Conn<'_>) -> Result<Vec<Change>> {
         let mut changes = Vec::new();
-        let mut snapshots = self.snapshots;
-        snapshots.flush(conn)?;
+        self.snapshots.flush(conn)?;
         registers::flush_activity(conn, self.activity, &mut changes)?;
         Ok(changes)
     }
