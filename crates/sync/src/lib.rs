@@ -13,6 +13,8 @@
 //! - [`scheduler`]: which link runs when, on a fixed pool of workers (idle links cost
 //!   nothing).
 //! - `link`: one step of a (peer, hive) link: handshake, pull, or push.
+//! - `pull_ahead`: the pages of a pull fetched and their signatures checked ahead of the
+//!   writer (a few pages deep).
 //! - `outbox`: the generic delivery of a hive's log to one consumer after its cursor (a
 //!   link's push is one sink; later consumers reuse it).
 //! - `news`: per peer, the shared hives that changed since it last heard from us (what a
@@ -55,6 +57,7 @@ mod outbox;
 pub mod paging;
 pub mod progress;
 pub mod protocol;
+mod pull_ahead;
 pub mod ratelimit;
 pub mod scheduler;
 pub mod sim;

@@ -21,6 +21,7 @@ use crate::engine::{LinkKey, SyncHandle};
 use crate::error::LinkError;
 use crate::outbox::{self, Progress};
 use crate::protocol::*;
+use crate::pull_ahead::{self, Fetched, PullAhead};
 use crate::scheduler::{After, Job};
 use crate::{tokens, trust};
 use openhive_core::time::now_ms;
@@ -362,66 +363,37 @@ async fn pull_all(
     let mut total = 0usize;
     let key = (peer.id.clone(), link.hive_id.clone());
     let label = peer_label(peer);
-    // The next page is fetched and its signatures checked (on reader threads, split over
-    // the cores) while the current one is ingested by the writer: at most two pages in
-    // memory. A signature checked ahead counts only if the writer, holding the origin's
-    // key chain as of its transaction, assigns the event the same key (else it checks it
-    // again); the cursor still moves only with the data it covers.
-    let fetch = |since: i64| {
-        let (h, endpoint, token, hive) = (
-            h.clone(),
-            peer.endpoint.clone(),
-            token.to_string(),
-            link.hive_name.clone(),
-        );
-        tokio::spawn(async move {
-            let page = {
-                let _permit = permit(&h).await?;
-                h.client()
-                    .pull(&endpoint, &token, &hive, since, h.settings().pull_batch)
-                    .await
-                    .map_err(LinkError::from)?
-            };
-            let EventsPage {
-                events,
-                next_seq,
-                has_more,
-                head_seq,
-                key_rotations,
-            } = page;
-            let events: Vec<openhive_core::Event> = events.into_iter().map(|w| w.event).collect();
-            let events = std::sync::Arc::new(events);
-            let verified = preverify_parallel(h.store(), &events)
-                .await
-                .map_err(LinkError::store("verifying pulled events"))?;
-            Ok::<_, LinkError>(Fetched {
-                events,
-                verified,
-                next_seq,
-                has_more,
-                head_seq,
-                key_rotations,
-            })
-        })
+    // The next pages are fetched and their signatures checked (on reader threads, split
+    // over the cores) while the current one is ingested by the writer (`pull_ahead`). A
+    // signature checked ahead counts only if the writer, holding the origin's key chain as
+    // of its transaction, assigns the event the same key (else it checks it again); the
+    // cursor still moves only with the data it covers.
+    let source = || pull_ahead::Source {
+        endpoint: peer.endpoint.clone(),
+        token: token.to_string(),
+        hive: link.hive_name.clone(),
     };
-    let mut in_flight = Some(fetch(since));
+    let mut pages = PullAhead::start(h, source(), since);
     loop {
         if h.is_shutting_down() {
             return Ok(());
         }
-        let Some(job) = in_flight.take() else {
+        let Some(page) = pages.next().await else {
+            // The chain ends only after a page that said it was the last, handled below.
             break;
         };
-        let page = job
-            .await
-            .map_err(|e| LinkError::Task(format!("pull task: {e}")))??;
+        let page = page?;
+        if page.since != since {
+            // Never written elsewhere than where it was fetched: its cursor would skip data.
+            return Err(LinkError::Task(format!(
+                "pulled page after {} arrived at cursor {since}",
+                page.since
+            )));
+        }
         let next = page.next_seq.max(since);
         let has_more = page.has_more && next > since;
         // The peer's head, if it says (a claim below the page's own cursor is ignored).
         let head = page.head_seq.filter(|hd| *hd >= next);
-        if has_more {
-            in_flight = Some(fetch(next));
-        }
         let Fetched {
             events,
             verified,
@@ -470,9 +442,7 @@ async fn pull_all(
                 seq = since,
                 "pull cursor reset meanwhile; pulling again from it"
             );
-            if let Some(j) = in_flight.take() {
-                j.abort();
-            }
+            drop(pages);
             h.request_pull(&peer.id, &link.hive_id);
             return Ok(());
         }
@@ -511,7 +481,7 @@ async fn pull_all(
         since = next;
         if !has_more {
             if advanced {
-                in_flight = Some(fetch(since));
+                pages = PullAhead::start(h, source(), since);
             } else {
                 break;
             }
@@ -521,41 +491,6 @@ async fn pull_all(
         tracing::info!(accepted = total, seq = since, "pull caught up");
     }
     Ok(())
-}
-
-/// A pulled page, its signatures checked ahead of the write ([`preverify_parallel`]).
-struct Fetched {
-    events: std::sync::Arc<Vec<openhive_core::Event>>,
-    verified: Vec<Option<openhive_core::PublicKey>>,
-    next_seq: i64,
-    has_more: bool,
-    head_seq: Option<i64>,
-    key_rotations: Vec<openhive_core::RotationStatement>,
-}
-
-/// Events per reader below which a page is checked on one reader only.
-const VERIFY_CHUNK_MIN: usize = 64;
-
-/// [`ingest::preverify`] of `events` split into contiguous chunks checked on up to as many
-/// reader threads as the machine has cores, at the same time; the answer is aligned with
-/// `events`.
-pub(crate) async fn preverify_parallel(
-    store: &Store,
-    events: &std::sync::Arc<Vec<openhive_core::Event>>,
-) -> Result<Vec<Option<openhive_core::PublicKey>>, StoreError> {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let parts = (events.len() / VERIFY_CHUNK_MIN).clamp(1, cores.min(8));
-    let size = events.len().div_ceil(parts).max(1);
-    let reads = (0..parts).map(|i| {
-        let events = events.clone();
-        let range = (i * size).min(events.len())..((i + 1) * size).min(events.len());
-        store.read(move |c| ingest::preverify(c, &events[range]))
-    });
-    let mut out = Vec::with_capacity(events.len());
-    for part in futures::future::join_all(reads).await {
-        out.extend(part?);
-    }
-    Ok(out)
 }
 
 /// A peer link's outbox sink: pushes batches to the peer with the link's token; events the

@@ -59,6 +59,9 @@ pub struct EngineSimConfig {
     pub hub: bool,
     /// `[sync.hub] max_peers` of the hub-seeded variant.
     pub hub_max_peers: usize,
+    /// `[sync] pull_batch`: events per pulled page (small: every pull is a chain of pages
+    /// fetched ahead of the writer, some of them lost).
+    pub pull_batch: i64,
     /// Prints progress lines.
     pub verbose: bool,
 }
@@ -79,6 +82,7 @@ impl Default for EngineSimConfig {
             max_rounds: 60,
             hub: false,
             hub_max_peers: crate::hub_client::DEFAULT_MAX_HUB_PEERS,
+            pull_batch: crate::protocol::DEFAULT_PULL_LIMIT,
             verbose: false,
         }
     }
@@ -165,6 +169,7 @@ fn fail(seed: u64, msg: impl std::fmt::Display) -> String {
 fn settings(cfg: &EngineSimConfig) -> SyncSettings {
     let mut s = SyncSettings {
         heartbeat_interval: cfg.heartbeat,
+        pull_batch: cfg.pull_batch,
         ..SyncSettings::default()
     };
     s.gossip.enabled = true;
