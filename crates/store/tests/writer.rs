@@ -177,16 +177,25 @@ async fn first_job_and_bulk_job(store: openhive_store::Store) -> Result<()> {
         tx.execute_batch("ROLLBACK TO SAVEPOINT job").is_ok()
     }
     let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
     let mut tasks = Vec::new();
     let s = store.clone();
     tasks.push(tokio::spawn(async move {
         s.write(move |tx| -> Result<bool> {
+            let _ = started.send(());
             wait.recv().map_err(|e| StoreError::Task(e.to_string()))?;
             meta_set(tx, "blocker", "1")?;
             Ok(in_savepoint(tx))
         })
         .await
     }));
+    // The blocker must be running, not only queued: the writer forms a batch from what is
+    // queued when it takes the first job, and a job queued before that would share the
+    // blocker's transaction (seen on a loaded machine).
+    tokio::time::timeout(std::time::Duration::from_secs(30), running)
+        .await
+        .map_err(|_| StoreError::Task("the blocker never ran".into()))?
+        .map_err(|e| StoreError::Task(e.to_string()))?;
     queued(&store, 1).await;
     // Queued in this order behind the blocked writer: (key, fails, bulk).
     let jobs = [

@@ -107,3 +107,16 @@ async fn binary_serves_and_stops_on_sigterm() {
     let wal = dir.path().join("openhive.db-wal");
     assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
 }
+
+/// A test that fails half-way drops its servers: the process must not outlive it (before,
+/// a failing multiprocess test left `openhive serve` running).
+#[test]
+fn a_dropped_binary_server_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = spawn_binary(dir.path());
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{}", srv.child.id()));
+    assert!(proc_dir.exists());
+    drop(srv);
+    // Killed and reaped by the drop: no process, not even a zombie, is left.
+    assert!(!proc_dir.exists(), "{} still exists", proc_dir.display());
+}

@@ -20,13 +20,15 @@ fn demo_hub_forms_the_mesh_by_itself() {
 
 /// Runs `openhive demo <args>` until a converged status line, then Ctrl-C; returns stdout.
 fn demo_run(args: &[&str]) -> String {
-    let mut child = bin()
-        .arg("demo")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = crate::harness::KillOnDrop(
+        bin()
+            .arg("demo")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {

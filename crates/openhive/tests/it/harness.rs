@@ -226,9 +226,34 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// The `openhive` binary serving in a child process.
+/// A child process that is killed (and reaped) when dropped: a test that fails half-way
+/// leaves no server running behind it.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Already exited (a test that stopped it): both calls fail harmlessly.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `openhive` binary serving in a child process (killed when dropped).
 pub struct BinaryServer {
-    pub child: std::process::Child,
+    pub child: KillOnDrop,
     /// `http://127.0.0.1:<port>`
     pub base: String,
     /// Log lines up to and including the "listening on" line.
@@ -252,14 +277,15 @@ pub fn spawn_binary_env(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Bin
         cmd.env("OPENHIVE_STORAGE__ENGINE", "postgres")
             .env("OPENHIVE_STORAGE__URL", url);
     }
-    let mut child = cmd
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
