@@ -423,7 +423,7 @@ impl Default for SyncConfig {
             token_grace_secs: 3600,
             compaction_interval_secs: 0,
             compaction_retention_secs: 7 * 24 * 3600,
-            pull_batch: 500,
+            pull_batch: 1000,
             progress_log_secs: 5,
             discovery: Discovery::Both,
             hub: HubClientConfig::default(),

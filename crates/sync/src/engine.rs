@@ -95,7 +95,7 @@ impl Default for SyncSettings {
             max_in_flight: 8,
             error_after_failures: 10,
             push_batch: crate::protocol::PUSH_BATCH,
-            pull_batch: crate::protocol::DEFAULT_PULL_LIMIT,
+            pull_batch: crate::protocol::MAX_PULL_LIMIT,
             batch_groups: crate::protocol::BATCH_GROUPS,
             progress_log: Duration::from_secs(5),
             gossip: crate::gossip::GossipSettings::default(),

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Pages fetched (and being checked) beyond the one the writer is ingesting. Each holds up
-/// to `sync.pull_batch` events (500 by default): a few MB at most.
+/// to `sync.pull_batch` events (1000 by default): a few MB at most.
 pub(crate) const PAGES_AHEAD: usize = 3;
 
 /// Events per reader below which a page is checked on one reader only.
