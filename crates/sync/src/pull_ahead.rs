@@ -20,6 +20,7 @@ use openhive_store::{Store, StoreError, ingest};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 /// Pages fetched (and being checked) beyond the one the writer is ingesting. Each holds up
 /// to `sync.pull_batch` events (1000 by default): a few MB at most.
@@ -57,7 +58,8 @@ pub(crate) struct PullAhead {
 impl PullAhead {
     pub(crate) fn start(h: &SyncHandle, source: Source, since: i64) -> PullAhead {
         let (tx, pages) = mpsc::channel(PAGES_AHEAD);
-        let fetcher = tokio::spawn(fetch_chain(h.clone(), source, since, tx));
+        // In the link's span (peer, group): the fetches and checks log under it.
+        let fetcher = tokio::spawn(fetch_chain(h.clone(), source, since, tx).in_current_span());
         PullAhead { pages, fetcher }
     }
 
@@ -89,7 +91,7 @@ async fn fetch_chain(
             Ok(page) => {
                 let next = page.next_seq.max(since);
                 let more = page.has_more && next > since;
-                let checking = tokio::spawn(check(h.clone(), since, page));
+                let checking = tokio::spawn(check(h.clone(), since, page).in_current_span());
                 since = next;
                 (checking, more)
             }
