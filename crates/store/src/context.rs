@@ -6,7 +6,9 @@
 //!   (`ingest`), per delivering peer and in total;
 //! - the [`SealKey`] that seals the tokens this instance presents to its peers
 //!   (`sync_state`): derived from the instance key file, never stored in the database;
-//! - the [`LagAlert`] thresholds that make a peer link `lagging` in sync status.
+//! - the [`LagAlert`] thresholds that make a peer link `lagging` in sync status;
+//! - the post lengths search ranking holds in memory
+//!   ([`PostLengths`](crate::search::post_lengths::PostLengths)).
 
 use openhive_core::seal::SealKey;
 
@@ -69,6 +71,8 @@ pub struct StoreContext {
     pub seal_key: Option<SealKey>,
     /// Thresholds of the `lagging` flag of sync status.
     pub lag_alert: LagAlert,
+    /// Post lengths held for search ranking (shared by the store's connections).
+    pub post_lengths: crate::search::post_lengths::PostLengths,
 }
 
 /// The context of a connection no store configured.
@@ -76,6 +80,7 @@ pub static DEFAULT: StoreContext = StoreContext {
     waiting: WaitingLimits::DEFAULT,
     seal_key: None,
     lag_alert: LagAlert::DEFAULT,
+    post_lengths: crate::search::post_lengths::PostLengths::DISABLED,
 };
 
 #[cfg(test)]

@@ -147,6 +147,48 @@ fn first_page_equals_full_bm25() {
 /// SQLite only: `bm25::rank_posts` gives every matching row FTS5's own `bm25()` score,
 /// exactly, in `ORDER BY rank, rowid DESC` order (deleted posts included: they stay in the
 /// index, and the page filter drops them).
+/// Every row's fast score for `q` against FTS5's own `bm25()`, compared exactly.
+fn assert_fast_scores_are_bm25(r: &Replica, q: &str) {
+    let q = q.to_string();
+    let (fast, fts5) = r
+        .store
+        .read_blocking(move |c| -> Result<_> {
+            let terms = search::bm25::plain_terms(&q).unwrap();
+            let fast = search::bm25::rank_posts(c, &terms)?;
+            let fts5: Vec<(f64, i64)> = c
+                .prepare(
+                    "SELECT bm25(posts_fts), rowid FROM posts_fts WHERE posts_fts MATCH ?1
+                     ORDER BY rank, rowid DESC",
+                )?
+                .query_map(params![search::fts_query(&q).unwrap()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<std::result::Result<_, _>>()?;
+            // The lengths come from the store's cache, and they are the index's.
+            let mut docs: Vec<i64> = fts5.iter().map(|&(_, rowid)| rowid).collect();
+            docs.sort_unstable();
+            let cached = search::post_lengths::lengths(c, &docs)?;
+            assert_eq!(
+                cached,
+                Some(search::post_lengths::from_index(c, &docs)?),
+                "{q}"
+            );
+            Ok((fast, fts5))
+        })
+        .unwrap();
+    assert_eq!(fast, fts5, "{}", fast.len());
+}
+
+const SCORED: [&str; 7] = [
+    "hive",
+    "hiv",
+    "honey",
+    "hive honey",
+    "comb wax hive",
+    "hive hive",
+    "zzz",
+];
+
 #[test]
 fn fast_scores_are_fts5_bm25_scores() {
     let w = World::new();
@@ -155,34 +197,67 @@ fn fast_scores_are_fts5_bm25_scores() {
         return;
     }
     corpus(&w, &r);
-    for q in [
-        "hive",
-        "hiv",
-        "honey",
-        "hive honey",
-        "comb wax hive",
-        "hive hive",
-        "zzz",
-    ] {
-        let q = q.to_string();
-        let (fast, fts5) = r
-            .store
-            .read_blocking(move |c| -> Result<_> {
-                let terms = search::bm25::plain_terms(&q).unwrap();
-                let fast = search::bm25::rank_posts(c, &terms)?;
-                let fts5: Vec<(f64, i64)> = c
-                    .prepare(
-                        "SELECT bm25(posts_fts), rowid FROM posts_fts WHERE posts_fts MATCH ?1
-                         ORDER BY rank, rowid DESC",
-                    )?
-                    .query_map(params![search::fts_query(&q).unwrap()], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?
-                    .collect::<std::result::Result<_, _>>()?;
-                Ok((fast, fts5))
-            })
-            .unwrap();
-        assert_eq!(fast, fts5, "{}", fast.len());
+    for q in SCORED {
+        assert_fast_scores_are_bm25(&r, q);
+    }
+}
+
+/// The post lengths search holds in memory follow the index: edits that change a post's
+/// length and its terms, a row deleted at the top of the table and its rowid used again by
+/// a new post (which no change records), and posts written after the lengths were read.
+/// Fails if the cached lengths are not refreshed (the scores of edited rows differ).
+#[test]
+fn fast_scores_follow_edits_deletions_and_new_posts() {
+    let w = World::new();
+    let r = w.replica();
+    if r.store.engine() != Engine::Sqlite {
+        return;
+    }
+    let ids = corpus(&w, &r);
+    for q in SCORED {
+        assert_fast_scores_are_bm25(&r, q);
+    }
+    // Edits: longer, shorter, a term added, a term removed.
+    let mut events = Vec::new();
+    for (k, id) in ids.iter().enumerate().take(40) {
+        let content = match k % 4 {
+            0 => "hive honey comb wax bee queen drone lorem ipsum dolor amet hive".to_string(),
+            1 => "hive".to_string(),
+            2 => "honey".to_string(),
+            _ => format!("edited {k} wax wax wax"),
+        };
+        events.push(w.edit_post(0, k % 2, 5000 + k as i64, id, None, Some(&content), None));
+    }
+    r.deliver_ok(&events);
+    for q in SCORED {
+        assert_fast_scores_are_bm25(&r, q);
+    }
+    // The top row deleted (as only a direct write can), then a new post takes its rowid.
+    r.store
+        .write_blocking(|c| -> Result<usize> {
+            Ok(c.execute(
+                "DELETE FROM posts WHERE rowid = (SELECT max(rowid) FROM posts)",
+                params![],
+            )?)
+        })
+        .unwrap();
+    for q in SCORED {
+        assert_fast_scores_are_bm25(&r, q);
+    }
+    let id = openhive_core::ids::new_id(openhive_core::ids::Kind::Post, &w.insts[0].id);
+    r.deliver_ok(&[w.sign(
+        0,
+        9000,
+        Payload::PostCreated(PostCreated {
+            post_id: id,
+            title: "reused rowid".into(),
+            content: Some("hive honey hive honey a much longer post than the one before".into()),
+            url: None,
+            author: w.agent(0, 0),
+        }),
+    )]);
+    for q in SCORED {
+        assert_fast_scores_are_bm25(&r, q);
     }
 }
 

@@ -5,8 +5,9 @@
 //! the row's instance list and its `%_docsize` record through a statement of its own. A term
 //! in 12% of 100k posts is 12k calls before the first row comes out. Here each query term
 //! costs one scan of its doclist through the `posts_fts_instances` vocabulary table (one row
-//! per occurrence), joined once with `posts_fts_docsize` for the lengths; the formula then
-//! runs in Rust.
+//! per occurrence); the rows' lengths come from [`post_lengths`] (held in memory: reading
+//! each matching row's `%_docsize` record was half the time of a common-term search); the
+//! formula then runs in Rust.
 //!
 //! Exactness: the formula, its constants and the order of its floating-point operations are
 //! those of `fts5Bm25Function` / `fts5Bm25GetData` (SQLite 3.53, `ext/fts5/fts5_aux.c`):
@@ -29,6 +30,8 @@
 //! part of FTS5's on-disk format, which SQLite keeps compatible. The
 //! `first_page_equals_full_bm25` tests compare this ranking with FTS5's on every run.
 
+use super::fts5_record::{sum_varints, varint};
+use super::post_lengths;
 use crate::engine::{Conn, OptionalExtension};
 use crate::error::{Result, StoreError};
 use crate::params;
@@ -60,79 +63,18 @@ fn upper(term: &str) -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
-/// Reads one SQLite varint (FTS5's `sqlite3Fts5GetVarint`: big-endian groups of 7 bits, the
-/// ninth byte whole). `None` if the buffer ends first.
-fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v: u64 = 0;
-    for i in 0..9 {
-        let c = *buf.get(*at)?;
-        *at += 1;
-        if i == 8 {
-            return Some((v << 8) | u64::from(c));
-        }
-        v = (v << 7) | u64::from(c & 0x7f);
-        if c < 0x80 {
-            return Some(v);
-        }
-    }
-    Some(v)
-}
-
-/// Sum of a record of varints (a `%_docsize` row, or the column totals of the averages).
-fn sum_varints(buf: &[u8], mut at: usize) -> Option<i64> {
-    let mut total: i64 = 0;
-    while at < buf.len() {
-        total = total.checked_add(i64::try_from(varint(buf, &mut at)?).ok()?)?;
-    }
-    Some(total)
-}
-
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("posts_fts: undecodable {what}"))
 }
 
-/// `(rowid, occurrences)` of the prefix `term` in `posts_fts`, by rowid; with `sizes`, also
-/// each row's token count.
-fn occurrences(
-    conn: &Conn<'_>,
-    term: &str,
-    sizes: Option<&mut Vec<(i64, i64)>>,
-) -> Result<Vec<(i64, u32)>> {
-    let hi = upper(term);
-    let mut docs: Vec<i64> = Vec::new();
-    match sizes {
-        None => {
-            let mut st = conn.prepare_cached(
-                "SELECT doc FROM posts_fts_instances WHERE term >= ?1 AND term < ?2",
-            )?;
-            for d in st.query_map(params![term, hi], |r| r.get::<_, i64>(0))? {
-                docs.push(d?);
-            }
-        }
-        Some(sizes) => {
-            let mut st = conn.prepare_cached(
-                "SELECT v.doc, d.sz FROM posts_fts_instances v
-                   JOIN posts_fts_docsize d ON d.id = v.doc
-                 WHERE v.term >= ?1 AND v.term < ?2",
-            )?;
-            let rows = st.query_map(params![term, hi], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })?;
-            let mut last = None;
-            for row in rows {
-                let (doc, sz) = row?;
-                docs.push(doc);
-                // A row's occurrences of one token come together; of several tokens
-                // (a prefix), in any order: duplicates are dropped below.
-                if last != Some(doc) {
-                    sizes.push((doc, sum_varints(&sz, 0).ok_or_else(|| corrupt("docsize"))?));
-                    last = Some(doc);
-                }
-            }
-            sizes.sort_unstable();
-            sizes.dedup_by_key(|s| s.0);
-        }
-    }
+/// `(rowid, occurrences)` of the prefix `term` in `posts_fts`, by rowid.
+fn occurrences(conn: &Conn<'_>, term: &str) -> Result<Vec<(i64, u32)>> {
+    let mut docs: Vec<i64> = conn
+        .prepare_cached("SELECT doc FROM posts_fts_instances WHERE term >= ?1 AND term < ?2")?
+        .query_map(params![term, upper(term)], |r| r.get::<_, i64>(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    // A row's occurrences of one token come together, by rowid; of several tokens (a
+    // prefix), one run per token.
     docs.sort_unstable();
     let mut out: Vec<(i64, u32)> = Vec::new();
     for d in docs {
@@ -165,10 +107,9 @@ pub fn rank_posts(conn: &Conn<'_>, terms: &[String]) -> Result<Vec<(f64, i64)>> 
     }
     let avgdl = tokens as f64 / rows as f64;
 
-    let mut sizes = Vec::new();
     let mut per_term: Vec<Vec<(i64, u32)>> = Vec::with_capacity(terms.len());
-    for (i, t) in terms.iter().enumerate() {
-        let occ = occurrences(conn, t, (i == 0).then_some(&mut sizes))?;
+    for t in terms {
+        let occ = occurrences(conn, t)?;
         if occ.is_empty() {
             return Ok(Vec::new());
         }
@@ -183,33 +124,47 @@ pub fn rank_posts(conn: &Conn<'_>, terms: &[String]) -> Result<Vec<(f64, i64)>> 
         })
         .collect();
 
-    // Rows holding every term: walk the first term's rows, advancing a cursor in the others
-    // (all sorted by rowid).
+    // Rows holding every term, with each term's occurrences: walk the first term's rows,
+    // advancing a cursor in the others (all sorted by rowid).
     let mut cursors = vec![0usize; per_term.len()];
-    let mut out = Vec::new();
-    let mut freqs = vec![0f64; per_term.len()];
-    'rows: for (k, &(doc, n)) in per_term[0].iter().enumerate() {
-        freqs[0] = f64::from(n);
+    let mut docs: Vec<i64> = Vec::new();
+    let mut freqs: Vec<f64> = Vec::new();
+    'rows: for &(doc, n) in &per_term[0] {
+        let at = freqs.len();
+        freqs.push(f64::from(n));
         for (i, occ) in per_term.iter().enumerate().skip(1) {
             let c = &mut cursors[i];
             while *c < occ.len() && occ[*c].0 < doc {
                 *c += 1;
             }
             match occ.get(*c) {
-                Some(&(d, n)) if d == doc => freqs[i] = f64::from(n),
-                _ => continue 'rows,
+                Some(&(d, n)) if d == doc => freqs.push(f64::from(n)),
+                _ => {
+                    freqs.truncate(at);
+                    continue 'rows;
+                }
             }
         }
-        let d = match sizes.get(k) {
-            Some(&(id, sz)) if id == doc => sz,
-            _ => return Err(corrupt("docsize (row missing)")),
-        } as f64;
-        let mut score = 0.0;
-        for (f, idf) in freqs.iter().zip(&idf) {
-            score += idf * ((f * (K1 + 1.0)) / (f + K1 * (1.0 - B + B * d / avgdl)));
-        }
-        out.push((-score, doc)); // FTS5: `-1.0 * score`, the same bits
+        docs.push(doc);
     }
+    let lengths = match post_lengths::lengths(conn, &docs)? {
+        Some(l) => l,
+        None => post_lengths::from_index(conn, &docs)?,
+    };
+
+    let mut out: Vec<(f64, i64)> = docs
+        .iter()
+        .zip(&lengths)
+        .zip(freqs.chunks_exact(terms.len()))
+        .map(|((&doc, &d), f)| {
+            let d = d as f64;
+            let mut score = 0.0;
+            for (f, idf) in f.iter().zip(&idf) {
+                score += idf * ((f * (K1 + 1.0)) / (f + K1 * (1.0 - B + B * d / avgdl)));
+            }
+            (-score, doc) // FTS5: `-1.0 * score`, the same bits
+        })
+        .collect();
     out.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
     Ok(out)
 }
@@ -230,17 +185,5 @@ mod tests {
         assert_eq!(plain_terms(" \"*() "), None);
         assert_eq!(upper("hive"), "hivf");
         assert_eq!(upper("a9"), "a:");
-    }
-
-    #[test]
-    fn varints_decode_as_sqlite_writes_them() {
-        let mut at = 0;
-        assert_eq!(varint(&[0x07], &mut at), Some(7));
-        let mut at = 0;
-        assert_eq!(varint(&[0x81, 0x00], &mut at), Some(128));
-        assert_eq!(sum_varints(&[0x07, 0x12], 0), Some(25));
-        let mut at = 0;
-        assert_eq!(varint(&[0x81], &mut at), None);
-        assert_eq!(varint(&[0xff; 9], &mut 0), Some(u64::MAX));
     }
 }

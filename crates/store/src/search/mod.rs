@@ -10,6 +10,8 @@
 //! as the fallback and as the reference the tests compare with.
 
 pub mod bm25;
+mod fts5_record;
+pub mod post_lengths;
 
 use crate::comments::CommentRow;
 use crate::engine::{Conn, DbResult, Engine, OptionalExtension};
