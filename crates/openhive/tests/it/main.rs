@@ -30,6 +30,7 @@ mod reference_compat;
 mod rotation;
 mod skill;
 mod subscriptions;
+mod symbol_order;
 mod sync_backfill;
 mod sync_batch;
 mod sync_converge;
