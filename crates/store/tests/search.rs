@@ -147,6 +147,18 @@ fn first_page_equals_full_bm25() {
 /// SQLite only: `bm25::rank_posts` gives every matching row FTS5's own `bm25()` score,
 /// exactly, in `ORDER BY rank, rowid DESC` order (deleted posts included: they stay in the
 /// index, and the page filter drops them).
+/// FTS5's own `bm25()` of every row matching `q`, in its rank order.
+fn fts5_scores(c: &openhive_store::Conn<'_>, q: &str) -> Result<Vec<(f64, i64)>> {
+    Ok(c.prepare(
+        "SELECT bm25(posts_fts), rowid FROM posts_fts WHERE posts_fts MATCH ?1
+         ORDER BY rank, rowid DESC",
+    )?
+    .query_map(params![search::fts_query(q).unwrap()], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?
+    .collect::<std::result::Result<_, _>>()?)
+}
+
 /// Every row's fast score for `q` against FTS5's own `bm25()`, compared exactly.
 fn assert_fast_scores_are_bm25(r: &Replica, q: &str) {
     let q = q.to_string();
@@ -155,15 +167,7 @@ fn assert_fast_scores_are_bm25(r: &Replica, q: &str) {
         .read_blocking(move |c| -> Result<_> {
             let terms = search::bm25::plain_terms(&q).unwrap();
             let fast = search::bm25::rank_posts(c, &terms)?;
-            let fts5: Vec<(f64, i64)> = c
-                .prepare(
-                    "SELECT bm25(posts_fts), rowid FROM posts_fts WHERE posts_fts MATCH ?1
-                     ORDER BY rank, rowid DESC",
-                )?
-                .query_map(params![search::fts_query(&q).unwrap()], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?
-                .collect::<std::result::Result<_, _>>()?;
+            let fts5 = fts5_scores(c, &q)?;
             // The lengths come from the store's cache, and they are the index's.
             let mut docs: Vec<i64> = fts5.iter().map(|&(_, rowid)| rowid).collect();
             docs.sort_unstable();
@@ -259,6 +263,43 @@ fn fast_scores_follow_edits_deletions_and_new_posts() {
     for q in SCORED {
         assert_fast_scores_are_bm25(&r, q);
     }
+}
+
+/// A rowid far above the posts (the cache is indexed by rowid) is not held in memory: the
+/// lengths come from the index, and the scores are still FTS5's.
+#[test]
+fn fast_scores_with_a_rowid_beyond_what_is_held_come_from_the_index() {
+    let w = World::new();
+    let r = w.replica();
+    if r.store.engine() != Engine::Sqlite {
+        return;
+    }
+    corpus(&w, &r);
+    r.store
+        .write_blocking(|c| -> Result<usize> {
+            Ok(c.execute(
+                "UPDATE posts SET rowid = 60000000, title = title || ' hive'
+                 WHERE rowid = (SELECT min(rowid) FROM posts)",
+                params![],
+            )?)
+        })
+        .unwrap();
+    let held = r
+        .store
+        .read_blocking(|c| -> Result<_> { search::post_lengths::lengths(c, &[60_000_000]) })
+        .unwrap();
+    assert_eq!(held, None);
+    let q = "hive".to_string();
+    let (fast, fts5) = r
+        .store
+        .read_blocking(move |c| -> Result<_> {
+            let fast = search::bm25::rank_posts(c, &search::bm25::plain_terms(&q).unwrap())?;
+            let fts5 = fts5_scores(c, &q)?;
+            Ok((fast, fts5))
+        })
+        .unwrap();
+    assert!(fts5.iter().any(|&(_, rowid)| rowid == 60_000_000));
+    assert_eq!(fast, fts5);
 }
 
 /// The search figures of docs/PERFORMANCE.md at the store (no HTTP): 100k posts

@@ -40,6 +40,10 @@ impl Default for PostLengths {
     }
 }
 
+/// Rowids above this are not held (the cache is indexed by rowid: 4 bytes each, 200 MB
+/// here); such a store's searches read lengths from the index.
+const MAX_ROWID: i64 = 50_000_000;
+
 #[derive(Debug, Default)]
 struct Lengths {
     /// Tokens by rowid, for rowids `0..=max_rowid` (0: no such row).
@@ -82,6 +86,9 @@ pub fn lengths(conn: &Conn<'_>, docs: &[i64]) -> Result<Option<Vec<i64>>> {
         return Ok(None);
     };
     let snap = snapshot(conn)?;
+    if snap.max_rowid > MAX_ROWID {
+        return Ok(None);
+    }
     let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
     if !c.loaded || (snap.seq > c.seq && snap.oldest.is_none_or(|o| o > c.seq + 1)) {
         // First use, or changes were pruned before this cache saw them: read them all.
