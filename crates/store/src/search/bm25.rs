@@ -30,10 +30,10 @@
 //! part of FTS5's on-disk format, which SQLite keeps compatible. The
 //! `first_page_equals_full_bm25` tests compare this ranking with FTS5's on every run.
 
-use super::fts5_record::{sum_varints, varint};
+use super::fts5_record::{corrupt, sum_varints, varint};
 use super::post_lengths;
 use crate::engine::{Conn, OptionalExtension};
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::params;
 
 const K1: f64 = 1.2;
@@ -61,10 +61,6 @@ fn upper(term: &str) -> String {
     }
     // Plain ASCII in, plain ASCII out.
     String::from_utf8_lossy(&b).into_owned()
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("posts_fts: undecodable {what}"))
 }
 
 /// `(rowid, occurrences)` of the prefix `term` in `posts_fts`, by rowid.

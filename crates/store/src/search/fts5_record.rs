@@ -2,6 +2,13 @@
 //! varints, as FTS5 writes them. Part of FTS5's on-disk format, which SQLite keeps
 //! compatible.
 
+use crate::error::StoreError;
+
+/// The error of a record of `posts_fts` that does not decode.
+pub fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("posts_fts: undecodable {what}"))
+}
+
 /// Reads one SQLite varint (FTS5's `sqlite3Fts5GetVarint`: big-endian groups of 7 bits, the
 /// ninth byte whole). `None` if the buffer ends first.
 pub fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {

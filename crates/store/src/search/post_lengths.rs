@@ -19,9 +19,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::fts5_record;
+use super::fts5_record::{self, corrupt};
 use crate::engine::{Conn, OptionalExtension};
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::params;
 
 /// See the module docs. `Clone` shares the cache.
@@ -182,10 +182,6 @@ pub fn from_index(conn: &Conn<'_>, docs: &[i64]) -> Result<Vec<i64>> {
         out.push(i64::from(len));
     }
     Ok(out)
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("posts_fts: undecodable {what}"))
 }
 
 /// Tokens of a `%_docsize` record: the sum of its varints (one per column).
