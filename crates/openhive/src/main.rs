@@ -3,9 +3,13 @@ use clap::Parser as _;
 use openhive_server::cli::{Cli, Command};
 use openhive_server::config::Config;
 
+/// mimalloc for every allocation: Rust's here, C's (SQLite) through its `override` feature
+/// (ARCHITECTURE.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
-    // Before any thread exists (the allocator's arenas are created per thread).
-    let arenas = openhive_server::heap_trim::limit_arenas();
+    openhive_server::heap_trim::configure_allocator();
     // Before any HTTP client is built (reqwest's TLS needs a process-wide crypto provider).
     openhive_sync::client::install_crypto_provider();
     let cli = Cli::parse();
@@ -21,9 +25,6 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
-    if let Some(n) = arenas {
-        tracing::debug!(arenas = n, "malloc arenas capped at one per core");
-    }
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(args.config.as_deref(), &args.overrides())

@@ -240,8 +240,8 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
             state.store.clone(),
             Duration::from_secs(state.config.sync.heartbeat_interval_secs.max(60)),
         ),
+        crate::heap_trim::spawn(),
     ];
-    background.extend(crate::heap_trim::spawn());
     if state.config.sync.compaction_interval_secs > 0 {
         background.push(spawn_compaction(
             state.sync.clone(),

@@ -1,94 +1,94 @@
-//! Gives the heap's free memory back to the kernel after a burst, and keeps the heap from
-//! spreading over many arenas (glibc targets).
+//! Gives the heap's free memory back to the kernel: mimalloc's settings, and a collection
+//! after a burst.
 //!
-//! glibc's `malloc` keeps what a burst freed: a thread's arena shrinks only from its top,
-//! and large blocks raise the threshold under which freed memory is kept. After pairing
-//! 10,000 hives an instance held ~100 MB of free heap that no later work reused (RSS 167 MB,
-//! 65 MB after one `malloc_trim(0)`; docs/PERFORMANCE.md, "Many hives per link"). Every
-//! [`EVERY`], this task reads how much free memory the arenas hold (`mallinfo2`, a walk of
-//! the arenas' bins) and, past [`KEEP_FREE`], calls `malloc_trim(0)`, which returns every
-//! free whole page of every arena (`MADV_DONTNEED`), not only the tops.
-//!
-//! [`limit_arenas`] (called by the binary's `main`) caps the arenas at one per core.
+//! The allocator of every binary that links this crate is mimalloc, built with `override`
+//! (`crates/openhive/src/main.rs`, ARCHITECTURE.md "Allocator"): it serves Rust's
+//! allocations and C's `malloc` alike, so SQLite's page caches come from it too. mimalloc 3
+//! gives a free page back to the kernel (`MADV_DONTNEED`) `purge_delay` after it was freed
+//! (1 s by default) and only when the allocator is next entered, so a burst that ends in
+//! silence (a pairing of 10,000 hives, then heartbeats every few seconds) left its free
+//! pages resident. [`configure_allocator`] sets the delay to 0 ([`PURGE_DELAY_MS`]). Every
+//! [`EVERY`], a task reads the process's resident anonymous memory and, after it grew by
+//! [`KEEP_FREE`] or after the store's writer freed its page cache, runs a forced collection
+//! ([`collect`]): it gives back the calling thread's free pages and every purge still
+//! pending in the arenas (the arenas are process-wide; what other threads hold is theirs
+//! to free). With no delay little is pending; the collection is for an operator who sets
+//! `MIMALLOC_PURGE_DELAY`.
 //!
 //! Invariants:
-//! - never runs on the async workers: both calls take the arenas' locks and walk them, so
-//!   they run on the blocking pool;
-//! - costs nothing an idle instance would notice: one `mallinfo2` per interval, a trim only
-//!   after memory was freed in bulk;
-//! - a no-op on targets without glibc (other allocators return memory on their own terms).
+//! - never runs on the async workers: a forced collection visits the arenas, so it runs on
+//!   the blocking pool;
+//! - costs nothing an idle instance would notice: one read of `/proc/self/statm` per
+//!   interval, a collection only after memory grew or was freed in bulk.
 
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// Caps glibc's malloc arenas at one per core (glibc's default is eight per core), unless
-/// `MALLOC_ARENA_MAX` is set (the operator's choice wins). Call it first thing in `main`,
-/// before any thread starts. Every thread that allocates while the others hold their
-/// arenas gets an arena of its own, and a burst leaves each one with free pages that are
-/// only partly empty (beyond what [`spawn`]'s trim can return): with 5 peers sharing
-/// 10,000 hives, RSS after the pairings was 119 MB with the default, 86 MB with 2 arenas.
-/// Returns the cap set, if any.
-pub fn limit_arenas() -> Option<usize> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-            return None;
-        }
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let cap = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
-        // SAFETY: `mallopt` changes an allocator parameter; called before other threads
-        // exist, and M_ARENA_MAX only bounds how many arenas later threads may create.
-        let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, cap) };
-        (ok == 1).then_some(cores)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        None
+/// mimalloc's `mi_option_purge_delay` (`mimalloc.h`, mimalloc 3: the 16th option).
+const PURGE_DELAY_OPTION: libmimalloc_sys::mi_option_t = 15;
+
+/// How long a page freed to mimalloc's arenas stays committed before it is given back
+/// (milliseconds). mimalloc 3 waits 1,000 ms, and only gives pages back when the allocator
+/// is next entered after that: an instance sharing 10,000 hives with 5 peers then held
+/// 123-131 MB, against 86-93 MB with no delay (docs/PERFORMANCE.md, "The allocator:
+/// mimalloc adopted").
+pub const PURGE_DELAY_MS: std::ffi::c_long = 0;
+
+/// Sets mimalloc's options that differ from its defaults, unless the operator set them in
+/// the environment (`MIMALLOC_PURGE_DELAY`). Call it first thing in `main`.
+pub fn configure_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: `mi_option_set` stores a value in mimalloc's option table (atomically);
+        // the option is read at each purge, so setting it after start-up takes effect.
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY_OPTION, PURGE_DELAY_MS) };
     }
 }
 
-/// How often the free heap is looked at.
+/// How often resident memory is looked at.
 pub const EVERY: Duration = Duration::from_secs(10);
 
-/// Free heap kept without trimming: what steady work reuses at once.
+/// Growth of resident memory that steady work reuses at once, without a collection.
 pub const KEEP_FREE: usize = 8 << 20;
 
-/// Starts the task (none where the allocator is not glibc's).
-pub fn spawn() -> Option<JoinHandle<()>> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        Some(tokio::spawn(async {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut watch = Watch::default();
-            loop {
-                tick.tick().await;
-                if !watch.grew(resident_anon_bytes(), openhive_store::db::cache_releases()) {
-                    continue;
-                }
-                match tokio::task::spawn_blocking(|| trim_if_above(KEEP_FREE)).await {
-                    Ok(Some(freed)) => tracing::debug!(free_before = freed, "trimmed the heap"),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "heap trim task"),
-                }
-                watch.looked(resident_anon_bytes());
+/// Starts the task.
+pub fn spawn() -> JoinHandle<()> {
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = Watch::default();
+        loop {
+            tick.tick().await;
+            let before = resident_anon_bytes();
+            if !watch.grew(before, openhive_store::db::cache_releases()) {
+                continue;
             }
-        }))
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        None
-    }
+            match tokio::task::spawn_blocking(collect).await {
+                Ok(()) => {
+                    let after = resident_anon_bytes();
+                    tracing::debug!(before, after, "collected the heap");
+                    watch.looked(after);
+                }
+                Err(e) => tracing::warn!(error = %e, "heap collection task"),
+            }
+        }
+    })
 }
 
-/// When the heap is worth a look: after the process's resident anonymous memory grew by
-/// [`KEEP_FREE`] since the last look (or since it last fell), or after the store's writer
-/// freed its page cache (`openhive_store::db::cache_releases`: freed memory stays resident
-/// until a trim, so resident memory alone would not show it). `mallinfo2` walks every
-/// free chunk of every arena, and the free bytes it reports still count what an earlier
-/// trim gave back to the kernel, so looking every tick cost an idle instance more than all
-/// its heartbeats (28 % of its samples with 5 peers and 10,000 hives) and trimmed again
-/// each time; reading `/proc/self/statm` costs microseconds.
+/// Returns every free page of the allocator's arenas to the kernel now, and the calling
+/// thread's free pages to the arenas first.
+pub fn collect() {
+    // SAFETY: `mi_collect` takes no pointers; it is safe to call from any thread at any
+    // time (it collects the calling thread's heap and purges the shared arenas under their
+    // own synchronization).
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+/// When the heap is worth a collection: after the process's resident anonymous memory grew
+/// by [`KEEP_FREE`] since the last look (or since it last fell), or after the store's writer
+/// freed its page cache (`openhive_store::db::cache_releases`: freed memory can stay
+/// resident until a purge, so resident memory alone would not show it). Looking is a read
+/// of `/proc/self/statm` (microseconds); a collection at every tick would cost an idle
+/// instance with thousands of hives more than its heartbeats.
 #[derive(Debug, Default)]
 struct Watch {
     /// Resident anonymous bytes after the last look (or the lowest seen since).
@@ -98,8 +98,8 @@ struct Watch {
 }
 
 impl Watch {
-    /// Whether to look at the heap now, given the resident anonymous bytes and the count
-    /// of the writer's cache releases.
+    /// Whether to collect now, given the resident anonymous bytes and the count of the
+    /// writer's cache releases.
     fn grew(&mut self, resident: u64, releases: u64) -> bool {
         if resident < self.baseline {
             self.baseline = resident;
@@ -111,7 +111,7 @@ impl Watch {
         resident > self.baseline.saturating_add(KEEP_FREE as u64)
     }
 
-    /// After a look (trimmed or not): what is resident now is the new baseline.
+    /// After a collection: what is resident now is the new baseline.
     fn looked(&mut self, resident: u64) {
         self.baseline = resident;
     }
@@ -131,47 +131,14 @@ fn resident_anon_bytes() -> u64 {
     }
 }
 
-/// Free bytes the heap's arenas hold (not returned to the kernel).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn free_heap_bytes() -> usize {
-    // SAFETY: `mallinfo2` only reads the allocator's own statistics under its locks and
-    // returns a plain struct by value.
-    let info = unsafe { libc::mallinfo2() };
-    info.fordblks
-}
-
-/// Trims the heap if it holds more than `keep` free bytes; returns the free bytes it found
-/// then, or `None` if it did not trim.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn trim_if_above(keep: usize) -> Option<usize> {
-    let free = free_heap_bytes();
-    if free <= keep {
-        return None;
-    }
-    // SAFETY: `malloc_trim` is thread-safe (it takes each arena's lock) and only releases
-    // pages no allocation uses.
-    unsafe { libc::malloc_trim(0) };
-    Some(free)
-}
-
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
-    fn rss_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// The heap is looked at only after resident memory grew by more than `KEEP_FREE`
-    /// since the last look (a fall lowers the mark) or the writer freed its cache. Before,
-    /// every tick walked the arenas.
+    /// A collection is due only after resident memory grew by more than `KEEP_FREE` since
+    /// the last look (a fall lowers the mark) or the writer freed its cache.
     #[test]
-    fn the_heap_is_looked_at_only_after_resident_memory_grew() {
+    fn the_heap_is_collected_only_after_resident_memory_grew() {
         let keep = KEEP_FREE as u64;
         let mb = |n: u64| n << 20;
         let mut w = Watch::default();
@@ -190,38 +157,69 @@ mod tests {
         assert!(resident_anon_bytes() > 0, "/proc/self/statm is readable");
     }
 
+    /// Rust's allocations and C's `malloc` (SQLite's) both come from mimalloc: the
+    /// `override` feature is what routes C's. Without it, the second check fails.
     #[test]
-    fn arenas_are_capped_at_one_per_core_unless_the_operator_chose() {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let expected = match std::env::var_os("MALLOC_ARENA_MAX") {
-            Some(_) => None,
-            None => Some(cores),
-        };
-        // `mallopt` accepted the cap (it returns 0 for a parameter it refuses).
-        assert_eq!(limit_arenas(), expected);
+    fn rust_and_c_allocations_come_from_mimalloc() {
+        let boxed = Box::new([7u8; 100]);
+        // SAFETY: `mi_is_in_heap_region` only compares the address with mimalloc's regions.
+        let rust_in_mimalloc =
+            unsafe { libmimalloc_sys::mi_is_in_heap_region(boxed.as_ptr().cast()) };
+        assert!(rust_in_mimalloc, "Rust's allocations are not mimalloc's");
+        // SAFETY: a plain malloc/free pair of 100 bytes.
+        unsafe {
+            let p = libc::malloc(100);
+            assert!(!p.is_null());
+            assert!(
+                libmimalloc_sys::mi_is_in_heap_region(p.cast()),
+                "C's malloc is not mimalloc's"
+            );
+            libc::free(p);
+        }
     }
 
+    /// The option number is mimalloc 3's `mi_option_purge_delay`: its default is 1,000 ms
+    /// (no other option defaults to 1,000), and `configure_allocator` sets it.
     #[test]
-    fn memory_freed_below_a_live_block_is_returned() {
-        // Small blocks (below the mmap threshold: they live in the arena), then one that
-        // stays: freeing the first ones leaves 80 MB free *under* a live block, which
-        // `free` cannot give back (it only shrinks an arena from its top).
+    fn the_purge_delay_option_is_the_one_configured() {
+        // SAFETY: reads and writes of mimalloc's option table.
+        unsafe {
+            if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+                assert_eq!(libmimalloc_sys::mi_option_get(PURGE_DELAY_OPTION), 1000);
+            }
+            configure_allocator();
+            if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+                assert_eq!(
+                    libmimalloc_sys::mi_option_get(PURGE_DELAY_OPTION),
+                    PURGE_DELAY_MS
+                );
+            }
+        }
+    }
+
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Memory a burst freed is resident until mimalloc's delayed purge; a collection
+    /// returns it at once.
+    #[test]
+    fn memory_freed_by_a_burst_is_returned_by_a_collection() {
         let blocks: Vec<Vec<u8>> = (0..20_000).map(|i| vec![i as u8 | 1; 4096]).collect();
         let pin = vec![1u8; 4096];
         assert!(blocks.iter().all(|b| b[0] & 1 == 1));
+        let held = rss_kib();
         drop(blocks);
-        let free = free_heap_bytes();
-        assert!(
-            free >= 40 << 20,
-            "the freed 80 MB stay in the arena: {free}"
-        );
-        assert!(trim_if_above(free + 1).is_none(), "not above the threshold");
-        let before = rss_kib();
-        assert_eq!(trim_if_above(1 << 20), Some(free));
+        collect();
         let after = rss_kib();
         assert!(
-            after + 40 * 1024 < before,
-            "RSS {before} KiB before the trim, {after} KiB after"
+            after + 40 * 1024 < held,
+            "RSS {held} KiB with the blocks, {after} KiB after freeing them and a collection"
         );
         assert_eq!(pin[0], 1);
     }

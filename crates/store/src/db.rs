@@ -177,7 +177,7 @@ fn writer_loop(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 if wrote && released_at.elapsed() >= RELEASE_EVERY {
                     // (An idle instance's heartbeats touch a few pages: not worth the heap
-                    // trim's look, a walk of every arena.)
+                    // trim's collection.)
                     if wc.release_memory() >= RELEASE_WORTH_A_TRIM {
                         CACHE_RELEASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
