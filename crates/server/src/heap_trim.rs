@@ -158,7 +158,8 @@ mod tests {
     }
 
     /// Rust's allocations and C's `malloc` (SQLite's) both come from mimalloc: the
-    /// `override` feature is what routes C's. Without it, the second check fails.
+    /// `override` feature is what routes C's. Without it both checks fail here, since this
+    /// test binary's Rust allocator is the system's, i.e. C's `malloc`.
     #[test]
     fn rust_and_c_allocations_come_from_mimalloc() {
         let boxed = Box::new([7u8; 100]);
