@@ -4,7 +4,7 @@ mod common;
 use openhive_store::agents::*;
 use openhive_store::{Store, StoreError};
 
-fn store() -> (tempfile::TempDir, Store) {
+fn store() -> (common::Scratch, Store) {
     common::open_store()
 }
 

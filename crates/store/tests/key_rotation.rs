@@ -26,7 +26,7 @@ fn post(key: &InstanceKey, inst: &str, ts: i64) -> Event {
     Event::sign_new(key, inst, "general", p.event_type(), ts, p.to_json())
 }
 
-fn open() -> (tempfile::TempDir, Store, String) {
+fn open() -> (common::Scratch, Store, String) {
     let (d, s) = common::open_store();
     let hive = s
         .write_blocking(|tx| hives::ensure_log(tx, "general"))

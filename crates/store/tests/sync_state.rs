@@ -4,7 +4,7 @@ mod common;
 use openhive_store::sync_state::*;
 use openhive_store::{Conn, Store, StoreError, hives};
 
-fn store() -> (tempfile::TempDir, Store) {
+fn store() -> (common::Scratch, Store) {
     common::open_store()
 }
 

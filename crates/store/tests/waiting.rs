@@ -12,12 +12,13 @@ use openhive_store::{Store, hives, ingest, keys, log};
 const HOUR: i64 = 3_600_000;
 
 struct World {
-    _dir: tempfile::TempDir,
     store: Store,
     hive_id: String,
     inst: String,
     key: InstanceKey,
     author: AgentRef,
+    /// Last: fields drop in order, and the store closes before its database goes.
+    _dir: common::Scratch,
 }
 
 fn world() -> World {

@@ -13,18 +13,25 @@ use openhive_store::{Store, StoreOptions};
 use openhive_sync::sim::{EngineSimConfig, EngineSimReport, run};
 use std::time::Duration;
 
-fn open_store(root: &std::path::Path, i: usize) -> Result<Store, String> {
+/// Opens store `i`; on PostgreSQL its scratch database comes along, to be dropped at the end.
+fn open_store(
+    root: &std::path::Path,
+    i: usize,
+) -> Result<(Option<openhive_store_postgres::ScratchDatabase>, Store), String> {
     let opts = StoreOptions {
         readers: 2,
         ..StoreOptions::default()
     };
     match std::env::var("OPENHIVE_TEST_PG_URL") {
         Ok(admin) if !admin.is_empty() => {
-            let url = openhive_store_postgres::create_scratch_database(&admin, "oh_sim")
+            let db = openhive_store_postgres::ScratchDatabase::create(&admin, "oh_sim")
                 .map_err(|e| e.to_string())?;
-            openhive_store_postgres::open(&url, &opts).map_err(|e| e.to_string())
+            let store =
+                openhive_store_postgres::open(db.url(), &opts).map_err(|e| e.to_string())?;
+            Ok((Some(db), store))
         }
         _ => openhive_store_sqlite::open(&root.join(format!("sim-{i}.sqlite")), &opts)
+            .map(|store| (None, store))
             .map_err(|e| e.to_string()),
     }
 }
@@ -40,9 +47,13 @@ fn simulate(cfg: EngineSimConfig) -> EngineSimReport {
     println!("engine simulation seed {seed} (replay: OPENHIVE_SIM_SEED={seed})");
     // Opened before the runtime starts: the PostgreSQL client runs its own.
     let dir = tempfile::tempdir().unwrap();
-    let stores: Vec<std::sync::Mutex<Option<Store>>> = (0..cfg.nodes)
-        .map(|i| std::sync::Mutex::new(Some(open_store(dir.path(), i).unwrap())))
-        .collect();
+    let mut databases = Vec::new();
+    let mut stores: Vec<std::sync::Mutex<Option<Store>>> = Vec::new();
+    for i in 0..cfg.nodes {
+        let (database, store) = open_store(dir.path(), i).unwrap();
+        databases.extend(database);
+        stores.push(std::sync::Mutex::new(Some(store)));
+    }
     let open = move |i: usize| {
         stores
             .get(i)

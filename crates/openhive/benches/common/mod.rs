@@ -64,8 +64,8 @@ pub struct Inst {
     _dir: tempfile::TempDir,
     pub srv: RunningServer,
     pub base: String,
-    /// `(admin URL, scratch database name)`: dropped by [`Inst::shutdown`].
-    scratch: Option<(String, String)>,
+    /// Dropped (with its database) by [`Inst::shutdown`].
+    scratch: Option<openhive_store_postgres::ScratchDatabase>,
 }
 
 impl Inst {
@@ -82,16 +82,15 @@ impl Inst {
         if let Engine::Postgres { admin_url, .. } = engine {
             // A blocking client: keep it off the async workers.
             let admin = admin_url.clone();
-            let url = tokio::task::spawn_blocking(move || {
-                openhive_store_postgres::create_scratch_database(&admin, "oh_bench")
+            let db = tokio::task::spawn_blocking(move || {
+                openhive_store_postgres::ScratchDatabase::create(&admin, "oh_bench")
             })
             .await
             .unwrap()
             .unwrap();
-            let name = url.rsplit('/').next().unwrap_or_default().to_string();
-            scratch = Some((admin_url.clone(), name));
             c.storage.engine = StorageEngine::Postgres;
-            c.storage.url = Some(url);
+            c.storage.url = Some(db.url().to_string());
+            scratch = Some(db);
         }
         let srv = start(c).await.unwrap();
         let base = format!("http://{}", srv.addr);
@@ -106,14 +105,8 @@ impl Inst {
     /// Stops the server, then drops its scratch database (if any).
     pub async fn shutdown(self) {
         self.srv.shutdown().await.unwrap();
-        if let Some((admin, name)) = self.scratch {
-            tokio::task::spawn_blocking(move || {
-                let mut c = postgres::Client::connect(&admin, postgres::NoTls)?;
-                c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        if let Some(db) = self.scratch {
+            tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
         }
     }
 

@@ -78,7 +78,12 @@ pub fn scratch_pg_url(data_dir: &std::path::Path) -> Option<String> {
     }
     // A blocking client: keep it off the test's async runtime.
     let url = std::thread::spawn(move || {
-        openhive_store_postgres::create_scratch_database(&admin, "oh_it").unwrap()
+        let db = openhive_store_postgres::ScratchDatabase::create(&admin, "oh_it").unwrap();
+        let url = db.url().to_string();
+        // Restarts on this data directory reuse the database until the test process
+        // ends; the next test's `create` then drops it (it reaps those of dead processes).
+        std::mem::forget(db);
+        url
     })
     .join()
     .unwrap();

@@ -37,6 +37,9 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+mod scratch;
+pub use scratch::ScratchDatabase;
+
 /// Advisory lock keys (one namespace for this application).
 const LOCK_MIGRATE: i64 = 0x0e4e_4976_0001;
 /// Held for the duration of every write transaction: writers of all app processes take
@@ -585,27 +588,6 @@ fn listen_loop(url: &str, channel: &str, tx: &tokio::sync::mpsc::UnboundedSender
     }
 }
 
-/// Creates a fresh, empty database on the server of `admin_url` (a URL to any database of
-/// it) and returns its URL: one per test or benchmark instance.
-pub fn create_scratch_database(admin_url: &str, prefix: &str) -> Result<String, StoreError> {
-    let mut client = Client::connect(admin_url, NoTls).map_err(store_err)?;
-    let name = format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        SCRATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
-    .to_lowercase()
-    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
-    let nonce = now_ms();
-    let name = format!("{name}_{nonce}");
-    client
-        .batch_execute(&format!(
-            "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
-        ))
-        .map_err(store_err)?;
-    Ok(with_database(admin_url, &name))
-}
-
 /// `url` with its database name replaced by `name` (query parameters dropped).
 fn with_database(url: &str, name: &str) -> String {
     let url = url.split('?').next().unwrap_or(url);
@@ -614,8 +596,6 @@ fn with_database(url: &str, name: &str) -> String {
         _ => format!("{url}/{name}"),
     }
 }
-
-static SCRATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[cfg(test)]
 mod tests {

@@ -396,7 +396,7 @@ pub(crate) fn build_shaped(
     events
 }
 
-pub(crate) fn replica(insts: &[Inst]) -> (tempfile::TempDir, Store, String) {
+pub(crate) fn replica(insts: &[Inst]) -> (common::Scratch, Store, String) {
     let (dir, store) = common::open_store();
     let known: Vec<(String, openhive_core::PublicKey)> = insts
         .iter()

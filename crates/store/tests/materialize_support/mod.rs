@@ -35,9 +35,10 @@ pub struct World {
 
 /// One store holding the hive's log.
 pub struct Replica {
-    _dir: tempfile::TempDir,
     pub store: Store,
     pub hive_id: String,
+    /// Last: fields drop in order, and the store closes before its database goes.
+    _dir: common::Scratch,
 }
 
 impl World {
