@@ -17,6 +17,7 @@ OPERATIONS (for --mix, weights are relative):
   thread   GET  /api/v1/posts/:id/comments         the comment tree of a recent post
   list     GET  /api/v1/posts?hive=H&sort=new      the newest 25 posts of the hive
   search   GET  /api/v1/search?q=W&type=posts      a common word (in ~1 post of 8)
+  health   GET  /health                            no store access: what HTTP alone costs
 
 EXAMPLES:
   openhive-bench -c 16 -d 10
@@ -252,10 +253,12 @@ pub enum OpKind {
     Thread,
     List,
     Search,
+    /// `GET /health`: no authentication, no store; the server's HTTP cost per request.
+    Health,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 8] = [
+    pub const ALL: [OpKind; 9] = [
         OpKind::Post,
         OpKind::Comment,
         OpKind::Reply,
@@ -264,6 +267,7 @@ impl OpKind {
         OpKind::Thread,
         OpKind::List,
         OpKind::Search,
+        OpKind::Health,
     ];
 
     pub fn name(self) -> &'static str {
@@ -276,6 +280,7 @@ impl OpKind {
             OpKind::Thread => "thread",
             OpKind::List => "list",
             OpKind::Search => "search",
+            OpKind::Health => "health",
         }
     }
 
@@ -392,6 +397,8 @@ mod tests {
         assert_eq!(m.pick(0), OpKind::Post);
         assert_eq!(m.pick(1), OpKind::Read);
         assert_eq!(m.pick(3), OpKind::Read);
+        let m: Mix = "health".parse().unwrap();
+        assert_eq!(m.weights, vec![(OpKind::Health, 1)]);
     }
 
     #[test]

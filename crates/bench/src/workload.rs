@@ -418,7 +418,7 @@ impl Client {
         };
         // Targets: fall back to a post when there is nothing to comment on or read yet.
         let post = match kind {
-            OpKind::Post | OpKind::List | OpKind::Search => None,
+            OpKind::Post | OpKind::List | OpKind::Search | OpKind::Health => None,
             _ => match pool.post(&mut self.rng) {
                 Some(p) => Some(p),
                 None => return self.write_post(pool, shared, phase).await,
@@ -479,6 +479,7 @@ impl Client {
                 );
                 self.send(Method::GET, &path, None).await
             }
+            OpKind::Health => self.send(Method::GET, "/health", None).await,
         };
         match result {
             Ok(r) if r.status.is_success() => Outcome::Ok,

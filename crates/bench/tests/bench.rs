@@ -74,7 +74,7 @@ async fn a_short_run_against_a_token_mode_server_reports_ops_and_no_errors() {
         "--seed-posts",
         "5",
         "--mix",
-        "post=40,comment=20,reply=10,vote=20,read=4,thread=2,list=2,search=2",
+        "post=40,comment=20,reply=10,vote=20,read=4,thread=2,list=2,search=2,health=2",
         "--pid",
         &pid,
     ])
