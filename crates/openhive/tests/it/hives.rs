@@ -74,6 +74,21 @@ async fn private_hives_are_visible_to_members_only() {
     assert_error(st, &b, StatusCode::FORBIDDEN);
     let (st, b) = As::anonymous(&s).get("/posts?hive=secret").await;
     assert_error(st, &b, StatusCode::FORBIDDEN);
+
+    // A post of the private hive, by id: its author reads it, others get 403, not 404
+    // (as for the hive itself); a post that does not exist is 404 for everyone.
+    let id = alice.new_post("secret", "hidden").await;
+    let (st, b) = alice.get(&format!("/posts/{id}")).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["title"], "hidden");
+    for path in [format!("/posts/{id}"), format!("/posts/{id}/comments")] {
+        let (st, b) = bob.get(&path).await;
+        assert_error(st, &b, StatusCode::FORBIDDEN);
+        let (st, b) = As::anonymous(&s).get(&path).await;
+        assert_error(st, &b, StatusCode::FORBIDDEN);
+    }
+    let (st, b) = bob.get("/posts/post_nope").await;
+    assert_error(st, &b, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -122,7 +122,9 @@ async fn create(
     Ok((StatusCode::CREATED, Json(views::hive(&hive))))
 }
 
-/// The hive, if `viewer` may read it (private hives: members and admins only).
+/// The hive, if `viewer` may read it (private hives: members and admins only). One point
+/// read ([`openhive_store::Store::read_point`]: on SQLite it runs here when a reader is
+/// idle, without two thread hand-offs).
 pub(super) async fn readable_hive(
     state: &AppState,
     name: &str,
@@ -130,22 +132,40 @@ pub(super) async fn readable_hive(
 ) -> ApiResult<(hives::HiveRow, Role)> {
     let name = name.to_string();
     let viewer_id = viewer.map(|v| v.id.clone());
-    let is_admin = viewer.is_some_and(|v| v.is_admin);
     let (hive, role) = state
         .store
-        .read(move |c| -> ApiResult<_> {
-            let hive = hives::get_by_name(c, &name)?.ok_or_else(|| ApiError::not_found("hive"))?;
-            let role = match &viewer_id {
-                Some(id) => hives::role(c, &hive, id)?,
-                None => Role::None,
-            };
-            Ok((hive, role))
-        })
+        .read_point(move |c| hive_and_role(c, &name, viewer_id.as_deref()))
         .await?;
+    check_readable(&hive, role, viewer)?;
+    Ok((hive, role))
+}
+
+/// The hive `name` and the role of `viewer_id` in it (404 if there is no such hive).
+pub(super) fn hive_and_role(
+    c: &openhive_store::engine::Conn<'_>,
+    name: &str,
+    viewer_id: Option<&str>,
+) -> ApiResult<(hives::HiveRow, Role)> {
+    let hive = hives::get_by_name(c, name)?.ok_or_else(|| ApiError::not_found("hive"))?;
+    let role = match viewer_id {
+        Some(id) => hives::role(c, &hive, id)?,
+        None => Role::None,
+    };
+    Ok((hive, role))
+}
+
+/// 403 unless the hive is public, or `viewer` (whose role in it is `role`) is a member or
+/// an admin.
+pub(super) fn check_readable(
+    hive: &hives::HiveRow,
+    role: Role,
+    viewer: Option<&openhive_store::agents::AgentRow>,
+) -> ApiResult<()> {
+    let is_admin = viewer.is_some_and(|v| v.is_admin);
     if !hive.is_public && !role.is_member() && !is_admin {
         return Err(ApiError::Forbidden("this hive is private".into()));
     }
-    Ok((hive, role))
+    Ok(())
 }
 
 async fn show(

@@ -164,12 +164,17 @@ pub(super) async fn readable_post(
     viewer: Option<&openhive_store::agents::AgentRow>,
 ) -> ApiResult<posts::PostRow> {
     let (pid, vid) = (id.to_string(), viewer.map(|v| v.id.clone()));
-    let post = state
+    // One point read for the post, its hive and the viewer's role there.
+    let (post, hive, role) = state
         .store
-        .read(move |c| posts::get(c, &pid, vid.as_deref()))
-        .await?
-        .ok_or_else(|| ApiError::not_found("post"))?;
-    super::hives::readable_hive(state, &post.hive_name, viewer).await?;
+        .read_point(move |c| -> ApiResult<_> {
+            let post =
+                posts::get(c, &pid, vid.as_deref())?.ok_or_else(|| ApiError::not_found("post"))?;
+            let (hive, role) = super::hives::hive_and_role(c, &post.hive_name, vid.as_deref())?;
+            Ok((post, hive, role))
+        })
+        .await?;
+    super::hives::check_readable(&hive, role, viewer)?;
     Ok(post)
 }
 
