@@ -29,7 +29,8 @@ done
 wait %3 %4 2>/dev/null || true
 for p in a b; do
   echo "== $([ $p = a ] && echo "origin (A)" || echo "replica (B)"): inclusive share of samples"
-  perf script -i "$OUT/$p.data" 2>/dev/null | python3 -c '
+  # c++filt: perf 6.1 without libbfd leaves v0-mangled names (.cargo/config.toml) as they are.
+  perf script -i "$OUT/$p.data" 2>/dev/null | c++filt | python3 -c '
 import re, sys
 frames = ["db::writer_loop", "Conn::execute_batch", "vdbeCommit", "sqlite3WalDefaultHook",
   "ingest::append_and_apply", "log::append", "materialize::apply", "posts::created",
@@ -41,7 +42,8 @@ for line in sys.stdin:
     if line[:1] in " \t" and line.strip():
         parts = line.strip().split(" ", 1)
         if len(parts) == 2:
-            cur.append(parts[1])
+            # v0 names demangle as <crate[hash]::Type>::method: match them as Type::method.
+            cur.append(re.sub(r"\[[0-9a-f]+\]|[<>]", "", parts[1]))
     else:
         if cur:
             samples.append(" ".join(cur))

@@ -11,10 +11,12 @@ functions that never ran keep the linker's default place after them. LLD then pa
 code an idle server runs into few pages instead of spreading it over most of the text (the
 kernel maps 64 KiB around every page of a file mapping a process touches).
 
-The names are the binary's own mangled symbols (callgrind with --demangle=no). Symbol
-hashes do not change with the source, only with versions, dependencies and the toolchain,
-so the file stays good across ordinary changes; names the build does not have are ignored
-by the linker (--no-warn-symbol-ordering): a stale file costs memory, never correctness.
+The names are the binary's own mangled symbols (callgrind with --demangle=no), in the v0
+scheme (.cargo/config.toml): those do not change with the source, only with versions,
+dependencies and the toolchain, so the file stays good across ordinary changes (legacy
+names of generic instances did change with every edit of their crate). Names the build
+does not have are ignored by the linker (--no-warn-symbol-ordering): a stale file costs
+memory, never correctness.
 """
 import argparse
 import os

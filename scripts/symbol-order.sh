@@ -8,8 +8,9 @@
 # idle, and two paired by the load generator at a low rate (default mix, WebSocket
 # propagation from one to the other). The functions the idle instance ran come first in the
 # file, then those the loaded ones ran (scripts/symbol-order.py). Worth redoing after a
-# dependency or toolchain update (symbol hashes change then; ordinary source changes keep
-# them); a stale file only costs idle memory. Docs: docs/PERFORMANCE.md, "Idle RSS".
+# dependency or toolchain update (symbol hashes change then; with v0 mangling, set in
+# .cargo/config.toml, ordinary source changes keep them); a stale file only costs idle
+# memory. Docs: docs/PERFORMANCE.md, "Idle RSS".
 #
 # Environment: ORDER_DIR (work directory, default target/symbol-order), ORDER_PORT (first of
 # three loopback ports, default 31200, below the ephemeral ports).
