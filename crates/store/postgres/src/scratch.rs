@@ -2,7 +2,7 @@
 //! PostgreSQL server given by an admin URL (a URL to any database of it).
 //!
 //! A suite makes thousands of them (a property test opens three stores per case), and a
-//! migrated database takes ~8 MB of disk, so none may outlive its user:
+//! migrated database takes ~10 MB of disk, so none may outlive its user:
 //! - [`ScratchDatabase`] drops its database when it is dropped, closing whatever
 //!   connections are still open to it (`WITH (FORCE)`);
 //! - what a process left behind (a panic that aborted, a kill, a guard kept for the whole

@@ -1,6 +1,6 @@
-//! Scratch databases do not pile up (CI once ran out of disk on ~2,000 of them): a guard
-//! drops its database, and `create` drops those whose creator process is gone. Runs when
-//! the suite runs on PostgreSQL (`OPENHIVE_TEST_PG_URL`).
+//! Scratch databases do not pile up (CI once ran out of disk on them: the store tests alone
+//! left 676, 7.1 GB): a guard drops its database, and `create` drops those whose creator
+//! process is gone. Runs when the suite runs on PostgreSQL (`OPENHIVE_TEST_PG_URL`).
 #![allow(clippy::unwrap_used)]
 
 use openhive_store_postgres::ScratchDatabase;
