@@ -77,7 +77,11 @@ impl Drop for ScratchDatabase {
         // caller's (a guard may be dropped in async code): drop from a thread of our own.
         let admin = self.admin_url.clone();
         let name = self.name.clone();
-        let dropped = std::thread::spawn(move || drop_database(&admin, &name)).join();
+        let dropped = std::thread::spawn(move || {
+            let mut client = Client::connect(&admin, NoTls)?;
+            drop_database(&mut client, &name)
+        })
+        .join();
         match dropped {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -88,8 +92,8 @@ impl Drop for ScratchDatabase {
     }
 }
 
-fn drop_database(admin_url: &str, name: &str) -> Result<(), postgres::Error> {
-    let mut client = Client::connect(admin_url, NoTls)?;
+/// Drops database `name`, closing the connections still open to it.
+fn drop_database(client: &mut Client, name: &str) -> Result<(), postgres::Error> {
     client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
 }
 
@@ -138,9 +142,7 @@ fn reap_abandoned(client: &mut Client) {
         if std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        if let Err(e) =
-            client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        {
+        if let Err(e) = drop_database(client, &name) {
             tracing::debug!(database = %name, error = %e, "could not drop an abandoned scratch database");
         }
     }
