@@ -44,6 +44,8 @@ pub struct AppState {
     pub subscriptions: crate::subscriptions::Wake,
     /// The MAP hub, with `[map_hub] enabled` (its routes are mounted only then).
     pub map_hub: Option<Arc<crate::map_hub::MapHub>>,
+    /// Agents by credential, kept between requests (`http::caller_cache`).
+    pub callers: Arc<crate::http::caller_cache::CallerCache>,
 }
 
 /// Callback run with a hive id after its log grew.
@@ -231,6 +233,7 @@ pub async fn start(mut config: Config, open_store: OpenStore) -> anyhow::Result<
         http_metrics: Arc::default(),
         subscriptions: crate::subscriptions::Wake::default(),
         map_hub,
+        callers: Arc::default(),
     };
     let mut background = vec![
         spawn_expiry(state.store.clone()),

@@ -229,6 +229,7 @@ fn run_batch(wc: &mut dyn WriterSession, jobs: Vec<Box<dyn Job>>, ctx: &StoreCon
         let conn = Conn::with_context(wc.session(), ctx);
         if !first.run(&conn) {
             let _ = conn.execute_batch("ROLLBACK");
+            wc.ended();
             first.finish(Ok(()));
             continue;
         }
@@ -254,6 +255,7 @@ fn run_batch(wc: &mut dyn WriterSession, jobs: Vec<Box<dyn Job>>, ctx: &StoreCon
                 tracing::error!(error = %e, "commit failed");
                 format!("commit failed: {e}")
             });
+        wc.ended();
         for j in done {
             j.finish(commit.clone());
         }
@@ -485,6 +487,12 @@ impl Store {
         })
         .await
         .map_err(|e| E::from(StoreError::Task(e.to_string())))?
+    }
+
+    /// [`Backend::agents_version`](crate::engine::Backend::agents_version): read it before a
+    /// read of `agents` to know later whether that read is still current.
+    pub fn agents_version(&self) -> Option<u64> {
+        self.inner.backend.agents_version()
     }
 
     /// [`Store::read`] for a point read (a row or a few by a unique key, microseconds): on

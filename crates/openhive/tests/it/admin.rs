@@ -147,7 +147,9 @@ async fn admin_key_manages_agents() {
     .await;
     assert_error(st, &e, StatusCode::BAD_REQUEST);
 
-    // Reject: the agent is locked out (403) and drops out of verified counts.
+    // Reject: the agent is locked out (403) and drops out of verified counts. Her key was
+    // resolved before (`agent_id`), so this, the admin grant and dan's deletion below also
+    // check that the caller cache (`http::caller_cache`) never serves a changed agent.
     let (st, r) = json(
         c.post(s.api(&format!("/admin/agents/{id}/reject")))
             .header("x-admin-key", &admin)

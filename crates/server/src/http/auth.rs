@@ -26,6 +26,7 @@ use axum::routing::get;
 use axum::{Router, http::header};
 use openhive_core::{ids, time};
 use openhive_store::agents::{self, AgentRow};
+use openhive_store::engine::Conn;
 use serde_json::{Value, json};
 
 /// Header carrying the admin key.
@@ -132,18 +133,19 @@ async fn resolve(parts: &Parts, state: &AppState) -> ApiResult<Option<AgentRow>>
         }
         Some(token) => {
             let hash = ids::hash_secret(&token);
-            let found = state
-                .store
-                .read_point(move |c| agents::get_by_api_key_hash(c, &hash))
-                .await?;
+            let found = remembered(state, hash.clone(), move |c| {
+                agents::get_by_api_key_hash(c, &hash)
+            })
+            .await?;
             Some(found.ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?)
         }
         None if state.auth_mode() == AuthMode::Local => {
             let id = state.identity.local_agent_id.clone();
-            let found = state
-                .store
-                .read_point(move |c| agents::get_by_id(c, &id))
-                .await?;
+            // Hashes are 64 hex digits: an "id:" key never meets one.
+            let found = remembered(state, format!("id:{id}"), move |c| {
+                agents::get_by_id(c, &id)
+            })
+            .await?;
             Some(found.ok_or_else(|| ApiError::internal("the built-in local agent is missing"))?)
         }
         None => None,
@@ -157,6 +159,26 @@ async fn resolve(parts: &Parts, state: &AppState) -> ApiResult<Option<AgentRow>>
         touch(state, a);
     }
     Ok(agent)
+}
+
+/// The agent `read` finds, from the caller cache while `agents` has not changed since it
+/// was read (`super::caller_cache`); a found agent is kept under `key`.
+async fn remembered<F>(state: &AppState, key: String, read: F) -> ApiResult<Option<AgentRow>>
+where
+    F: FnOnce(&Conn<'_>) -> Result<Option<AgentRow>, openhive_store::StoreError> + Send + 'static,
+{
+    // Read before the row: a change committed after this read moves it on.
+    let version = state.store.agents_version();
+    if let Some(v) = version
+        && let Some(agent) = state.callers.get(v, &key)
+    {
+        return Ok(Some(agent));
+    }
+    let found = state.store.read_point(read).await?;
+    if let (Some(v), Some(agent)) = (version, &found) {
+        state.callers.put(v, key, agent.clone());
+    }
+    Ok(found)
 }
 
 /// Records activity at most once a minute per agent, off the request path.

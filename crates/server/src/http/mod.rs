@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod agents;
 pub mod auth;
+pub mod caller_cache;
 pub mod comments;
 pub mod error;
 pub mod extract;

@@ -20,6 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod agents_watch;
 mod checkpointer;
 mod journal;
 mod page_cache;
@@ -145,6 +146,8 @@ struct SqliteWriter(
         reason = "held, never read: the hook's context lives as long"
     )]
     Arc<checkpointer::Shared>,
+    /// What the update hook marks; moved on when a transaction ends.
+    Arc<agents_watch::AgentsWatch>,
 );
 
 impl WriterSession for SqliteWriter {
@@ -169,6 +172,10 @@ impl WriterSession for SqliteWriter {
 
     fn checkpoint(&mut self) -> DbResult<()> {
         self.0.batch("PRAGMA wal_checkpoint(TRUNCATE);")
+    }
+
+    fn ended(&self) {
+        self.2.transaction_ended();
     }
 
     /// Applies the full-text index writes the triggers queued during the transaction
@@ -252,6 +259,8 @@ pub struct SqliteBackend {
     readers: r2d2::Pool<r2d2_sqlite::SqliteConnectionManager>,
     /// What the writer's WAL hook reports to (after `writer`: dropped after it).
     checkpoints: Arc<checkpointer::Shared>,
+    /// What the writer's update hook marks (after `writer`, like `checkpoints`).
+    agents: Arc<agents_watch::AgentsWatch>,
     _checkpointer: checkpointer::Checkpointer,
 }
 
@@ -262,6 +271,8 @@ impl SqliteBackend {
         let writer = open_writer(path, opts.synchronous_full)?;
         let checkpoints = checkpointer::Shared::new(path);
         checkpointer::register(&writer, &checkpoints);
+        let agents = Arc::new(agents_watch::AgentsWatch::default());
+        agents.register(&writer).map_err(store_err)?;
         let readers = r2d2::Pool::builder()
             .max_size(opts.readers.max(1))
             // Opened on demand (each costs ~150 KiB of heap; an idle server needs one).
@@ -274,6 +285,7 @@ impl SqliteBackend {
             readers,
             _checkpointer: checkpointer::Checkpointer(checkpoints.clone()),
             checkpoints,
+            agents,
         })
     }
 }
@@ -293,6 +305,7 @@ impl Backend for SqliteBackend {
         Ok(Box::new(SqliteWriter(
             SqliteSession(conn),
             self.checkpoints.clone(),
+            self.agents.clone(),
         )))
     }
 
@@ -317,6 +330,10 @@ impl Backend for SqliteBackend {
 
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
+    }
+
+    fn agents_version(&self) -> Option<u64> {
+        Some(self.agents.version())
     }
 }
 
@@ -688,6 +705,7 @@ mod tests {
         let mut w = SqliteWriter(
             SqliteSession(c),
             checkpointer::Shared::new(&dir.path().join("db.sqlite")),
+            Arc::default(),
         );
         let before = cache_used(&w.0.0);
         assert!(before > 2 << 20, "{before}");

@@ -489,6 +489,10 @@ pub trait WriterSession: Send {
     fn release_memory(&mut self) -> usize {
         0
     }
+    /// The transaction [`WriterSession::begin`] started has ended (its COMMIT or ROLLBACK
+    /// ran); called before the jobs in it are answered. SQLite moves
+    /// [`Backend::agents_version`] on here.
+    fn ended(&self) {}
 }
 
 /// Messages published by one app process and heard by every process of the instance.
@@ -511,6 +515,14 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// The database file, for an engine that has one.
     fn path(&self) -> Option<&Path> {
+        None
+    }
+    /// A number that moves on after every write transaction that changed a row of `agents`
+    /// has ended, and before its jobs are answered: a value read before a read of `agents`
+    /// and unchanged since says that read is still current. `None` where the engine cannot
+    /// tell (PostgreSQL: other processes of the instance write too): then nothing may be
+    /// cached by it.
+    fn agents_version(&self) -> Option<u64> {
         None
     }
     /// Subscribes to `channel`: every payload published with [`Conn::notify`] in a
