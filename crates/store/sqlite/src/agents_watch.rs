@@ -59,21 +59,22 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn db() -> Connection {
+    /// A database with `agents` and `posts`, and a watch on it.
+    fn watched() -> (Connection, Arc<AgentsWatch>) {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(
             "CREATE TABLE agents (id TEXT PRIMARY KEY, name TEXT);
              CREATE TABLE posts (id TEXT PRIMARY KEY);",
         )
         .unwrap();
-        c
+        let w = Arc::new(AgentsWatch::default());
+        w.register(&c).unwrap();
+        (c, w)
     }
 
     #[test]
     fn a_transaction_that_changed_agents_moves_the_version_when_it_ends_only() {
-        let c = db();
-        let w = Arc::new(AgentsWatch::default());
-        w.register(&c).unwrap();
+        let (c, w) = watched();
         c.execute_batch("BEGIN; INSERT INTO agents VALUES ('a', 'x');")
             .unwrap();
         assert_eq!(w.version(), 0, "not before the transaction ends");
@@ -87,9 +88,7 @@ mod tests {
 
     #[test]
     fn other_tables_leave_it_and_rollbacks_and_updates_move_it() {
-        let c = db();
-        let w = Arc::new(AgentsWatch::default());
-        w.register(&c).unwrap();
+        let (c, w) = watched();
         c.execute_batch("BEGIN; INSERT INTO posts VALUES ('p'); COMMIT")
             .unwrap();
         w.transaction_ended();
