@@ -495,6 +495,12 @@ impl Store {
         self.inner.backend.agents_version()
     }
 
+    /// [`Backend::agent_changed_at`](crate::engine::Backend::agent_changed_at): whether a
+    /// row of agent `id` read after an [`Store::agents_version`] is still current.
+    pub fn agent_changed_at(&self, id: &str) -> Option<u64> {
+        self.inner.backend.agent_changed_at(id)
+    }
+
     /// [`Store::read`] for a point read (a row or a few by a unique key, microseconds): on
     /// SQLite it runs on the calling thread when a pooled reader is idle, which saves the
     /// two thread hand-offs of a blocking-pool read (on a 2-core VM each wake of a parked

@@ -109,6 +109,12 @@ async fn votes_toggle_and_flip() {
     // Karma follows the score of the author's content.
     let (_, me) = a.get("/agents/me").await;
     assert_eq!(me["karma"], 2);
+    // Another agent's vote changes alice's karma: her next request sees it, though her row
+    // was just read (and kept by the caller cache).
+    let (_, r) = b.post(&path, json!({ "value": -1 })).await;
+    assert_eq!(r["score"], 0);
+    let (_, me) = a.get("/agents/me").await;
+    assert_eq!(me["karma"], 0);
 
     for bad in [
         json!({ "value": 0 }),

@@ -161,7 +161,7 @@ async fn resolve(parts: &Parts, state: &AppState) -> ApiResult<Option<AgentRow>>
     Ok(agent)
 }
 
-/// The agent `read` finds, from the caller cache while `agents` has not changed since it
+/// The agent `read` finds, from the caller cache while that agent has not changed since it
 /// was read (`super::caller_cache`); a found agent is kept under `key`.
 async fn remembered<F>(state: &AppState, key: String, read: F) -> ApiResult<Option<AgentRow>>
 where
@@ -169,8 +169,10 @@ where
 {
     // Read before the row: a change committed after this read moves it on.
     let version = state.store.agents_version();
-    if let Some(v) = version
-        && let Some(agent) = state.callers.get(v, &key)
+    if version.is_some()
+        && let Some(agent) = state
+            .callers
+            .get(&key, |id| state.store.agent_changed_at(id))
     {
         return Ok(Some(agent));
     }

@@ -4,18 +4,23 @@
 //! key's hash, or the built-in local agent by id). On a busy origin that read was ~14 µs of
 //! the ~240 of CPU per synced write (docs/PERFORMANCE.md), most of it starting a read
 //! transaction whose page cache SQLite drops after every commit of the writer. Where the
-//! engine tells when `agents` changed ([`Store::agents_version`](openhive_store::Store),
-//! SQLite), the row is kept with the version it was read at and served while that version
-//! is current; elsewhere (PostgreSQL, where other processes write too) nothing is kept.
+//! engine tells which agents changed and when ([`Store::agents_version`] and
+//! [`Store::agent_changed_at`], SQLite), each row is kept with the version read before it
+//! and served while its agent has not changed since; elsewhere (PostgreSQL, where other
+//! processes write too) nothing is kept. A vote (its author's karma) or an agent's
+//! `last_seen_at` empties that agent's entries only.
 //!
 //! Invariants:
-//! - an entry is served only while the version it was filled at is current, and the
-//!   version is read *before* the row: a change to an agent (rejected, deleted, admin flag,
+//! - an entry is served only while its agent's last change is not after the version read
+//!   before the row: a change to an agent (rejected, deleted, admin flag, karma,
 //!   `last_seen_at`) is seen by every request that starts after the change was answered;
 //! - unknown credentials are never kept (guessing keys costs no memory);
 //! - at most [`MAX_ENTRIES`] rows; full, it starts again empty;
 //! - keys are what the database already holds (the API key's SHA-256, or the agent id),
 //!   never a secret.
+//!
+//! [`Store::agents_version`]: openhive_store::Store::agents_version
+//! [`Store::agent_changed_at`]: openhive_store::Store::agent_changed_at
 
 use openhive_store::agents::AgentRow;
 use std::collections::HashMap;
@@ -24,53 +29,34 @@ use std::sync::Mutex;
 /// Rows kept at most (a few hundred bytes each).
 pub const MAX_ENTRIES: usize = 4096;
 
-/// The rows and the version they were read at.
+/// Each kept row with the version read before it.
 #[derive(Debug, Default)]
 pub struct CallerCache {
-    inner: Mutex<Entries>,
-}
-
-#[derive(Debug, Default)]
-struct Entries {
-    version: u64,
-    rows: HashMap<String, AgentRow>,
-}
-
-impl Entries {
-    /// Moves to `version` if it is newer, dropping every row read before it; whether the
-    /// rows now kept are of `version`.
-    fn at(&mut self, version: u64) -> bool {
-        if version > self.version {
-            self.version = version;
-            self.rows.clear();
-        }
-        version == self.version
-    }
+    rows: Mutex<HashMap<String, (u64, AgentRow)>>,
 }
 
 impl CallerCache {
-    /// The row kept for `key`, if it was read at `version` (the current one).
-    pub fn get(&self, version: u64, key: &str) -> Option<AgentRow> {
-        let mut e = self.inner.lock().ok()?;
-        if !e.at(version) {
-            return None;
+    /// The row kept for `key`, if its agent has not changed since it was read:
+    /// `changed_at(id)` is the version of agent `id`'s last change (the engine's).
+    pub fn get(&self, key: &str, changed_at: impl Fn(&str) -> Option<u64>) -> Option<AgentRow> {
+        let mut rows = self.rows.lock().ok()?;
+        let (read_at, row) = rows.get(key)?;
+        if changed_at(&row.id).is_some_and(|c| c <= *read_at) {
+            return Some(row.clone());
         }
-        e.rows.get(key).cloned()
+        rows.remove(key);
+        None
     }
 
-    /// Keeps `row` for `key`, read after `version` was current. A row read at an older
-    /// version than the newest seen is not kept.
-    pub fn put(&self, version: u64, key: String, row: AgentRow) {
-        let Ok(mut e) = self.inner.lock() else {
+    /// Keeps `row` for `key`, read after version `read_at` was current.
+    pub fn put(&self, read_at: u64, key: String, row: AgentRow) {
+        let Ok(mut rows) = self.rows.lock() else {
             return;
         };
-        if !e.at(version) {
-            return;
+        if rows.len() >= MAX_ENTRIES && !rows.contains_key(&key) {
+            rows.clear();
         }
-        if e.rows.len() >= MAX_ENTRIES && !e.rows.contains_key(&key) {
-            e.rows.clear();
-        }
-        e.rows.insert(key, row);
+        rows.insert(key, (read_at, row));
     }
 }
 
@@ -80,7 +66,7 @@ mod tests {
     use super::*;
 
     fn kept(c: &CallerCache) -> usize {
-        c.inner.lock().unwrap().rows.len()
+        c.rows.lock().unwrap().len()
     }
 
     fn row(name: &str) -> AgentRow {
@@ -102,34 +88,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_row_is_served_while_its_version_holds_only() {
-        let c = CallerCache::default();
-        c.put(3, "k".into(), row("a"));
-        assert_eq!(c.get(3, "k").map(|r| r.name), Some("a".into()));
-        assert!(c.get(3, "other").is_none());
-        assert!(c.get(4, "k").is_none(), "agents changed: read again");
-        assert_eq!(kept(&c), 0, "and the old rows are gone");
+    /// Agent `id-b` changed at version 5, every other one at 2.
+    fn changes(id: &str) -> Option<u64> {
+        Some(if id == "id-b" { 5 } else { 2 })
     }
 
     #[test]
-    fn a_row_read_before_a_newer_version_was_seen_is_not_kept() {
+    fn a_row_is_served_while_its_agent_has_not_changed_since_it_was_read() {
         let c = CallerCache::default();
-        assert!(c.get(5, "k").is_none());
-        c.put(4, "k".into(), row("stale"));
-        assert!(c.get(5, "k").is_none());
-        assert!(c.get(4, "k").is_none());
-        c.put(5, "k".into(), row("fresh"));
-        assert_eq!(c.get(5, "k").map(|r| r.name), Some("fresh".into()));
+        c.put(3, "ka".into(), row("a"));
+        c.put(3, "kb".into(), row("b"));
+        assert_eq!(c.get("ka", changes).map(|r| r.name), Some("a".into()));
+        assert!(c.get("other", changes).is_none());
+        assert!(
+            c.get("kb", changes).is_none(),
+            "b changed after: read again"
+        );
+        assert_eq!(kept(&c), 1, "and its row is gone");
+        c.put(5, "kb".into(), row("b"));
+        assert_eq!(c.get("kb", changes).map(|r| r.name), Some("b".into()));
+    }
+
+    #[test]
+    fn nothing_is_served_where_the_engine_cannot_tell() {
+        let c = CallerCache::default();
+        c.put(3, "ka".into(), row("a"));
+        assert!(c.get("ka", |_| None).is_none());
     }
 
     #[test]
     fn it_holds_at_most_max_entries() {
         let c = CallerCache::default();
         for i in 0..MAX_ENTRIES + 10 {
-            c.put(1, format!("k{i}"), row("a"));
+            c.put(3, format!("k{i}"), row("a"));
         }
         assert!(kept(&c) <= MAX_ENTRIES);
-        assert!(c.get(1, &format!("k{}", MAX_ENTRIES + 9)).is_some());
+        assert!(c.get(&format!("k{}", MAX_ENTRIES + 9), changes).is_some());
     }
 }

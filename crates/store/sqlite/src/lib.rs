@@ -175,7 +175,7 @@ impl WriterSession for SqliteWriter {
     }
 
     fn ended(&self) {
-        self.2.transaction_ended();
+        self.2.transaction_ended(&self.0.0);
     }
 
     /// Applies the full-text index writes the triggers queued during the transaction
@@ -346,6 +346,10 @@ impl Backend for SqliteBackend {
 
     fn agents_version(&self) -> Option<u64> {
         Some(self.agents.version())
+    }
+
+    fn agent_changed_at(&self, id: &str) -> Option<u64> {
+        Some(self.agents.changed_at(id))
     }
 }
 

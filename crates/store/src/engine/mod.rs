@@ -525,6 +525,13 @@ pub trait Backend: Send + Sync + 'static {
     fn agents_version(&self) -> Option<u64> {
         None
     }
+    /// The [`Backend::agents_version`] of the last ended write transaction that may have
+    /// changed the agent `id` (it may be later than the change: engines may widen it, never
+    /// narrow it). A read of `id`'s row made after version `v` was read is still current
+    /// while this is at most `v`. `None` exactly where `agents_version` is.
+    fn agent_changed_at(&self, _id: &str) -> Option<u64> {
+        None
+    }
     /// Subscribes to `channel`: every payload published with [`Conn::notify`] in a
     /// committed transaction, by any process. `None` where one process owns the data
     /// (SQLite): then the in-process fan-out is all there is.
