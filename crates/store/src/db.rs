@@ -76,8 +76,8 @@ const MAX_BATCH: usize = 64;
 /// A pause in the writes this long lets the writer free its cache
 /// ([`WriterSession::release_memory`]), at most once per [`RELEASE_EVERY`] and only if it
 /// wrote since: an instance that synced a burst does not keep the burst's pages (up to the
-/// 32 MB of SQLite's cache) while it idles between heartbeats. The next write reads what it
-/// needs again from the OS (a full cache is ~40 ms of reads: at most 0.2 % of the time).
+/// 4 MiB of SQLite's cache on that engine) while it idles between heartbeats. The next
+/// write reads what it needs again from the OS (a full cache is a few ms of reads).
 pub const RELEASE_GAP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// See [`RELEASE_GAP`].
