@@ -11,7 +11,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use openhive_core::payload::TargetType;
-use openhive_store::comments::{self, CommentSort};
+use openhive_store::comments::{self, CommentRow, CommentSort};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -117,7 +117,7 @@ async fn create(
     Caller(caller): Caller,
     Path(post_id): Path<String>,
     Json(body): Json<CreateComment>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<views::CommentJson<CommentRow>>)> {
     let c = state
         .hives
         .create_comment(
@@ -129,7 +129,7 @@ async fn create(
             },
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(views::comment(&c, None))))
+    Ok((StatusCode::CREATED, Json(views::CommentJson(c, None))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,12 +143,12 @@ async fn update(
     Caller(caller): Caller,
     Path(id): Path<String>,
     Json(body): Json<UpdateComment>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<views::CommentJson<CommentRow>>> {
     let c = state
         .hives
         .update_comment(&super::actor(&caller), &id, body.content)
         .await?;
-    Ok(Json(views::comment(&c, None)))
+    Ok(Json(views::CommentJson(c, None)))
 }
 
 async fn remove(

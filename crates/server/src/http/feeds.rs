@@ -3,12 +3,11 @@
 use super::auth::{Caller, MaybeCaller};
 use super::error::ApiResult;
 use super::extract::{Json, Query};
-use super::posts::{ListParams, listing};
+use super::posts::{ListParams, PostPage, listing};
 use crate::app::AppState;
 use axum::Router;
 use axum::routing::get;
 use openhive_store::posts::Scope;
-use serde_json::Value;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -22,7 +21,7 @@ async fn personal(
     state: axum::extract::State<AppState>,
     Caller(caller): Caller,
     Query(params): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PostPage>> {
     listing(&state, Scope::Personal, &params, Some(caller.id)).await
 }
 
@@ -31,7 +30,7 @@ async fn home(
     state: axum::extract::State<AppState>,
     Caller(caller): Caller,
     Query(params): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PostPage>> {
     listing(&state, Scope::Joined, &params, Some(caller.id)).await
 }
 
@@ -42,7 +41,7 @@ async fn all(
     state: axum::extract::State<AppState>,
     MaybeCaller(caller): MaybeCaller,
     Query(params): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PostPage>> {
     let scope = match params.hive.as_deref().filter(|h| !h.is_empty()) {
         Some(name) => {
             let (hive, _) = super::hives::readable_hive(&state, name, caller.as_ref()).await?;

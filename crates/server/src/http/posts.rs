@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use openhive_core::payload::TargetType;
 use openhive_store::posts::{self, Page, Scope, Sort};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub fn routes() -> Router<AppState> {
@@ -80,13 +80,24 @@ impl ListParams {
     }
 }
 
-/// Runs a listing and shapes `{data, total, limit, offset, cursor, has_more}`.
+/// A page of posts: `{data, total, limit, offset, cursor, has_more}`.
+#[derive(Serialize)]
+pub(super) struct PostPage {
+    data: Vec<views::PostJson<posts::PostRow>>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+    cursor: Option<String>,
+    has_more: bool,
+}
+
+/// Runs a listing and shapes a [`PostPage`].
 pub(super) async fn listing(
     state: &AppState,
     scope: Scope,
     params: &ListParams,
     viewer: Option<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PostPage>> {
     let (sort, page) = params.resolve()?;
     let (limit, offset) = (page.limit, page.offset);
     let (rows, has_more, total) = state
@@ -102,22 +113,21 @@ pub(super) async fn listing(
     } else {
         None
     };
-    let data: Vec<Value> = rows.iter().map(views::post).collect();
-    Ok(Json(json!({
-        "data": data,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-        "cursor": cursor,
-        "has_more": has_more,
-    })))
+    Ok(Json(PostPage {
+        data: rows.into_iter().map(views::PostJson).collect(),
+        total,
+        limit,
+        offset,
+        cursor,
+        has_more,
+    }))
 }
 
 async fn list(
     state: axum::extract::State<AppState>,
     MaybeCaller(caller): MaybeCaller,
     Query(params): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PostPage>> {
     let scope = match &params.hive {
         Some(name) => {
             let (hive, _) = super::hives::readable_hive(&state, name, caller.as_ref()).await?;
@@ -141,7 +151,7 @@ async fn create(
     state: axum::extract::State<AppState>,
     Caller(caller): Caller,
     Json(body): Json<CreatePost>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<views::PostJson<posts::PostRow>>)> {
     let post = state
         .hives
         .create_post(
@@ -154,7 +164,7 @@ async fn create(
             },
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(views::post(&post))))
+    Ok((StatusCode::CREATED, Json(views::PostJson(post))))
 }
 
 /// A live post the viewer may read.
@@ -182,9 +192,9 @@ async fn show(
     state: axum::extract::State<AppState>,
     MaybeCaller(caller): MaybeCaller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<views::PostJson<posts::PostRow>>> {
     let post = readable_post(&state, &id, caller.as_ref()).await?;
-    Ok(Json(views::post(&post)))
+    Ok(Json(views::PostJson(post)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +210,7 @@ async fn update(
     Caller(caller): Caller,
     Path(id): Path<String>,
     Json(body): Json<UpdatePost>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<views::PostJson<posts::PostRow>>> {
     let post = state
         .hives
         .update_post(
@@ -213,7 +223,7 @@ async fn update(
             },
         )
         .await?;
-    Ok(Json(views::post(&post)))
+    Ok(Json(views::PostJson(post)))
 }
 
 async fn remove(
