@@ -76,7 +76,7 @@ const MAX_BATCH: usize = 64;
 /// A pause in the writes this long lets the writer free its cache
 /// ([`WriterSession::release_memory`]), at most once per [`RELEASE_EVERY`] and only if it
 /// wrote since: an instance that synced a burst does not keep the burst's pages (up to the
-/// 4 MiB of SQLite's cache on that engine) while it idles between heartbeats. The next
+/// 8 MiB of SQLite's cache on that engine) while it idles between heartbeats. The next
 /// write reads what it needs again from the OS (a full cache is a few ms of reads).
 pub const RELEASE_GAP: std::time::Duration = std::time::Duration::from_secs(2);
 

@@ -526,17 +526,18 @@ fn restrict_permissions(path: &Path) {
 
 /// Page cache of the writer connection (negative: KiB, SQLite's convention).
 ///
-/// Small on purpose. Trap: when a B-tree rebalance swaps two pages, SQLite parks one of
-/// them at the page number of the lock byte (1 GiB / page size + 1: page 262,145 at 4 KiB;
-/// `balance_nonroot`), and the cache then remembers that number as its highest key. At the
-/// COMMIT it drops the pages past the end of the file, and with a highest key that far away
-/// it walks its whole hash table and every cached page to do so (`pcache1TruncateUnsafe`),
-/// once per write transaction that rebalanced, i.e. nearly all of them. With 32 MB (~7,700
-/// pages) that walk was 1.7 % of an origin's CPU per synced write (perf); with 4 MiB it is
-/// 0.15 %, and the pages no longer cached are read from the OS's cache at no visible cost:
-/// the default mix spent 4 % less CPU per op, a 1M-event backfill was no slower, and the
-/// resident set under load halved (docs/PERFORMANCE.md, "The writer's page cache").
-const WRITER_CACHE_KIB: i64 = -4096;
+/// Not large, on purpose. Trap: when a B-tree rebalance swaps two pages, SQLite parks one
+/// of them at the page number of the lock byte (1 GiB / page size + 1: page 262,145 at
+/// 4 KiB; `balance_nonroot`), and the cache then remembers that number as its highest key.
+/// At the COMMIT it drops the pages past the end of the file, and with a highest key that
+/// far away it walks its whole hash table and every cached page to do so
+/// (`pcache1TruncateUnsafe`), once per write transaction that rebalanced, i.e. nearly all
+/// of them. With 32 MB (~7,700 pages) that walk was 1.7 % of an origin's CPU per synced
+/// write (perf). 4 MiB made the walk 0.15 % but cost the synced closed loop ~10 % (pages
+/// of the full-text merges read again); 8 MiB is as fast as 32 MB there, 0-5 % faster on
+/// the default mix, and halves the resident set under load (docs/PERFORMANCE.md, "The
+/// writer's page cache").
+const WRITER_CACHE_KIB: i64 = -8192;
 
 /// Page cache of each reader connection (negative: KiB, SQLite's convention).
 const READER_CACHE_KIB: i64 = -1024;
