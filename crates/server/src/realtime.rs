@@ -8,11 +8,12 @@
 //! - a message carries no more than the REST API would show a reader of that channel;
 //!   access to private hives is checked when a client subscribes (see `http::ws`).
 
-use crate::views;
+use crate::views::{CommentJson, PostJson};
 use axum::extract::ws::Utf8Bytes;
 use openhive_core::payload::TargetType;
 use openhive_store::materialize::Change;
 use openhive_store::{Store, StoreError, comments, posts};
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -31,15 +32,30 @@ pub struct Message {
 
 /// The JSON text of a WebSocket message: `{"channel"?, "data", "timestamp", "type"}`.
 pub fn envelope(kind: &str, data: Value, channel: Option<&str>) -> String {
-    let mut v = json!({
-        "type": kind,
-        "data": data,
-        "timestamp": openhive_core::time::rfc3339(openhive_core::time::now_ms()),
-    });
-    if let Some(c) = channel {
-        v["channel"] = json!(c);
-    }
-    v.to_string()
+    envelope_of(kind, &data, channel)
+}
+
+/// [`envelope`] of any shape, written straight to the text (no `Value` tree first).
+fn envelope_of(kind: &str, data: &impl Serialize, channel: Option<&str>) -> String {
+    let e = Envelope {
+        channel,
+        data,
+        timestamp: openhive_core::time::rfc3339(openhive_core::time::now_ms()),
+        kind,
+    };
+    // Our shapes hold strings, numbers, booleans and nulls only: serializing cannot fail.
+    serde_json::to_string(&e).unwrap_or_default()
+}
+
+/// The fields of a message, in the order clients have always seen them.
+#[derive(Serialize)]
+struct Envelope<'a, D: Serialize> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    data: &'a D,
+    timestamp: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
 }
 
 /// Fan-out of messages to every WebSocket connection. Cheap to clone.
@@ -77,8 +93,8 @@ impl Realtime {
                     .await;
                 match msgs {
                     Ok(msgs) => {
-                        for (channel, kind, data) in msgs {
-                            let text = envelope(kind, data, Some(&channel)).into();
+                        for (channel, text) in msgs {
+                            let text = text.into();
                             // No receivers is not an error: nobody is listening.
                             let _ = hub.send(Arc::new(Message { channel, text }));
                         }
@@ -105,35 +121,32 @@ impl Realtime {
     }
 }
 
+/// Appends the channel and text of each message `change` makes.
 fn render(
     conn: &openhive_store::Conn<'_>,
     change: Change,
-    out: &mut Vec<(String, &'static str, Value)>,
+    out: &mut Vec<(String, String)>,
 ) -> Result<(), StoreError> {
+    let mut push = |channel: String, kind: &str, data: &dyn ErasedShape| {
+        let text = data.envelope(kind, &channel);
+        out.push((channel, text));
+    };
     match change {
         Change::PostCreated { hive, post_id } => {
             if let Some(p) = posts::get(conn, &post_id, None)? {
-                out.push((format!("hive:{hive}"), "new_post", views::post(&p)));
+                push(format!("hive:{hive}"), "new_post", &PostJson(&p));
             }
         }
         Change::PostUpdated { hive, post_id } => {
             if let Some(p) = posts::get(conn, &post_id, None)? {
-                let v = views::post(&p);
-                out.push((format!("hive:{hive}"), "post_updated", v.clone()));
-                out.push((format!("post:{post_id}"), "post_updated", v));
+                push(format!("hive:{hive}"), "post_updated", &PostJson(&p));
+                push(format!("post:{post_id}"), "post_updated", &PostJson(&p));
             }
         }
         Change::PostDeleted { hive, post_id } => {
-            out.push((
-                format!("hive:{hive}"),
-                "post_deleted",
-                json!({ "id": post_id }),
-            ));
-            out.push((
-                format!("post:{post_id}"),
-                "post_deleted",
-                json!({ "id": post_id }),
-            ));
+            let data = json!({ "id": post_id });
+            push(format!("hive:{hive}"), "post_deleted", &data);
+            push(format!("post:{post_id}"), "post_deleted", &data);
         }
         Change::CommentCreated {
             post_id,
@@ -141,11 +154,11 @@ fn render(
             ..
         } => {
             if let Some(c) = comments::get(conn, &comment_id, None)? {
-                out.push((
+                push(
                     format!("post:{post_id}"),
                     "new_comment",
-                    views::comment(&c, None),
-                ));
+                    &CommentJson(&c, None),
+                );
             }
         }
         Change::CommentUpdated {
@@ -154,11 +167,11 @@ fn render(
             ..
         } => {
             if let Some(c) = comments::get(conn, &comment_id, None)? {
-                out.push((
+                push(
                     format!("post:{post_id}"),
                     "comment_updated",
-                    views::comment(&c, None),
-                ));
+                    &CommentJson(&c, None),
+                );
             }
         }
         Change::CommentDeleted {
@@ -166,11 +179,11 @@ fn render(
             comment_id,
             ..
         } => {
-            out.push((
+            push(
                 format!("post:{post_id}"),
                 "comment_deleted",
-                json!({ "id": comment_id, "post_id": post_id }),
-            ));
+                &json!({ "id": comment_id, "post_id": post_id }),
+            );
         }
         Change::VoteUpdated {
             hive,
@@ -190,9 +203,9 @@ fn render(
                 TargetType::Post => format!("hive:{hive}"),
                 TargetType::Comment => format!("post:{post_id}"),
             };
-            out.push((channel, "vote_update", data.clone()));
+            push(channel, "vote_update", &data);
             if target_type == TargetType::Post {
-                out.push((format!("post:{post_id}"), "vote_update", data));
+                push(format!("post:{post_id}"), "vote_update", &data);
             }
         }
         Change::HiveCreated { .. }
@@ -201,4 +214,40 @@ fn render(
         | Change::MembershipChanged { .. } => {}
     }
     Ok(())
+}
+
+/// A message's data behind `&dyn` (`Serialize` itself is not object safe): its envelope.
+trait ErasedShape {
+    fn envelope(&self, kind: &str, channel: &str) -> String;
+}
+
+impl<T: Serialize> ErasedShape for T {
+    fn envelope(&self, kind: &str, channel: &str) -> String {
+        envelope_of(kind, self, Some(channel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_has_channel_data_timestamp_and_type() {
+        let text = envelope_of("new_post", &json!({ "id": "p" }), Some("hive:general"));
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(v["channel"], "hive:general");
+        assert_eq!(v["data"], json!({ "id": "p" }));
+        assert_eq!(v["type"], "new_post");
+        let ts = v["timestamp"].as_str().unwrap_or_default();
+        assert!(openhive_core::time::parse_iso8601(ts).is_some(), "{ts}");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(4));
+        // Without a channel there is no `channel` key (not a null).
+        let v: Value =
+            serde_json::from_str(&envelope("agent_online", json!({}), None)).unwrap_or_default();
+        assert_eq!(
+            v.as_object().map(|o| o.contains_key("channel")),
+            Some(false)
+        );
+        assert_eq!(v["type"], "agent_online");
+    }
 }
