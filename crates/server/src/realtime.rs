@@ -127,26 +127,27 @@ fn render(
     change: Change,
     out: &mut Vec<(String, String)>,
 ) -> Result<(), StoreError> {
-    let mut push = |channel: String, kind: &str, data: &dyn ErasedShape| {
-        let text = data.envelope(kind, &channel);
-        out.push((channel, text));
-    };
     match change {
         Change::PostCreated { hive, post_id } => {
             if let Some(p) = posts::get(conn, &post_id, None)? {
-                push(format!("hive:{hive}"), "new_post", &PostJson(&p));
+                push(out, format!("hive:{hive}"), "new_post", &PostJson(&p));
             }
         }
         Change::PostUpdated { hive, post_id } => {
             if let Some(p) = posts::get(conn, &post_id, None)? {
-                push(format!("hive:{hive}"), "post_updated", &PostJson(&p));
-                push(format!("post:{post_id}"), "post_updated", &PostJson(&p));
+                push(out, format!("hive:{hive}"), "post_updated", &PostJson(&p));
+                push(
+                    out,
+                    format!("post:{post_id}"),
+                    "post_updated",
+                    &PostJson(&p),
+                );
             }
         }
         Change::PostDeleted { hive, post_id } => {
             let data = json!({ "id": post_id });
-            push(format!("hive:{hive}"), "post_deleted", &data);
-            push(format!("post:{post_id}"), "post_deleted", &data);
+            push(out, format!("hive:{hive}"), "post_deleted", &data);
+            push(out, format!("post:{post_id}"), "post_deleted", &data);
         }
         Change::CommentCreated {
             post_id,
@@ -155,6 +156,7 @@ fn render(
         } => {
             if let Some(c) = comments::get(conn, &comment_id, None)? {
                 push(
+                    out,
                     format!("post:{post_id}"),
                     "new_comment",
                     &CommentJson(&c, None),
@@ -168,6 +170,7 @@ fn render(
         } => {
             if let Some(c) = comments::get(conn, &comment_id, None)? {
                 push(
+                    out,
                     format!("post:{post_id}"),
                     "comment_updated",
                     &CommentJson(&c, None),
@@ -180,6 +183,7 @@ fn render(
             ..
         } => {
             push(
+                out,
                 format!("post:{post_id}"),
                 "comment_deleted",
                 &json!({ "id": comment_id, "post_id": post_id }),
@@ -203,9 +207,9 @@ fn render(
                 TargetType::Post => format!("hive:{hive}"),
                 TargetType::Comment => format!("post:{post_id}"),
             };
-            push(channel, "vote_update", &data);
+            push(out, channel, "vote_update", &data);
             if target_type == TargetType::Post {
-                push(format!("post:{post_id}"), "vote_update", &data);
+                push(out, format!("post:{post_id}"), "vote_update", &data);
             }
         }
         Change::HiveCreated { .. }
@@ -216,15 +220,10 @@ fn render(
     Ok(())
 }
 
-/// A message's data behind `&dyn` (`Serialize` itself is not object safe): its envelope.
-trait ErasedShape {
-    fn envelope(&self, kind: &str, channel: &str) -> String;
-}
-
-impl<T: Serialize> ErasedShape for T {
-    fn envelope(&self, kind: &str, channel: &str) -> String {
-        envelope_of(kind, self, Some(channel))
-    }
+/// Appends one message: its channel and its text.
+fn push(out: &mut Vec<(String, String)>, channel: String, kind: &str, data: &impl Serialize) {
+    let text = envelope_of(kind, data, Some(&channel));
+    out.push((channel, text));
 }
 
 #[cfg(test)]
