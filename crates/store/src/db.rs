@@ -52,6 +52,8 @@ struct Inner {
     room: Arc<tokio::sync::Semaphore>,
     capacity: usize,
     refused: AtomicU64,
+    /// What the writer committed, since start.
+    committed: Arc<Committed>,
     /// Async writes wait for the writer on a blocking-pool thread ([`Store::hold_paused_clock`]).
     wait_on_blocking_pool: AtomicBool,
     /// One permit per pooled reader: an async read waits here, not on a blocking thread, so
@@ -61,6 +63,14 @@ struct Inner {
     /// Settings and secrets the connections carry (see [`crate::context`]); shared with the
     /// writer thread, which takes the current one per transaction.
     ctx: SharedContext,
+}
+
+/// Transactions the writer committed and the jobs they held (group commit: a transaction
+/// holds every job queued when it began, up to `MAX_BATCH`).
+#[derive(Debug, Default)]
+struct Committed {
+    transactions: AtomicU64,
+    jobs: AtomicU64,
 }
 
 type SharedContext = Arc<std::sync::RwLock<Arc<StoreContext>>>;
@@ -167,6 +177,7 @@ fn writer_loop(
     mut wc: Box<dyn WriterSession>,
     rx: std::sync::mpsc::Receiver<Command>,
     ctx: SharedContext,
+    committed: &Committed,
 ) {
     let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     // Whether a write ran since the cache was last freed, and when that was.
@@ -193,12 +204,22 @@ fn writer_loop(
             match cmd {
                 Command::Write(j) => {
                     if j.bulk() && !jobs.is_empty() {
-                        run_batch(wc.as_mut(), std::mem::take(&mut jobs), &current(&ctx));
+                        run_batch(
+                            wc.as_mut(),
+                            std::mem::take(&mut jobs),
+                            &current(&ctx),
+                            committed,
+                        );
                     }
                     jobs.push(j);
                 }
                 Command::Checkpoint(reply) => {
-                    run_batch(wc.as_mut(), std::mem::take(&mut jobs), &current(&ctx));
+                    run_batch(
+                        wc.as_mut(),
+                        std::mem::take(&mut jobs),
+                        &current(&ctx),
+                        committed,
+                    );
                     let _ = reply.send(wc.checkpoint().map_err(StoreError::from));
                 }
             }
@@ -206,14 +227,24 @@ fn writer_loop(
                 next = rx.try_recv().ok();
             }
         }
-        run_batch(wc.as_mut(), std::mem::take(&mut jobs), &current(&ctx));
+        run_batch(
+            wc.as_mut(),
+            std::mem::take(&mut jobs),
+            &current(&ctx),
+            committed,
+        );
     }
 }
 
 /// Runs `jobs` in one transaction and answers them. The first job runs without a savepoint:
 /// nothing else ran before it, so if it fails the whole transaction is rolled back and the
 /// others run in a new one. Each later job runs in a savepoint of its own.
-fn run_batch(wc: &mut dyn WriterSession, jobs: Vec<Box<dyn Job>>, ctx: &StoreContext) {
+fn run_batch(
+    wc: &mut dyn WriterSession,
+    jobs: Vec<Box<dyn Job>>,
+    ctx: &StoreContext,
+    committed: &Committed,
+) {
     let mut jobs = jobs.into_iter();
     // Each round ends with a commit, or with the rollback of a failed first job.
     while let Some(mut first) = jobs.next() {
@@ -256,6 +287,12 @@ fn run_batch(wc: &mut dyn WriterSession, jobs: Vec<Box<dyn Job>>, ctx: &StoreCon
                 format!("commit failed: {e}")
             });
         wc.ended();
+        if commit.is_ok() {
+            committed.transactions.fetch_add(1, Ordering::Relaxed);
+            committed
+                .jobs
+                .fetch_add(done.len() as u64, Ordering::Relaxed);
+        }
         for j in done {
             j.finish(commit.clone());
         }
@@ -275,6 +312,10 @@ pub struct QueueStats {
     pub depth: usize,
     /// API writes refused because the queue was full, since start.
     pub refused: u64,
+    /// Write transactions committed since start.
+    pub transactions: u64,
+    /// Writes (jobs) those transactions held: `jobs / transactions` is the mean group commit.
+    pub jobs: u64,
 }
 
 impl Store {
@@ -284,9 +325,11 @@ impl Store {
         let (tx, rx) = std::sync::mpsc::channel();
         let ctx: SharedContext = Arc::default();
         let writer_ctx = ctx.clone();
+        let committed = Arc::new(Committed::default());
+        let writer_committed = committed.clone();
         std::thread::Builder::new()
             .name("openhive-writer".into())
-            .spawn(move || writer_loop(writer, rx, writer_ctx))
+            .spawn(move || writer_loop(writer, rx, writer_ctx, &writer_committed))
             .map_err(|e| StoreError::Task(format!("starting the writer thread: {e}")))?;
         let capacity = opts.write_queue.max(1);
         Ok(Store {
@@ -295,6 +338,7 @@ impl Store {
                 room: Arc::new(tokio::sync::Semaphore::new(capacity)),
                 capacity,
                 refused: AtomicU64::new(0),
+                committed,
                 wait_on_blocking_pool: AtomicBool::new(false),
                 reads: Arc::new(tokio::sync::Semaphore::new(opts.readers.max(1) as usize)),
                 backend,
@@ -342,6 +386,8 @@ impl Store {
             capacity: self.inner.capacity,
             depth: self.inner.capacity.saturating_sub(free),
             refused: self.inner.refused.load(Ordering::Relaxed),
+            transactions: self.inner.committed.transactions.load(Ordering::Relaxed),
+            jobs: self.inner.committed.jobs.load(Ordering::Relaxed),
         }
     }
 

@@ -70,6 +70,42 @@ fn concurrent_writes_commit_together_but_fail_alone() -> Result<()> {
     Ok(())
 }
 
+/// The queue's figures count committed transactions and the writes they held (the group
+/// commit's size, `GET /metrics`); a rolled-back transaction counts in neither.
+#[test]
+fn committed_transactions_and_their_writes_are_counted() -> Result<()> {
+    let (_dir, store) = common::open_store();
+    let before = store.queue_stats();
+    store.write_blocking(|tx| meta_set(tx, "one", "1"))?;
+    let r: Result<()> = store.write_blocking(|tx| {
+        meta_set(tx, "rolled", "back")?;
+        Err(StoreError::Invalid("no".into()))
+    });
+    assert!(r.is_err());
+    let after_one = store.queue_stats();
+    assert_eq!(after_one.transactions - before.transactions, 1);
+    assert_eq!(after_one.jobs - before.jobs, 1);
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.write_blocking(move |tx| meta_set(tx, &format!("c{i}"), "v"))
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| StoreError::Task("join".into()))??;
+    }
+    let after = store.queue_stats();
+    let (txs, jobs) = (
+        after.transactions - after_one.transactions,
+        after.jobs - after_one.jobs,
+    );
+    assert_eq!(jobs, 50, "every write committed once");
+    assert!((1..=50).contains(&txs), "{txs} transactions");
+    Ok(())
+}
+
 /// The full-text index writes of a batch are applied once, before its commit (SQLite,
 /// migration 0017): what a committed job wrote is searchable, what a failed job wrote is not,
 /// an edit replaces the indexed words, and nothing stays queued.

@@ -277,6 +277,21 @@ pub async fn render(state: &AppState) -> ApiResult<String> {
         &[],
         i64::try_from(queue.refused).unwrap_or(i64::MAX),
     );
+    for (name, help, v) in [
+        (
+            "openhive_store_write_transactions_total",
+            "Write transactions the writer committed, since start.",
+            queue.transactions,
+        ),
+        (
+            "openhive_store_write_jobs_total",
+            "Writes those transactions held (group commit), since start.",
+            queue.jobs,
+        ),
+    ] {
+        e.family(name, Kind::Counter, help);
+        e.int(name, &[], i64::try_from(v).unwrap_or(i64::MAX));
+    }
 
     e.family(
         "openhive_sync_heartbeat_groups_sent_total",
