@@ -511,6 +511,46 @@ impl Store {
             .unwrap_or_else(|_| Err(E::from(StoreError::Task("writer dropped the reply".into()))))
     }
 
+    /// [`Store::read`] for a full-text search: first has the writer apply the index writes
+    /// still queued (SQLite applies its queue in batches, `search::index_pending`), so the
+    /// search sees every write committed before it was asked for.
+    pub async fn read_search<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
+    {
+        if self.engine() == Engine::Sqlite
+            && self
+                .read(crate::search::index_pending)
+                .await
+                .map_err(E::from)?
+        {
+            self.write(crate::search::request_index_flush)
+                .await
+                .map_err(E::from)?;
+        }
+        self.read(f).await
+    }
+
+    /// [`Store::read_search`] for code off the async runtime (tests, benches).
+    pub fn read_search_blocking<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send + 'static,
+    {
+        if self.engine() == Engine::Sqlite
+            && self
+                .read_blocking(crate::search::index_pending)
+                .map_err(E::from)?
+        {
+            self.write_blocking(crate::search::request_index_flush)
+                .map_err(E::from)?;
+        }
+        self.read_blocking(f)
+    }
+
     /// Runs `f` on a pooled read-only connection on the blocking pool. At most one blocking
     /// thread per pooled reader is used: further reads wait (asynchronously) for a turn.
     pub async fn read<T, E, F>(&self, f: F) -> std::result::Result<T, E>

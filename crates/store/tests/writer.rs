@@ -106,9 +106,9 @@ fn committed_transactions_and_their_writes_are_counted() -> Result<()> {
     Ok(())
 }
 
-/// The full-text index writes of a batch are applied once, before its commit (SQLite,
-/// migration 0017): what a committed job wrote is searchable, what a failed job wrote is not,
-/// an edit replaces the indexed words, and nothing stays queued.
+/// The full-text index writes of a batch wait in a queue (SQLite, migrations 0017 and 0019)
+/// until a search asks for them: what a committed job wrote is then searchable, what a
+/// failed job wrote is not, an edit replaces the indexed words, and nothing stays queued.
 #[test]
 fn search_index_follows_each_job_of_a_batch() -> Result<()> {
     let (_dir, store) = common::open_store();
@@ -145,8 +145,17 @@ fn search_index_follows_each_job_of_a_batch() -> Result<()> {
     for h in handles {
         let _ = h.join().map_err(|_| StoreError::Task("join".into()))?;
     }
+    let plain = store.read_blocking(|c| -> Result<(i64, bool)> {
+        let indexed = c.query_row("SELECT COUNT(*) FROM agents_fts_docsize", (), |r| r.get(0))?;
+        Ok((indexed, openhive_store::search::index_pending(c)?))
+    })?;
+    assert_eq!(
+        plain,
+        (0, true),
+        "fewer rows than a flush takes wait in the queue"
+    );
     let found = |q: &'static str| -> Result<Vec<i64>> {
-        store.read_blocking(move |c| {
+        store.read_search_blocking(move |c| {
             Ok(
                 c.prepare("SELECT rowid FROM agents_fts WHERE agents_fts MATCH ?1")?
                     .query_map([q], |r| r.get(0))?
@@ -169,6 +178,49 @@ fn search_index_follows_each_job_of_a_batch() -> Result<()> {
     assert_eq!(found("okapi2")?.len(), 1);
     let health = store.read_blocking(openhive_store::check::consistency)?;
     assert_eq!(health.search_index_gaps, 0, "{health:?}");
+    Ok(())
+}
+
+/// A transaction that takes the queue to `FTS_QUEUE_ROWS` applies it at its commit, and a
+/// store opened again applies what was left queued (as after a kill): the index is
+/// complete without any search.
+#[test]
+fn a_long_queue_and_a_reopened_store_apply_the_index_writes() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Task(e.to_string()))?;
+    let path = dir.path().join("db.sqlite");
+    let insert = |tx: &openhive_store::Conn<'_>, i: i64| {
+        tx.execute(
+            "INSERT INTO agents (id, name, instance_id, is_local, created_at, updated_at)
+             VALUES (?1, ?2, 'inst_x', 1, 0, 0)",
+            openhive_store::params![format!("agt_{i}"), format!("name{i}")],
+        )
+    };
+    let indexed = |store: &openhive_store::Store| -> Result<(i64, bool)> {
+        store.read_blocking(|c| {
+            let n = c.query_row("SELECT COUNT(*) FROM agents_fts_docsize", (), |r| r.get(0))?;
+            Ok((n, openhive_store::search::index_pending(c)?))
+        })
+    };
+    {
+        let store = openhive_store_sqlite::open(&path, &StoreOptions::default())?;
+        let rows = openhive_store_sqlite::FTS_QUEUE_ROWS;
+        store.write_blocking(move |tx| {
+            for i in 0..rows {
+                insert(tx, i)?;
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        assert_eq!(indexed(&store)?, (rows, false), "applied at the commit");
+        store.write_blocking(move |tx| Ok::<_, StoreError>(insert(tx, rows)?))?;
+        assert_eq!(indexed(&store)?, (rows, true), "one row waits");
+    }
+    let store = openhive_store_sqlite::open(&path, &StoreOptions::default())?;
+    let rows = openhive_store_sqlite::FTS_QUEUE_ROWS;
+    assert_eq!(
+        indexed(&store)?,
+        (rows + 1, false),
+        "applied at the opening"
+    );
     Ok(())
 }
 

@@ -60,7 +60,7 @@ async fn run(
     let query = q.clone();
     let out = state
         .store
-        .read(move |c| -> ApiResult<Value> {
+        .read_search(move |c| -> ApiResult<Value> {
             let hive_id = match &hive_name {
                 Some(n) => Some(hives::id_by_name(c, n)?.unwrap_or_default()),
                 None => None,

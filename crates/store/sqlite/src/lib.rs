@@ -178,21 +178,30 @@ impl WriterSession for SqliteWriter {
         self.2.transaction_ended(&self.0.0);
     }
 
-    /// Applies the full-text index writes the triggers queued during the transaction
-    /// (migration 0017), in order, once: FTS5 then writes one segment per transaction
-    /// instead of one per savepoint or statement.
+    /// Applies the full-text index writes the triggers queued (migration 0017), once they
+    /// are [`FTS_QUEUE_ROWS`] or a search asked for them
+    /// (`openhive_store::search::request_index_flush` queues a row of id -1): FTS5 then
+    /// writes one segment per flush, not one per savepoint, statement or transaction.
     fn before_commit(&self) -> DbResult<()> {
         let conn = &self.0.0;
-        let queued = conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM fts_queue)")
-            .and_then(|mut st| st.query_row([], |r| r.get::<_, bool>(0)))
+        // Both ends of the rowid b-tree: no scan of the queue.
+        let due = conn
+            .prepare_cached("SELECT min(id) < 0 OR max(id) - min(id) + 1 >= ?1 FROM fts_queue")
+            .and_then(|mut st| st.query_row([FTS_QUEUE_ROWS], |r| r.get::<_, Option<bool>>(0)))
             .map_err(db_err)?;
-        if !queued {
+        if due != Some(true) {
             return Ok(());
         }
         flush_fts_queue(conn).map_err(db_err)
     }
 }
+
+/// Rows the full-text queue holds before a commit applies it. Applied at every commit, the
+/// queue made each transaction write a small FTS5 segment, which the next merges rewrote:
+/// with 8 posts per transaction (16 API clients) that was ~15 % of the origin's CPU per
+/// synced write (docs/PERFORMANCE.md, "Transactions, not posts"). A search applies what is
+/// queued first (`openhive_store::Store::read_search`), so it still sees every write committed before it.
+pub const FTS_QUEUE_ROWS: i64 = 256;
 
 /// Applies `fts_queue` to the four full-text tables, then empties it. Per row only the net
 /// change is applied: the first command if it is a `delete` (the values the row was indexed
@@ -231,7 +240,7 @@ macro_rules! fts_net {
     };
 }
 
-const FTS_FLUSH: [&str; 5] = [
+const FTS_FLUSH: [&str; 7] = [
     concat!(
         "INSERT INTO posts_fts (posts_fts, rowid, title, content) ",
         fts_net!(1, "a, b")
@@ -248,6 +257,10 @@ const FTS_FLUSH: [&str; 5] = [
         "INSERT INTO hives_fts (hives_fts, rowid, name, description) ",
         fts_net!(4, "a, b")
     ),
+    // The posts whose indexed length may have changed (migrations 0018, 0019), the last
+    // 1000 kept.
+    "INSERT INTO posts_fts_changes (rid) SELECT rid FROM fts_queue WHERE tbl = 1 AND cmd = 'delete'",
+    "DELETE FROM posts_fts_changes WHERE seq <= (SELECT max(seq) FROM posts_fts_changes) - 1000",
     "DELETE FROM fts_queue",
 ];
 
@@ -501,8 +514,27 @@ fn open_writer(path: &Path, sync_full: bool) -> Result<Connection, StoreError> {
     let mut writer = Connection::open(path).map_err(store_err)?;
     configure(&writer, sync_full).map_err(store_err)?;
     migrate(&mut writer)?;
+    apply_queued_index_writes(&writer).map_err(store_err)?;
     restrict_permissions(path);
     Ok(writer)
+}
+
+/// Applies what the full-text queue still holds from before the store was closed (or
+/// killed): a store opens with its index complete, as `check::consistency` expects.
+fn apply_queued_index_writes(conn: &Connection) -> rusqlite::Result<()> {
+    let queued: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM fts_queue)", [], |r| r.get(0))?;
+    if queued {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        match flush_fts_queue(conn) {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The database holds peer tokens: keep it (and its WAL) readable by the owner only.
@@ -635,8 +667,13 @@ mod tests {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(include_str!("../../migrations/sqlite/0001_init.sql"))
             .unwrap();
-        c.execute_batch(include_str!("../../migrations/sqlite/0017_fts_queue.sql"))
-            .unwrap();
+        for m in [
+            include_str!("../../migrations/sqlite/0017_fts_queue.sql"),
+            include_str!("../../migrations/sqlite/0018_post_lengths.sql"),
+            include_str!("../../migrations/sqlite/0019_fts_queue_deferred.sql"),
+        ] {
+            c.execute_batch(m).unwrap();
+        }
         c
     }
 

@@ -20,6 +20,32 @@ use crate::hives::HiveRow;
 use crate::params;
 use crate::posts::{Author, PostRow};
 
+/// SQLite: whether the full-text queue holds writes not yet in the index. The writer applies
+/// the queue once it is long enough (`openhive_store_sqlite::FTS_QUEUE_ROWS`), so a search
+/// first asks for it ([`crate::Store::read_search`]). Always false on PostgreSQL, whose
+/// search vectors are generated columns.
+pub fn index_pending(conn: &Conn<'_>) -> Result<bool> {
+    Ok(match conn.engine() {
+        Engine::Sqlite => conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM fts_queue)")?
+            .query_row((), |r| r.get(0))?,
+        Engine::Postgres => false,
+    })
+}
+
+/// SQLite: makes the commit of this write transaction apply the whole full-text queue (a
+/// row of id -1 and table 0, which the flush statements skip and delete). Nothing on
+/// PostgreSQL.
+pub fn request_index_flush(conn: &Conn<'_>) -> Result<()> {
+    if conn.engine() == Engine::Sqlite {
+        conn.execute(
+            "INSERT INTO fts_queue (id, tbl, cmd, rid) VALUES (-1, 0, NULL, 0) ON CONFLICT DO NOTHING",
+            (),
+        )?;
+    }
+    Ok(())
+}
+
 /// Turns free text into a safe FTS5 query: `"term"*` per term, ANDed. None if no terms.
 pub fn fts_query(q: &str) -> Option<String> {
     let terms: Vec<String> = terms(q).map(|t| format!("\"{t}\"*")).collect();
