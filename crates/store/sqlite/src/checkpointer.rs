@@ -28,18 +28,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 
-/// Frames added to the WAL after which the thread checkpoints: ~16 MB of 4 KiB pages, four
-/// times SQLite's default of 1,000. A checkpoint copies each page once however often the
-/// WAL holds it, and a write transaction dirties the same leaf pages as the one before
-/// (feed indexes, the log's tail, the full-text structure), so a longer WAL copies fewer
-/// pages per write: 4,000 frames cut the origin's CPU per synced write by ~7-10 %
-/// (docs/PERFORMANCE.md, "Transactions, not posts"). It stays below the 4,062 frames of
-/// the wal-index's first hash block, so a reader's page lookup still searches one block.
-pub(crate) const CHECKPOINT_FRAMES: c_int = 4000;
+/// Frames added to the WAL after which the thread checkpoints (SQLite's own default
+/// threshold, 1,000 pages: ~4 MB). Trap: 4,000 copied fewer pages per write (~7-10 % less
+/// CPU per synced write in the closed loop), but each checkpoint's copy and sync then held up
+/// the writer's commits long enough to double the p99 of propagation at 500 posts/s
+/// (docs/PERFORMANCE.md, "Transactions, not posts").
+pub(crate) const CHECKPOINT_FRAMES: c_int = 1000;
 
 /// Frames in the WAL at which the writer checkpoints itself after a commit, as SQLite's
-/// automatic checkpoint did: only if the thread cannot keep up (~64 MB).
-pub(crate) const WRITER_CHECKPOINT_FRAMES: c_int = 4 * CHECKPOINT_FRAMES;
+/// automatic checkpoint did: only if the thread cannot keep up.
+pub(crate) const WRITER_CHECKPOINT_FRAMES: c_int = 16 * CHECKPOINT_FRAMES;
 
 #[derive(Default)]
 struct State {
@@ -51,7 +49,7 @@ struct State {
     due: bool,
     stop: bool,
     /// The thread, once started (at the first checkpoint due: an instance that never
-    /// writes 4,000 frames never starts it).
+    /// writes 1,000 frames never starts it).
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
