@@ -21,7 +21,8 @@ pub struct Consistency {
     pub comment_events: i64,
     pub comments: i64,
     /// SQLite: rows of posts, comments, agents and hives missing from (or extra in) their
-    /// full-text index, plus index writes still queued after a commit (migration 0017);
+    /// full-text index, plus index writes still queued (migration 0017: a running store
+    /// applies them in batches or before a search, an opened one has applied them all);
     /// 0 on PostgreSQL (its search vectors are generated columns).
     pub search_index_gaps: i64,
 }
