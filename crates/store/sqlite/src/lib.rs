@@ -184,9 +184,8 @@ impl WriterSession for SqliteWriter {
     /// writes one segment per flush, not one per savepoint, statement or transaction.
     fn before_commit(&self) -> DbResult<()> {
         let conn = &self.0.0;
-        // Both ends of the rowid b-tree: no scan of the queue.
         let due = conn
-            .prepare_cached("SELECT min(id) < 0 OR max(id) - min(id) + 1 >= ?1 FROM fts_queue")
+            .prepare_cached(FTS_QUEUE_DUE)
             .and_then(|mut st| st.query_row([FTS_QUEUE_ROWS], |r| r.get::<_, Option<bool>>(0)))
             .map_err(db_err)?;
         if due != Some(true) {
@@ -202,6 +201,12 @@ impl WriterSession for SqliteWriter {
 /// synced write (docs/PERFORMANCE.md, "Transactions, not posts"). A search applies what is
 /// queued first (`openhive_store::Store::read_search`), so it still sees every write committed before it.
 pub const FTS_QUEUE_ROWS: i64 = 256;
+
+/// Whether the queue is due (`?1`: [`FTS_QUEUE_ROWS`]): a flush request (id -1) or enough
+/// rows (ids are consecutive between two flushes). Each `min` / `max` in a subquery of its
+/// own reads one end of the rowid b-tree; both in one query scan the whole queue.
+const FTS_QUEUE_DUE: &str = "SELECT (SELECT min(id) FROM fts_queue) < 0
+     OR (SELECT max(id) FROM fts_queue) - (SELECT min(id) FROM fts_queue) + 1 >= ?1";
 
 /// Applies `fts_queue` to the four full-text tables, then empties it. Per row only the net
 /// change is applied: the first command if it is a `delete` (the values the row was indexed
@@ -675,6 +680,43 @@ mod tests {
             c.execute_batch(m).unwrap();
         }
         c
+    }
+
+    /// Checking whether the queue is due reads the ends of its rowid b-tree, never the
+    /// whole queue (it runs before every commit). Fails with `min` and `max` in one query.
+    #[test]
+    fn the_queue_check_reads_the_ends_only() {
+        let c = fts_schema();
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {FTS_QUEUE_DUE}"))
+            .unwrap()
+            .query_map([FTS_QUEUE_ROWS], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN fts_queue")),
+            "{plan:?}"
+        );
+        let due = |c: &Connection| -> Option<bool> {
+            c.query_row(FTS_QUEUE_DUE, [3], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(due(&c), None, "an empty queue");
+        for rid in 1..=2 {
+            c.execute("INSERT INTO fts_queue (tbl, rid) VALUES (4, ?1)", [rid])
+                .unwrap();
+        }
+        assert_eq!(due(&c), Some(false), "2 rows of 3");
+        c.execute("INSERT INTO fts_queue (tbl, rid) VALUES (4, 3)", [])
+            .unwrap();
+        assert_eq!(due(&c), Some(true), "3 rows of 3");
+        c.execute("DELETE FROM fts_queue", []).unwrap();
+        c.execute(
+            "INSERT INTO fts_queue (id, tbl, cmd, rid) VALUES (-1, 0, NULL, 0)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(due(&c), Some(true), "a flush request");
     }
 
     /// A transaction that inserts, updates (out of rowid order, some rows twice), deletes
