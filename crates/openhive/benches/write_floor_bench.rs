@@ -1,28 +1,32 @@
 //! Where the floor of a write is (issue 11): the CPU one post costs at each layer of the
-//! origin's path, measured in one run, each layer on top of the one before.
+//! origin's path, measured in one run.
 //!
 //! Run: `cargo bench -p openhive --bench write_floor_bench`
 //! (`OPENHIVE_BENCH_FLOOR_POSTS=20000` sets the posts per layer; `OPENHIVE_BENCH_FLOOR_BATCH=16`
 //! the posts per write job of the `rows` and `ingest` layers.)
 //!
-//! The layers, each a number of posts into one hive of one server (SQLite, in-process):
+//! The layers, each a number of posts into a hive of one server (SQLite, in-process):
 //! - `sign`: `Event::sign_new` of a post as the load generator writes it, on one thread.
-//! - `rows`: the fewest statements that store a signed post: the log's head moved, the
-//!   event's row, the post's row (with its feed indexes and its full-text queue row, flushed
-//!   into the index before the commit) and the hive's post count; jobs of `BATCH` posts,
-//!   one transaction each, durable at the commit (WAL, `synchronous=NORMAL`, as served).
-//! - `ingest`: the same signed events through `ingest::ingest` (the log append with its
-//!   duplicate check, then the materializer), jobs of `BATCH` posts.
+//! - `rows:log`, `rows:row`, `rows`: the fewest statements that store a signed post, in jobs
+//!   of `BATCH` posts, one transaction each, durable at the commit (WAL,
+//!   `synchronous=NORMAL`, as served): the log's head moved and the event's row; then also
+//!   the post's row (with its feed indexes) and the hive's post count, without a full-text
+//!   entry (the queue's trigger dropped for the layer); then with it (the queue applied as
+//!   the writer applies it).
+//! - `ingest`: signed events through `ingest::ingest` (the log append with its duplicate
+//!   check, then the materializer), jobs of `BATCH` posts.
 //! - `service`: `HiveService::create_post` from 16 tasks (validation, sign, ingest, the post
 //!   read back, fan-out after the commit, the writer's group commit): the API's write path
 //!   without HTTP.
-//! - `http`: `POST /api/v1/posts` from 16 keep-alive clients. The clients run on a runtime of
-//!   their own (threads named `floor-client`) whose CPU is left out: the figure is the
-//!   server's alone.
+//! - `health` and `http`: `GET /health` (the HTTP exchange alone) and `POST /api/v1/posts`
+//!   from 16 keep-alive clients. The clients run on a runtime of their own (threads named
+//!   `floor-client`) whose CPU is left out: the figures are the server's alone.
 //!
-//! CPU is this process's `utime + stime` over the layer (`/proc/self/stat`), less the client
-//! threads' for `http`. No peer is linked: what a push to a peer adds is in the synced closed
-//! loop of `openhive-bench` (docs/PERFORMANCE.md).
+//! CPU is this process's user and system time over the layer (`getrusage`), less the client
+//! threads' for `health` and `http`. Each line also gives the writer's jobs and posts per
+//! committed transaction (`Store::queue_stats`): most of a post's cost is its
+//! transaction's. No peer is linked: what a push to a peer adds is in the synced closed loop
+//! of `openhive-bench` (docs/PERFORMANCE.md, "Transactions, not posts").
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
