@@ -1,7 +1,7 @@
 //! What one event's signature costs on this machine: the floor under every synced write
-//! (the origin signs it) and every applied event (each replica checks it with
-//! `verify_strict`, whatever the path: push, pull or backfill). Prints figures; asserts
-//! nothing about speed.
+//! (the origin signs it) and every applied event (each replica checks it, whatever the
+//! path: push, pull or backfill; alone, or a page or a pushed batch at once). Prints
+//! figures; asserts nothing about speed.
 //!
 //! ```sh
 //! cargo bench -p openhive-core --bench signing_bench
@@ -77,10 +77,53 @@ fn main() {
             payload.clone(),
         ));
     });
-    measure("check an event (Event::verify: verify_strict)", |i| {
+    measure("check an event (Event::verify)", |i| {
         black_box(events[i].verify(&public).is_ok());
     });
+    // Per event, in batches as pushes (tens) and pulled pages (hundreds) bring them.
+    for batch in [8, 64, 500] {
+        measure(
+            &format!("check in batches of {batch} (Event::verify_each)"),
+            |i| {
+                if i % batch == 0 {
+                    let end = (i + batch).min(OPS);
+                    let items: Vec<(&Event, &_)> =
+                        events[i..end].iter().map(|e| (e, &public)).collect();
+                    black_box(Event::verify_each(&items));
+                }
+            },
+        );
+    }
+    // The strict rule used before (RFC 8032 strict, one by one), for comparison.
+    let strict = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes(&public)).ok();
+    if let Some(strict) = strict {
+        measure("check an event, verify_strict (before)", |i| {
+            let raw = base64_decode(&events[i].signature);
+            let sig = ed25519_dalek::Signature::from_bytes(&raw);
+            black_box(
+                strict
+                    .verify_strict(&events[i].signing_bytes(), &sig)
+                    .is_ok(),
+            );
+        });
+    }
     measure("signing bytes alone (Event::signing_bytes)", |i| {
         black_box(events[i].signing_bytes());
     });
+}
+
+fn key_bytes(public: &openhive_core::signing::PublicKey) -> [u8; 32] {
+    let der = base64_decode_vec(&public.to_base64());
+    der[12..].try_into().unwrap_or([0; 32])
+}
+
+fn base64_decode(s: &str) -> [u8; 64] {
+    base64_decode_vec(s).try_into().unwrap_or([0; 64])
+}
+
+fn base64_decode_vec(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
 }

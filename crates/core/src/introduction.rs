@@ -183,7 +183,7 @@ impl Introduction {
     }
 
     /// Full check against the issuer's key, the time and the handshake it comes with: form,
-    /// strict signature, `now` ≤ `expires_at`, and the subject's id, key and endpoint and the
+    /// signature, `now` ≤ `expires_at`, and the subject's id, key and endpoint and the
     /// hive equal to the handshake's.
     pub fn verify(
         &self,

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`ids`]: instance ids and origin-prefixed entity ids (`post_<inst>_<ulid>`).
-//! - [`signing`]: the instance's Ed25519 key, key/signature encodings, strict verification.
+//! - [`signing`]: the instance's Ed25519 key, key/signature encodings, verification (ZIP-215, alone or in batches).
 //! - [`event`]: the event envelope, its exact signed byte layout, event types.
 //! - [`payload`]: the JSON payload of every event type.
 //! - [`introduction`]: signed introductions (a hub or a peer vouching for an instance to pair).

@@ -79,7 +79,7 @@ impl RotationStatement {
     }
 
     /// Checks the statement on its own: well-formed, two distinct valid keys, both
-    /// signatures strict-verify. Returns (old key, new key). Whether the old key is the
+    /// signatures verify. Returns (old key, new key). Whether the old key is the
     /// instance's current key is the chain's business.
     pub fn verify(&self) -> Result<(PublicKey, PublicKey), RotationError> {
         if crate::ids::instance_suffix(&self.instance_id).is_none() {
