@@ -49,6 +49,8 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct InstanceKey {
     key: SigningKey,
+    /// Its public half, in the form that verifies (derived once, from the seed).
+    public: PublicKey,
 }
 
 impl fmt::Debug for InstanceKey {
@@ -66,6 +68,9 @@ impl InstanceKey {
     pub fn from_seed(seed: &[u8; 32]) -> Self {
         Self {
             key: SigningKey::from_bytes(seed),
+            public: PublicKey(VerificationKey::from(&ed25519_zebra::SigningKey::from(
+                *seed,
+            ))),
         }
     }
 
@@ -81,7 +86,7 @@ impl InstanceKey {
     }
 
     pub fn public(&self) -> PublicKey {
-        PublicKey::from_verifying_key(self.key.verifying_key())
+        self.public
     }
 
     /// A 32-byte secret for `purpose`, derived from the seed (SHA-256 of a domain label, the
@@ -173,16 +178,9 @@ impl PublicKey {
         if key.is_weak() {
             return Err(KeyError::WeakPublicKey);
         }
-        Ok(Self::from_verifying_key(key))
-    }
-
-    fn from_verifying_key(key: VerifyingKey) -> Self {
-        // Infallible for a point `VerifyingKey` decompressed (the same decompression).
-        let bytes = ed25519_zebra::VerificationKeyBytes::from(key.to_bytes());
-        match VerificationKey::try_from(bytes) {
-            Ok(k) => PublicKey(k),
-            Err(_) => unreachable!("a decompressed Ed25519 point decompresses again"),
-        }
+        VerificationKey::try_from(ed25519_zebra::VerificationKeyBytes::from(raw))
+            .map(PublicKey)
+            .map_err(|_| KeyError::BadPublicKey)
     }
 
     /// Checks a base64 signature over `msg` (ZIP-215, see the module's documentation).
