@@ -159,3 +159,49 @@ fn events_verify_with_the_key_of_their_period_and_preverify_cannot_skip_a_rotati
         Ok(())
     });
 }
+
+/// A page is checked in one batch (`Event::verify_each`), yet each event gets its own
+/// answer: a forged signature, a bad envelope and an unknown origin among good events
+/// leave the good ones verified, and each chain's key is the one of the event's period.
+#[test]
+fn preverify_answers_each_event_of_a_page_on_its_own() {
+    let (_d, s, _) = open();
+    let (inst, other) = (ids::new_instance_id(), ids::new_instance_id());
+    let (k0, k1, stranger) = (
+        InstanceKey::generate(),
+        InstanceKey::generate(),
+        InstanceKey::generate(),
+    );
+    let s1 = RotationStatement::sign(&k0, &k1, &inst, 1000);
+    let (i, p0) = (inst.clone(), k0.public());
+    w(&s, move |c| {
+        keys::learn(c, &i, &p0, None, 0)?;
+        keys::accept_rotation(c, &s1, None, 0).map(|_| ())
+    });
+    let mut forged = post(&k0, &inst, 600);
+    forged.signature = post(&k0, &inst, 601).signature;
+    let mut bad_envelope = post(&k1, &inst, 1300);
+    bad_envelope.hive = String::new();
+    let page = vec![
+        post(&k0, &inst, 500),
+        post(&k1, &inst, 1200),
+        forged,
+        post(&stranger, &other, 700),
+        bad_envelope,
+        post(&k0, &inst, 1100), // signed by the rotated-out key after the rotation
+        post(&k1, &inst, 1400),
+    ];
+    let all_good: Vec<Event> = page.iter().take(2).cloned().collect();
+    let pre = s
+        .read_blocking(move |c| ingest::preverify(c, &page))
+        .unwrap();
+    let (p0, p1) = (Some(k0.public()), Some(k1.public()));
+    assert_eq!(pre, vec![p0, p1, None, None, None, None, p1]);
+    // Alone, each good event gets the same answer as in the page.
+    for (ev, want) in all_good.into_iter().zip([p0, p1]) {
+        let got = s
+            .read_blocking(move |c| ingest::preverify(c, &[ev]))
+            .unwrap();
+        assert_eq!(got, vec![want]);
+    }
+}
