@@ -141,10 +141,10 @@ async fn sync_a_group_refused_in_a_batch_fails_only_its_own_link() {
 async fn sync_a_paired_peer_is_not_asked_for_our_own_events_back() {
     const N: usize = 12;
     let a = instance().await;
-    // B retries its refused handshakes only after 1-2 s, so A's own handshake comes first
+    // B retries its refused handshakes only after 10-20 s, so A's own handshake comes first
     // and finds B's log empty, as this test means (a retry of B's that came first would let
     // B ingest A's events before A's handshake, which then rightly pulls B's non-empty log).
-    let b = instance_with(|c| c.sync.backoff_initial_ms = 2000).await;
+    let b = instance_with(|c| c.sync.backoff_initial_ms = 20_000).await;
     let names: Vec<String> = (0..N).map(|i| format!("echo{i:02}")).collect();
     let ids = shared_hives_with_a_post(&a, &names).await;
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
