@@ -17,6 +17,8 @@
 //! directory. The backfill is timed from the pairing until B's log head reaches A's. CPU
 //! seconds come from `/proc/<pid>/stat` (meaningful on a loaded machine): "A" is this
 //! process (A serving pages, plus this driver polling B twice a second); "B" the joiner.
+//! B's CPU is also split by thread name (`/proc/<pid>/task/*/schedstat`, exact): the
+//! `openhive-writer` thread is the one a SQLite file has, the floor of the backfill.
 //! B's peak RSS is its `VmHWM` (the process is new, so it covers its start and the
 //! backfill).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -101,6 +103,7 @@ async fn main() {
     let (b_ticks0, _, b_rss_idle) = b.proc();
     let a_hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let a_ticks0 = self_cpu_ticks();
+    let b_threads0 = common::thread_cpu_ns(b.pid());
     let perf_a = common::perf::record(std::process::id(), "a");
     let perf_b = common::perf::record(b.pid(), "b");
     let start = Instant::now();
@@ -132,6 +135,7 @@ async fn main() {
     let took = start.elapsed();
     let (b_ticks1, b_hwm, b_rss_end) = b.proc();
     let a_ticks1 = self_cpu_ticks();
+    let b_threads1 = common::thread_cpu_ns(b.pid());
     common::perf::stop(perf_a);
     common::perf::stop(perf_b);
     let a_cpu = a_ticks1.saturating_sub(a_ticks0) as f64 / CLK_TCK;
@@ -146,6 +150,10 @@ async fn main() {
         a_cpu * 1e6 / head as f64,
         b_cpu * 1e6 / head as f64,
         (a_cpu + b_cpu) * 1e6 / head as f64
+    );
+    println!(
+        "B's threads, µs of CPU per event (schedstat): {}",
+        common::thread_cpu_per_event(&b_threads0, &b_threads1, head as u64)
     );
     println!(
         "joiner RSS: peak (VmHWM) {:.1} MB, sampled max {:.1} MB, idle before {:.1} MB, at the end {:.1} MB",

@@ -161,3 +161,44 @@ fn an_edit_that_arrives_first_waits_for_its_post() {
         report.changes
     );
 }
+
+#[test]
+fn an_edit_reports_a_change_only_when_it_wins_a_field() {
+    let w = World::new();
+    let r = w.replica();
+    let (post, p) = w.post(0, 0, 2, "t0");
+    let newer = w.edit_post(0, 0, 20, &post, Some("T20"), Some("C20"), None);
+    r.deliver_ok(&[w.created(0, 1), p, newer]);
+    let updated = |changes: &[Change]| {
+        changes
+            .iter()
+            .any(|c| matches!(c, Change::PostUpdated { post_id, .. } if *post_id == post))
+    };
+    // Older in both of its fields: nothing to report, nothing written but updated_at's
+    // maximum (already 20).
+    let report = r.deliver_ok(&[w.edit_post(0, 0, 10, &post, Some("T10"), Some("C10"), None)]);
+    assert_eq!(report.accepted, 1);
+    assert!(!updated(&report.changes), "{:?}", report.changes);
+    // Older in its title, the first to set the url: that one field wins, in one write.
+    let report = r.deliver_ok(&[w.edit_post(
+        0,
+        0,
+        15,
+        &post,
+        Some("T15"),
+        None,
+        Some("https://example.org/u15"),
+    )]);
+    assert!(updated(&report.changes), "{:?}", report.changes);
+    assert_eq!(r.text(TITLE, &post).as_deref(), Some("T20"));
+    assert_eq!(r.text(CONTENT, &post).as_deref(), Some("C20"));
+    assert_eq!(
+        r.text("SELECT url FROM posts WHERE id = ?1", &post)
+            .as_deref(),
+        Some("https://example.org/u15")
+    );
+    assert_eq!(
+        r.int("SELECT updated_at FROM posts WHERE id = ?1", &post),
+        20
+    );
+}

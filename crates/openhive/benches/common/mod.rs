@@ -441,6 +441,47 @@ pub fn proc_status_of(pid: &str, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time of each thread of `pid` by thread name, in nanoseconds (the first field of
+/// `/proc/<pid>/task/<tid>/schedstat`: time on a CPU, exact, not sampled). Threads of one
+/// name (tokio's workers) are summed; a thread that ended before the read is missing.
+pub fn thread_cpu_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        if let Some(ns) = ns {
+            *by_name.entry(name.trim().to_string()).or_insert(0) += ns;
+        }
+    }
+    by_name
+}
+
+/// "name µs/event" for each thread name whose CPU grew between two [`thread_cpu_ns`] reads,
+/// largest first.
+pub fn thread_cpu_per_event(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    events: u64,
+) -> String {
+    let mut grown: Vec<(&String, u64)> = after
+        .iter()
+        .map(|(name, ns)| (name, ns.saturating_sub(*before.get(name).unwrap_or(&0))))
+        .filter(|(_, ns)| *ns > 0)
+        .collect();
+    grown.sort_by_key(|g| std::cmp::Reverse(g.1));
+    grown
+        .iter()
+        .map(|(name, ns)| format!("{name} {:.1}", *ns as f64 / 1e3 / events.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ: 100 on Linux).
 pub const CLK_TCK: f64 = 100.0;
 

@@ -9,6 +9,8 @@
 //!   version `(origin_ts, event id)` is higher than the field's stored version, so an older
 //!   edit never overwrites a newer one; an absent field is left unchanged; only the post's
 //!   (immutable) author edits, anyone else's edit is [`Outcome::Ignored`];
+//! - an edit writes the post's row once (the winning fields and `updated_at` together),
+//!   so the full-text queue gets one delete and one insert per edit, not per field;
 //! - a delete is a tombstone: nothing that arrives later clears `deleted`, and deleting a
 //!   deleted post changes nothing (the live count drops once);
 //! - an event on an unknown post waits for it ([`Outcome::Waiting`]).
@@ -23,55 +25,55 @@ use openhive_core::payload::{PostCreated, PostDeleted, PostMirrored, PostUpdated
 
 /// What the materializer needs to know about an existing post.
 pub(super) struct PostRef {
-    pub(super) author_id: String,
     pub(super) deleted: bool,
 }
 
 pub(super) fn find_post(conn: &Conn<'_>, hive_id: &str, post_id: &str) -> Result<Option<PostRef>> {
     Ok(conn
-        .prepare_cached("SELECT author_id, deleted FROM posts WHERE id = ?1 AND hive_id = ?2")?
+        .prepare_cached("SELECT deleted FROM posts WHERE id = ?1 AND hive_id = ?2")?
         .query_row(params![post_id, hive_id], |r| {
-            Ok(PostRef {
-                author_id: r.get(0)?,
-                deleted: r.get(1)?,
-            })
+            Ok(PostRef { deleted: r.get(0)? })
         })
         .optional()?)
 }
 
-/// An editable field of a post, each with its own version column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    Title,
-    Content,
-    Url,
+/// The field versions of a post an edit competes with.
+struct FieldVersions {
+    author_id: String,
+    title_v: String,
+    content_v: String,
+    url_v: String,
 }
 
-impl Field {
-    /// The conditional update: the field changes only if the edit's version is higher.
-    fn update_sql(self) -> &'static str {
-        match self {
-            Field::Title => {
-                "UPDATE posts SET title = ?2, title_v = ?3 WHERE id = ?1 AND title_v < ?3"
-            }
-            Field::Content => {
-                "UPDATE posts SET content = ?2, content_v = ?3 WHERE id = ?1 AND content_v < ?3"
-            }
-            Field::Url => "UPDATE posts SET url = ?2, url_v = ?3 WHERE id = ?1 AND url_v < ?3",
-        }
+/// What an edit writes: for each field, its new value when the edit's version is higher
+/// than the field's (`None`: the field is absent from the edit, or a newer edit holds it).
+#[derive(Debug, PartialEq, Eq)]
+struct Winners<'a> {
+    title: Option<&'a str>,
+    content: Option<&'a str>,
+    url: Option<&'a str>,
+}
+
+impl Winners<'_> {
+    fn count(&self) -> usize {
+        [self.title, self.content, self.url]
+            .iter()
+            .filter(|f| f.is_some())
+            .count()
     }
 }
 
-/// The fields an edit sets, in a fixed order; an absent field is unchanged.
-fn edited_fields(p: &PostUpdated) -> Vec<(Field, &str)> {
-    [
-        (Field::Title, p.title.as_deref()),
-        (Field::Content, p.content.as_deref()),
-        (Field::Url, p.url.as_deref()),
-    ]
-    .into_iter()
-    .filter_map(|(f, v)| v.map(|v| (f, v)))
-    .collect()
+/// The fields of `p` that win over the stored ones: a field is written only when the edit
+/// carries it and its version `v` is strictly higher than the field's (an equal version is
+/// the same event again). Versions are compared as bytes, as the columns (`COLLATE "C"` on
+/// PostgreSQL, BINARY on SQLite) compare them.
+fn winners<'a>(p: &'a PostUpdated, stored: &FieldVersions, v: &str) -> Winners<'a> {
+    let newer = |field_v: &str| v > field_v;
+    Winners {
+        title: p.title.as_deref().filter(|_| newer(&stored.title_v)),
+        content: p.content.as_deref().filter(|_| newer(&stored.content_v)),
+        url: p.url.as_deref().filter(|_| newer(&stored.url_v)),
+    }
 }
 
 pub(super) fn created(cx: &Ctx<'_>, p: &PostCreated) -> Result<Outcome> {
@@ -201,30 +203,57 @@ pub(super) fn mirrored(cx: &Ctx<'_>, p: &PostMirrored) -> Result<Outcome> {
     }
 }
 
+/// `post_updated`: the winning fields and `updated_at` in one statement, so the row (and
+/// the full-text queue, through its trigger) is written once per edit, not once per field.
+/// The read and the write are in the writer's transaction: nothing changes between them.
 pub(super) fn updated(cx: &Ctx<'_>, p: &PostUpdated) -> Result<Outcome> {
-    let Some(post) = find_post(cx.conn, cx.hive_id, &p.post_id)? else {
+    let stored = cx
+        .conn
+        .prepare_cached(
+            "SELECT author_id, title_v, content_v, url_v FROM posts WHERE id = ?1 AND hive_id = ?2",
+        )?
+        .query_row(params![p.post_id, cx.hive_id], |r| {
+            Ok(FieldVersions {
+                author_id: r.get(0)?,
+                title_v: r.get(1)?,
+                content_v: r.get(2)?,
+                url_v: r.get(3)?,
+            })
+        })
+        .optional()?;
+    let Some(stored) = stored else {
         return Ok(Outcome::Waiting {
             depends_on: p.post_id.clone(),
         });
     };
-    if !author_may_edit(&post.author_id, &p.updated_by.agent_id) {
+    if !author_may_edit(&stored.author_id, &p.updated_by.agent_id) {
         return Ok(Outcome::Ignored {
             reason: "only the author edits a post",
         });
     }
     let v = cx.version();
-    let mut n = 0;
-    for (field, value) in edited_fields(p) {
-        n += cx
-            .conn
-            .execute(field.update_sql(), params![p.post_id, value, v])?;
-    }
-    cx.conn.execute(
-        "UPDATE posts SET updated_at = GREATEST(updated_at, ?2) WHERE id = ?1",
-        params![p.post_id, cx.ev.origin_ts],
-    )?;
+    let w = winners(p, &stored, &v);
+    let version = |f: Option<&str>| f.map(|_| v.as_str());
+    cx.conn
+        .prepare_cached(
+            "UPDATE posts SET title = COALESCE(?2, title), title_v = COALESCE(?3, title_v),
+               content = COALESCE(?4, content), content_v = COALESCE(?5, content_v),
+               url = COALESCE(?6, url), url_v = COALESCE(?7, url_v),
+               updated_at = GREATEST(updated_at, ?8)
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            p.post_id,
+            w.title,
+            version(w.title),
+            w.content,
+            version(w.content),
+            w.url,
+            version(w.url),
+            cx.ev.origin_ts
+        ])?;
     upsert_agent_snapshot(cx, &p.updated_by)?;
-    let changes = if n > 0 {
+    let changes = if w.count() > 0 {
         vec![Change::PostUpdated {
             hive: cx.hive(),
             post_id: p.post_id.clone(),
@@ -276,38 +305,64 @@ mod tests {
         }
     }
 
+    fn stored(title_v: &str, content_v: &str, url_v: &str) -> FieldVersions {
+        FieldVersions {
+            author_id: "agt_x_1".into(),
+            title_v: title_v.into(),
+            content_v: content_v.into(),
+            url_v: url_v.into(),
+        }
+    }
+
     #[test]
     fn an_edit_sets_only_the_fields_it_carries() {
+        let old = stored("1", "1", "1");
+        let e = edit(Some("t"), None, None);
         assert_eq!(
-            edited_fields(&edit(Some("t"), None, None)),
-            vec![(Field::Title, "t")]
+            winners(&e, &old, "2"),
+            Winners {
+                title: Some("t"),
+                content: None,
+                url: None
+            }
         );
+        let e = edit(None, Some("c"), Some("u"));
         assert_eq!(
-            edited_fields(&edit(None, Some("c"), Some("u"))),
-            vec![(Field::Content, "c"), (Field::Url, "u")]
+            winners(&e, &old, "2"),
+            Winners {
+                title: None,
+                content: Some("c"),
+                url: Some("u")
+            }
         );
-        assert!(edited_fields(&edit(None, None, None)).is_empty());
+        assert_eq!(winners(&edit(None, None, None), &old, "2").count(), 0);
         // An empty string is a value (clears the field), not an absent one.
         assert_eq!(
-            edited_fields(&edit(Some(""), None, None)),
-            vec![(Field::Title, "")]
+            winners(&edit(Some(""), None, None), &old, "2").title,
+            Some("")
         );
     }
 
     #[test]
     fn each_field_has_its_own_version_guard() {
-        for (field, col) in [
-            (Field::Title, "title"),
-            (Field::Content, "content"),
-            (Field::Url, "url"),
-        ] {
-            let sql = field.update_sql();
-            assert!(
-                sql.contains(&format!("SET {col} = ?2, {col}_v = ?3")),
-                "{sql}"
-            );
-            // Strictly greater: an equal version (the same event again) changes nothing.
-            assert!(sql.ends_with(&format!("AND {col}_v < ?3")), "{sql}");
-        }
+        let e = edit(Some("t"), Some("c"), Some("u"));
+        // The title holds a newer edit, the content the same one, the url an older one.
+        let w = winners(&e, &stored("3", "2", "1"), "2");
+        assert_eq!(
+            w,
+            Winners {
+                title: None,
+                content: None,
+                url: Some("u")
+            }
+        );
+        assert_eq!(w.count(), 1);
+        // Versions compare as bytes, as the columns do.
+        let w = winners(
+            &e,
+            &stored("0000000000002_a", "0000000000001_z", "0000000000002_b"),
+            "0000000000002_b",
+        );
+        assert_eq!((w.title, w.content, w.url), (Some("t"), Some("c"), None));
     }
 }
