@@ -1,7 +1,7 @@
 //! The pages of one pull, fetched and their signatures checked ahead of the writer.
 //!
 //! A pull is a chain of pages: each request's `since` is the previous page's `next_seq`, so
-//! the fetches are sequential. Checking a page's signatures (a batch per reader, the largest
+//! the fetches are sequential. Checking a page's signatures (one batch per page, the largest
 //! part of a backfill's CPU) is not: [`PullAhead`] fetches the next page as soon as the
 //! previous one arrived and checks each page on the store's reader threads while the writer
 //! ingests earlier ones, up to [`PAGES_AHEAD`] pages ahead. With one page ahead, the wait for

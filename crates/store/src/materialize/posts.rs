@@ -37,8 +37,8 @@ pub(super) fn find_post(conn: &Conn<'_>, hive_id: &str, post_id: &str) -> Result
         .optional()?)
 }
 
-/// The field versions of a post an edit competes with.
-struct FieldVersions {
+/// What an edit of a post competes with: the post's author and its field versions.
+struct EditedPost {
     author_id: String,
     title_v: String,
     content_v: String,
@@ -67,7 +67,7 @@ impl Winners<'_> {
 /// carries it and its version `v` is strictly higher than the field's (an equal version is
 /// the same event again). Versions are compared as bytes, as the columns (`COLLATE "C"` on
 /// PostgreSQL, BINARY on SQLite) compare them.
-fn winners<'a>(p: &'a PostUpdated, stored: &FieldVersions, v: &str) -> Winners<'a> {
+fn winners<'a>(p: &'a PostUpdated, stored: &EditedPost, v: &str) -> Winners<'a> {
     let newer = |field_v: &str| v > field_v;
     Winners {
         title: p.title.as_deref().filter(|_| newer(&stored.title_v)),
@@ -213,7 +213,7 @@ pub(super) fn updated(cx: &Ctx<'_>, p: &PostUpdated) -> Result<Outcome> {
             "SELECT author_id, title_v, content_v, url_v FROM posts WHERE id = ?1 AND hive_id = ?2",
         )?
         .query_row(params![p.post_id, cx.hive_id], |r| {
-            Ok(FieldVersions {
+            Ok(EditedPost {
                 author_id: r.get(0)?,
                 title_v: r.get(1)?,
                 content_v: r.get(2)?,
@@ -305,8 +305,8 @@ mod tests {
         }
     }
 
-    fn stored(title_v: &str, content_v: &str, url_v: &str) -> FieldVersions {
-        FieldVersions {
+    fn stored(title_v: &str, content_v: &str, url_v: &str) -> EditedPost {
+        EditedPost {
             author_id: "agt_x_1".into(),
             title_v: title_v.into(),
             content_v: content_v.into(),
