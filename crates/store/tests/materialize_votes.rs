@@ -167,3 +167,94 @@ fn a_vote_on_an_unknown_target_waits_for_it() {
     assert_eq!(r.waiting(), (0, 0));
     assert_eq!(r.int(POST_SCORE, &post), 1);
 }
+
+/// A batch of remote events rescores each target once, at its end: scores, hot ranks and
+/// karma are what the same votes leave one by one, in any order within the batch, and the
+/// batch reports one change per target whose score moved, with its final score and the
+/// whole move as the delta.
+#[test]
+fn a_batch_rescores_each_target_once_as_its_votes_one_by_one_would() {
+    let w = World::new();
+    let created = w.created(0, 1);
+    let (post, p) = w.post(0, 0, 2, "t");
+    let (other, o) = w.post(0, 1, 3, "u");
+    let (c, e) = w.comment(1, 1, 4, &post, None);
+    let votes = [
+        w.vote(1, 0, 10, TargetType::Post, &post, 1),
+        w.vote(1, 0, 11, TargetType::Post, &post, -1),
+        w.vote(1, 1, 12, TargetType::Post, &post, 1),
+        w.vote(2, 0, 13, TargetType::Post, &post, 1),
+        w.vote(2, 0, 14, TargetType::Comment, &c, 1),
+        w.vote(2, 1, 15, TargetType::Comment, &c, 1),
+        // +1 then 0 by one voter: the batch leaves `other` where it was.
+        w.vote(2, 0, 16, TargetType::Post, &other, 1),
+        w.vote(2, 0, 17, TargetType::Post, &other, 0),
+    ];
+    let base = [created, p, o, e];
+    let state = |r: &Replica| {
+        (
+            r.int(POST_SCORE, &post),
+            r.real("SELECT hot FROM posts WHERE id = ?1", &post),
+            r.int(COMMENT_SCORE, &c),
+            r.int(POST_SCORE, &other),
+            r.int(KARMA, &w.agent(0, 0).agent_id),
+            r.int(KARMA, &w.agent(0, 1).agent_id),
+            r.int(KARMA, &w.agent(1, 1).agent_id),
+        )
+    };
+
+    let one_by_one = w.replica();
+    one_by_one.deliver_ok(&base);
+    for v in &votes {
+        one_by_one.deliver_ok(std::slice::from_ref(v));
+    }
+    let expected = state(&one_by_one);
+    assert_eq!(
+        (
+            expected.0, expected.2, expected.3, expected.4, expected.5, expected.6
+        ),
+        (1, 2, 0, 1, 0, 2)
+    );
+
+    for order in [
+        [0, 1, 2, 3, 4, 5, 6, 7],
+        [7, 6, 5, 4, 3, 2, 1, 0],
+        [4, 1, 6, 0, 7, 3, 5, 2],
+    ] {
+        let r = w.replica();
+        r.deliver_ok(&base);
+        let batch: Vec<_> = order.iter().map(|&i| votes[i].clone()).collect();
+        let report = r.deliver_ok(&batch);
+        assert_eq!(state(&r), expected, "order {order:?}");
+        assert_eq!(r.digest(), one_by_one.digest(), "order {order:?}");
+        let moved: Vec<_> = report
+            .changes
+            .iter()
+            .filter_map(|ch| match ch {
+                Change::VoteUpdated {
+                    target_id,
+                    score,
+                    delta,
+                    ..
+                } => Some((target_id.clone(), *score, *delta)),
+                _ => None,
+            })
+            .collect();
+        let mut want = vec![(post.clone(), 1, 1), (c.clone(), 2, 2)];
+        want.sort();
+        let mut got = moved.clone();
+        got.sort();
+        assert_eq!(got, want, "order {order:?}: {moved:?}");
+    }
+
+    // A later batch moves karma from the stored score, not from zero.
+    let r = w.replica();
+    r.deliver_ok(&base);
+    r.deliver_ok(&votes[..4]);
+    r.deliver_ok(&[
+        w.vote(1, 1, 20, TargetType::Post, &post, -1),
+        w.vote(2, 1, 21, TargetType::Post, &post, -1),
+    ]);
+    assert_eq!(r.int(POST_SCORE, &post), -2);
+    assert_eq!(r.int(KARMA, &w.agent(0, 0).agent_id), -2);
+}

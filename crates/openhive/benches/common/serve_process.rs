@@ -13,7 +13,21 @@ pub struct ServeProcess {
 }
 
 impl Drop for ServeProcess {
+    /// SIGTERM first, with 20 s to stop (so that a profiler wrapping the binary, e.g.
+    /// `valgrind --tool=callgrind` through `OPENHIVE_BENCH_BIN`, writes its output), then
+    /// SIGKILL.
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid, which it still is until we reap it.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

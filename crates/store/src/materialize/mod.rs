@@ -160,11 +160,13 @@ struct Ctx<'a> {
 }
 
 /// What a batch of remote events (a pushed or pulled page, one transaction) defers to its
-/// end: the merged agent snapshots and the origins' activity maxima. Flush it
+/// end: the merged agent snapshots, the targets whose votes changed, and the origins'
+/// activity maxima. Flush it
 /// ([`Batch::flush`]) before the transaction ends; dropping it unflushed loses them.
 #[derive(Debug, Default)]
 pub struct Batch {
     snapshots: AgentSnapshots,
+    rescores: votes::Rescores,
     activity: std::collections::BTreeMap<(String, String), registers::Activity>,
 }
 
@@ -174,6 +176,7 @@ impl Batch {
     pub fn flush(self, conn: &Conn<'_>) -> Result<Vec<Change>> {
         let mut changes = Vec::new();
         self.snapshots.flush(conn)?;
+        self.rescores.flush(conn, &mut changes)?;
         registers::flush_activity(conn, self.activity, &mut changes)?;
         Ok(changes)
     }
