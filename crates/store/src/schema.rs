@@ -54,13 +54,17 @@ pub const SQLITE: &[Migration] = &[
         19,
         include_str!("../migrations/sqlite/0019_fts_queue_deferred.sql"),
     ),
+    (
+        20,
+        include_str!("../migrations/sqlite/0020_fts_queue_by_row.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
 /// 1 is the whole of SQLite's versions 1-3; version 2 is SQLite's 4, version 3 SQLite's 5, version 4 SQLite's 6,
 /// version 5 SQLite's 7, version 6 SQLite's 8 (SQLite's 9, the FTS5 vocabulary table, has no
 /// PostgreSQL counterpart), version 7 SQLite's 10, version 8 SQLite's 11, version 9 SQLite's 12,
-/// version 10 SQLite's 13, version 11 SQLite's 14 (SQLite's 17, 18 and 19, the full-text queue
+/// version 10 SQLite's 13, version 11 SQLite's 14 (SQLite's 17-20, the full-text queue
 /// and the post-length change list, are SQLite's full-text index only).
 pub const POSTGRES: &[Migration] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),

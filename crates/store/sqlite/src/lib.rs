@@ -225,22 +225,27 @@ fn flush_fts_queue(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The net change of each row of one table's queue (`tbl`, with its value columns), in the
-/// order FTS5 writes without flushing: by rowid, `delete` first.
+/// The net change of each row of one table's queue (`tbl`, with its value columns of `q`),
+/// in the order FTS5 writes without flushing: by rowid, `delete` first. A row's first
+/// command counts if it is a `delete`, its last if it is an insert; both are found through
+/// the index `fts_queue_row` (migration 0020), whose order the rows are read in (ids grow,
+/// so the `delete` comes first), with no sort of the queue and its texts.
 macro_rules! fts_net {
     ($tbl:literal, $values:literal) => {
         concat!(
-            "SELECT cmd, rid, ",
+            "SELECT q.cmd, q.rid, ",
             $values,
-            " FROM (
-               SELECT cmd, rid, a, b,
-                      row_number() OVER (PARTITION BY rid ORDER BY id) AS nth,
-                      row_number() OVER (PARTITION BY rid ORDER BY id DESC) AS nth_last
-               FROM fts_queue WHERE tbl = ",
+            " FROM fts_queue q WHERE q.tbl = ",
             $tbl,
-            ")
-             WHERE (nth = 1 AND cmd = 'delete') OR (nth_last = 1 AND cmd IS NULL)
-             ORDER BY rid, cmd IS NULL"
+            " AND ((q.cmd = 'delete' AND q.id =
+                     (SELECT min(id) FROM fts_queue WHERE tbl = ",
+            $tbl,
+            " AND rid = q.rid))
+                OR (q.cmd IS NULL AND q.id =
+                     (SELECT max(id) FROM fts_queue WHERE tbl = ",
+            $tbl,
+            " AND rid = q.rid)))
+             ORDER BY q.tbl, q.rid, q.id"
         )
     };
 }
@@ -248,19 +253,19 @@ macro_rules! fts_net {
 const FTS_FLUSH: [&str; 7] = [
     concat!(
         "INSERT INTO posts_fts (posts_fts, rowid, title, content) ",
-        fts_net!(1, "a, b")
+        fts_net!(1, "q.a, q.b")
     ),
     concat!(
         "INSERT INTO comments_fts (comments_fts, rowid, content) ",
-        fts_net!(2, "a")
+        fts_net!(2, "q.a")
     ),
     concat!(
         "INSERT INTO agents_fts (agents_fts, rowid, name, description) ",
-        fts_net!(3, "a, b")
+        fts_net!(3, "q.a, q.b")
     ),
     concat!(
         "INSERT INTO hives_fts (hives_fts, rowid, name, description) ",
-        fts_net!(4, "a, b")
+        fts_net!(4, "q.a, q.b")
     ),
     // The posts whose indexed length may have changed (migrations 0018, 0019), the last
     // 1000 kept.
@@ -676,6 +681,7 @@ mod tests {
             include_str!("../../migrations/sqlite/0017_fts_queue.sql"),
             include_str!("../../migrations/sqlite/0018_post_lengths.sql"),
             include_str!("../../migrations/sqlite/0019_fts_queue_deferred.sql"),
+            include_str!("../../migrations/sqlite/0020_fts_queue_by_row.sql"),
         ] {
             c.execute_batch(m).unwrap();
         }
@@ -717,6 +723,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(due(&c), Some(true), "a flush request");
+    }
+
+    /// The flush reads the queue through its index, in the order it writes (fails with the
+    /// window functions of migration 0019: they sorted the queue, texts and all, three
+    /// times per table).
+    #[test]
+    fn the_flush_reads_the_queue_by_row_without_sorting_it() {
+        let c = fts_schema();
+        for sql in &FTS_FLUSH[..5] {
+            let plan: Vec<String> = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter()
+                    .all(|step| !step.contains("TEMP B-TREE") && !step.starts_with("SCAN")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 
     /// A transaction that inserts, updates (out of rowid order, some rows twice), deletes
