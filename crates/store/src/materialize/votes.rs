@@ -64,10 +64,15 @@ impl Rescores {
                 TargetType::Post => "SELECT score FROM posts WHERE id = ?1",
                 TargetType::Comment => "SELECT score FROM comments WHERE id = ?1",
             };
-            let stored: i64 = conn
+            // Rows are never removed (deletes are tombstones); one that is gone has nothing
+            // left to rescore.
+            let stored: Option<i64> = conn
                 .prepare_cached(sql)?
-                .query_row([&t.target_id], |r| r.get(0))?;
-            changes.extend(rescore(conn, t, stored)?);
+                .query_row([&t.target_id], |r| r.get(0))
+                .optional()?;
+            if let Some(stored) = stored {
+                changes.extend(rescore(conn, t, stored)?);
+            }
         }
         Ok(())
     }
@@ -91,12 +96,13 @@ pub(super) fn cast(cx: &Ctx<'_>, p: &VoteCast) -> Result<Outcome> {
     let key = (p.target_type.as_str(), p.target_id.clone());
     // A target the batch already rescores exists: no second lookup.
     let kept = batch.borrow().rescores.targets.contains_key(&key);
-    let target = match kept {
-        true => None,
-        false => match lookup(cx, p)? {
+    let target = if kept {
+        None
+    } else {
+        match lookup(cx, p)? {
             Some((target, _)) => Some(target),
             None => return Ok(waiting()),
-        },
+        }
     };
     if store_register(cx, p)?
         && let Some(target) = target
