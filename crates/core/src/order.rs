@@ -282,4 +282,31 @@ mod tests {
         assert!(hot_rank(1, 2_000_000_000_000) > hot_rank(1, 1_000_000_000_000));
         assert!(hot_rank(-5, 1_000_000) < hot_rank(0, 1_000_000));
     }
+
+    proptest::proptest! {
+        /// What lets the materializer skip recomputing the decider after an event of the
+        /// owner (`registers::refresh_decider`): if the owner decides, a newer owner event
+        /// (any time, earlier ones included) leaves it deciding.
+        #[test]
+        fn raising_the_owners_activity_keeps_it_deciding(
+            others in proptest::collection::vec((0u8..5, 0i64..20_000), 0..6),
+            owner_ts in proptest::option::of(0i64..20_000),
+            period in 0i64..12,
+            raised_to in 0i64..30_000,
+        ) {
+            let owner = "inst_o";
+            let mut activity: Vec<(String, i64)> =
+                others.iter().map(|(i, t)| (format!("inst_{i}"), *t)).collect();
+            activity.extend(owner_ts.map(|t| (owner.to_string(), t)));
+            proptest::prop_assume!(
+                deciding_instance(Some(owner), period, &activity).as_deref() == Some(owner)
+            );
+            // The store keeps one row per instance with its newest time.
+            let newest = owner_ts.map_or(raised_to, |t| t.max(raised_to));
+            activity.retain(|(i, _)| i != owner);
+            activity.push((owner.to_string(), newest));
+            let after = deciding_instance(Some(owner), period, &activity);
+            proptest::prop_assert_eq!(after.as_deref(), Some(owner));
+        }
+    }
 }

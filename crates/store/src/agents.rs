@@ -116,8 +116,10 @@ pub fn create_local(conn: &Conn<'_>, a: &NewLocalAgent, now: i64) -> Result<Agen
 }
 
 pub fn get_by_id(conn: &Conn<'_>, id: &str) -> Result<Option<AgentRow>> {
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM agents a WHERE a.id = ?1"));
     Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM agents a WHERE a.id = ?1"))?
+        .prepare_cached(&SQL)?
         .query_row([id], from_row)
         .optional()?)
 }

@@ -182,12 +182,15 @@ pub fn cursor_after(c: &CommentRow, sort: CommentSort) -> String {
 
 /// One visible comment.
 pub fn get(conn: &Conn<'_>, id: &str, viewer: Option<&str>) -> Result<Option<CommentRow>> {
-    let sql = format!(
-        "{} WHERE c.id = ?2 AND c.deleted = 0 AND c.hidden = 0",
-        select()
-    );
+    // Built once: every API write of a comment reads it back with this.
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} WHERE c.id = ?2 AND c.deleted = 0 AND c.hidden = 0",
+            select()
+        )
+    });
     Ok(conn
-        .prepare_cached(&sql)?
+        .prepare_cached(&SQL)?
         .query_row(params![viewer.unwrap_or(""), id], comment_row)
         .optional()?)
 }

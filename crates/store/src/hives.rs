@@ -89,24 +89,30 @@ fn hive_row(r: &Row<'_>) -> DbResult<Result<HiveRow>> {
 
 /// The visible hive named `name`.
 pub fn get_by_name(conn: &Conn<'_>, name: &str) -> Result<Option<HiveRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {HIVE_COLS} FROM hives
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {HIVE_COLS} FROM hives
              WHERE name = ?1 AND created_event_id IS NOT NULL AND deleted = 0"
-    ))?
-    .query_row([name], hive_row)
-    .optional()?
-    .transpose()
+        )
+    });
+    conn.prepare_cached(&SQL)?
+        .query_row([name], hive_row)
+        .optional()?
+        .transpose()
 }
 
 /// The visible hive with local id `id`.
 pub fn get_by_id(conn: &Conn<'_>, id: &str) -> Result<Option<HiveRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {HIVE_COLS} FROM hives
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {HIVE_COLS} FROM hives
              WHERE id = ?1 AND created_event_id IS NOT NULL AND deleted = 0"
-    ))?
-    .query_row([id], hive_row)
-    .optional()?
-    .transpose()
+        )
+    });
+    conn.prepare_cached(&SQL)?
+        .query_row([id], hive_row)
+        .optional()?
+        .transpose()
 }
 
 /// Hives `viewer` may see (public, or private ones it belongs to), most members first.

@@ -133,12 +133,15 @@ fn post_row(r: &Row<'_>) -> DbResult<PostRow> {
 
 /// A live (not deleted, in a visible hive) post.
 pub fn get(conn: &Conn<'_>, id: &str, viewer: Option<&str>) -> Result<Option<PostRow>> {
-    let sql = format!(
-        "{} WHERE p.id = ?2 AND p.deleted = 0 AND h.deleted = 0",
-        select(1)
-    );
+    // Built once: every API write of a post reads it back with this, and every read by id.
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} WHERE p.id = ?2 AND p.deleted = 0 AND h.deleted = 0",
+            select(1)
+        )
+    });
     Ok(conn
-        .prepare_cached(&sql)?
+        .prepare_cached(&SQL)?
         .query_row(params![viewer.unwrap_or(""), id], post_row)
         .optional()?)
 }

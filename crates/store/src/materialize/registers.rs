@@ -332,7 +332,7 @@ pub(super) fn setting_changed(cx: &Ctx<'_>, p: &HiveSettingChanged) -> Result<Ou
         &p.value.to_string(),
     )?;
     recompute_setting(cx.conn, cx.hive_id, key)?;
-    if key == SettingKey::OwnerSuccessionSecs && refresh_decider(cx.conn, cx.hive_id)? {
+    if key == SettingKey::OwnerSuccessionSecs && refresh_decider(cx.conn, cx.hive_id, None)? {
         recompute_decided_registers(cx.conn, cx.hive_id)?;
     }
     touch_hive(cx)?;
@@ -565,7 +565,7 @@ fn note(conn: &Conn<'_>, hive_id: &str, origin: &str, ts: i64) -> Result<bool> {
          DO UPDATE SET last_ts = GREATEST(hive_instance_activity.last_ts, excluded.last_ts)",
     )?
     .execute(params![hive_id, origin, ts])?;
-    if !refresh_decider(conn, hive_id)? {
+    if !refresh_decider(conn, hive_id, Some(origin))? {
         return Ok(false);
     }
     recompute_decided_registers(conn, hive_id)?;
@@ -573,8 +573,9 @@ fn note(conn: &Conn<'_>, hive_id: &str, origin: &str, ts: i64) -> Result<bool> {
 }
 
 /// Recomputes `hives.deciding_instance_id` from the owner, the projected
-/// `owner_succession_secs` and the activity; true if it changed.
-fn refresh_decider(conn: &Conn<'_>, hive_id: &str) -> Result<bool> {
+/// `owner_succession_secs` and the activity; true if it changed. `raised`: the one instance
+/// whose activity changed since the stored decider was computed, if that is all that did.
+fn refresh_decider(conn: &Conn<'_>, hive_id: &str, raised: Option<&str>) -> Result<bool> {
     let row: Option<(Option<String>, i64, Option<String>)> = conn
         .prepare_cached(
             "SELECT owner_instance_id, owner_succession_secs, deciding_instance_id
@@ -585,13 +586,25 @@ fn refresh_decider(conn: &Conn<'_>, hive_id: &str) -> Result<bool> {
     let Some((owner, period, current)) = row else {
         return Ok(false);
     };
-    let activity: Vec<(String, i64)> = conn
-        .prepare_cached(
-            "SELECT instance_id, last_ts FROM hive_instance_activity WHERE hive_id = ?1",
-        )?
-        .query_map([hive_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<DbResult<_>>()?;
-    let decider = order::deciding_instance(owner.as_deref(), period, &activity);
+    // The owner's own activity never moves the decision off the owner: a newer owner event
+    // only makes it less silent (`order::deciding_instance`, and the proptest
+    // `raising_the_owners_activity_keeps_it_deciding` beside it). That is every event of a
+    // hive's owner, so most writes skip reading every instance's activity here.
+    if owner.is_some() && raised == owner.as_deref() && current == owner {
+        return Ok(false);
+    }
+    // With succession off (period 0) the owner decides whatever the activity.
+    let decider = if period <= 0 {
+        owner.clone()
+    } else {
+        let activity: Vec<(String, i64)> = conn
+            .prepare_cached(
+                "SELECT instance_id, last_ts FROM hive_instance_activity WHERE hive_id = ?1",
+            )?
+            .query_map([hive_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<DbResult<_>>()?;
+        order::deciding_instance(owner.as_deref(), period, &activity)
+    };
     if decider == current {
         return Ok(false);
     }
@@ -614,7 +627,7 @@ fn recompute_all_registers(conn: &Conn<'_>, hive_id: &str) -> Result<()> {
     // the decider decides.
     let mut known = Known::read(conn, hive_id)?;
     recompute_setting_in(conn, hive_id, SettingKey::OwnerSuccessionSecs, &mut known)?;
-    refresh_decider(conn, hive_id)?;
+    refresh_decider(conn, hive_id, None)?;
     recompute_decided_in(conn, hive_id, &mut known)
 }
 
