@@ -288,7 +288,14 @@ async fn session(
     mut stop: tokio::sync::oneshot::Receiver<()>,
     disconnected: Arc<AtomicBool>,
 ) {
-    let mut ws = match tokio_tungstenite::connect_async(url.as_str()).await {
+    // tungstenite zero-fills its read buffer's size before every read (128 KiB by default):
+    // the listener reads once per message or so, so a small buffer keeps the load
+    // generator's own CPU per op low.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024);
+    let connected =
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false).await;
+    let mut ws = match connected {
         Ok((ws, _)) => ws,
         Err(e) => {
             let _ = ready.send(Err(format!("connecting to {url}: {e}")));
