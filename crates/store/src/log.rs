@@ -188,9 +188,12 @@ fn hive_name(conn: &Conn<'_>, hive_id: &str) -> Result<String> {
 /// Events of `hive_id` with `seq > since`, in seq order, at most `limit`.
 pub fn since(conn: &Conn<'_>, hive_id: &str, since: i64, limit: i64) -> Result<Vec<LoggedEvent>> {
     let hive = hive_name(conn, hive_id)?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-    ))?;
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        )
+    });
+    let mut stmt = conn.prepare_cached(&SQL)?;
     let rows = stmt.query_map(params![hive_id, since, limit], |r| row_to_logged(r, &hive))?;
     Ok(rows.collect::<DbResult<Vec<_>>>()?)
 }
@@ -212,9 +215,12 @@ pub fn covering(
         return Ok((Vec::new(), since));
     }
     let hive = hive_name(conn, hive_id)?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq"
-    ))?;
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq"
+        )
+    });
+    let mut stmt = conn.prepare_cached(&SQL)?;
     let rows = stmt.query_map(params![hive_id, since, covered], |r| {
         row_to_logged(r, &hive)
     })?;
@@ -255,9 +261,12 @@ pub fn page_desc(
     limit: i64,
 ) -> Result<Vec<LoggedEvent>> {
     let hive = hive_name(conn, hive_id)?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-    ))?;
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {COLUMNS} FROM events WHERE hive_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+        )
+    });
+    let mut stmt = conn.prepare_cached(&SQL)?;
     let rows = stmt.query_map(params![hive_id, before, limit], |r| row_to_logged(r, &hive))?;
     Ok(rows.collect::<DbResult<Vec<_>>>()?)
 }

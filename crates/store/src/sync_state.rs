@@ -826,7 +826,6 @@ pub fn links_for_hives(
             found.insert(l.hive_id.clone(), l);
         }
     }
-    drop(stmt);
     open_tokens(conn, found.values_mut());
     Ok(hive_ids.iter().map(|h| found.get(h).cloned()).collect())
 }

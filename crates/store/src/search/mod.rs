@@ -120,11 +120,14 @@ pub fn posts(
         if !ranked.is_empty() {
             // The page: the first rows in rank order the viewer may read (deleted posts and
             // hives, other hives, private hives stay in the index).
-            let mut readable = conn.prepare_cached(&format!(
-                "SELECT p.id FROM posts p JOIN hives h ON h.id = p.hive_id
+            static READABLE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                format!(
+                    "SELECT p.id FROM posts p JOIN hives h ON h.id = p.hive_id
                  WHERE p.rowid = ?1 AND p.deleted = 0 AND h.deleted = 0 AND {READABLE}
                    AND (CAST(?3 AS TEXT) IS NULL OR p.hive_id = ?3)"
-            ))?;
+                )
+            });
+            let mut readable = conn.prepare_cached(&READABLE_SQL)?;
             for &(_, rowid) in &ranked {
                 if ids.len() as i64 >= limit {
                     break;
