@@ -593,18 +593,17 @@ fn refresh_decider(conn: &Conn<'_>, hive_id: &str, raised: Option<&str>) -> Resu
     if owner.is_some() && raised == owner.as_deref() && current == owner {
         return Ok(false);
     }
-    // With succession off (period 0) the owner decides whatever the activity.
-    let decider = if period <= 0 {
-        owner.clone()
+    // With succession off (period 0) the rule reads no activity: none is loaded.
+    let activity: Vec<(String, i64)> = if period > 0 {
+        conn.prepare_cached(
+            "SELECT instance_id, last_ts FROM hive_instance_activity WHERE hive_id = ?1",
+        )?
+        .query_map([hive_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<DbResult<_>>()?
     } else {
-        let activity: Vec<(String, i64)> = conn
-            .prepare_cached(
-                "SELECT instance_id, last_ts FROM hive_instance_activity WHERE hive_id = ?1",
-            )?
-            .query_map([hive_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<DbResult<_>>()?;
-        order::deciding_instance(owner.as_deref(), period, &activity)
+        Vec::new()
     };
+    let decider = order::deciding_instance(owner.as_deref(), period, &activity);
     if decider == current {
         return Ok(false);
     }
