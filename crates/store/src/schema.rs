@@ -58,6 +58,10 @@ pub const SQLITE: &[Migration] = &[
         20,
         include_str!("../migrations/sqlite/0020_fts_queue_by_row.sql"),
     ),
+    (
+        21,
+        include_str!("../migrations/sqlite/0021_drop_author_indexes.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations (the `schema_migrations` table records applied versions). Version
@@ -65,7 +69,7 @@ pub const SQLITE: &[Migration] = &[
 /// version 5 SQLite's 7, version 6 SQLite's 8 (SQLite's 9, the FTS5 vocabulary table, has no
 /// PostgreSQL counterpart), version 7 SQLite's 10, version 8 SQLite's 11, version 9 SQLite's 12,
 /// version 10 SQLite's 13, version 11 SQLite's 14 (SQLite's 17-20, the full-text queue
-/// and the post-length change list, are SQLite's full-text index only).
+/// and the post-length change list, are SQLite's full-text index only), version 12 SQLite's 21.
 pub const POSTGRES: &[Migration] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (
@@ -102,6 +106,10 @@ pub const POSTGRES: &[Migration] = &[
         include_str!("../migrations/postgres/0010_owner_succession.sql"),
     ),
     (11, include_str!("../migrations/postgres/0011_gossip.sql")),
+    (
+        12,
+        include_str!("../migrations/postgres/0012_drop_author_indexes.sql"),
+    ),
 ];
 
 /// The newest version of a list.
