@@ -10,10 +10,10 @@ use std::time::Duration;
 
 /// One sample of the exposition.
 #[derive(Debug, Clone)]
-struct Sample {
+pub(crate) struct Sample {
     name: String,
     labels: BTreeMap<String, String>,
-    value: f64,
+    pub(crate) value: f64,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -153,7 +153,11 @@ fn parse(text: &str) -> Result<Vec<Sample>, String> {
     Ok(out)
 }
 
-fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
+pub(crate) fn find<'a>(
+    samples: &'a [Sample],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a Sample> {
     samples.iter().find(|s| {
         s.name == name
             && labels
@@ -178,7 +182,7 @@ async fn scrape(base: &str, admin_key: Option<&str>) -> (StatusCode, String, Str
     (status, ct, resp.text().await.unwrap())
 }
 
-async fn metrics_of(base: &str) -> Vec<Sample> {
+pub(crate) async fn metrics_of(base: &str) -> Vec<Sample> {
     let (st, ct, text) = scrape(base, None).await;
     assert_eq!(st, StatusCode::OK, "{text}");
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");

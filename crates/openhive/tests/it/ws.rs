@@ -150,3 +150,68 @@ async fn private_hive_channels_are_for_members() {
         "members only"
     );
 }
+
+/// `openhive_realtime_messages_total` and `openhive_realtime_channels` of `base`.
+async fn realtime_figures(base: &str) -> (f64, f64) {
+    let m = crate::metrics::metrics_of(base).await;
+    let value = |name: &str| crate::metrics::find(&m, name, &[]).map_or(-1.0, |s| s.value);
+    (
+        value("openhive_realtime_messages_total"),
+        value("openhive_realtime_channels"),
+    )
+}
+
+#[tokio::test]
+async fn changes_on_channels_nobody_subscribed_to_are_not_rendered() {
+    let s = spawn(Opts::token()).await;
+    let a = As::new_agent(&s, "alice").await;
+    a.hive("general", true).await;
+    a.hive("quiet", true).await;
+    let mut ws = connect(&s.base_url, None).await;
+    next_json(&mut ws).await;
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "channels": ["hive:general"] }),
+    )
+    .await;
+    until(&mut ws, "agent_online").await;
+    let (before, channels) = realtime_figures(&s.base_url).await;
+    assert_eq!(channels, 1.0);
+
+    // Rendered in commit order by one task: once general's message arrives, quiet's change
+    // was handled before it.
+    let quiet = a.new_post("quiet", "nobody listens").await;
+    a.new_comment(&quiet, "nor here", None).await;
+    let post = a.new_post("general", "listened to").await;
+    let m = until(&mut ws, "new_post").await;
+    assert_eq!(m["data"]["id"], post.as_str());
+    let (after, _) = realtime_figures(&s.base_url).await;
+    assert_eq!(after - before, 1.0, "only general's post was rendered");
+
+    // A second session on the same channel, then both gone: the channel is no longer wanted.
+    let mut other = connect(&s.base_url, None).await;
+    next_json(&mut other).await;
+    send(
+        &mut other,
+        json!({ "type": "subscribe", "channels": ["hive:general", "hive:quiet"] }),
+    )
+    .await;
+    until(&mut other, "agent_online").await;
+    assert_eq!(realtime_figures(&s.base_url).await.1, 2.0);
+    send(
+        &mut ws,
+        json!({ "type": "unsubscribe", "channels": ["hive:general"] }),
+    )
+    .await;
+    until(&mut ws, "agent_online").await;
+    assert_eq!(
+        realtime_figures(&s.base_url).await.1,
+        2.0,
+        "other still has both"
+    );
+    drop(other);
+    crate::sync_util::wait_for(Duration::from_secs(30), "no channel wanted", || async {
+        (realtime_figures(&s.base_url).await.1 == 0.0).then_some(())
+    })
+    .await;
+}

@@ -293,6 +293,24 @@ pub async fn render(state: &AppState) -> ApiResult<String> {
         e.int(name, &[], i64::try_from(v).unwrap_or(i64::MAX));
     }
 
+    gauge(
+        &mut e,
+        "openhive_realtime_channels",
+        "WebSocket channels at least one session subscribed to (changes on others are not \
+         rendered).",
+        count(state.realtime.channels_wanted()),
+    );
+    e.family(
+        "openhive_realtime_messages_total",
+        Kind::Counter,
+        "WebSocket messages rendered (each sent to every session on its channel), since start.",
+    );
+    e.int(
+        "openhive_realtime_messages_total",
+        &[],
+        i64::try_from(state.realtime.rendered()).unwrap_or(i64::MAX),
+    );
+
     e.family(
         "openhive_sync_heartbeat_groups_sent_total",
         Kind::Counter,

@@ -6,7 +6,7 @@
 //! The optional `?token=<api key>` authenticates the connection.
 
 use crate::app::AppState;
-use crate::realtime::Message as HubMessage;
+use crate::realtime::{Channels, Message as HubMessage};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -17,7 +17,6 @@ use openhive_store::agents::{self, AgentRow};
 use openhive_store::{hives, posts};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -87,7 +86,7 @@ struct ClientMessage {
 
 async fn session(state: AppState, agent: Option<AgentRow>, mut socket: WebSocket) {
     let mut hub = state.realtime.subscribe();
-    let mut channels: HashSet<String> = HashSet::new();
+    let mut channels = state.realtime.channels();
     let welcome = json!({
         "authenticated": agent.is_some(),
         "agent_id": agent.as_ref().map(|a| a.id.clone()),
@@ -154,7 +153,7 @@ fn render(m: &Arc<HubMessage>) -> Message {
 async fn handle(
     state: &AppState,
     agent: Option<&AgentRow>,
-    channels: &mut HashSet<String>,
+    channels: &mut Channels,
     m: ClientMessage,
 ) -> Message {
     match m.kind.as_str() {
@@ -170,8 +169,7 @@ async fn handle(
                     denied.push(ch);
                 }
             }
-            let mut current: Vec<&String> = channels.iter().collect();
-            current.sort();
+            let current = channels.sorted();
             envelope(
                 "agent_online",
                 json!({ "subscribed": granted, "denied": denied, "current_channels": current }),
@@ -182,8 +180,7 @@ async fn handle(
             for ch in &m.channels {
                 channels.remove(ch);
             }
-            let mut current: Vec<&String> = channels.iter().collect();
-            current.sort();
+            let current = channels.sorted();
             envelope(
                 "agent_online",
                 json!({ "unsubscribed": m.channels, "current_channels": current }),
