@@ -162,7 +162,8 @@ impl Realtime {
         let (task_wanted, task_rendered) = (wanted.clone(), rendered.clone());
         tokio::spawn(async move {
             while let Some((store, changes)) = rx.recv().await {
-                if hub.receiver_count() == 0 {
+                // Nobody connected, or nobody subscribed to any channel: nothing to render.
+                if hub.receiver_count() == 0 || task_wanted.map().is_empty() {
                     continue;
                 }
                 // A commit of a few changes (one post) is a few point reads, done on this
