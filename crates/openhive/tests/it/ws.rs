@@ -151,6 +151,21 @@ async fn private_hive_channels_are_for_members() {
     );
 }
 
+/// A session on `base`'s WebSocket, anonymous, once its subscription to `channels` is
+/// acknowledged.
+async fn subscribed(base: &str, channels: &[&str]) -> Ws {
+    let mut ws = connect(base, None).await;
+    next_json(&mut ws).await;
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "channels": channels }),
+    )
+    .await;
+    let ack = until(&mut ws, "agent_online").await;
+    assert_eq!(ack["data"]["subscribed"], json!(channels));
+    ws
+}
+
 /// `openhive_realtime_messages_total` and `openhive_realtime_channels` of `base`.
 async fn realtime_figures(base: &str) -> (f64, f64) {
     let m = crate::metrics::metrics_of(base).await;
@@ -167,14 +182,7 @@ async fn changes_on_channels_nobody_subscribed_to_are_not_rendered() {
     let a = As::new_agent(&s, "alice").await;
     a.hive("general", true).await;
     a.hive("quiet", true).await;
-    let mut ws = connect(&s.base_url, None).await;
-    next_json(&mut ws).await;
-    send(
-        &mut ws,
-        json!({ "type": "subscribe", "channels": ["hive:general"] }),
-    )
-    .await;
-    until(&mut ws, "agent_online").await;
+    let mut ws = subscribed(&s.base_url, &["hive:general"]).await;
     let (before, channels) = realtime_figures(&s.base_url).await;
     assert_eq!(channels, 1.0);
 
@@ -188,15 +196,9 @@ async fn changes_on_channels_nobody_subscribed_to_are_not_rendered() {
     let (after, _) = realtime_figures(&s.base_url).await;
     assert_eq!(after - before, 1.0, "only general's post was rendered");
 
-    // A second session on the same channel, then both gone: the channel is no longer wanted.
-    let mut other = connect(&s.base_url, None).await;
-    next_json(&mut other).await;
-    send(
-        &mut other,
-        json!({ "type": "subscribe", "channels": ["hive:general", "hive:quiet"] }),
-    )
-    .await;
-    until(&mut other, "agent_online").await;
+    // A second session on both channels; then the first unsubscribes and the second goes
+    // away: no channel is wanted any more.
+    let other = subscribed(&s.base_url, &["hive:general", "hive:quiet"]).await;
     assert_eq!(realtime_figures(&s.base_url).await.1, 2.0);
     send(
         &mut ws,
