@@ -26,16 +26,20 @@ def main() -> None:
     wal = open(f"{data_dir}/openhive.db-wal", "rb").read()
     page_size = struct.unpack(">I", wal[8:12])[0]
     salts = wal[16:24]
-    frames, commits, at = collections.Counter(), 0, 32
+    # Frames after the last commit frame belong to no committed transaction: not counted.
+    frames, pending, commits, at = collections.Counter(), collections.Counter(), 0, 32
     while at + 24 + page_size <= len(wal):
         page, db_size = struct.unpack(">II", wal[at : at + 8])
         if wal[at + 8 : at + 16] != salts:
             break
-        frames[page] += 1
-        commits += 1 if db_size else 0
+        pending[page] += 1
+        if db_size:
+            frames.update(pending)
+            pending.clear()
+            commits += 1
         at += 24 + page_size
     print(f"frames {sum(frames.values())}, distinct pages {len(frames)}, commits {commits}")
-    units, label = (commits * 1000.0, "per commit") if per == "commit" else (float(per), "per 1k")
+    units, label = (max(commits, 1) * 1000.0, "per commit") if per == "commit" else (float(per), "per 1k")
     owner = dict(
         (page, name)
         for name, page in sqlite3.connect(f"{data_dir}/openhive.db").execute(
