@@ -149,8 +149,20 @@ async fn sync_a_paired_peer_is_not_asked_for_our_own_events_back() {
     let ids = shared_hives_with_a_post(&a, &names).await;
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     // B first: its handshake is refused until A knows it; A's own handshake then finds B's
-    // log empty, so A has nothing to pull from B, ever, in this test.
+    // log empty, so A has nothing to pull from B, ever, in this test. A learns of B only once
+    // every refusal is recorded: a first handshake of B's still on its way when A adds B would
+    // be accepted and let B ingest A's events before A's handshake (seen once under load).
     add_peer(&b, "A", &a, &refs).await;
+    wait_for(T, "B's first handshakes refused", || async {
+        let st = get(&b, "/sync/status?limit=100").await;
+        let groups = st["groups"].as_array()?;
+        (groups.len() == N
+            && groups
+                .iter()
+                .all(|g| g["peers"][0]["last_error"].is_string()))
+        .then_some(())
+    })
+    .await;
     add_peer(&a, "B", &b, &refs).await;
     for id in &ids {
         wait_visible(&b, &format!("/posts/{id}")).await;
