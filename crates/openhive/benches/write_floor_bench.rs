@@ -21,6 +21,15 @@
 //! - `health` and `http`: `GET /health` (the HTTP exchange alone) and `POST /api/v1/posts`
 //!   from 16 keep-alive clients. The clients run on a runtime of their own (threads named
 //!   `floor-client`) whose CPU is left out: the figures are the server's alone.
+//! - `verify` and `rows@P`: a replica's share of an applied post, `P` posts at a time
+//!   (`OPENHIVE_BENCH_FLOOR_PUSH=32`, about what one push carries in the synced closed loop):
+//!   the signatures checked in one batch (`Event::verify_each`), then the same rows as `rows`
+//!   in transactions of `P`.
+//!
+//! Last, the floors these add up to: a synced write's on the origin (`sign` + `rows` +
+//! `health`: its signature, its rows, the HTTP exchange) and an applied event's on a replica
+//! (`verify` + `rows@P`), each beside issue 11's target. Neither counts the push between them,
+//! the JSON of the request, nor the bookkeeping of the service: they are floors, not estimates.
 //!
 //! CPU is this process's user and system time over the layer (`getrusage`), less the client
 //! threads' for `health` and `http`. Each line also gives the writer's jobs and posts per
@@ -157,6 +166,7 @@ fn main() {
     openhive_sync::client::install_crypto_provider();
     let n: usize = env_or("OPENHIVE_BENCH_FLOOR_POSTS", 20_000);
     let batch: usize = env_or("OPENHIVE_BENCH_FLOOR_BATCH", 16);
+    let push: usize = env_or("OPENHIVE_BENCH_FLOOR_PUSH", 32);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -185,7 +195,13 @@ fn main() {
             .unwrap();
         let key = r["api_key"].as_str().unwrap().to_string();
         let mut ids = Vec::new();
-        for h in ["floor-rows", "floor-ingest", "floor-service", "floor-http"] {
+        for h in [
+            "floor-rows",
+            "floor-ingest",
+            "floor-service",
+            "floor-http",
+            "floor-replica",
+        ] {
             let r = http
                 .post(format!("{base}/api/v1/hives"))
                 .bearer_auth(&key)
@@ -240,15 +256,15 @@ fn main() {
 
     println!("== CPU per post at each layer of the origin's write path ({n} posts each) ==");
 
-    // sign: the signature alone, of the events the rows layer stores.
-    let payloads: Vec<(Payload, String)> = (0..3 * n)
+    // sign: the signature alone, of the events the rows layers store.
+    let payloads: Vec<(Payload, String)> = (0..4 * n)
         .map(|i| {
             let p = payload_of(i);
             let json = p.to_json();
             (p, json)
         })
         .collect();
-    let (sign, events) = measure("sign", 3 * n, &state.store, || {
+    let (sign, events) = measure("sign", 4 * n, &state.store, || {
         payloads
             .iter()
             .map(|(p, json)| {
@@ -288,7 +304,8 @@ fn main() {
     let mut rows_events = rows_events.into_iter();
     let log_only: Vec<_> = rows_events.by_ref().take(n).collect();
     let no_fts: Vec<_> = rows_events.by_ref().take(n).collect();
-    let all: Vec<_> = rows_events.collect();
+    let all: Vec<_> = rows_events.by_ref().take(n).collect();
+    let replica: Vec<_> = rows_events.collect();
     let (rows_log, ()) = measure("rows:log", log_only.len(), &store, || {
         store_rows(&store, &hive_ids[0], log_only, batch, Rows::Log)
     });
@@ -382,6 +399,37 @@ fn main() {
     let api = over_http(&clients, &store, "http", n, &base, Some(&key));
     api.print(&[&service, &health]);
     drop(clients);
+
+    // verify and rows@P: a replica's share of an applied post, P at a time.
+    let public = signing_key.public();
+    let (verify, accepted) = measure("verify", replica.len(), &store, || {
+        replica
+            .chunks(push)
+            .map(|chunk| {
+                let items: Vec<(&Event, &_)> = chunk.iter().map(|(e, _)| (e, &public)).collect();
+                Event::verify_each(&items)
+                    .into_iter()
+                    .filter(|ok| *ok)
+                    .count()
+            })
+            .sum::<usize>()
+    });
+    assert_eq!(accepted, replica.len(), "every signature checks");
+    verify.print(&[]);
+    let (rows_replica, ()) = measure("rows@P", replica.len(), &store, || {
+        store_rows(&store, &hive_ids[4], replica, push, Rows::Post)
+    });
+    rows_replica.print(&[]);
+
+    println!("== floors (issue 11's targets beside them) ==");
+    let origin = sign.us_per_post() + rows.us_per_post() + health.us_per_post();
+    println!(
+        "synced write, origin:   `sign` + `rows` ({batch} per tx) + `health` = {origin:.1} µs  (target ≤ 100)"
+    );
+    let applied = verify.us_per_post() + rows_replica.us_per_post();
+    println!(
+        "applied event, replica: `verify` + `rows@P` ({push} per batch) = {applied:.1} µs  (target ≤ 50)"
+    );
     rt.block_on(server.shutdown()).unwrap();
 }
 
