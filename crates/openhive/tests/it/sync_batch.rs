@@ -151,7 +151,8 @@ async fn sync_a_paired_peer_is_not_asked_for_our_own_events_back() {
     // B first: its handshake is refused until A knows it; A's own handshake then finds B's
     // log empty, so A has nothing to pull from B, ever, in this test. A learns of B only once
     // every refusal is recorded: a first handshake of B's still on its way when A adds B would
-    // be accepted and let B ingest A's events before A's handshake (seen once under load).
+    // be accepted and let B ingest A's events before A's handshake (the likeliest cause of
+    // the one failure seen, under load).
     add_peer(&b, "A", &a, &refs).await;
     wait_for(T, "B's first handshakes refused", || async {
         let st = get(&b, "/sync/status?limit=100").await;
