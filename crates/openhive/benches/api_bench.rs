@@ -184,13 +184,7 @@ async fn main() {
             .await
             .unwrap()
             .unwrap();
-        Actor {
-            agent_id: a.id,
-            name: a.name,
-            avatar_url: None,
-            is_admin: false,
-            is_verified: true,
-        }
+        Actor::new(&a)
     };
     b.post(&b.keys[1], "/hives", json!({ "name": "big" })).await;
     let t = Instant::now();

@@ -348,13 +348,7 @@ fn main() {
     ingest.print(&[&rows]);
 
     // service: the API's write path without HTTP, 16 concurrent callers.
-    let actor = Actor {
-        agent_id: agent.id.clone(),
-        name: agent.name.clone(),
-        avatar_url: None,
-        is_admin: false,
-        is_verified: true,
-    };
+    let actor = Actor::new(&agent);
     let (service, ()) = measure("service", n, &store, || {
         rt.block_on(async {
             let next = Arc::new(AtomicUsize::new(0));

@@ -7,7 +7,7 @@ use crate::engine::{Conn, DbResult, OptionalExtension, Row, Value, params_from_i
 use crate::params;
 
 /// The author columns every content row carries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Author {
     pub id: String,
     pub name: String,
@@ -21,7 +21,7 @@ pub struct Author {
     pub is_local: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PostRow {
     pub id: String,
     pub hive_id: String,
@@ -85,6 +85,24 @@ pub struct Page {
 pub(crate) const AUTHOR_COLS: &str = "a.id, a.name, a.description, a.avatar_url, a.karma, \
     a.verification_status = 'verified', a.created_at, a.account_type, a.instance_id, a.is_local";
 
+impl From<&crate::agents::AgentRow> for Author {
+    /// The agent as [`AUTHOR_COLS`] reads it.
+    fn from(a: &crate::agents::AgentRow) -> Self {
+        Author {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            description: a.description.clone(),
+            avatar_url: a.avatar_url.clone(),
+            karma: a.karma,
+            is_verified: a.is_verified(),
+            created_at: a.created_at,
+            account_type: a.account_type.clone(),
+            instance_id: a.instance_id.clone(),
+            is_local: a.is_local,
+        }
+    }
+}
+
 pub(crate) fn author_at(r: &Row<'_>, i: usize) -> DbResult<Author> {
     Ok(Author {
         id: r.get(i)?,
@@ -144,6 +162,38 @@ pub fn get(conn: &Conn<'_>, id: &str, viewer: Option<&str>) -> Result<Option<Pos
         .prepare_cached(&SQL)?
         .query_row(params![viewer.unwrap_or(""), id], post_row)
         .optional()?)
+}
+
+/// What a post created by event `created` reads as (`get` with its author as the viewer)
+/// right after that event was materialized, when nothing else has named the post yet: a
+/// post id this instance has just minted. The values are the ones
+/// `materialize::posts::created` inserts; the black-box test
+/// `posts::a_created_post_is_answered_as_it_reads` keeps the two in step. It spares the
+/// API's write path (on the writer's thread) a read of the row it has just written.
+pub fn fresh(
+    created: &openhive_core::Event,
+    post: &openhive_core::payload::PostCreated,
+    hive_id: &str,
+    author: Author,
+) -> PostRow {
+    let ts = created.origin_ts;
+    PostRow {
+        id: post.post_id.clone(),
+        hive_id: hive_id.to_string(),
+        hive_name: created.hive.clone(),
+        author,
+        origin_instance_id: created.origin_instance_id.clone(),
+        title: post.title.clone(),
+        content: post.content.clone(),
+        url: post.url.clone(),
+        score: 0,
+        hot: openhive_core::order::hot_rank(0, ts),
+        comment_count: 0,
+        is_pinned: false,
+        created_at: ts,
+        updated_at: ts,
+        user_vote: None,
+    }
 }
 
 /// Encodes the keyset position after `p` for `sort`.

@@ -6,6 +6,35 @@ use reqwest::StatusCode;
 use serde_json::json;
 use std::collections::HashSet;
 
+/// The 201 of a created post is built without reading the row back
+/// (`openhive_store::posts::fresh`): it must be exactly what a read of the post returns.
+#[tokio::test]
+async fn a_created_post_is_answered_as_it_reads() {
+    let s = spawn(Opts::token()).await;
+    let owner = As::new_agent(&s, "owner").await;
+    let author = As::new_agent(&s, "author").await;
+    owner.hive("general", true).await;
+    // Karma, so the author's columns are not all defaults.
+    let earlier = author.new_post("general", "earlier").await;
+    let (st, _) = owner
+        .post(&format!("/posts/{earlier}/vote"), json!({ "value": 1 }))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    for body in [
+        json!({ "hive": "general", "title": "Both", "content": "body", "url": "https://example.org/x" }),
+        json!({ "hive": "GENERAL", "title": "Content only", "content": "body" }),
+        json!({ "hive": "general", "title": "Url only", "url": "https://example.org/y" }),
+    ] {
+        let (st, created) = author.post("/posts", body).await;
+        assert_eq!(st, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().unwrap();
+        let (st, read) = author.get(&format!("/posts/{id}")).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(created, read);
+        assert_eq!(read["author"]["karma"], 1, "{read}");
+    }
+}
+
 #[tokio::test]
 async fn post_crud_and_role_checks() {
     let s = spawn(Opts::token()).await;

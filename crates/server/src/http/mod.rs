@@ -92,13 +92,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The acting agent of a local write.
 pub(crate) fn actor(a: &openhive_store::agents::AgentRow) -> crate::service::Actor {
-    crate::service::Actor {
-        agent_id: a.id.clone(),
-        name: a.name.clone(),
-        avatar_url: a.avatar_url.clone(),
-        is_admin: a.is_admin,
-        is_verified: a.is_verified(),
-    }
+    crate::service::Actor::new(a)
 }
 
 /// Longest accepted request target (path and query), in bytes: beyond it, 414.

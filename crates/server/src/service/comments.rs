@@ -55,7 +55,7 @@ impl HiveService {
                     author,
                 }),
             )?;
-            comments::get(conn, &comment_id, Some(&actor.agent_id))?
+            comments::get(conn, &comment_id, Some(actor.agent_id()))?
                 .ok_or(ServiceError::NotFound("comment"))
         })
         .await
@@ -100,8 +100,8 @@ impl HiveService {
         let id = id.to_string();
         self.write(move |conn, emit| {
             let (hive, c) = live_comment(conn, &id)?;
-            let role = hives::role(conn, &hive, &actor.agent_id)?;
-            if c.author.id != actor.agent_id && !role.is_moderator() && !actor.is_admin {
+            let role = hives::role(conn, &hive, actor.agent_id())?;
+            if c.author.id != actor.agent_id() && !role.is_moderator() && !actor.is_admin {
                 return Err(ServiceError::Forbidden(
                     "only the author, a moderator or an admin deletes a comment".into(),
                 ));

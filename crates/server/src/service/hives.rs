@@ -107,7 +107,7 @@ impl HiveService {
         let name = name.to_string();
         self.write(move |conn, emit| {
             let hive = visible_hive(conn, &name)?;
-            let role = hives::role(conn, &hive, &actor.agent_id)?;
+            let role = hives::role(conn, &hive, actor.agent_id())?;
             if !role.is_moderator() && !actor.is_admin {
                 return Err(forbidden(
                     "only the hive's owner or moderators change its settings",
@@ -170,7 +170,7 @@ impl HiveService {
         let name = name.to_string();
         self.write(move |conn, emit| {
             let hive = visible_hive(conn, &name)?;
-            if hives::role(conn, &hive, &actor.agent_id)? != Role::Owner && !actor.is_admin {
+            if hives::role(conn, &hive, actor.agent_id())? != Role::Owner && !actor.is_admin {
                 return Err(forbidden("only the hive's owner deletes it"));
             }
             emit.event(
@@ -234,7 +234,7 @@ impl HiveService {
         let (name, agent) = (name.to_string(), agent.to_string());
         self.write(move |conn, emit| {
             let hive = visible_hive(conn, &name)?;
-            if hives::role(conn, &hive, &actor.agent_id)? != Role::Owner && !actor.is_admin {
+            if hives::role(conn, &hive, actor.agent_id())? != Role::Owner && !actor.is_admin {
                 return Err(forbidden("only the hive's owner manages moderators"));
             }
             let target = agent_named(conn, &agent)?;
@@ -287,7 +287,7 @@ impl HiveService {
         let (name, agent) = (name.to_string(), agent.to_string());
         self.write(move |conn, emit| {
             let hive = visible_hive(conn, &name)?;
-            let my_role = hives::role(conn, &hive, &actor.agent_id)?;
+            let my_role = hives::role(conn, &hive, actor.agent_id())?;
             if !my_role.is_moderator() && !actor.is_admin {
                 return Err(forbidden("only the hive's owner or moderators ban"));
             }

@@ -19,7 +19,9 @@ mod posts;
 use openhive_core::payload::AgentRef;
 use openhive_core::{Event, SharedKey};
 use openhive_store::Conn;
+use openhive_store::agents::AgentRow;
 use openhive_store::materialize::Change;
+use openhive_store::posts::Author;
 use openhive_store::{Store, StoreError, ingest};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -52,14 +54,25 @@ impl From<openhive_store::DbError> for ServiceError {
 
 pub type Result<T> = std::result::Result<T, ServiceError>;
 
-/// Who acts: a local agent.
+/// Who acts: a local agent, as read when its request began.
 #[derive(Debug, Clone)]
 pub struct Actor {
-    pub agent_id: String,
-    pub name: String,
-    pub avatar_url: Option<String>,
+    /// The agent as its posts show it (what a created post's `author` is).
+    pub author: Author,
     pub is_admin: bool,
-    pub is_verified: bool,
+}
+
+impl Actor {
+    pub fn new(agent: &AgentRow) -> Actor {
+        Actor {
+            author: Author::from(agent),
+            is_admin: agent.is_admin,
+        }
+    }
+
+    pub fn agent_id(&self) -> &str {
+        &self.author.id
+    }
 }
 
 /// Receives what a commit changed. Called after the transaction committed, never before.
@@ -126,9 +139,9 @@ impl HiveService {
     fn agent_ref(&self, a: &Actor) -> AgentRef {
         AgentRef {
             instance_id: self.instance_id.to_string(),
-            agent_id: a.agent_id.clone(),
-            name: a.name.clone(),
-            avatar_url: a.avatar_url.clone(),
+            agent_id: a.author.id.clone(),
+            name: a.author.name.clone(),
+            avatar_url: a.author.avatar_url.clone(),
         }
     }
 

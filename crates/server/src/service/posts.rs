@@ -33,14 +33,14 @@ fn forbidden(msg: &str) -> ServiceError {
 
 /// May `actor` write (post, comment, vote) in `hive`?
 pub(super) fn check_can_write(conn: &Conn<'_>, hive: &HiveRow, actor: &Actor) -> Result<Role> {
-    let role = hives::role(conn, hive, &actor.agent_id)?;
+    let role = hives::role(conn, hive, actor.agent_id())?;
     if role == Role::Banned {
         return Err(forbidden("you are banned from this hive"));
     }
     if !hive.is_public && !role.is_member() {
         return Err(forbidden("this hive is private"));
     }
-    if hive.require_verification && !actor.is_verified {
+    if hive.require_verification && !actor.author.is_verified {
         return Err(forbidden("this hive requires a verified agent"));
     }
     Ok(role)
@@ -94,18 +94,17 @@ impl HiveService {
                 }
                 PostPermissions::All | PostPermissions::Members | PostPermissions::Mods => {}
             }
-            emit.event(
-                &hive.id,
-                &hive.name,
-                Payload::PostCreated(PostCreated {
-                    post_id: post_id.clone(),
-                    title: input.title,
-                    content: input.content,
-                    url: input.url,
-                    author,
-                }),
-            )?;
-            posts::get(conn, &post_id, Some(&actor.agent_id))?.ok_or(ServiceError::NotFound("post"))
+            let created = PostCreated {
+                post_id,
+                title: input.title,
+                content: input.content,
+                url: input.url,
+                author,
+            };
+            let event = emit.event(&hive.id, &hive.name, Payload::PostCreated(created.clone()))?;
+            // The post id was minted above, so nothing else names the post yet: it reads as
+            // the materializer wrote it, which `fresh` builds without reading it back.
+            Ok(posts::fresh(&event, &created, &hive.id, actor.author))
         })
         .await
     }
@@ -149,8 +148,8 @@ impl HiveService {
         let id = id.to_string();
         self.write(move |conn, emit| {
             let (hive, author_id) = live_post(conn, &id)?;
-            let role = hives::role(conn, &hive, &actor.agent_id)?;
-            if author_id != actor.agent_id && !role.is_moderator() && !actor.is_admin {
+            let role = hives::role(conn, &hive, actor.agent_id())?;
+            if author_id != actor.agent_id() && !role.is_moderator() && !actor.is_admin {
                 return Err(forbidden(
                     "only the author, a moderator or an admin deletes a post",
                 ));
@@ -176,7 +175,7 @@ impl HiveService {
         let id = id.to_string();
         self.write(move |conn, emit| {
             let (hive, _) = live_post(conn, &id)?;
-            let role = hives::role(conn, &hive, &actor.agent_id)?;
+            let role = hives::role(conn, &hive, actor.agent_id())?;
             if !role.is_moderator() && !actor.is_admin {
                 return Err(forbidden("only moderators pin posts"));
             }
@@ -214,7 +213,7 @@ impl HiveService {
         let actor = actor.clone();
         let voter = VoterRef {
             instance_id: self.instance_id().to_string(),
-            agent_id: actor.agent_id.clone(),
+            agent_id: actor.agent_id().to_string(),
         };
         let id = id.to_string();
         self.write(move |conn, emit| {
@@ -223,7 +222,7 @@ impl HiveService {
                 TargetType::Comment => super::comments::live_comment(conn, &id)?.0,
             };
             check_can_write(conn, &hive, &actor)?;
-            let current = posts::current_vote(conn, &id, &actor.agent_id)?;
+            let current = posts::current_vote(conn, &id, actor.agent_id())?;
             let new = if current == i64::from(value) {
                 0
             } else {

@@ -550,21 +550,18 @@ pub(super) fn flush_activity(
 /// Raises `origin`'s activity in the hive to `ts`; if that moved the decider, recomputes
 /// every register it decides. True if the decider changed.
 fn note(conn: &Conn<'_>, hive_id: &str, origin: &str, ts: i64) -> Result<bool> {
-    let known: Option<i64> = conn
+    // One statement: it writes (and counts a row) only when `ts` raises the activity.
+    let raised = conn
         .prepare_cached(
-            "SELECT last_ts FROM hive_instance_activity WHERE hive_id = ?1 AND instance_id = ?2",
+            "INSERT INTO hive_instance_activity (hive_id, instance_id, last_ts) VALUES (?1, ?2, ?3)
+             ON CONFLICT (hive_id, instance_id)
+             DO UPDATE SET last_ts = excluded.last_ts
+             WHERE excluded.last_ts > hive_instance_activity.last_ts",
         )?
-        .query_row(params![hive_id, origin], |r| r.get(0))
-        .optional()?;
-    if known.is_some_and(|t| t >= ts) {
+        .execute(params![hive_id, origin, ts])?;
+    if raised == 0 {
         return Ok(false);
     }
-    conn.prepare_cached(
-        "INSERT INTO hive_instance_activity (hive_id, instance_id, last_ts) VALUES (?1, ?2, ?3)
-         ON CONFLICT (hive_id, instance_id)
-         DO UPDATE SET last_ts = GREATEST(hive_instance_activity.last_ts, excluded.last_ts)",
-    )?
-    .execute(params![hive_id, origin, ts])?;
     if !refresh_decider(conn, hive_id, Some(origin))? {
         return Ok(false);
     }
