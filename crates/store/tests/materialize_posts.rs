@@ -119,6 +119,36 @@ fn a_delete_is_a_tombstone_and_counts_once() {
     assert_eq!(r.int(DELETED, &other), 0);
 }
 
+/// A page's posts are counted once at its end (`Batch::flush`): creations and deletions of
+/// one page, a duplicate among them, and a delete that waits for its post all add up to
+/// the live posts.
+#[test]
+fn a_page_counts_its_posts_once_whatever_it_holds() {
+    let w = World::new();
+    let r = w.replica();
+    let (a, pa) = w.post(0, 0, 2, "a");
+    let (_, pb) = w.post(0, 1, 3, "b");
+    let (c, pc) = w.post(1, 0, 4, "c");
+    // The delete of `c` comes before `c` in the page: it waits, then applies.
+    r.deliver_ok(&[
+        w.created(0, 1),
+        w.delete_post(1, 0, 6, &c),
+        pa.clone(),
+        pb,
+        pa,
+        pc,
+        w.delete_post(0, 0, 5, &a),
+    ]);
+    assert_eq!(r.post_count(), 1);
+    assert_eq!(
+        r.count(
+            "SELECT COUNT(*) FROM posts WHERE hive_id = ?1 AND deleted = 0",
+            &r.hive_id
+        ),
+        1
+    );
+}
+
 #[test]
 fn only_the_author_edits_a_post() {
     let w = World::new();

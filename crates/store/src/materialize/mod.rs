@@ -160,14 +160,17 @@ struct Ctx<'a> {
 }
 
 /// What a batch of remote events (a pushed or pulled page, one transaction) defers to its
-/// end: the merged agent snapshots, the targets whose votes changed, and the origins'
-/// activity maxima. Flush it
+/// end: the merged agent snapshots, the targets whose votes changed, the origins'
+/// activity maxima, and each hive's change of `post_count`. Flush it
 /// ([`Batch::flush`]) before the transaction ends; dropping it unflushed loses them.
 #[derive(Debug, Default)]
 pub struct Batch {
     snapshots: AgentSnapshots,
     rescores: votes::Rescores,
     activity: std::collections::BTreeMap<(String, String), registers::Activity>,
+    /// Posts created minus posts deleted, per local hive id (one `UPDATE hives` per hive
+    /// instead of one per post: a count is a sum, so the order does not matter).
+    post_counts: std::collections::BTreeMap<String, i64>,
 }
 
 impl Batch {
@@ -176,6 +179,7 @@ impl Batch {
     pub fn flush(self, conn: &Conn<'_>) -> Result<Vec<Change>> {
         let mut changes = Vec::new();
         self.snapshots.flush(conn)?;
+        posts::flush_counts(conn, self.post_counts)?;
         self.rescores.flush(conn, &mut changes)?;
         registers::flush_activity(conn, self.activity, &mut changes)?;
         Ok(changes)

@@ -101,9 +101,7 @@ pub(super) fn created(cx: &Ctx<'_>, p: &PostCreated) -> Result<Outcome> {
             cx.ev.origin_ts
         ])?;
     if n > 0 {
-        cx.conn
-            .prepare_cached("UPDATE hives SET post_count = post_count + 1 WHERE id = ?1")?
-            .execute([cx.hive_id])?;
+        count_post(cx, 1)?;
     }
     let changes = if n > 0 {
         vec![Change::PostCreated {
@@ -189,9 +187,7 @@ pub(super) fn mirrored(cx: &Ctx<'_>, p: &PostMirrored) -> Result<Outcome> {
                     cx.ev.id,
                     p.created_at
                 ])?;
-            cx.conn
-                .prepare_cached("UPDATE hives SET post_count = post_count + 1 WHERE id = ?1")?
-                .execute([cx.hive_id])?;
+            count_post(cx, 1)?;
             Ok(Outcome::Applied {
                 changes: vec![Change::PostCreated {
                     hive: cx.hive(),
@@ -275,14 +271,45 @@ pub(super) fn deleted(cx: &Ctx<'_>, p: &PostDeleted) -> Result<Outcome> {
     }
     cx.conn
         .execute("UPDATE posts SET deleted = 1 WHERE id = ?1", [&p.post_id])?;
-    cx.conn.execute(
-        "UPDATE hives SET post_count = post_count - 1 WHERE id = ?1",
-        [cx.hive_id],
-    )?;
+    count_post(cx, -1)?;
     Ok(applied(vec![Change::PostDeleted {
         hive: cx.hive(),
         post_id: p.post_id.clone(),
     }]))
+}
+
+/// Adds `delta` to the hive's `post_count`: at once, or at the end of the event's batch.
+fn count_post(cx: &Ctx<'_>, delta: i64) -> Result<()> {
+    match cx.batch {
+        Some(batch) => {
+            *batch
+                .borrow_mut()
+                .post_counts
+                .entry(cx.hive_id.to_string())
+                .or_default() += delta;
+        }
+        None => write_count(cx.conn, cx.hive_id, delta)?,
+    }
+    Ok(())
+}
+
+/// Writes a batch's `post_count` changes ([`super::Batch::flush`]).
+pub(super) fn flush_counts(
+    conn: &Conn<'_>,
+    counts: std::collections::BTreeMap<String, i64>,
+) -> Result<()> {
+    for (hive_id, delta) in counts {
+        if delta != 0 {
+            write_count(conn, &hive_id, delta)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_count(conn: &Conn<'_>, hive_id: &str, delta: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE hives SET post_count = post_count + ?2 WHERE id = ?1")?
+        .execute(params![hive_id, delta])?;
+    Ok(())
 }
 
 #[cfg(test)]
