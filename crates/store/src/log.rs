@@ -55,14 +55,30 @@ pub(crate) fn append_new(
     received_from: Option<&str>,
     now: i64,
 ) -> Result<i64> {
-    let seq: i64 = conn
-        .query_row(
-            "UPDATE hive_logs SET head_seq = head_seq + 1 WHERE hive_id = ?1 RETURNING head_seq",
-            [hive_id],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or(crate::StoreError::NotFound("hive log"))?;
+    let seq = match conn.engine() {
+        // SQLite gathers a RETURNING statement's rows in a temporary table first: a read
+        // and a plain update by key cost about half (callgrind, an API write's append).
+        // The write transaction holds the database's one write lock between the two.
+        crate::Engine::Sqlite => {
+            let head: i64 = conn
+                .prepare_cached("SELECT head_seq FROM hive_logs WHERE hive_id = ?1")?
+                .query_row([hive_id], |r| r.get(0))
+                .optional()?
+                .ok_or(crate::StoreError::NotFound("hive log"))?;
+            conn.prepare_cached("UPDATE hive_logs SET head_seq = ?2 WHERE hive_id = ?1")?
+                .execute(params![hive_id, head + 1])?;
+            head + 1
+        }
+        // One round trip to the server, and the row lock taken by the update.
+        crate::Engine::Postgres => conn
+            .query_row(
+                "UPDATE hive_logs SET head_seq = head_seq + 1 WHERE hive_id = ?1 RETURNING head_seq",
+                [hive_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(crate::StoreError::NotFound("hive log"))?,
+    };
     insert_at(conn, hive_id, seq, ev, received_from, now)?;
     Ok(seq)
 }
