@@ -12,9 +12,8 @@
 //!   `synchronous=NORMAL`, as served): the log's head (read once and written once per
 //!   transaction, as a page of remote events moves it) and the event's row; then also
 //!   the post's row (with its feed indexes) and the hive's post count (added once per
-//!   transaction), without a full-text
-//!   entry (the queue's trigger dropped for the layer); then with it (the queue applied as
-//!   the writer applies it).
+//!   transaction), without a full-text entry (the queue's trigger dropped for the layer);
+//!   then with it (the queue applied as the writer applies it).
 //! - `ingest`: signed events through `ingest::ingest` (the log append with its duplicate
 //!   check, then the materializer), jobs of `BATCH` posts.
 //! - `service`: `HiveService::create_post` from 16 tasks (validation, sign, ingest, the
