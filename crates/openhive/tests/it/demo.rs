@@ -50,14 +50,7 @@ fn demo_run(args: &[&str]) -> String {
         if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
             out.push_str(&chunk);
         }
-        let done = out.split('\r').any(|line| {
-            let counts: Vec<&str> = line
-                .split("posts")
-                .skip(1)
-                .filter_map(|s| s.split_whitespace().next())
-                .collect();
-            counts.len() == 3 && counts[0] != "0" && counts.iter().all(|c| *c == counts[0])
-        });
+        let done = out.split('\r').any(shows_converged);
         if done || Instant::now() > deadline {
             break done;
         }
@@ -77,4 +70,37 @@ fn demo_run(args: &[&str]) -> String {
     assert!(status.success(), "{status:?}\n{out}");
     assert!(out.contains("stopping"), "{out}");
     out
+}
+
+/// A status line on which the three instances show the same, non-zero number of posts.
+/// Only numbers count: the banner's three feed URLs (`…/posts?hive=demo…`) also follow
+/// "posts", and read alone in one chunk they once passed for a converged line.
+fn shows_converged(line: &str) -> bool {
+    let counts: Vec<u64> = line
+        .split("posts ")
+        .skip(1)
+        .filter_map(|s| s.split_whitespace().next()?.parse().ok())
+        .collect();
+    counts.len() == 3 && counts[0] != 0 && counts.iter().all(|c| *c == counts[0])
+}
+
+#[test]
+fn the_banner_is_not_a_converged_status_line() {
+    let banner = "\nOpenHive demo: three instances share the hive \"demo\".\n\n  \
+        lab     http://127.0.0.1:1   (feed: http://127.0.0.1:1/api/v1/posts?hive=demo&sort=new)\n  \
+        hq      http://127.0.0.1:2   (feed: http://127.0.0.1:2/api/v1/posts?hive=demo&sort=new)\n  \
+        remote  http://127.0.0.1:3   (feed: http://127.0.0.1:3/api/v1/posts?hive=demo&sort=new)\n";
+    assert!(!shows_converged(banner));
+    let status = |a, b, c| {
+        format!(
+            "lab: posts {a:>4} seq     9 lag   0   hq: posts {b:>4} seq     9 lag   0   \
+             remote: posts {c:>4} seq     9 lag   0   "
+        )
+    };
+    assert!(shows_converged(&status(12, 12, 12)));
+    assert!(!shows_converged(&status(12, 11, 12)));
+    assert!(!shows_converged(&status(0, 0, 0)));
+    assert!(!shows_converged(
+        &status(12, 12, 12).replace("posts   12", "posts    -")
+    ));
 }
