@@ -7,7 +7,7 @@ use crate::engine::{Conn, DbResult, OptionalExtension, Row, Value, params_from_i
 use crate::params;
 
 /// The author columns every content row carries.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Author {
     pub id: String,
     pub name: String,
@@ -21,7 +21,7 @@ pub struct Author {
     pub is_local: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PostRow {
     pub id: String,
     pub hive_id: String,
