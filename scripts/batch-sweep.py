@@ -6,8 +6,8 @@ starts two fresh instances A (:3900) and B (:3901), runs
 
     openhive-bench --url A --propagate-to B --mix post --pid A --pid B -c C -d SECS --json
 
-and reads each instance's group commit from GET /metrics (writes per transaction; on B every
-push is one transaction). Prints one row per run, then a least-squares fit of each side's
+and reads each instance's openhive_store_write_transactions_total from GET /metrics: the
+run's posts over it are that side's posts per transaction (on B every push is one). Prints one row per run, then a least-squares fit of each side's
 CPU per post against 1 / (posts per transaction): the part per post and the part per
 transaction (origin) or per push (replica). docs/PERFORMANCE.md, "Batches, not clients".
 
