@@ -217,3 +217,53 @@ async fn changes_on_channels_nobody_subscribed_to_are_not_rendered() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn messages_committed_together_arrive_once_each_in_order_and_filtered() {
+    let s = spawn(Opts::token()).await;
+    let a = As::new_agent(&s, "alice").await;
+    a.hive("general", true).await;
+    a.hive("quiet", true).await;
+    let mut ws = subscribed(&s.base_url, &["hive:general"]).await;
+    // A second session wants quiet's channel, so quiet's messages are rendered and queued
+    // for every session between general's: the first session must skip them.
+    let _other = subscribed(&s.base_url, &["hive:quiet"]).await;
+
+    // Eight writers at once (their posts commit together, so the hub queues many messages
+    // at a time), each writing five posts one after the other to both hives.
+    let writers = (0..8).map(|w| {
+        let a = &a;
+        async move {
+            let mut general = Vec::new();
+            for i in 0..5 {
+                a.new_post("quiet", &format!("q{w}-{i}")).await;
+                general.push(a.new_post("general", &format!("g{w}-{i}")).await);
+            }
+            general
+        }
+    });
+    let written: Vec<Vec<String>> = futures::future::join_all(writers).await;
+
+    let mut received = Vec::new();
+    while received.len() < 40 {
+        let m = until(&mut ws, "new_post").await;
+        assert_eq!(m["channel"], "hive:general", "{m}");
+        received.push(m["data"]["id"].as_str().unwrap().to_string());
+    }
+    // Each exactly once, and each writer's posts in the order it wrote them.
+    let mut unique = received.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 40, "a message arrived twice");
+    for ids in &written {
+        let at: Vec<usize> = ids
+            .iter()
+            .map(|id| received.iter().position(|r| r == id).expect("missing"))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order: {at:?}");
+    }
+    // The session still answers its client after the burst, and nothing else came.
+    send(&mut ws, json!({ "type": "ping" })).await;
+    let pong = next_json(&mut ws).await;
+    assert_eq!(pong["data"]["pong"], true, "{pong}");
+}

@@ -12,19 +12,24 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::get;
+use futures::SinkExt as _;
 use openhive_core::ids::hash_secret;
 use openhive_store::agents::{self, AgentRow};
 use openhive_store::{hives, posts};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 /// A client that sends nothing for this long is disconnected.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The server pings this often.
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// At most this many of the hub's queued messages go out in one write ([`forward`]): a
+/// session drains that many before it looks at its socket and its ping again.
+const FRAMES_PER_WRITE: usize = 256;
 /// At most this many channels per connection.
 const MAX_CHANNELS: usize = 200;
 
@@ -121,16 +126,8 @@ async fn session(state: AppState, agent: Option<AgentRow>, mut socket: WebSocket
                 }
             }
             m = hub.recv() => {
-                match m {
-                    Ok(m) => {
-                        if channels.contains(&m.channel) && socket.send(render(&m)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "websocket client lagged; messages dropped");
-                    }
-                    Err(RecvError::Closed) => break,
+                if forward(&mut socket, &mut hub, &channels, m).await.is_break() {
+                    break;
                 }
             }
             _ = ping.tick() => {
@@ -143,6 +140,52 @@ async fn session(state: AppState, agent: Option<AgentRow>, mut socket: WebSocket
             }
         }
     }
+}
+
+/// Sends `first` and the hub's messages already queued behind it (up to
+/// [`FRAMES_PER_WRITE`]) that this session subscribed to, in order, in one write: a sync
+/// page or a push commits many posts at once, and a write per message was a `send` system
+/// call per message on the server and a read per message on the client. `Break` when the
+/// session must end (the socket failed or the hub closed).
+async fn forward(
+    socket: &mut WebSocket,
+    hub: &mut tokio::sync::broadcast::Receiver<Arc<HubMessage>>,
+    channels: &Channels,
+    first: Result<Arc<HubMessage>, RecvError>,
+) -> ControlFlow<()> {
+    let (mut next, mut taken, mut unsent) = (Some(first), 0, 0);
+    let mut flow = ControlFlow::Continue(());
+    while let Some(m) = next.take() {
+        match m {
+            Ok(m) if channels.contains(&m.channel) => {
+                if socket.feed(render(&m)).await.is_err() {
+                    return ControlFlow::Break(());
+                }
+                unsent += 1;
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(skipped = n, "websocket client lagged; messages dropped");
+            }
+            Err(RecvError::Closed) => {
+                flow = ControlFlow::Break(());
+                break;
+            }
+        }
+        taken += 1;
+        if taken < FRAMES_PER_WRITE {
+            next = match hub.try_recv() {
+                Ok(m) => Some(Ok(m)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+            };
+        }
+    }
+    if unsent > 0 && socket.flush().await.is_err() {
+        return ControlFlow::Break(());
+    }
+    flow
 }
 
 /// The hub's frame, shared (a reference count, no copy).
