@@ -7,9 +7,10 @@ starts two fresh instances A (:3900) and B (:3901), runs
     openhive-bench --url A --propagate-to B --mix post --pid A --pid B -c C -d SECS --json
 
 and reads each instance's openhive_store_write_transactions_total from GET /metrics: the
-run's posts over it are that side's posts per transaction (on B every push is one). Prints one row per run, then a least-squares fit of each side's
-CPU per post against 1 / (posts per transaction): the part per post and the part per
-transaction (origin) or per push (replica). docs/PERFORMANCE.md, "Batches, not clients".
+run's posts over it are that side's posts per transaction (on B every push is one).
+Prints one row per run, then a least-squares fit of each side's CPU per post against
+1 / (posts per transaction): the part per post and the part per transaction (origin) or
+per push (replica). docs/PERFORMANCE.md, "Batches, not clients".
 
     scripts/batch-sweep.py target/release/openhive target/release/openhive-bench \
         --clients 16,32,64,128 --rounds 3 --secs 10
@@ -46,10 +47,11 @@ def wait_healthy(url):
 
 def one_run(server, bench, clients, secs):
     tmp = tempfile.mkdtemp(prefix="batch-sweep-")
-    procs = []
+    procs, logs = [], []
     try:
         for port, name in ((3900, "a"), (3901, "b")):
             log = open(f"{tmp}/{name}.log", "w")
+            logs.append(log)
             procs.append(subprocess.Popen(
                 [server, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", f"{tmp}/{name}"],
                 stdout=log, stderr=subprocess.STDOUT))
@@ -76,6 +78,8 @@ def one_run(server, bench, clients, secs):
             p.terminate()
         for p in procs:
             p.wait()
+        for log in logs:
+            log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
