@@ -516,6 +516,11 @@ impl outbox::Sink for PeerSink<'_> {
             && e.received_from.as_deref() != Some(self.peer_instance.as_str())
     }
 
+    fn skips_known_to(&self) -> Option<&str> {
+        // Exactly what `wants` rejects; with no instance id yet it rejects nothing.
+        (!self.peer_instance.is_empty()).then_some(self.peer_instance.as_str())
+    }
+
     async fn deliver(&self, batch: outbox::Batch) -> Result<(), LinkError> {
         let n = batch.events.len();
         // The key chains of the batch's origins, for a receiver that has not heard of a

@@ -18,7 +18,10 @@
 //!   next batch with events covers it, so every batch starts right after the last one the
 //!   receiver saw (no gap for it to repair by pulling what it was just sent); a held
 //!   range is remembered ([`Held`]) so each step reads only what came after it, not the
-//!   whole held range again.
+//!   whole held range again;
+//! - a run of entries the sink skips by origin ([`Sink::skips_known_to`]: a replica's
+//!   events from the peer it pushes to) is covered from two columns of the log, its events
+//!   never read: what a step delivers or holds is the same as when every entry is asked.
 
 use openhive_core::Event;
 use openhive_core::time::now_ms;
@@ -42,6 +45,14 @@ pub(crate) trait Sink: Sync {
 
     /// False for entries this consumer must not receive (they are skipped, yet covered).
     fn wants(&self, entry: &LoggedEvent) -> bool;
+
+    /// The instance whose entries [`Sink::wants`] rejects, when it rejects exactly those
+    /// that instance originated or relayed to us and nothing else: a step then passes over a
+    /// run of them reading two columns of the log ([`log::run_known_to`]) instead of the
+    /// events. `None` (the default): every entry is read and asked.
+    fn skips_known_to(&self) -> Option<&str> {
+        None
+    }
 
     /// Delivers one batch; `Ok` means the receiver acknowledged it.
     fn deliver(&self, batch: Batch) -> impl Future<Output = Result<(), Self::Error>> + Send;
@@ -125,37 +136,55 @@ impl Held {
     }
 }
 
-/// Reads the entries after the consumer's cursor `after`: the seqs up to `after + limit`
-/// (capped at the head), so one batch covers at most `limit` seqs even where compaction
-/// left gaps. With a `hint` for that cursor, the held range is not read again (it is
-/// covered, and all skipped).
-fn read_pending(
-    c: &Conn<'_>,
-    id: &ConsumerId,
-    hive: &str,
+/// What one read for a consumer asks: the cursor's entries up to `limit` seqs after it
+/// (capped at the head), so one batch covers at most `limit` seqs even where compaction left
+/// gaps. With a `hint` for that cursor the held range is not read again (it is covered, and
+/// all skipped); with `known_to` ([`Sink::skips_known_to`]) a run of that instance's entries
+/// at the start is covered without reading its events either. At most `cap` seqs of events
+/// are read.
+struct Query<'a> {
+    id: &'a ConsumerId,
+    hive: &'a str,
     limit: i64,
+    cap: i64,
     hint: Option<(i64, i64)>,
-) -> Result<Pending, StoreError> {
-    let after = consumers::cursor(c, id, hive)?;
-    let start = match hint {
+    known_to: Option<&'a str>,
+}
+
+/// Reads what `q` asks. The flag is true when the read covers all that `limit` would have
+/// (the head, or `limit` seqs), false when `cap` stopped it short.
+fn read_pending(c: &Conn<'_>, q: &Query<'_>) -> Result<(Pending, bool), StoreError> {
+    let after = consumers::cursor(c, q.id, q.hive)?;
+    let end = after.saturating_add(q.limit.max(1));
+    let mut start = match q.hint {
         Some((cursor, through))
-            if cursor == after && through > after && through <= log::head(c, hive)? =>
+            if cursor == after && through > after && through <= log::head(c, q.hive)? =>
         {
-            through.min(after.saturating_add(limit.max(1) - 1))
+            through.min(end - 1)
         }
         _ => after,
     };
-    let (raw, covered) = log::covering(c, hive, start, limit.max(1) - (start - after))?;
-    Ok(Pending {
-        after,
-        raw,
-        covered,
-    })
+    if let Some(instance) = q.known_to.filter(|i| !i.is_empty()) {
+        start = log::run_known_to(c, q.hive, start, instance, end - start)?;
+    }
+    let span = end - start;
+    let cap = q.cap.max(1);
+    let (raw, covered) = log::covering(c, q.hive, start, span.min(cap))?;
+    let complete = span <= cap || covered < start.saturating_add(cap);
+    Ok((
+        Pending {
+            after,
+            raw,
+            covered: covered.max(start),
+        },
+        complete,
+    ))
 }
 
-/// Seqs a step first reads where it runs ([`Store::read_point`]): under a steady load a step
-/// finds one or a few entries. A read that reaches this many may stop short of the head, and
-/// the step then reads the whole batch on a blocking thread.
+/// Seqs of events a step first reads where it runs ([`Store::read_point`]): under a steady
+/// load a step finds one or a few entries (or only a run its sink skips, which costs no
+/// event read). A read that reaches this many may stop short of the head, and the step then
+/// reads the whole batch on a blocking thread.
 const POINT_READ_SEQS: i64 = 8;
 
 async fn pending(
@@ -164,21 +193,46 @@ async fn pending(
     hive: &str,
     limit: i64,
     hint: Option<(i64, i64)>,
+    known_to: Option<&str>,
 ) -> Result<Pending, StoreError> {
-    let (id, hive) = (id.clone(), hive.to_string());
+    let (id, hive, known_to) = (id.clone(), hive.to_string(), known_to.map(str::to_string));
     if limit > POINT_READ_SEQS {
-        let (i, h) = (id.clone(), hive.clone());
-        let few = store
-            .read_point(move |c| read_pending(c, &i, &h, POINT_READ_SEQS, hint))
+        let (i, h, k) = (id.clone(), hive.clone(), known_to.clone());
+        let (few, complete) = store
+            .read_point(move |c| {
+                read_pending(
+                    c,
+                    &Query {
+                        id: &i,
+                        hive: &h,
+                        limit,
+                        cap: POINT_READ_SEQS,
+                        hint,
+                        known_to: k.as_deref(),
+                    },
+                )
+            })
             .await?;
-        // `covered` is min(after + POINT_READ_SEQS, head): below that bound it is the head.
-        if few.covered < few.after.saturating_add(POINT_READ_SEQS) {
+        if complete {
             return Ok(few);
         }
     }
     store
-        .read(move |c| read_pending(c, &id, &hive, limit, hint))
+        .read(move |c| {
+            read_pending(
+                c,
+                &Query {
+                    id: &id,
+                    hive: &hive,
+                    limit,
+                    cap: limit,
+                    hint,
+                    known_to: known_to.as_deref(),
+                },
+            )
+        })
         .await
+        .map(|(p, _)| p)
 }
 
 /// Splits what was read into the batch to deliver: stops before the byte cap, skips what
@@ -230,19 +284,30 @@ pub(crate) async fn read_many<S: Sink>(
     sinks: &[S],
     limit: i64,
 ) -> Result<Vec<Pending>, StoreError> {
-    type Wanted = (ConsumerId, String, Option<(i64, i64)>);
+    type Wanted = (ConsumerId, String, Option<(i64, i64)>, Option<String>);
     let wanted: Vec<Wanted> = sinks
         .iter()
         .map(|s| {
             let (id, hive) = s.consumer();
-            (id.clone(), hive.to_string(), held.get(id, hive))
+            let known_to = s.skips_known_to().map(str::to_string);
+            (id.clone(), hive.to_string(), held.get(id, hive), known_to)
         })
         .collect();
     store
         .read(move |c| -> Result<_, StoreError> {
             wanted
                 .iter()
-                .map(|(id, hive, hint)| read_pending(c, id, hive, limit, *hint))
+                .map(|(id, hive, hint, known_to)| {
+                    let q = Query {
+                        id,
+                        hive,
+                        limit,
+                        cap: limit,
+                        hint: *hint,
+                        known_to: known_to.as_deref(),
+                    };
+                    read_pending(c, &q).map(|(p, _)| p)
+                })
                 .collect()
         })
         .await
@@ -297,7 +362,8 @@ pub(crate) async fn step<S: Sink>(
     limits: Limits,
 ) -> Result<Progress, S::Error> {
     let (id, hive) = sink.consumer();
-    let read = pending(store, id, hive, limits.events, held.get(id, hive))
+    let hint = held.get(id, hive);
+    let read = pending(store, id, hive, limits.events, hint, sink.skips_known_to())
         .await
         .map_err(|e| S::store_error("reading the outbox", e))?;
     let after = read.after;
@@ -443,7 +509,7 @@ mod tests {
             .unwrap();
         let read = |limit| {
             let r = rt
-                .block_on(pending(&store, &id, "hive_h", limit, None))
+                .block_on(pending(&store, &id, "hive_h", limit, None, None))
                 .unwrap();
             (r.after, r.raw.len(), r.covered)
         };
@@ -493,8 +559,19 @@ mod tests {
             .unwrap();
         let read_limit = |hint, limit| {
             store
-                .read_blocking(|c| read_pending(c, &sink.id, "hive_h", limit, hint))
+                .read_blocking(|c| {
+                    let q = Query {
+                        id: &sink.id,
+                        hive: "hive_h",
+                        limit,
+                        cap: limit,
+                        hint,
+                        known_to: None,
+                    };
+                    read_pending(c, &q)
+                })
                 .unwrap()
+                .0
         };
         let read = |hint| read_limit(hint, 500);
         let held = Held::default();
@@ -535,6 +612,145 @@ mod tests {
         }
         held.forget(&sink.id, "hive_h");
         assert_eq!(held.len(), 0);
+    }
+
+    /// A sink with a peer link's rule: not the entries `peer` originated or relayed to us.
+    struct SkipKnownTo {
+        id: ConsumerId,
+        hive: String,
+        peer: String,
+        declare: bool,
+    }
+
+    impl Sink for SkipKnownTo {
+        type Error = String;
+        fn consumer(&self) -> (&ConsumerId, &str) {
+            (&self.id, &self.hive)
+        }
+        fn wants(&self, e: &LoggedEvent) -> bool {
+            e.event.origin_instance_id != self.peer
+                && e.received_from.as_deref() != Some(self.peer.as_str())
+        }
+        fn skips_known_to(&self) -> Option<&str> {
+            self.declare.then_some(self.peer.as_str())
+        }
+        async fn deliver(&self, _b: Batch) -> Result<(), String> {
+            Ok(())
+        }
+        fn on_acked(&self, _delivered: bool) -> Option<OnAcked> {
+            None
+        }
+        fn store_error(op: &'static str, e: StoreError) -> String {
+            format!("{op}: {e}")
+        }
+    }
+
+    /// Passing over the peer's run without reading its events changes nothing a step
+    /// delivers or holds: over logs mixing the peer's events (originated or relayed), ours
+    /// and a third instance's, at every cursor, limit and held range, the batch is the same
+    /// as when every entry is read and asked; and the run itself is not read.
+    #[test]
+    fn a_run_of_the_peers_entries_is_covered_without_reading_it() {
+        let (_dir, store) = crate::temp_store();
+        store
+            .write_blocking(|tx| log::create(tx, "hive_h"))
+            .unwrap();
+        // A fixed pseudo-random log of 120 entries: (origin, received_from).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let kinds: Vec<(&str, Option<&str>)> = (0..120)
+            .map(|n| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Long runs of the peer's, as a replica's log has.
+                if (n / 20) % 2 == 0 && !x.is_multiple_of(5) {
+                    return ("peer", Some("peer"));
+                }
+                match x % 6 {
+                    0 => ("us", None),
+                    1 => ("third", Some("peer")),
+                    2 => ("peer", Some("third")),
+                    3 => ("third", Some("third")),
+                    _ => ("peer", Some("peer")),
+                }
+            })
+            .collect();
+        store
+            .write_blocking(move |tx| -> Result<(), StoreError> {
+                for (n, (origin, from)) in kinds.into_iter().enumerate() {
+                    let ev = Event {
+                        id: format!("evt_{n}"),
+                        hive: "h".into(),
+                        event_type: openhive_core::EventType::PostCreated,
+                        origin_instance_id: origin.into(),
+                        origin_ts: n as i64,
+                        payload: "{}".into(),
+                        signature: String::new(),
+                    };
+                    log::append(tx, "hive_h", &ev, from, 1)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let sink = |declare| SkipKnownTo {
+            id: ConsumerId::peer("p"),
+            hive: "hive_h".into(),
+            peer: "peer".into(),
+            declare,
+        };
+        let (reads_all, skips) = (sink(false), sink(true));
+        let batch_of = |sink: &SkipKnownTo, cursor: i64, limit: i64, cap, hint| {
+            store
+                .write_blocking(move |tx| {
+                    consumers::advance(tx, &ConsumerId::peer("p"), "hive_h", cursor, 1)
+                })
+                .unwrap();
+            let q = Query {
+                id: &sink.id,
+                hive: "hive_h",
+                limit,
+                cap,
+                hint,
+                known_to: sink.skips_known_to(),
+            };
+            let (read, complete) = store.read_blocking(|c| read_pending(c, &q)).unwrap();
+            let read_seqs: Vec<i64> = read.raw.iter().map(|e| e.seq).collect();
+            let b = select(sink, read, usize::MAX);
+            let ids: Vec<String> = b.events.iter().map(|e| e.id.clone()).collect();
+            (
+                (b.first_seq, b.last_seq, ids, hold_skipped(&b, limit)),
+                read_seqs,
+                complete,
+            )
+        };
+        let mut passed_over = 0;
+        for cursor in 0..120 {
+            for limit in [1, 3, 8, 25, 500] {
+                let hints = [None, Some((cursor, (cursor + 5).min(120)))];
+                for hint in hints.into_iter().filter(|h| h.is_none_or(|(c, t)| t > c)) {
+                    let (want, read_all, _) = batch_of(&reads_all, cursor, limit, limit, hint);
+                    let (got, read_some, complete) = batch_of(&skips, cursor, limit, limit, hint);
+                    assert_eq!(got, want, "cursor {cursor}, limit {limit}, hint {hint:?}");
+                    assert!(complete);
+                    // What it read: nothing before the first entry the peer lacks.
+                    let first_wanted = read_all
+                        .iter()
+                        .find(|s| want.2.contains(&format!("evt_{}", *s - 1)));
+                    if let Some(first) = first_wanted {
+                        assert_eq!(read_some.first(), Some(first));
+                    } else {
+                        assert!(read_some.is_empty(), "read {read_some:?} to skip it");
+                    }
+                    passed_over += read_all.len() - read_some.len();
+                    // A point read (few events) that reports itself complete has it all.
+                    let (few, _, complete) = batch_of(&skips, cursor, limit, POINT_READ_SEQS, hint);
+                    if complete {
+                        assert_eq!(few, want, "point read, cursor {cursor}, limit {limit}");
+                    }
+                }
+            }
+        }
+        assert!(passed_over > 1000, "the runs were read: {passed_over}");
     }
 
     #[test]
