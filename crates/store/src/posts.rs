@@ -118,12 +118,20 @@ pub(crate) fn author_at(r: &Row<'_>, i: usize) -> DbResult<Author> {
     })
 }
 
-fn select(viewer_param: usize) -> String {
+/// The columns of [`post_row`]; the viewer's vote from parameter `viewer_param`, or NULL
+/// without a viewer (no lookup in `votes`).
+fn select(viewer_param: Option<usize>) -> String {
+    let user_vote = match viewer_param {
+        Some(n) => format!(
+            "(SELECT v.value FROM votes v WHERE v.target_id = p.id AND v.voter_id = ?{n}
+                   AND v.value <> 0)"
+        ),
+        None => "CAST(NULL AS BIGINT)".to_string(),
+    };
     format!(
         "SELECT p.id, p.hive_id, h.name, p.origin_instance_id, p.title, p.content, p.url, p.score,
                 p.hot, p.comment_count, p.is_pinned, p.created_at, p.updated_at,
-                (SELECT v.value FROM votes v WHERE v.target_id = p.id AND v.voter_id = ?{viewer_param}
-                   AND v.value <> 0),
+                {user_vote},
                 {AUTHOR_COLS}
          FROM posts p JOIN hives h ON h.id = p.hive_id JOIN agents a ON a.id = p.author_id"
     )
@@ -151,17 +159,28 @@ fn post_row(r: &Row<'_>) -> DbResult<PostRow> {
 
 /// A live (not deleted, in a visible hive) post.
 pub fn get(conn: &Conn<'_>, id: &str, viewer: Option<&str>) -> Result<Option<PostRow>> {
-    // Built once: every API write of a post reads it back with this, and every read by id.
+    // Built once: every read by id, and every realtime message of a post (no viewer).
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "{} WHERE p.id = ?2 AND p.deleted = 0 AND h.deleted = 0",
-            select(1)
+            select(Some(1))
         )
     });
-    Ok(conn
-        .prepare_cached(&SQL)?
-        .query_row(params![viewer.unwrap_or(""), id], post_row)
-        .optional()?)
+    static SQL_ANONYMOUS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} WHERE p.id = ?1 AND p.deleted = 0 AND h.deleted = 0",
+            select(None)
+        )
+    });
+    let row = match viewer {
+        Some(v) => conn
+            .prepare_cached(&SQL)?
+            .query_row(params![v, id], post_row),
+        None => conn
+            .prepare_cached(&SQL_ANONYMOUS)?
+            .query_row(params![id], post_row),
+    };
+    Ok(row.optional()?)
 }
 
 /// What a post created by event `created` reads as (`get` with its author as the viewer)
@@ -327,7 +346,7 @@ pub fn list(
     let off = args.len();
     let sql = format!(
         "{} WHERE {filter}{keyset} ORDER BY {order} LIMIT ?{lim} OFFSET ?{off}",
-        select(1)
+        select(Some(1))
     );
     let mut rows = conn
         .prepare_cached(&sql)?

@@ -258,3 +258,26 @@ fn a_batch_rescores_each_target_once_as_its_votes_one_by_one_would() {
     assert_eq!(r.int(POST_SCORE, &post), -2);
     assert_eq!(r.int(KARMA, &w.agent(0, 0).agent_id), -2);
 }
+
+/// A post read by id carries the viewer's own vote, none for another viewer, and none
+/// without a viewer (the anonymous read skips the lookup in `votes`; realtime messages
+/// use it); every other field reads the same.
+#[test]
+fn a_post_read_by_id_carries_the_viewers_vote_and_no_vote_without_a_viewer() {
+    let (w, r, post) = with_post();
+    let voter = w.agent(1, 0).agent_id;
+    r.deliver_ok(&[w.vote(1, 0, 10, TargetType::Post, &post, -1)]);
+    let read = |viewer: Option<&str>| {
+        let (id, viewer) = (post.clone(), viewer.map(str::to_string));
+        r.store
+            .read_blocking(move |c| openhive_store::posts::get(c, &id, viewer.as_deref()))
+            .unwrap()
+            .expect("the post is live")
+    };
+    let (mine, other, anonymous) = (read(Some(&voter)), read(Some("agt_nobody")), read(None));
+    assert_eq!(mine.user_vote, Some(-1));
+    assert_eq!(other.user_vote, None);
+    assert_eq!(anonymous.user_vote, None);
+    assert_eq!((anonymous.score, &anonymous.title), (-1, &mine.title));
+    assert_eq!(format!("{anonymous:?}"), format!("{other:?}"));
+}
