@@ -11,7 +11,7 @@ use crate::stats::{Stats, StatsError};
 use bytes::Bytes;
 use hyper::Method;
 use hyper::header::HeaderValue;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -292,6 +292,14 @@ enum Outcome {
     Transport(HttpError),
 }
 
+/// The body of `POST /api/v1/posts`.
+#[derive(Serialize)]
+struct NewPost<'a> {
+    hive: &'a str,
+    title: &'a str,
+    content: &'a str,
+}
+
 #[derive(Deserialize)]
 struct Created<'a> {
     #[serde(borrow)]
@@ -492,11 +500,16 @@ impl Client {
         self.seq += 1;
         let title = format!("bench post {} of client {}", self.seq, self.index);
         let content = words(&mut self.rng, POST_WORDS);
-        let body = serde_json::json!({ "hive": &*self.hive, "title": title, "content": content });
-        match self
-            .send(Method::POST, "/api/v1/posts", Some(body.to_string()))
-            .await
-        {
+        let body = NewPost {
+            hive: &self.hive,
+            title: &title,
+            content: &content,
+        };
+        let body = match serde_json::to_string(&body) {
+            Ok(b) => b,
+            Err(_) => return Outcome::Failed("client".into()),
+        };
+        match self.send(Method::POST, "/api/v1/posts", Some(body)).await {
             Ok(r) if r.status.is_success() => {
                 let acked = Instant::now();
                 match serde_json::from_slice::<Created>(&r.body) {
