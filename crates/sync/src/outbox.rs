@@ -402,11 +402,27 @@ mod tests {
     use super::*;
 
     /// A sink that does not want one origin's events (only [`select`] is exercised here;
-    /// delivery through a real store is covered by the sync black-box tests).
+    /// delivery through a real store is covered by the sync black-box tests). With
+    /// `relayed_too` it has a peer link's rule: not the entries `skip_origin` originated or
+    /// relayed to us, and with `declare` it says so ([`Sink::skips_known_to`]).
     struct SkipOrigin {
         id: ConsumerId,
         hive: String,
         skip_origin: String,
+        relayed_too: bool,
+        declare: bool,
+    }
+
+    impl SkipOrigin {
+        fn new(hive: &str, skip_origin: &str) -> SkipOrigin {
+            SkipOrigin {
+                id: ConsumerId::peer("p"),
+                hive: hive.into(),
+                skip_origin: skip_origin.into(),
+                relayed_too: false,
+                declare: false,
+            }
+        }
     }
 
     impl Sink for SkipOrigin {
@@ -416,6 +432,11 @@ mod tests {
         }
         fn wants(&self, e: &LoggedEvent) -> bool {
             e.event.origin_instance_id != self.skip_origin
+                && !(self.relayed_too
+                    && e.received_from.as_deref() == Some(self.skip_origin.as_str()))
+        }
+        fn skips_known_to(&self) -> Option<&str> {
+            (self.relayed_too && self.declare).then_some(self.skip_origin.as_str())
         }
         async fn deliver(&self, _b: Batch) -> Result<(), String> {
             Ok(())
@@ -430,11 +451,7 @@ mod tests {
 
     #[test]
     fn select_covers_unwanted_entries_and_caps_bytes() {
-        let sink = SkipOrigin {
-            id: ConsumerId::peer("p"),
-            hive: "h".into(),
-            skip_origin: "them".into(),
-        };
+        let sink = SkipOrigin::new("h", "them");
         let entry = |seq: i64, origin: &str, size: usize| LoggedEvent {
             seq,
             event: Event {
@@ -530,11 +547,7 @@ mod tests {
     #[test]
     fn a_held_range_is_not_read_again() {
         let (_dir, store) = crate::temp_store();
-        let sink = SkipOrigin {
-            id: ConsumerId::peer("p"),
-            hive: "hive_h".into(),
-            skip_origin: "them".into(),
-        };
+        let sink = SkipOrigin::new("hive_h", "them");
         let ev = |n: i64, origin: &str| Event {
             id: format!("evt_{n}"),
             hive: "h".into(),
@@ -614,37 +627,6 @@ mod tests {
         assert_eq!(held.len(), 0);
     }
 
-    /// A sink with a peer link's rule: not the entries `peer` originated or relayed to us.
-    struct SkipKnownTo {
-        id: ConsumerId,
-        hive: String,
-        peer: String,
-        declare: bool,
-    }
-
-    impl Sink for SkipKnownTo {
-        type Error = String;
-        fn consumer(&self) -> (&ConsumerId, &str) {
-            (&self.id, &self.hive)
-        }
-        fn wants(&self, e: &LoggedEvent) -> bool {
-            e.event.origin_instance_id != self.peer
-                && e.received_from.as_deref() != Some(self.peer.as_str())
-        }
-        fn skips_known_to(&self) -> Option<&str> {
-            self.declare.then_some(self.peer.as_str())
-        }
-        async fn deliver(&self, _b: Batch) -> Result<(), String> {
-            Ok(())
-        }
-        fn on_acked(&self, _delivered: bool) -> Option<OnAcked> {
-            None
-        }
-        fn store_error(op: &'static str, e: StoreError) -> String {
-            format!("{op}: {e}")
-        }
-    }
-
     /// Passing over the peer's run without reading its events changes nothing a step
     /// delivers or holds: over logs mixing the peer's events (originated or relayed), ours
     /// and a third instance's, at every cursor, limit and held range, the batch is the same
@@ -692,14 +674,13 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let sink = |declare| SkipKnownTo {
-            id: ConsumerId::peer("p"),
-            hive: "hive_h".into(),
-            peer: "peer".into(),
+        let sink = |declare| SkipOrigin {
+            relayed_too: true,
             declare,
+            ..SkipOrigin::new("hive_h", "peer")
         };
         let (reads_all, skips) = (sink(false), sink(true));
-        let batch_of = |sink: &SkipKnownTo, cursor: i64, limit: i64, cap, hint| {
+        let batch_of = |sink: &SkipOrigin, cursor: i64, limit: i64, cap, hint| {
             store
                 .write_blocking(move |tx| {
                     consumers::advance(tx, &ConsumerId::peer("p"), "hive_h", cursor, 1)
@@ -755,11 +736,7 @@ mod tests {
 
     #[test]
     fn a_range_of_only_skipped_entries_waits_for_the_next_batch_unless_it_is_a_full_page() {
-        let sink = SkipOrigin {
-            id: ConsumerId::peer("p"),
-            hive: "h".into(),
-            skip_origin: "them".into(),
-        };
+        let sink = SkipOrigin::new("h", "them");
         let entry = |seq: i64, origin: &str| LoggedEvent {
             seq,
             event: Event {
