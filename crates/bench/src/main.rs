@@ -27,7 +27,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use std::process::ExitCode;
 
-/// mimalloc, as the server: glibc's malloc and free were ~6 % of the generator's CPU per post.
+/// mimalloc, as the server: glibc's malloc and free were ~8 % of the generator's CPU per post.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
