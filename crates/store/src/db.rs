@@ -66,11 +66,39 @@ struct Inner {
 }
 
 /// Transactions the writer committed and the jobs they held (group commit: a transaction
-/// holds every job queued when it began, up to `MAX_BATCH`).
+/// holds every job queued when it began, up to `MAX_BATCH`), and how long each took.
 #[derive(Debug, Default)]
 struct Committed {
     transactions: AtomicU64,
     jobs: AtomicU64,
+    /// Committed transactions by duration, one count per bucket of
+    /// [`TRANSACTION_SECONDS_BUCKETS`] and a last one for longer ones.
+    by_duration: [AtomicU64; TRANSACTION_SECONDS_BUCKETS.len() + 1],
+    /// Their summed duration, in microseconds.
+    micros: AtomicU64,
+}
+
+/// Upper bounds, in seconds, of the buckets the writer counts its committed transactions
+/// in by duration (from its `BEGIN` to the end of its `COMMIT`). A synced post's
+/// transaction takes 0.1-1 ms of work; longer ones waited for the CPU or for the disk
+/// (`GET /metrics`, `openhive_store_write_transaction_seconds`; docs/PERFORMANCE.md).
+pub const TRANSACTION_SECONDS_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+impl Committed {
+    fn record(&self, jobs: usize, took: std::time::Duration) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.jobs.fetch_add(jobs as u64, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let bucket = TRANSACTION_SECONDS_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(TRANSACTION_SECONDS_BUCKETS.len());
+        self.by_duration[bucket].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 type SharedContext = Arc<std::sync::RwLock<Arc<StoreContext>>>;
@@ -248,6 +276,7 @@ fn run_batch(
     let mut jobs = jobs.into_iter();
     // Each round ends with a commit, or with the rollback of a failed first job.
     while let Some(mut first) = jobs.next() {
+        let began = std::time::Instant::now();
         if let Err(e) = wc.begin() {
             let msg = format!("could not begin a transaction: {e}");
             tracing::error!(error = %e, "could not begin a write transaction");
@@ -288,10 +317,7 @@ fn run_batch(
             });
         wc.ended();
         if commit.is_ok() {
-            committed.transactions.fetch_add(1, Ordering::Relaxed);
-            committed
-                .jobs
-                .fetch_add(done.len() as u64, Ordering::Relaxed);
+            committed.record(done.len(), began.elapsed());
         }
         for j in done {
             j.finish(commit.clone());
@@ -316,6 +342,11 @@ pub struct QueueStats {
     pub transactions: u64,
     /// Writes (jobs) those transactions held: `jobs / transactions` is the mean group commit.
     pub jobs: u64,
+    /// Those transactions by duration: one count per bucket of
+    /// [`TRANSACTION_SECONDS_BUCKETS`] (not cumulative), the last for longer ones.
+    pub transactions_by_duration: [u64; TRANSACTION_SECONDS_BUCKETS.len() + 1],
+    /// Their summed duration, in seconds.
+    pub transaction_seconds: f64,
 }
 
 impl Store {
@@ -388,6 +419,10 @@ impl Store {
             refused: self.inner.refused.load(Ordering::Relaxed),
             transactions: self.inner.committed.transactions.load(Ordering::Relaxed),
             jobs: self.inner.committed.jobs.load(Ordering::Relaxed),
+            transactions_by_duration: std::array::from_fn(|i| {
+                self.inner.committed.by_duration[i].load(Ordering::Relaxed)
+            }),
+            transaction_seconds: self.inner.committed.micros.load(Ordering::Relaxed) as f64 / 1e6,
         }
     }
 

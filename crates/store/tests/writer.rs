@@ -70,8 +70,9 @@ fn concurrent_writes_commit_together_but_fail_alone() -> Result<()> {
     Ok(())
 }
 
-/// The queue's figures count committed transactions and the writes they held (the group
-/// commit's size, `GET /metrics`); a rolled-back transaction counts in neither.
+/// The queue's figures count committed transactions, the writes they held (the group
+/// commit's size, `GET /metrics`) and the transactions by duration; a rolled-back
+/// transaction counts in none.
 #[test]
 fn committed_transactions_and_their_writes_are_counted() -> Result<()> {
     let (_dir, store) = common::open_store();
@@ -85,6 +86,9 @@ fn committed_transactions_and_their_writes_are_counted() -> Result<()> {
     let after_one = store.queue_stats();
     assert_eq!(after_one.transactions - before.transactions, 1);
     assert_eq!(after_one.jobs - before.jobs, 1);
+    let timed = |q: &openhive_store::QueueStats| q.transactions_by_duration.iter().sum::<u64>();
+    assert_eq!(timed(&after_one) - timed(&before), 1);
+    assert!(after_one.transaction_seconds > before.transaction_seconds);
     let handles: Vec<_> = (0..50)
         .map(|i| {
             let store = store.clone();
@@ -103,6 +107,7 @@ fn committed_transactions_and_their_writes_are_counted() -> Result<()> {
     );
     assert_eq!(jobs, 50, "every write committed once");
     assert!((1..=50).contains(&txs), "{txs} transactions");
+    assert_eq!(timed(&after), after.transactions, "each commit timed once");
     Ok(())
 }
 

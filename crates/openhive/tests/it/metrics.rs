@@ -1,5 +1,6 @@
-//! `GET /metrics`: Prometheus text that parses, request counters by route template, access
-//! control (`[metrics] access`), and lag (and the `lagging` flag) for a stopped peer.
+//! `GET /metrics`: Prometheus text that parses, request counters by route template, the
+//! writer's transactions by duration, access control (`[metrics] access`), and lag (and the
+//! `lagging` flag) for a stopped peer.
 
 use crate::harness::{Opts, assert_error, client, json, spawn};
 use crate::sync_util::*;
@@ -280,6 +281,46 @@ async fn metrics_parse_and_count_requests_by_route_template() {
     // A second scrape sees the first one counted under its own template.
     let m = metrics_of(&s.base_url).await;
     assert!(find(&m, "openhive_http_requests_total", &[("route", "/metrics")]).is_some());
+}
+
+/// The writer's transactions by duration: a histogram whose buckets are cumulative and
+/// whose count is every committed transaction (`openhive_store_write_transactions_total`).
+#[tokio::test]
+async fn metrics_time_every_committed_write_transaction() {
+    let s = spawn(Opts::token()).await;
+    crate::harness::register(&client(), &s, "timed-writer").await;
+    const H: &str = "openhive_store_write_transaction_seconds";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = metrics_of(&s.base_url).await;
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            find(&m, name, labels)
+                .unwrap_or_else(|| panic!("missing {name} {labels:?}"))
+                .value
+        };
+        let count = value(&format!("{H}_count"), &[]);
+        let committed = value("openhive_store_write_transactions_total", &[]);
+        let buckets: Vec<f64> = m
+            .iter()
+            .filter(|s| s.name == format!("{H}_bucket"))
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(buckets.len(), 11, "ten bounds and +Inf");
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+        assert_eq!(value(&format!("{H}_bucket"), &[("le", "+Inf")]), count);
+        assert!(count >= 1.0, "the registration committed");
+        assert!(value(&format!("{H}_sum"), &[]) > 0.0);
+        // A transaction committing between the two figures' reads (a background write)
+        // may part them for one scrape.
+        if count == committed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} timed, {committed} committed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use openhive_store::db::TRANSACTION_SECONDS_BUCKETS;
 use openhive_store::{Conn, StoreError, ingest, log, sync_state};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -292,6 +293,7 @@ pub async fn render(state: &AppState) -> ApiResult<String> {
         e.family(name, Kind::Counter, help);
         e.int(name, &[], i64::try_from(v).unwrap_or(i64::MAX));
     }
+    write_transaction_seconds(&mut e, &queue);
 
     gauge(
         &mut e,
@@ -511,4 +513,35 @@ pub async fn render(state: &AppState) -> ApiResult<String> {
         gauge(&mut e, name, help, count(v));
     }
     Ok(e.finish())
+}
+
+/// The writer's committed transactions by duration, a histogram (its count is the sum of
+/// its buckets, so it agrees with itself while transactions commit during the scrape).
+fn write_transaction_seconds(e: &mut Encoder, queue: &openhive_store::QueueStats) {
+    const NAME: &str = "openhive_store_write_transaction_seconds";
+    e.family(
+        NAME,
+        Kind::Histogram,
+        "Write transactions the writer committed, by time from BEGIN to the end of COMMIT, \
+         in seconds (the work of a few writes takes under a millisecond: longer ones waited \
+         for the CPU or the disk), since start.",
+    );
+    let bucket = format!("{NAME}_bucket");
+    let mut cumulative = 0u64;
+    for (le, n) in TRANSACTION_SECONDS_BUCKETS
+        .iter()
+        .zip(&queue.transactions_by_duration)
+    {
+        cumulative += n;
+        e.int(
+            &bucket,
+            &[("le", le.to_string().as_str())],
+            i64::try_from(cumulative).unwrap_or(i64::MAX),
+        );
+    }
+    let count: u64 = queue.transactions_by_duration.iter().sum();
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    e.int(&bucket, &[("le", "+Inf")], count);
+    e.float(&format!("{NAME}_sum"), &[], queue.transaction_seconds);
+    e.int(&format!("{NAME}_count"), &[], count);
 }
