@@ -54,10 +54,6 @@ pub fn router(state: AppState) -> Router {
     if state.map_hub.is_some() {
         api = api.merge(map_hub::routes());
     }
-    // ── Other /api/v1 routers go here ────────────────────────────────────────────────
-    // e.g. .merge(hives::routes()).merge(posts::routes()).merge(comments::routes())
-    //      .merge(feeds::routes()).merge(search::routes())
-    // ─────────────────────────────────────────────────────────────────────────────────
 
     let app = Router::new()
         .nest("/api/v1", api)
@@ -71,9 +67,6 @@ pub fn router(state: AppState) -> Router {
                 sync_protocol::cidr_gate,
             )),
         );
-    // ── Routers outside /api/v1 go here ──────────────────────────────────────────────
-    // e.g. .merge(ws::routes()).merge(sync_protocol::routes())
-    // ─────────────────────────────────────────────────────────────────────────────────
 
     app.fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
