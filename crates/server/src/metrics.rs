@@ -61,6 +61,34 @@ impl Encoder {
         self.line(name, labels, &format_float(value));
     }
 
+    /// The samples of one histogram series: a cumulative `_bucket` per upper bound of
+    /// `bounds` (`per_bound[i]` counts the observations in bucket `i` alone), `+Inf` equal
+    /// to `count` (which includes those above the last bound), `_sum` and `_count`.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+        per_bound: &[u64],
+        count: u64,
+        sum: f64,
+    ) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0u64;
+        for (le, n) in bounds.iter().zip(per_bound) {
+            cumulative += n;
+            let le = format_float(*le);
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", le.as_str()));
+            self.int(&bucket, &with_le, clamp(cumulative));
+        }
+        let mut inf = labels.to_vec();
+        inf.push(("le", "+Inf"));
+        self.int(&bucket, &inf, clamp(count));
+        self.float(&format!("{name}_sum"), labels, sum);
+        self.int(&format!("{name}_count"), labels, clamp(count));
+    }
+
     fn line(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
         self.out.push_str(name);
         if !labels.is_empty() {
@@ -192,32 +220,20 @@ impl HttpMetrics {
             Kind::Histogram,
             "Time to answer an HTTP request (to the response head), in seconds.",
         );
-        let bucket = format!("{HTTP_DURATION}_bucket");
-        let sum = format!("{HTTP_DURATION}_sum");
-        let count = format!("{HTTP_DURATION}_count");
         for (k, h) in &series {
-            let mut cumulative = 0u64;
-            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-                cumulative += h.buckets[i];
-                let le = format_float(*le);
-                let labels = [
-                    ("route", k.route.as_str()),
-                    ("method", k.method),
-                    ("status", k.status),
-                    ("le", le.as_str()),
-                ];
-                enc.int(&bucket, &labels, clamp(cumulative));
-            }
             let labels = [
                 ("route", k.route.as_str()),
                 ("method", k.method),
                 ("status", k.status),
             ];
-            let mut inf = labels.to_vec();
-            inf.push(("le", "+Inf"));
-            enc.int(&bucket, &inf, clamp(h.count));
-            enc.float(&sum, &labels, h.sum);
-            enc.int(&count, &labels, clamp(h.count));
+            enc.histogram(
+                HTTP_DURATION,
+                &labels,
+                &LATENCY_BUCKETS,
+                &h.buckets,
+                h.count,
+                h.sum,
+            );
         }
     }
 }

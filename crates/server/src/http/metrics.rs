@@ -526,22 +526,12 @@ fn write_transaction_seconds(e: &mut Encoder, queue: &openhive_store::QueueStats
          in seconds (the work of a few writes takes under a millisecond: longer ones waited \
          for the CPU or the disk), since start.",
     );
-    let bucket = format!("{NAME}_bucket");
-    let mut cumulative = 0u64;
-    for (le, n) in TRANSACTION_SECONDS_BUCKETS
-        .iter()
-        .zip(&queue.transactions_by_duration)
-    {
-        cumulative += n;
-        e.int(
-            &bucket,
-            &[("le", le.to_string().as_str())],
-            i64::try_from(cumulative).unwrap_or(i64::MAX),
-        );
-    }
-    let count: u64 = queue.transactions_by_duration.iter().sum();
-    let count = i64::try_from(count).unwrap_or(i64::MAX);
-    e.int(&bucket, &[("le", "+Inf")], count);
-    e.float(&format!("{NAME}_sum"), &[], queue.transaction_seconds);
-    e.int(&format!("{NAME}_count"), &[], count);
+    e.histogram(
+        NAME,
+        &[],
+        &TRANSACTION_SECONDS_BUCKETS,
+        &queue.transactions_by_duration,
+        queue.transactions_by_duration.iter().sum(),
+        queue.transaction_seconds,
+    );
 }
