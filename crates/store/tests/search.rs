@@ -417,10 +417,18 @@ fn figures_common_and_rare_term() {
                     .unwrap();
                 d.push(t.elapsed());
             }
+            // Which queries were the slowest (a cold cache shows as the first ones).
+            let mut by_time: Vec<(usize, std::time::Duration)> =
+                d.iter().copied().enumerate().collect();
+            by_time.sort_by_key(|&(_, t)| std::cmp::Reverse(t));
+            let slowest: Vec<String> = by_time[..5.min(by_time.len())]
+                .iter()
+                .map(|(i, t)| format!("#{i} {:.1}", t.as_secs_f64() * 1e3))
+                .collect();
             d.sort();
             let ms = |i: usize| d[i.min(d.len() - 1)].as_secs_f64() * 1e3;
             println!(
-                "{:?} q={q:<9} {:<24} p50 {:>7.2} ms  p99 {:>7.2} ms  ({} samples, page {}, total {})",
+                "{:?} q={q:<9} {:<24} p50 {:>7.2} ms  p99 {:>7.2} ms  ({} samples, page {}, total {}; slowest ms: {})",
                 r.store.engine(),
                 if full {
                     "posts_full_rank (before)"
@@ -431,7 +439,8 @@ fn figures_common_and_rare_term() {
                 ms(d.len() * 99 / 100),
                 d.len(),
                 hits.0,
-                hits.1
+                hits.1,
+                slowest.join(", ")
             );
         }
     }
