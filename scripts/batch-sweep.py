@@ -14,6 +14,10 @@ per push (replica). docs/PERFORMANCE.md, "Batches, not clients".
 
     scripts/batch-sweep.py target/release/openhive target/release/openhive-bench \
         --clients 16,32,64,128 --rounds 3 --secs 10
+
+With --baseline OTHER (another build of `openhive`), every run is made with OTHER first and
+then with the server, side by side, and the means of both are printed: an alternated
+comparison of two builds in one sitting.
 """
 
 import argparse
@@ -99,18 +103,32 @@ def main():
     ap.add_argument("--clients", default="16,32,64,128")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--secs", type=int, default=10)
+    ap.add_argument("--baseline", help="another openhive binary, run alternated with SERVER")
     args = ap.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
-    runs = []
-    print("clients  posts/s  origin µs  replica µs  posts/tx  posts/push")
+    builds = [("baseline", args.baseline), ("server", args.server)] if args.baseline else [
+        ("server", args.server)]
+    runs, by_build = [], {name: [] for name, _ in builds}
+    print("build     clients  posts/s  origin µs  replica µs  posts/tx  posts/push")
     for _ in range(args.rounds):
         for c in counts:
-            r = one_run(args.server, args.bench, c, args.secs)
-            runs.append(r)
-            print("%7d  %7.0f  %9.1f  %10.1f  %8.1f  %10.1f" % (
-                r["clients"], r["posts_per_s"], r["origin_us"], r["replica_us"],
-                r["per_tx"], r["per_push"]), flush=True)
-    if len(runs) >= 2:
+            for name, server in builds:
+                r = one_run(server, args.bench, c, args.secs)
+                by_build[name].append(r)
+                if name == "server":
+                    runs.append(r)
+                print("%-8s  %7d  %7.0f  %9.1f  %10.1f  %8.1f  %10.1f" % (
+                    name, r["clients"], r["posts_per_s"], r["origin_us"], r["replica_us"],
+                    r["per_tx"], r["per_push"]), flush=True)
+    if args.baseline:
+        for c in counts:
+            for name, _ in builds:
+                rs = [r for r in by_build[name] if r["clients"] == c]
+                print("mean %-8s %3d clients: %7.0f posts/s, origin %.1f µs, replica %.1f µs" % (
+                    name, c, sum(r["posts_per_s"] for r in rs) / len(rs),
+                    sum(r["origin_us"] for r in rs) / len(rs),
+                    sum(r["replica_us"] for r in rs) / len(rs)))
+    if len({r["clients"] for r in runs}) >= 2:
         a, b = fit([1 / r["per_tx"] for r in runs], [r["origin_us"] for r in runs])
         print(f"origin:  {a:.1f} µs per post + {b:.0f} µs per transaction")
         a, b = fit([1 / r["per_push"] for r in runs], [r["replica_us"] for r in runs])
